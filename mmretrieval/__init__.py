@@ -1,0 +1,15 @@
+"""mmretrieval: search photos, recordings and documents by meaning, in one shared CLIP-style space."""
+from .engine import Engine, Hit
+from .errors import (DecodeError, IndexLockedError, IndexNotFoundError, MissingWeightsError, MMRError, SpaceError,
+                     SpaceMismatchError, UsageError)
+from .ingest.indexer import IndexReport
+from .space.registry import list_spaces, register_space, resolve_model_arg
+from .space.spec import AudioSpec, ClipSpec, SpaceSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Engine", "Hit", "IndexReport", "SpaceSpec", "ClipSpec", "AudioSpec", "register_space", "list_spaces",
+    "resolve_model_arg", "MMRError", "UsageError", "SpaceError", "MissingWeightsError", "SpaceMismatchError",
+    "IndexNotFoundError", "IndexLockedError", "DecodeError",
+]

@@ -1,0 +1,230 @@
+"""The SQLite catalog beside the vector index: files, their items, hashes, skips and the space.
+
+Item ids are the FAISS ids. They are never reused (AUTOINCREMENT), so a vector left behind by a
+crash can never be mistaken for a newer item.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .errors import IndexNotFoundError, MMRError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    modality TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    hash TEXT,
+    status TEXT NOT NULL CHECK (status IN ('indexed', 'skipped')),
+    error TEXT,
+    space TEXT,
+    indexed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    modality TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    locator TEXT,
+    text TEXT
+);
+CREATE INDEX IF NOT EXISTS items_file ON items(file_id);
+CREATE INDEX IF NOT EXISTS items_modality ON items(modality);
+"""
+
+
+@dataclass(frozen=True)
+class FileRow:
+    id: int
+    path: str
+    modality: str
+    size: int
+    mtime_ns: int
+    hash: str | None
+    status: str
+    error: str | None
+    space: str | None
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    id: int
+    file_id: int
+    path: str
+    modality: str
+    ordinal: int
+    locator: dict[str, Any]
+    text: str | None
+
+
+class Catalog:
+    FILE = "catalog.sqlite"
+
+    def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise IndexNotFoundError(f"no catalog at {self.path}")
+        if readonly:
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        else:
+            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.row_factory = sqlite3.Row
+        self.db.isolation_level = None  # explicit transactions only
+        if create:
+            with self.transaction():
+                for stmt in _SCHEMA.split(";"):  # executescript() would commit behind our back
+                    if stmt.strip():
+                        self.db.execute(stmt)
+                if self.get_meta("schema_version") is None:
+                    self.set_meta("schema_version", str(SCHEMA_VERSION))
+        version = self.get_meta("schema_version")
+        if version is None:
+            raise IndexNotFoundError(f"{self.path} is not an mmretrieval catalog")
+        if int(version) > SCHEMA_VERSION:
+            raise MMRError(f"catalog schema {version} is newer than this mmretrieval understands ({SCHEMA_VERSION}); upgrade")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    def begin(self) -> None:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+    # --- meta
+    def get_meta(self, key: str) -> str | None:
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        except sqlite3.DatabaseError:
+            return None
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, value))
+
+    # --- files
+    def files(self, under: Iterable[str] | None = None) -> dict[str, FileRow]:
+        rows = self.db.execute("SELECT id, path, modality, size, mtime_ns, hash, status, error, space FROM files")
+        out = {r["path"]: FileRow(**dict(r)) for r in rows}
+        if under is not None:
+            prefixes = [p.rstrip("/") + "/" for p in under]
+            out = {p: r for p, r in out.items() if any(p.startswith(x) or p == x[:-1] for x in prefixes)}
+        return out
+
+    def files_by_hash(self, h: str) -> list[FileRow]:
+        rows = self.db.execute("SELECT id, path, modality, size, mtime_ns, hash, status, error, space FROM files "
+                               "WHERE hash=? AND status='indexed'", (h,))
+        return [FileRow(**dict(r)) for r in rows]
+
+    def upsert_file(self, path: str, modality: str, size: int, mtime_ns: int, hash: str | None, status: str,
+                    error: str | None = None, space: str | None = None) -> int:
+        row = self.db.execute(
+            "INSERT INTO files(path, modality, size, mtime_ns, hash, status, error, space, indexed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET modality=excluded.modality, "
+            "size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, status=excluded.status, "
+            "error=excluded.error, space=excluded.space, indexed_at=excluded.indexed_at RETURNING id",
+            (path, modality, size, mtime_ns, hash, status, error, space, time.time())).fetchone()
+        return int(row[0])
+
+    def move_file(self, file_id: int, new_path: str, size: int, mtime_ns: int) -> None:
+        self.db.execute("UPDATE files SET path=?, size=?, mtime_ns=? WHERE id=?", (new_path, size, mtime_ns, file_id))
+
+    def delete_file(self, file_id: int) -> np.ndarray:
+        """Delete a file and its items; returns the removed item ids (to remove from the vector index)."""
+        ids = self.item_ids_of_file(file_id)
+        self.db.execute("DELETE FROM items WHERE file_id=?", (file_id,))
+        self.db.execute("DELETE FROM files WHERE id=?", (file_id,))
+        return ids
+
+    def item_ids_of_file(self, file_id: int) -> np.ndarray:
+        rows = self.db.execute("SELECT id FROM items WHERE file_id=? ORDER BY ordinal", (file_id,)).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def delete_items_of_file(self, file_id: int) -> np.ndarray:
+        ids = self.item_ids_of_file(file_id)
+        self.db.execute("DELETE FROM items WHERE file_id=?", (file_id,))
+        return ids
+
+    # --- items
+    def add_items(self, file_id: int, modality: str, entries: list[tuple[dict[str, Any], str | None]]) -> np.ndarray:
+        ids = []
+        for ordinal, (locator, text) in enumerate(entries):
+            cur = self.db.execute("INSERT INTO items(file_id, modality, ordinal, locator, text) VALUES (?, ?, ?, ?, ?)",
+                                  (file_id, modality, ordinal, json.dumps(locator), text))
+            ids.append(cur.lastrowid)
+        return np.array(ids, dtype=np.int64)
+
+    def items_of_file(self, file_id: int) -> list[ItemRow]:
+        return self._items("WHERE i.file_id=? ORDER BY i.ordinal", (file_id,))
+
+    def items(self, ids: Iterable[int]) -> dict[int, ItemRow]:
+        ids = [int(i) for i in ids]
+        out: dict[int, ItemRow] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            q = ",".join("?" * len(chunk))
+            for row in self._items(f"WHERE i.id IN ({q})", chunk):
+                out[row.id] = row
+        return out
+
+    def _items(self, where: str, args: Any) -> list[ItemRow]:
+        rows = self.db.execute(
+            "SELECT i.id, i.file_id, f.path, i.modality, i.ordinal, i.locator, i.text FROM items i "
+            f"JOIN files f ON f.id = i.file_id {where}", args)
+        return [ItemRow(id=r[0], file_id=r[1], path=r[2], modality=r[3], ordinal=r[4],
+                        locator=json.loads(r[5]) if r[5] else {}, text=r[6]) for r in rows]
+
+    def item_ids(self, modalities: Iterable[str] | None = None) -> np.ndarray:
+        if modalities is None:
+            rows = self.db.execute("SELECT id FROM items")
+        else:
+            mods = list(modalities)
+            rows = self.db.execute(f"SELECT id FROM items WHERE modality IN ({','.join('?' * len(mods))})", mods)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def counts(self) -> dict[str, Any]:
+        items = {r[0]: r[1] for r in self.db.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality")}
+        files = {r[0]: r[1] for r in self.db.execute("SELECT status, COUNT(*) FROM files GROUP BY status")}
+        return {"items": items, "files_indexed": files.get("indexed", 0), "files_skipped": files.get("skipped", 0)}
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self.db.execute("SELECT path, error FROM files WHERE status='skipped' ORDER BY path")]

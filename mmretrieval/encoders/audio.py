@@ -1,0 +1,131 @@
+"""Audio: librosa load (mono, tower's rate) -> windows -> audio tower -> shared space."""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DecodeError, UsageError
+from ..space.spec import AudioSpec
+from .audio_tower import build_audio_tower
+from .base import Encoder
+
+MIN_SECONDS = 0.05  # shorter than this carries no usable sound
+
+
+def load_audio(path: str | os.PathLike | Any, sample_rate: int) -> np.ndarray:
+    """Decode any format librosa/soundfile/audioread can read (a path or a binary file object)
+    to mono float32 at `sample_rate`."""
+    import librosa
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # audioread fallback warnings are noise here
+            src = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
+            wave, _ = librosa.load(src, sr=sample_rate, mono=True)
+    except FileNotFoundError as e:
+        raise DecodeError(f"cannot read: {e.strerror or e}") from None
+    except PermissionError as e:
+        raise DecodeError(f"cannot read: {e.strerror or e}") from None
+    except Exception as e:  # librosa raises many types for undecodable input
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise DecodeError(f"cannot decode audio: {msg}") from None
+    return check_wave(wave, sample_rate)
+
+
+def check_wave(wave: Any, sample_rate: int) -> np.ndarray:
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim == 2:  # (channels, samples) or (samples, channels)
+        wave = wave.mean(axis=0 if wave.shape[0] < wave.shape[1] else 1)
+    if wave.ndim != 1:
+        raise DecodeError(f"audio must be 1-D samples, got shape {wave.shape}")
+    if wave.size < MIN_SECONDS * sample_rate:
+        raise DecodeError(f"audio too short: {wave.size / sample_rate:.3f} s (minimum {MIN_SECONDS} s)")
+    if not np.isfinite(wave).all():
+        raise DecodeError("audio holds NaN or infinite samples")
+    return wave
+
+
+@dataclass(frozen=True)
+class Window:
+    start: float
+    end: float
+    samples: np.ndarray
+
+    def locator(self) -> dict[str, float]:
+        return {"start": round(self.start, 3), "end": round(self.end, 3)}
+
+
+def windows(wave: np.ndarray, sample_rate: int, window_s: float, hop_s: float) -> list[Window]:
+    """Cut `wave` into windows of `window_s` seconds every `hop_s`; the last one ends at the end."""
+    w = int(round(window_s * sample_rate))
+    h = max(1, int(round(hop_s * sample_rate)))
+    n = wave.size
+    if n <= w:
+        return [Window(0.0, n / sample_rate, wave)]
+    starts = list(range(0, n - w + 1, h))
+    if starts[-1] + w < n:
+        starts.append(n - w)  # cover the tail with a full-length window
+    return [Window(s / sample_rate, (s + w) / sample_rate, wave[s:s + w]) for s in starts]
+
+
+class AudioEncoder(Encoder):
+    """Encodes 1-D waveforms at the tower's sample rate (or ``(array, sr)`` pairs, or file paths)."""
+
+    modality = "audio"
+
+    def __init__(self, tower: torch.nn.Module, spec: AudioSpec, dim: int, device: torch.device) -> None:
+        super().__init__(dim, device)
+        self.tower = tower
+        self.spec = spec
+        self.sample_rate = spec.sample_rate
+
+    @classmethod
+    def from_spec(cls, spec: AudioSpec, space_name: str, dim: int, device: torch.device) -> "AudioEncoder":
+        from ..space.weights import resolve_audio_weights
+
+        path = resolve_audio_weights(spec.weights, space_name)
+        tower = build_audio_tower({**spec.config, "embed_dim": spec.config.get("embed_dim", dim)})
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        try:
+            tower.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise DecodeError(f"audio tower weights {path} do not fit the tower config: {e}") from None
+        tower.eval().to(device)
+        return cls(tower, spec, dim, device)
+
+    def prepare(self, item: Any) -> np.ndarray:
+        if isinstance(item, (str, os.PathLike)):
+            return load_audio(item, self.sample_rate)
+        if isinstance(item, tuple) and len(item) == 2:
+            wave, sr = item
+            wave = np.asarray(wave, dtype=np.float32)
+            if wave.ndim == 2:
+                wave = check_wave(wave, int(sr))
+            if int(sr) != self.sample_rate:
+                import librosa
+
+                wave = librosa.resample(wave, orig_sr=int(sr), target_sr=self.sample_rate)
+            return check_wave(wave, self.sample_rate)
+        if isinstance(item, np.ndarray):
+            return check_wave(item, self.sample_rate)
+        raise UsageError(f"audio inputs must be paths, (array, sample_rate) pairs or 1-D arrays at "
+                         f"{self.sample_rate} Hz, got {type(item).__name__}")
+
+    def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
+        waves = [self.prepare(b) for b in batch]
+        out = torch.empty((len(waves), self.dim))
+        # Same-length waves go through together; padding would change what the tower hears.
+        by_len: dict[int, list[int]] = {}
+        for i, w in enumerate(waves):
+            by_len.setdefault(w.size, []).append(i)
+        for idx in by_len.values():
+            x = torch.from_numpy(np.stack([waves[i] for i in idx])).to(self.device)
+            out[idx] = self.tower(x).float().cpu()
+        return out

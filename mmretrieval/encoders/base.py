@@ -1,0 +1,44 @@
+"""The one contract every encoder keeps: a batch in, L2-normalised float32 ``[N, D]`` out, in order."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+
+
+class Encoder(ABC):
+    modality: str = ""
+
+    def __init__(self, dim: int, device: torch.device) -> None:
+        self.dim = dim
+        self.device = device
+
+    def encode(self, inputs: Sequence[Any], batch_size: int = 32) -> np.ndarray:
+        """Encode `inputs` in batches of `batch_size`; row i of the result is inputs[i]."""
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
+            raise UsageError(f"{type(self).__name__}.encode takes a list of inputs, got {type(inputs).__name__}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
+        out = np.empty((len(inputs), self.dim), dtype=np.float32)
+        for start in range(0, len(inputs), batch_size):
+            chunk = list(inputs[start:start + batch_size])
+            with torch.inference_mode():
+                emb = self._encode_batch(chunk)
+            out[start:start + len(chunk)] = normalize(emb)
+        return out
+
+    @abstractmethod
+    def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
+        """Return un-normalised embeddings ``[len(batch), dim]``."""
+
+
+def normalize(emb: torch.Tensor) -> np.ndarray:
+    v = F.normalize(emb.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
+    if not np.isfinite(v).all():
+        raise FloatingPointError("encoder produced non-finite values")
+    return v

@@ -1,0 +1,113 @@
+"""Images: Pillow decode with every mode made RGB the right way, then the model's own preprocessing."""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from ..errors import DecodeError, UsageError
+from .base import Encoder
+
+# Above this many pixels an image is treated as a decompression bomb (Pillow warns at ~89 MP).
+MAX_PIXELS = int(os.environ.get("MMR_MAX_PIXELS", 178_956_970))
+MIN_SIDE = 1
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparency is composited on white, not dropped to black."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        if mode in ("I", "F"):
+            lo = min(float(arr.min()), 0.0)
+            arr = (arr - lo) / max(hi - lo, 1e-12)
+        else:
+            arr = arr / hi
+        grey = Image.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        return grey.convert("RGB")
+    if mode == "CMYK":
+        return img.convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
+    """Open an image file (or bytes) as RGB: EXIF orientation applied, first frame of animations."""
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        try:
+            fp: Any = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+        except OSError as e:
+            raise DecodeError(f"cannot read: {e.strerror or e}") from None
+        with fp:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    img = Image.open(fp)
+                    w, h = img.size
+                    if w * h > MAX_PIXELS:
+                        raise DecodeError(f"image too large: {w}x{h} = {w * h / 1e6:.0f} MP exceeds "
+                                          f"{MAX_PIXELS / 1e6:.0f} MP (decompression bomb guard, MMR_MAX_PIXELS)")
+                    img.seek(0)  # animated: first frame
+                    img.load()
+            except DecodeError:
+                raise
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+                raise DecodeError(f"image too large (decompression bomb guard): {e}") from None
+            except Image.UnidentifiedImageError:
+                raise DecodeError("not a recognised image format") from None
+            except (OSError, SyntaxError, ValueError, EOFError) as e:
+                raise DecodeError(f"corrupt or truncated image: {e}") from None
+    if min(img.size) < MIN_SIDE:
+        raise DecodeError(f"image has no pixels ({img.size[0]}x{img.size[1]})")
+    try:
+        img = ImageOps.exif_transpose(img) or img
+    except Exception:  # broken EXIF must not lose the picture
+        pass
+    try:
+        return to_rgb(img)
+    except (OSError, ValueError) as e:
+        raise DecodeError(f"cannot convert image mode {img.mode} to RGB: {e}") from None
+
+
+class ImageEncoder(Encoder):
+    modality = "image"
+
+    def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor], dim: int,
+                 device: torch.device) -> None:
+        super().__init__(dim, device)
+        self.model = model
+        self.preprocess = preprocess
+
+    def prepare(self, item: Any) -> torch.Tensor:
+        """Decode (if needed) and preprocess one image into the tower's input tensor."""
+        if isinstance(item, torch.Tensor):
+            return item
+        if isinstance(item, (str, os.PathLike, bytes, Image.Image)):
+            return self.preprocess(load_image(item))
+        raise UsageError(f"image inputs must be paths, bytes, PIL images or preprocessed tensors, "
+                         f"got {type(item).__name__}")
+
+    def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
+        x = torch.stack([self.prepare(b) for b in batch]).to(self.device)
+        return self.model.encode_image(x)
+
+
+def is_path(x: Any) -> bool:
+    return isinstance(x, (str, Path, os.PathLike))

@@ -1,0 +1,121 @@
+"""Text: open_clip tokenizer + text tower, and splitting documents into passages that fit its context."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ..errors import UsageError
+from .base import Encoder
+
+
+class TextEncoder(Encoder):
+    modality = "text"
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, dim: int, device: torch.device) -> None:
+        super().__init__(dim, device)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
+
+    def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
+        for t in batch:
+            if not isinstance(t, str):
+                raise UsageError(f"text inputs must be strings, got {type(t).__name__}")
+        tokens = self.tokenizer(batch).to(self.device)
+        return self.model.encode_text(tokens)
+
+    def count_tokens(self, text: str) -> int:
+        """BPE tokens of `text` without the start/end markers."""
+        tok = self.tokenizer
+        if hasattr(tok, "encode"):
+            return len(tok.encode(text))
+        inner = getattr(tok, "tokenizer", None)
+        if inner is not None and hasattr(inner, "encode"):
+            return len(inner.encode(text, add_special_tokens=False))
+        return len(text.split())
+
+    @property
+    def max_passage_tokens(self) -> int:
+        return self.context_length - 2  # start and end markers
+
+
+@dataclass(frozen=True)
+class Passage:
+    text: str
+    start: int      # character offsets into the document
+    end: int
+    line: int       # 1-based line of `start`
+
+    def locator(self) -> dict[str, int]:
+        return {"start": self.start, "end": self.end, "line": self.line}
+
+
+_SENTENCE = re.compile(r"[^.!?\n]*(?:[.!?]+[\"')\]]*|\n\s*\n|\n|$)", re.S)
+_WORD = re.compile(r"\S+")
+
+
+def _sentences(text: str) -> list[tuple[int, int]]:
+    """Character spans of sentences (or lines / paragraphs), stripped of surrounding space."""
+    spans = []
+    for m in _SENTENCE.finditer(text):
+        s, e = m.span()
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            spans.append((s, e))
+    return spans
+
+
+def split_passages(text: str, count_tokens: Callable[[str], int], max_tokens: int = 75,
+                   overlap: int = 1) -> list[Passage]:
+    """Split `text` into passages of at most `max_tokens` tokens, on sentence boundaries.
+
+    Consecutive passages share `overlap` sentences so that a fact spanning a boundary is still
+    found. A sentence longer than the limit is cut on word boundaries.
+    """
+    if max_tokens < 1:
+        raise UsageError("max_tokens must be >= 1")
+    units: list[tuple[int, int, int]] = []  # (start, end, tokens)
+    for s, e in _sentences(text):
+        n = count_tokens(text[s:e])
+        if n <= max_tokens:
+            units.append((s, e, n))
+            continue
+        # Too long: greedy word packing inside the sentence.
+        cur_s = cur_e = None
+        for w in _WORD.finditer(text, s, e):
+            if cur_s is None:
+                cur_s, cur_e = w.start(), w.end()
+                continue
+            if count_tokens(text[cur_s:w.end()]) <= max_tokens:
+                cur_e = w.end()
+            else:
+                units.append((cur_s, cur_e, count_tokens(text[cur_s:cur_e])))
+                cur_s, cur_e = w.start(), w.end()
+        if cur_s is not None:
+            piece = text[cur_s:cur_e]
+            while count_tokens(piece) > max_tokens and len(piece) > 1:  # one giant "word"
+                cut = len(piece) // 2
+                units.append((cur_s, cur_s + cut, count_tokens(piece[:cut])))
+                cur_s += cut
+                piece = text[cur_s:cur_e]
+            units.append((cur_s, cur_e, count_tokens(piece)))
+
+    passages: list[Passage] = []
+    i = 0
+    while i < len(units):
+        j = i
+        while j + 1 < len(units) and count_tokens(text[units[i][0]:units[j + 1][1]]) <= max_tokens:
+            j += 1
+        s, e = units[i][0], units[j][1]
+        passages.append(Passage(text=text[s:e], start=s, end=e, line=text.count("\n", 0, s) + 1))
+        if j + 1 >= len(units):
+            break
+        # Step forward, keeping `overlap` sentences, but always make progress.
+        i = max(i + 1, j + 1 - overlap)
+    return passages

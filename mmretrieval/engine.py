@@ -1,0 +1,239 @@
+"""The one facade the CLI, the server and Python users call."""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import DecodeError, IndexNotFoundError, UsageError
+from .ingest.indexer import Indexer, IndexReport
+from .ingest.walk import normalise_roots, under
+from .query import Query, make_query
+from .space.loader import Space, space_identity
+from .space.registry import resolve_model_arg
+from .space.spec import SpaceSpec, fingerprint_of
+from .store import Store
+
+DEFAULT_SPACE = os.environ.get("MMR_MODEL", "vit-b-32-openai")
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    score: float
+    modality: str
+    path: str
+    id: int
+    locator: dict[str, Any]
+    text: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "score": round(self.score, 6), "modality": self.modality, "path": self.path,
+                "id": self.id, "locator": self.locator, "text": self.text}
+
+
+def _spec_of(model: str | SpaceSpec) -> SpaceSpec:
+    return model if isinstance(model, SpaceSpec) else resolve_model_arg(model)
+
+
+class Engine:
+    """An index folder plus the space it lives in.
+
+    ``Engine(path, model=...)`` creates the index when the folder holds none (``model`` defaults to
+    the default space); an existing index remembers its space, and a different ``model`` is refused.
+    ``readonly=True`` opens an existing index for searching only, never taking the writer's lock.
+    """
+
+    def __init__(self, path: str | os.PathLike, model: str | SpaceSpec | None = None, *, readonly: bool = False,
+                 device: str = "cpu") -> None:
+        self.path = Path(os.path.expanduser(os.fspath(path))).resolve()
+        self.device = device
+        self._space: Space | None = None
+        self._lock = threading.RLock()
+        exists = (self.path / "catalog.sqlite").is_file()
+        if not exists:
+            if readonly:
+                raise IndexNotFoundError(
+                    f"{self.path} is not an mmretrieval index; create one with `mmr index FOLDER --index {self.path}`")
+            if self.path.exists() and not self.path.is_dir():
+                raise UsageError(f"{self.path} is a file, not an index folder")
+            if self.path.is_dir() and any(self.path.iterdir()):
+                raise IndexNotFoundError(
+                    f"{self.path} is a non-empty folder that holds no mmretrieval index; "
+                    f"choose an empty or new folder for the index")
+            spec = _spec_of(model or DEFAULT_SPACE)
+            space = Space(spec, device=device)  # weights must exist before we create anything
+            self.store = Store(self.path, create=True)
+            self.store.init_space(spec, space.fingerprint, space.dim)
+            self._space = space
+        else:
+            self.store = Store(self.path, readonly=readonly)
+            if model is not None:
+                spec = _spec_of(model)
+                self.store.check_space(spec.name, fingerprint_of(space_identity(spec)), spec.metric)
+        self.readonly = readonly
+        rec = self.store.space_record()
+        if rec is None:
+            raise IndexNotFoundError(f"{self.path} has a catalog but no space record; it is not a usable index")
+        self.dim = int(rec["dim"])
+        self.store.load_vectors(self.dim)
+
+    # ----------------------------------------------------------------- space
+    @property
+    def spec(self) -> SpaceSpec:
+        spec = self.store.stored_spec()
+        assert spec is not None
+        return spec
+
+    @property
+    def space(self) -> Space:
+        """The loaded encoders; loaded on first use and checked against the index's fingerprint."""
+        with self._lock:
+            if self._space is None:
+                space = Space(self.spec, device=self.device)
+                self.store.check_space(space.spec.name, space.fingerprint, space.spec.metric)
+                self._space = space
+            return self._space
+
+    # ----------------------------------------------------------------- indexing
+    def index(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,
+              progress: bool = False, checkpoint_seconds: float = 30.0) -> IndexReport:
+        """Index (incrementally) every supported file under `paths`."""
+        self._writable()
+        paths = list(paths) if not isinstance(paths, (str, os.PathLike)) else [paths]
+        if not paths:
+            raise UsageError("give at least one file or folder to index")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
+        for p in paths:
+            if not os.path.exists(os.path.expanduser(os.fspath(p))):
+                raise UsageError(f"nothing to index at {p}: no such file or folder")
+        roots = [r for r in normalise_roots(paths) if not under(r, [str(self.path)])]
+        with self._lock:
+            self.store.acquire_lock()
+            try:
+                report = IndexReport()
+                report.repaired = self.store.reconcile()
+                indexer = Indexer(self.store, self.space, batch_size=batch_size,
+                                  workers=workers or max(1, min(4, os.cpu_count() or 1)),
+                                  checkpoint_seconds=checkpoint_seconds, progress=progress)
+                indexer.report.repaired = report.repaired
+                return indexer.run(roots)
+            finally:
+                self.store.release_lock()
+
+    def remove(self, paths: Iterable[str | os.PathLike]) -> int:
+        """Forget every indexed file under `paths` (files stay on disk). Returns files removed."""
+        self._writable()
+        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        roots = normalise_roots(paths)
+        with self._lock:
+            self.store.acquire_lock()
+            try:
+                self.store.reconcile()
+                self.store.begin()
+                rows = [r for p, r in self.store.catalog.files().items() if under(p, roots)]
+                for r in rows:
+                    self.store.vectors.remove(self.store.catalog.delete_file(r.id))
+                self.store.checkpoint()
+                return len(rows)
+            finally:
+                self.store.release_lock()
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise UsageError("this engine was opened read-only")
+
+    # ----------------------------------------------------------------- search
+    def encode_query(self, q: Query) -> np.ndarray:
+        space = self.space
+        if q.modality == "text":
+            return space.text.encode([q.value])[0]
+        if q.modality == "image":
+            try:
+                return space.image.encode([_expand(q.value)])[0]
+            except DecodeError as e:
+                raise UsageError(f"cannot use the image query: {e}") from None
+        enc = space.audio
+        if enc is None:
+            raise UsageError(f"space {space.spec.name!r} has no audio tower, so it cannot take an audio query")
+        from .encoders.audio import windows
+
+        try:
+            wave = enc.prepare(_expand(q.value))
+        except DecodeError as e:
+            raise UsageError(f"cannot use the audio query: {e}") from None
+        wins = windows(wave, enc.sample_rate, enc.spec.window_s, enc.spec.hop_s)
+        vecs = enc.encode([w.samples for w in wins])
+        v = vecs.mean(axis=0)  # a long query clip: the mean direction of its windows
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    def search(self, text: str | None = None, *, image: Any = None, audio: Any = None, k: int = 10,
+               types: Iterable[str] | str | None = None) -> list[Hit]:
+        """Search by text, an image (path, bytes, PIL image) or audio (path, (array, sr)); best first."""
+        q = make_query(text=text, image=image, audio=audio, k=k, types=types)
+        vec = self.encode_query(q)
+        return self.search_vector(vec, k=q.k, types=q.types)
+
+    def search_vector(self, vec: np.ndarray, *, k: int = 10, types: Iterable[str] | None = None) -> list[Hit]:
+        with self._lock:
+            if self.readonly or self.store._lock_fd is None:
+                self.store.refresh_vectors(self.dim)
+            cat = self.store.catalog
+            types = tuple(types) if types is not None else None
+            allowed = None if types is None or set(types) >= {"text", "image", "audio"} else cat.item_ids(types)
+            # Over-fetch a little: ids whose catalog rows were removed since the vectors were saved are dropped.
+            fetch = min(k + 16, max(1, self.store.vectors.ntotal))
+            scores, ids = self.store.vectors.search(np.asarray(vec, np.float32)[None, :], fetch, allowed=allowed)
+            found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+            rows = cat.items([i for _, i in found])
+        hits: list[Hit] = []
+        for s, i in found:
+            r = rows.get(i)
+            if r is None:
+                continue
+            hits.append(Hit(rank=len(hits) + 1, score=s, modality=r.modality, path=r.path, id=i,
+                            locator=r.locator, text=r.text))
+            if len(hits) == k:
+                break
+        return hits
+
+    # ----------------------------------------------------------------- info
+    def stats(self) -> dict[str, Any]:
+        rec = self.store.space_record() or {}
+        counts = self.store.catalog.counts()
+        size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        spec = rec.get("spec", {})
+        return {
+            "index": str(self.path),
+            "space": {"name": spec.get("name"), "fingerprint": rec.get("fingerprint"), "metric": rec.get("metric"),
+                      "dim": rec.get("dim"), "clip": spec.get("clip"),
+                      "audio": None if not spec.get("audio") else spec["audio"].get("config", {}).get("arch")},
+            "items": counts["items"],
+            "items_total": sum(counts["items"].values()),
+            "vectors": self.store.vectors.ntotal,
+            "files_indexed": counts["files_indexed"],
+            "files_skipped": counts["files_skipped"],
+            "index_type": self.store.vectors.kind,
+            "bytes_on_disk": size,
+        }
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.store.catalog.skipped()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _expand(v: Any) -> Any:
+    return os.path.expanduser(os.fspath(v)) if isinstance(v, (str, os.PathLike)) else v

@@ -1,0 +1,38 @@
+"""Typed errors raised by the library. Only the CLI turns them into messages and exit codes."""
+from __future__ import annotations
+
+
+class MMRError(Exception):
+    """Base class of every error mmretrieval raises on purpose."""
+
+
+class UsageError(MMRError, ValueError):
+    """A bad argument: the message names what is valid."""
+
+
+class SpaceError(MMRError):
+    """A space could not be resolved (unknown name, bad config)."""
+
+
+class MissingWeightsError(SpaceError):
+    """Weights for a space are not available locally and could not be fetched."""
+
+
+class SpaceMismatchError(MMRError):
+    """An index was opened or queried with a different space or metric than it was built with."""
+
+
+class IndexNotFoundError(MMRError):
+    """The index directory does not hold an index."""
+
+
+class IndexLockedError(MMRError):
+    """Another process is writing to the index."""
+
+
+class DecodeError(MMRError):
+    """A file could not be read or decoded; the message is the reason shown to the user."""
+
+
+class UnsupportedModalityError(DecodeError):
+    """The space has no tower for this modality."""

@@ -1,0 +1,144 @@
+"""Read a file once, hash it, and turn it into the items the encoders take.
+
+Runs in worker threads; raises `DecodeError` with the reason a user sees when a file is skipped.
+"""
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..encoders.audio import load_audio, windows
+from ..encoders.image import load_image
+from ..encoders.text import split_passages
+from ..errors import DecodeError
+from .walk import FileEntry
+
+# Files larger than this are hashed and decoded by streaming from disk instead of from memory.
+IN_MEMORY_LIMIT = 64 << 20
+
+
+@dataclass
+class DecodedItem:
+    locator: dict[str, Any]
+    text: str | None        # stored passage text (text items only)
+    payload: Any            # what the encoder takes
+
+
+@dataclass
+class Decoded:
+    entry: FileEntry
+    hash: str
+    items: list[DecodedItem]
+
+
+def read_and_hash(path: str, size: int) -> tuple[str, bytes | None]:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            if size <= IN_MEMORY_LIMIT:
+                data = f.read()
+                h.update(data)
+                return h.hexdigest(), data
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            return h.hexdigest(), None
+    except OSError as e:
+        raise DecodeError(f"cannot read: {e.strerror or e}") from None
+
+
+def decode_text_bytes(data: bytes) -> str:
+    """Decode a text file whatever its encoding (BOMs, UTF-8, UTF-16, Latin-1); reject binary data."""
+    # UTF-32 BOMs first: the UTF-32-LE BOM begins with the UTF-16-LE one.
+    for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            try:
+                return _checked(data.decode(enc))
+            except UnicodeDecodeError:
+                break
+    head = data[:4096]
+    if head.count(b"\x00"):
+        # UTF-16 without a BOM: the zero bytes of ASCII characters fall on one side.
+        even, odd = head[0::2].count(0), head[1::2].count(0)
+        if odd > 0.3 * len(head) / 2 and even == 0:
+            return _checked(data.decode("utf-16-le", errors="replace"))
+        if even > 0.3 * len(head) / 2 and odd == 0:
+            return _checked(data.decode("utf-16-be", errors="replace"))
+        raise DecodeError("binary data, not text")
+    try:
+        return _checked(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return _checked(data.decode("cp1252" if _cp1252_ok(data) else "latin-1"))
+
+
+def _cp1252_ok(data: bytes) -> bool:
+    try:
+        data.decode("cp1252")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _checked(text: str) -> str:
+    sample = text[:8192]
+    if sample:
+        bad = sum(1 for c in sample if (ord(c) < 32 and c not in "\t\n\r\f\v") or c == "\ufffd")
+        if bad > 0.05 * len(sample):
+            raise DecodeError("binary data, not text")
+    return text
+
+
+class Decoder:
+    """Turns a `FileEntry` into items for one space (its tokenizer, image preprocessing, audio rate)."""
+
+    def __init__(self, *, prepare_image: Callable[[Any], Any], count_tokens: Callable[[str], int],
+                 max_tokens: int, audio: Any | None) -> None:
+        self.prepare_image = prepare_image
+        self.count_tokens = count_tokens
+        self.max_tokens = max_tokens
+        self.audio = audio  # AudioSpec or None
+
+    def __call__(self, entry: FileEntry) -> Decoded:
+        digest, data = read_and_hash(entry.path, entry.size)
+        return self.decode(entry, digest, data)
+
+    def decode(self, entry: FileEntry, digest: str, data: bytes | None) -> Decoded:
+        """Decode a file already read (`data`, or None when too large to hold) and hashed."""
+        if entry.size == 0 or (data is not None and len(data) == 0):
+            raise DecodeError("empty file (0 bytes)")
+        if entry.modality == "audio" and self.audio is None:
+            raise DecodeError("this space has no audio tower (use a space with audio to index sound)")
+        if entry.modality == "image":
+            img = load_image(data if data is not None else entry.path)
+            w, h = img.size
+            return Decoded(entry, digest, [DecodedItem({"width": w, "height": h}, None, self.prepare_image(img))])
+        if entry.modality == "text":
+            if data is None:
+                with open(entry.path, "rb") as f:
+                    data = f.read()
+            text = decode_text_bytes(data)
+            if not text.strip():
+                raise DecodeError("no text (empty or whitespace only)")
+            passages = split_passages(text, self.count_tokens, self.max_tokens)
+            return Decoded(entry, digest, [DecodedItem(p.locator(), p.text, p.text) for p in passages])
+        if entry.modality == "audio":
+            sr = self.audio.sample_rate
+            wave = _load_audio(entry.path, data, sr)
+            wins = windows(wave, sr, self.audio.window_s, self.audio.hop_s)
+            return Decoded(entry, digest, [DecodedItem(w.locator(), None, w.samples) for w in wins])
+        raise DecodeError(f"unsupported modality {entry.modality}")
+
+
+def _load_audio(path: str, data: bytes | None, sr: int) -> np.ndarray:
+    if data is not None:
+        try:
+            return load_audio(io.BytesIO(data), sr)  # type: ignore[arg-type]
+        except DecodeError:
+            pass  # formats soundfile cannot read from memory go through audioread with the path
+    return load_audio(os.fspath(path), sr)

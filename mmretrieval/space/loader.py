@@ -1,0 +1,135 @@
+"""Build a usable `Space` (towers with real weights + encoders) from a `SpaceSpec`."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import MissingWeightsError, SpaceError, UnsupportedModalityError
+from .spec import AudioSpec, SpaceSpec, fingerprint_of
+from .weights import ResolvedClip, file_sha256, resolve_audio_weights, resolve_clip
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_VERSION = 1
+
+
+def _clip_configs(resolved: ResolvedClip) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The open_clip model config and the final preprocessing config, without building the model."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    pre = asdict(PreprocessCfg())
+    if resolved.model_name.startswith("local-dir:"):
+        data = json.loads((Path(resolved.model_name[len("local-dir:"):]) / "open_clip_config.json").read_text())
+        if "model_cfg" not in data:
+            raise SpaceError(f"open_clip_config.json in {resolved.model_name[10:]} lacks 'model_cfg'")
+        model_cfg = data["model_cfg"]
+        pre = merge_preprocess_dict(pre, data.get("preprocess_cfg", {}))
+    else:
+        model_cfg = open_clip.get_model_config(resolved.model_name)
+        if model_cfg is None:
+            raise SpaceError(f"no open_clip config for {resolved.model_name}")
+        model_cfg = dict(model_cfg)
+        if resolved.quick_gelu:
+            model_cfg["quick_gelu"] = True
+    pre = merge_preprocess_dict(pre, resolved.force_preprocess)
+    size = model_cfg.get("vision_cfg", {}).get("image_size", 224)
+    pre["size"] = size
+    return model_cfg, dict(pre)
+
+
+def space_identity(spec: SpaceSpec) -> dict[str, Any]:
+    """Everything that decides where vectors land; its hash is the fingerprint. Needs the weights."""
+    resolved = resolve_clip(spec.clip.model, spec.clip.pretrained)
+    model_cfg, pre = _clip_configs(resolved)
+    audio = None
+    if spec.audio is not None:
+        w = resolve_audio_weights(spec.audio.weights, spec.name)
+        audio = {"config": spec.audio.config, "weights": "sha256:" + file_sha256(w)}
+    return {
+        "version": FINGERPRINT_VERSION,
+        "metric": spec.metric,
+        "normalized": True,
+        "clip": {"model_cfg": model_cfg, "weights": resolved.identity},
+        "preprocess": pre,
+        "audio": audio,
+    }
+
+
+class Space:
+    """A loaded shared space: one encoder per modality, all into the same L2-normalised space."""
+
+    def __init__(self, spec: SpaceSpec, *, device: str = "cpu", num_threads: int | None = None) -> None:
+        import open_clip
+
+        from ..encoders.audio import AudioEncoder
+        from ..encoders.image import ImageEncoder
+        from ..encoders.text import TextEncoder
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.spec = spec
+        self.device = torch.device(device)
+        self.resolved = resolve_clip(spec.clip.model, spec.clip.pretrained)
+        self.identity = space_identity(spec)
+        self.fingerprint = fingerprint_of(self.identity)
+        kwargs: dict[str, Any] = dict(device=self.device, require_pretrained=True)
+        if self.resolved.checkpoint is not None:
+            kwargs["pretrained"] = self.resolved.checkpoint
+        if self.resolved.force_preprocess:
+            kwargs["force_preprocess_cfg"] = self.resolved.force_preprocess
+        if self.resolved.quick_gelu:
+            kwargs["force_quick_gelu"] = True
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(self.resolved.model_name, **kwargs)
+        except RuntimeError as e:
+            if "pretrained" in str(e).lower() and "not" in str(e).lower():
+                raise MissingWeightsError(f"open_clip could not load weights for {spec.name}: {e}") from None
+            raise
+        model.eval()
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(self.resolved.model_name)
+        self.dim = int(model.text_projection.shape[-1] if getattr(model, "text_projection", None) is not None
+                       and isinstance(model.text_projection, torch.Tensor) else _probe_dim(model))
+        self.text = TextEncoder(model, self.tokenizer, self.dim, self.device)
+        self.image = ImageEncoder(model, preprocess, self.dim, self.device)
+        self.audio: AudioEncoder | None = None
+        if spec.audio is not None:
+            self.audio = AudioEncoder.from_spec(spec.audio, spec.name, self.dim, self.device)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return ("text", "image", "audio") if self.audio is not None else ("text", "image")
+
+    def encoder(self, modality: str):
+        if modality == "text":
+            return self.text
+        if modality == "image":
+            return self.image
+        if modality == "audio":
+            if self.audio is None:
+                raise UnsupportedModalityError(f"space {self.spec.name!r} has no audio tower")
+            return self.audio
+        raise SpaceError(f"unknown modality {modality!r}; valid: text, image, audio")
+
+
+def _probe_dim(model: torch.nn.Module) -> int:
+    with torch.no_grad():
+        import open_clip
+
+        tok = open_clip.tokenize(["probe"])
+        return int(model.encode_text(tok).shape[-1])
+
+
+def load_space(spec: SpaceSpec, **kwargs: Any) -> Space:
+    return Space(spec, **kwargs)
+
+
+def audio_spec_of(spec: SpaceSpec) -> AudioSpec | None:
+    return spec.audio

@@ -1,0 +1,143 @@
+"""What a shared space is: an open_clip model + weights, an optional audio tower, and the metric.
+
+A `SpaceSpec` is pure data. Its fingerprint identifies the vectors it makes: two specs with
+the same fingerprint put the same input at the same point, so an index built by one can be
+queried by the other. Anything that changes vectors belongs in the fingerprint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import SpaceError
+
+METRICS = ("cosine",)
+SPACE_FILE = "space.json"
+SPACE_FORMAT = "mmretrieval-space/1"
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """The text and image towers.
+
+    `model` is an open_clip model name (e.g. ``ViT-B-32``) or ``local-dir:/abs/dir`` for a folder
+    holding ``open_clip_config.json`` and its weights. `pretrained` is an open_clip pretrained tag
+    or an absolute checkpoint path (ignored for ``local-dir:`` models, whose weights sit beside the
+    config).
+    """
+
+    model: str
+    pretrained: str | None = None
+
+    @property
+    def local_dir(self) -> Path | None:
+        return Path(self.model[len("local-dir:"):]) if self.model.startswith("local-dir:") else None
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """An audio tower that projects into the space: an architecture config and a weights file."""
+
+    config: dict[str, Any]
+    weights: str | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.config["sample_rate"])
+
+    @property
+    def window_s(self) -> float:
+        return float(self.config.get("window_s", 5.0))
+
+    @property
+    def hop_s(self) -> float:
+        return float(self.config.get("hop_s", self.window_s))
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    name: str
+    clip: ClipSpec
+    audio: AudioSpec | None = None
+    metric: str = "cosine"
+    description: str = ""
+    # Where the spec came from (registry name, folder, or --model argument); informational.
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise SpaceError(f"space {self.name!r}: unknown metric {self.metric!r}; valid: {', '.join(METRICS)}")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return ("text", "image", "audio") if self.audio is not None else ("text", "image")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": SPACE_FORMAT,
+            "name": self.name,
+            "description": self.description,
+            "clip": {"model": self.clip.model, "pretrained": self.clip.pretrained},
+            "audio": None if self.audio is None else {"config": self.audio.config, "weights": self.audio.weights},
+            "metric": self.metric,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], base_dir: Path | None = None, source: str = "") -> "SpaceSpec":
+        """Build a spec from its JSON form; relative paths are taken relative to `base_dir`."""
+        try:
+            clip = d["clip"]
+            if "config" in clip:  # a space folder: open_clip config and weights beside space.json
+                if base_dir is None:
+                    raise SpaceError("a space with a relative clip config needs the folder it lives in")
+                model = "local-dir:" + str((base_dir / Path(clip["config"]).parent).resolve())
+                clip_spec = ClipSpec(model=model, pretrained=None)
+            else:
+                clip_spec = ClipSpec(model=clip["model"], pretrained=_abs(clip.get("pretrained"), base_dir, tag_ok=True))
+            audio = d.get("audio")
+            audio_spec = None
+            if audio:
+                audio_spec = AudioSpec(config=dict(audio["config"]), weights=_abs(audio.get("weights"), base_dir))
+            return cls(
+                name=str(d.get("name") or "unnamed"),
+                clip=clip_spec,
+                audio=audio_spec,
+                metric=d.get("metric", "cosine"),
+                description=d.get("description", ""),
+                source=source or d.get("source", ""),
+            )
+        except KeyError as e:
+            raise SpaceError(f"space config is missing the field {e.args[0]!r}") from None
+
+    def with_source(self, source: str) -> "SpaceSpec":
+        return replace(self, source=source)
+
+
+def _abs(value: str | None, base_dir: Path | None, tag_ok: bool = False) -> str | None:
+    """Resolve a weights reference: keep pretrained tags, make file paths absolute."""
+    if value is None:
+        return None
+    p = Path(os.path.expanduser(value))
+    if p.is_absolute():
+        return str(p)
+    if base_dir is not None and (base_dir / p).exists():
+        return str((base_dir / p).resolve())
+    if tag_ok and "/" not in value and not p.suffix:
+        return value  # an open_clip pretrained tag
+    if base_dir is not None:
+        return str((base_dir / p).resolve())
+    return str(p.resolve())
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint_of(identity: dict[str, Any]) -> str:
+    """A short stable hash of everything that determines where vectors land."""
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]

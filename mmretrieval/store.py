@@ -1,0 +1,160 @@
+"""An index folder on disk: the FAISS vectors, the SQLite catalog, the space it was built in, a lock.
+
+Commit protocol (so a kill at any moment leaves something consistent): catalog changes happen
+inside one transaction; at a checkpoint the vector file is written atomically first and the
+catalog committed second. On opening for writing, `reconcile` removes vectors the catalog does not
+know (saved but never committed) and forgets items whose vectors are gone (so they are re-embedded).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .catalog import Catalog
+from .errors import IndexLockedError, IndexNotFoundError, SpaceMismatchError
+from .index import VectorIndex
+from .space.spec import SpaceSpec
+
+
+class Store:
+    LOCK = ".lock"
+
+    def __init__(self, root: str | os.PathLike, *, create: bool = False, readonly: bool = False) -> None:
+        self.root = Path(os.path.expanduser(os.fspath(root))).resolve()
+        if not create and not (self.root / Catalog.FILE).is_file():
+            what = "does not exist" if not self.root.exists() else "is not an mmretrieval index (no catalog.sqlite)"
+            raise IndexNotFoundError(f"{self.root} {what}; create one with `mmr index FOLDER --index {self.root}`")
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
+        self.catalog = Catalog(self.root / Catalog.FILE, create=create, readonly=readonly)
+        self._lock_fd: int | None = None
+        self.vectors: VectorIndex | None = None
+        self._vectors_stamp: tuple[int, int] | None = None
+
+    # --- space
+    @property
+    def vectors_path(self) -> Path:
+        return self.root / VectorIndex.FILE
+
+    def space_record(self) -> dict[str, Any] | None:
+        raw = self.catalog.get_meta("space")
+        return None if raw is None else json.loads(raw)
+
+    def stored_spec(self) -> SpaceSpec | None:
+        rec = self.space_record()
+        return None if rec is None else SpaceSpec.from_dict(rec["spec"])
+
+    def stored_fingerprint(self) -> str | None:
+        rec = self.space_record()
+        return None if rec is None else rec["fingerprint"]
+
+    def init_space(self, spec: SpaceSpec, fingerprint: str, dim: int) -> None:
+        rec = {"spec": spec.to_dict(), "fingerprint": fingerprint, "dim": dim, "metric": spec.metric}
+        with self.catalog.transaction():
+            self.catalog.set_meta("space", json.dumps(rec))
+        (self.root / "space.json").write_text(json.dumps(rec, indent=2))
+
+    def check_space(self, name: str, fingerprint: str, metric: str = "cosine") -> None:
+        rec = self.space_record()
+        if rec is None:
+            return
+        if rec["fingerprint"] != fingerprint or rec.get("metric", "cosine") != metric:
+            raise SpaceMismatchError(
+                f"the index at {self.root} was built in space {rec['spec']['name']!r} "
+                f"(fingerprint {rec['fingerprint']}, metric {rec.get('metric', 'cosine')}) but this uses space "
+                f"{name!r} (fingerprint {fingerprint}, metric {metric}); vectors from different spaces are not "
+                f"comparable. Use the index's own space (omit --model) or build a new index.")
+
+    # --- vectors
+    def load_vectors(self, dim: int) -> VectorIndex:
+        if self.vectors_path.is_file():
+            self.vectors = VectorIndex.load(self.vectors_path)
+            st = self.vectors_path.stat()
+            self._vectors_stamp = (st.st_ino, st.st_mtime_ns)
+            if self.vectors.dim != dim:
+                raise SpaceMismatchError(f"vector index dim {self.vectors.dim} != space dim {dim}")
+        else:
+            self.vectors = VectorIndex.create(dim)
+        return self.vectors
+
+    def refresh_vectors(self, dim: int) -> bool:
+        """Reload the vector file if another process committed a new one. Returns True if reloaded."""
+        try:
+            st = self.vectors_path.stat()
+        except FileNotFoundError:
+            return False
+        if (st.st_ino, st.st_mtime_ns) != self._vectors_stamp:
+            self.load_vectors(dim)
+            return True
+        return False
+
+    # --- writing
+    def acquire_lock(self) -> None:
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.root / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 64).decode(errors="replace").strip()
+            finally:
+                os.close(fd)
+            raise IndexLockedError(
+                f"another process{f' (pid {holder})' if holder else ''} is writing to the index at {self.root}; "
+                f"wait for it to finish (searches keep working meanwhile)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def release_lock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def begin(self) -> None:
+        self.catalog.begin()
+
+    def checkpoint(self) -> None:
+        """Make everything so far durable: vectors first (atomic rename), then the catalog."""
+        assert self.vectors is not None
+        self.vectors.save(self.vectors_path)
+        st = self.vectors_path.stat()
+        self._vectors_stamp = (st.st_ino, st.st_mtime_ns)
+        self.catalog.commit()
+
+    def reconcile(self) -> dict[str, int]:
+        """Make catalog and vectors agree after an interrupted run; returns what was fixed."""
+        assert self.vectors is not None
+        idx_ids = self.vectors.ids()
+        cat_ids = self.catalog.item_ids()
+        extra = np.setdiff1d(idx_ids, cat_ids)
+        missing = np.setdiff1d(cat_ids, idx_ids)
+        fixed = {"orphan_vectors": int(extra.size), "items_without_vector": int(missing.size), "files_reset": 0}
+        if extra.size == 0 and missing.size == 0:
+            return fixed
+        self.catalog.begin()
+        if extra.size:
+            self.vectors.remove(extra)
+        if missing.size:
+            rows = self.catalog.items(missing.tolist())
+            for file_id in sorted({r.file_id for r in rows.values()}):
+                # Forget the file entirely: its remaining vectors go too, and the next run re-embeds it.
+                self.vectors.remove(self.catalog.delete_file(file_id))
+                fixed["files_reset"] += 1
+        self.checkpoint()
+        return fixed
+
+    def close(self) -> None:
+        try:
+            self.catalog.rollback()
+        finally:
+            self.release_lock()
+            self.catalog.close()
