@@ -91,20 +91,13 @@ def split_passages(text: str, count_tokens: Callable[[str], int], max_tokens: in
         for w in _WORD.finditer(text, s, e):
             if cur_s is None:
                 cur_s, cur_e = w.start(), w.end()
-                continue
-            if count_tokens(text[cur_s:w.end()]) <= max_tokens:
+            elif count_tokens(text[cur_s:w.end()]) <= max_tokens:
                 cur_e = w.end()
             else:
-                units.append((cur_s, cur_e, count_tokens(text[cur_s:cur_e])))
+                units.extend(_bisect(text, cur_s, cur_e, count_tokens, max_tokens))
                 cur_s, cur_e = w.start(), w.end()
         if cur_s is not None:
-            piece = text[cur_s:cur_e]
-            while count_tokens(piece) > max_tokens and len(piece) > 1:  # one giant "word"
-                cut = len(piece) // 2
-                units.append((cur_s, cur_s + cut, count_tokens(piece[:cut])))
-                cur_s += cut
-                piece = text[cur_s:cur_e]
-            units.append((cur_s, cur_e, count_tokens(piece)))
+            units.extend(_bisect(text, cur_s, cur_e, count_tokens, max_tokens))
 
     passages: list[Passage] = []
     i = 0
@@ -119,3 +112,12 @@ def split_passages(text: str, count_tokens: Callable[[str], int], max_tokens: in
         # Step forward, keeping `overlap` sentences, but always make progress.
         i = max(i + 1, j + 1 - overlap)
     return passages
+
+
+def _bisect(text: str, s: int, e: int, count_tokens: Callable[[str], int], max_tokens: int) -> list[tuple[int, int, int]]:
+    """Cut text[s:e] (one giant "word") in halves until every piece fits."""
+    n = count_tokens(text[s:e])
+    if n <= max_tokens or e - s <= 1:
+        return [(s, e, n)]
+    mid = (s + e) // 2
+    return _bisect(text, s, mid, count_tokens, max_tokens) + _bisect(text, mid, e, count_tokens, max_tokens)

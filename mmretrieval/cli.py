@@ -1,0 +1,212 @@
+"""`mmr`: a thin command line over `Engine`. All printing and exit codes live here."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def default_index_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return os.path.join(base, "mmretrieval", "index")
+
+
+def _index_dir(args: argparse.Namespace) -> str:
+    return args.index or os.environ.get("MMR_INDEX") or default_index_dir()
+
+
+def _add_index_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", metavar="DIR",
+                   help=f"index folder (default: $MMR_INDEX, else {default_index_dir()})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmr", description="Search your photos, recordings and documents by meaning, across modalities.")
+    parser.add_argument("--version", action="version", version=f"mmretrieval {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("index", help="index folders (incremental: only new or changed files are embedded)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
+    _add_index_arg(p)
+    p.add_argument("--model", metavar="SPACE",
+                   help="space for a new index: a registered name (see `mmr spaces`), a space folder, or "
+                        "OPENCLIP_MODEL[:TAG_OR_CHECKPOINT]; an existing index remembers its own")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="decode threads (default: cores, max 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="list skipped files with their reasons")
+
+    p = sub.add_parser("search", help="search by text, --image or --audio")
+    p.add_argument("text", nargs="?", help="text query")
+    p.add_argument("--image", metavar="PATH", help="image file as the query")
+    p.add_argument("--audio", metavar="PATH", help="audio file as the query")
+    p.add_argument("--type", dest="types", action="append", metavar="TYPE",
+                   help="result modality: image, audio or text (repeatable; default: the other modalities)")
+    p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--json", action="store_true", help="print hits as a JSON list")
+    _add_index_arg(p)
+
+    p = sub.add_parser("info", help="what an index holds and which space it lives in")
+    _add_index_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="list skipped files")
+
+    p = sub.add_parser("remove", help="forget indexed files under PATHs (the files stay on disk)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    _add_index_arg(p)
+
+    p = sub.add_parser("spaces", help="list the registered spaces")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = os.environ.get("MMR_DEBUG") == "1"
+    from .errors import MMRError, UsageError
+
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except MMRError as e:
+        _err(str(e))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _err("interrupted; what was committed before is kept, run the same command again to continue")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # never show a traceback unless asked
+        if debug:
+            raise
+        _err(f"internal error: {type(e).__name__}: {e} (set MMR_DEBUG=1 for a traceback)")
+        return EXIT_ERROR
+
+
+def _err(msg: str) -> None:
+    print(f"mmr: {msg}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ commands
+def cmd_index(args: argparse.Namespace) -> int:
+    from .engine import Engine
+
+    with Engine(_index_dir(args), model=args.model) as eng:
+        report = eng.index(args.paths, batch_size=args.batch_size, workers=args.workers,
+                           progress=not args.no_progress and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return EXIT_OK
+    per = ", ".join(f"{m} {n}" for m, n in sorted(report.added.items())) or "nothing new"
+    print(f"indexed {report.items_added} items in {report.seconds:.1f} s "
+          f"({report.items_per_second:.1f} items/s): {per}")
+    print(f"files: {report.files_new} new, {report.files_changed} changed, {report.files_moved} moved, "
+          f"{report.files_copied} copied, {report.files_removed} removed, {report.files_unchanged} unchanged")
+    fixed = {k: v for k, v in report.repaired.items() if v}
+    if fixed:
+        print("repaired after an interrupted run: " + ", ".join(f"{k} {v}" for k, v in fixed.items()))
+    skipped = report.skipped + report.still_skipped
+    if skipped:
+        print(f"skipped {len(skipped)} file(s)" + ("" if args.verbose else " (--verbose lists them)"))
+        if args.verbose:
+            for path, reason in skipped:
+                print(f"  {path!r}: {reason}" if "\n" in path else f"  {path}: {reason}")
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .engine import Engine
+
+    with Engine(_index_dir(args), readonly=True) as eng:
+        hits = eng.search(args.text, image=args.image, audio=args.audio, k=args.k, types=args.types)
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not hits:
+        print("no results")
+    for h in hits:
+        print(format_hit(h))
+    return EXIT_OK
+
+
+def format_hit(h: Any) -> str:
+    where = h.path
+    extra = ""
+    if h.modality == "text":
+        where += f":{h.locator.get('line', 1)}"
+        snippet = " ".join((h.text or "").split())
+        extra = f'  "{snippet[:100]}{"…" if len(snippet) > 100 else ""}"'
+    elif h.modality == "audio":
+        extra = f"  [{_ts(h.locator.get('start', 0))}–{_ts(h.locator.get('end', 0))}]"
+    return f"{h.rank:3d}  {h.score:+.4f}  {h.modality:<5}  {where}{extra}"
+
+
+def _ts(seconds: float) -> str:
+    m, s = divmod(float(seconds), 60)
+    return f"{int(m)}:{s:04.1f}"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .engine import Engine
+
+    with Engine(_index_dir(args), readonly=True) as eng:
+        st = eng.stats()
+        skipped = eng.skipped() if args.verbose else []
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return EXIT_OK
+    sp = st["space"]
+    print(f"index:        {st['index']}")
+    print(f"space:        {sp['name']} (fingerprint {sp['fingerprint']}, {sp['metric']}, dim {sp['dim']})")
+    print(f"audio tower:  {sp['audio'] or 'none'}")
+    print(f"items:        {st['items_total']} (" + ", ".join(f"{m} {n}" for m, n in sorted(st['items'].items())) + ")")
+    print(f"files:        {st['files_indexed']} indexed, {st['files_skipped']} skipped")
+    print(f"index type:   {st['index_type']} ({st['vectors']} vectors)")
+    print(f"on disk:      {st['bytes_on_disk'] / 1e6:.2f} MB")
+    for path, reason in skipped:
+        print(f"  skipped {path}: {reason}")
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from .engine import Engine
+
+    with Engine(_index_dir(args)) as eng:
+        n = eng.remove(args.paths)
+    print(f"removed {n} file(s) from the index")
+    return EXIT_OK
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from .space.registry import list_spaces
+
+    spaces = list_spaces()
+    if args.json:
+        print(json.dumps([s.to_dict() for s in spaces], indent=2))
+        return EXIT_OK
+    for s in spaces:
+        mods = "+".join(s.modalities)
+        print(f"{s.name:<24} {mods:<18} {s.description}")
+    return EXIT_OK
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "spaces": cmd_spaces}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
+os.environ.setdefault("MMR_OFFLINE", "1")
+
+from tiny_space import make_tiny_space  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_space_dir(tmp_path_factory) -> Path:
+    return make_tiny_space(tmp_path_factory.mktemp("spaces") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_space_noaudio_dir(tmp_path_factory) -> Path:
+    return make_tiny_space(tmp_path_factory.mktemp("spaces") / "tiny-noaudio", name="test-tiny-noaudio", audio=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_space(tiny_space_dir):
+    from mmretrieval.space.loader import Space
+    from mmretrieval.space.registry import load_space_dir
+
+    return Space(load_space_dir(tiny_space_dir))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("MMR_INDEX", raising=False)
