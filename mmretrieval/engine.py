@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import DecodeError, IndexNotFoundError, UsageError
+from .errors import DecodeError, IndexNotFoundError, MissingWeightsError, UsageError
 from .ingest.indexer import Indexer, IndexReport
 from .ingest.walk import normalise_roots, under
 from .query import Query, make_query
@@ -74,7 +74,14 @@ class Engine:
             self.store = Store(self.path, readonly=readonly)
             if model is not None:
                 spec = _spec_of(model)
-                self.store.check_space(spec.name, fingerprint_of(space_identity(spec)), spec.metric)
+                try:
+                    fp = fingerprint_of(space_identity(spec))
+                except MissingWeightsError:
+                    stored = self.store.stored_spec()
+                    if stored is not None and (stored.clip, stored.audio) == (spec.clip, spec.audio):
+                        raise
+                    fp = "unknown: its weights are missing"  # a different space either way
+                self.store.check_space(spec.name, fp, spec.metric)
         self.readonly = readonly
         rec = self.store.space_record()
         if rec is None:

@@ -5,22 +5,14 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from PIL import Image, ImageDraw
+from PIL import Image
 
-COLORS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 220, 40)}
-
-
-def shape_image(color: str, shape: str = "circle", size: int = 64, bg=(255, 255, 255)) -> Image.Image:
-    img = Image.new("RGB", (size, size), bg)
-    d = ImageDraw.Draw(img)
-    box = (size // 6, size // 6, size - size // 6, size - size // 6)
-    (d.ellipse if shape == "circle" else d.rectangle)(box, fill=COLORS[color])
-    return img
+from mmretrieval.synth import COLORS, shape_image  # noqa: F401
+from mmretrieval.synth import tone as _tone
 
 
 def tone(freq: float, seconds: float, sr: int = 8000) -> np.ndarray:
-    t = np.arange(int(seconds * sr)) / sr
-    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return _tone(freq, seconds, sr)
 
 
 def make_media(root: Path) -> dict[str, Path]:
@@ -30,7 +22,7 @@ def make_media(root: Path) -> dict[str, Path]:
     (root / "sounds").mkdir(exist_ok=True)
     (root / "docs").mkdir(exist_ok=True)
     f: dict[str, Path] = {}
-    for c in COLORS:
+    for c in ("red", "green", "blue", "yellow"):
         f[c] = root / "photos" / f"{c}.png"
         shape_image(c).save(f[c])
     f["jpeg"] = root / "photos" / "square.jpg"

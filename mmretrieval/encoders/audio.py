@@ -32,6 +32,8 @@ def load_audio(path: str | os.PathLike | Any, sample_rate: int) -> np.ndarray:
     except PermissionError as e:
         raise DecodeError(f"cannot read: {e.strerror or e}") from None
     except Exception as e:  # librosa raises many types for undecodable input
+        if type(e).__name__ == "NoBackendError":
+            raise DecodeError("cannot decode audio: unknown format or corrupt data") from None
         msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise DecodeError(f"cannot decode audio: {msg}") from None
     return check_wave(wave, sample_rate)

@@ -1,0 +1,90 @@
+"""Deterministic synthetic media: shapes in colours, tones with pitch and contour, and their captions.
+
+Used by the demo script and the tests (and the seed of the training corpus): everything is made
+from a seed, so the same call always gives the same files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 220, 40),
+    "orange": (245, 140, 20), "purple": (140, 50, 180), "black": (20, 20, 20), "white": (250, 250, 250),
+}
+SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
+PITCHES = {"low": 220.0, "mid": 660.0, "high": 1760.0}
+
+
+def shape_image(color: str, shape: str = "circle", size: int = 64, bg: tuple[int, int, int] = (255, 255, 255),
+                scale: float = 0.66, center: tuple[float, float] = (0.5, 0.5)) -> Image.Image:
+    img = Image.new("RGB", (size, size), bg)
+    d = ImageDraw.Draw(img)
+    r = scale * size / 2
+    cx, cy = center[0] * size, center[1] * size
+    fill = COLORS[color]
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if shape == "circle":
+        d.ellipse(box, fill=fill)
+    elif shape == "square":
+        d.rectangle(box, fill=fill)
+    elif shape == "triangle":
+        d.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
+    elif shape == "star":
+        pts = []
+        for i in range(10):
+            a = np.pi / 2 + i * np.pi / 5
+            rr = r if i % 2 == 0 else r * 0.45
+            pts.append((cx + rr * np.cos(a), cy - rr * np.sin(a)))
+        d.polygon(pts, fill=fill)
+    elif shape == "cross":
+        w = r / 3
+        d.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
+        d.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
+    elif shape == "ring":
+        d.ellipse(box, outline=fill, width=max(2, int(r / 3)))
+    else:
+        raise ValueError(f"unknown shape {shape!r}; valid: {', '.join(SHAPES)}")
+    return img
+
+
+def tone(freq: float, seconds: float, sr: int = 16000, contour: str = "steady", pulsing: bool = False) -> np.ndarray:
+    """A sine tone; `contour` steady/rising/falling glides an octave; `pulsing` gates it at 4 Hz."""
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    if contour == "rising":
+        f = freq * (2.0 ** (t / seconds))
+    elif contour == "falling":
+        f = freq * (2.0 ** (-t / seconds))
+    elif contour == "steady":
+        f = np.full(n, freq)
+    else:
+        raise ValueError(f"unknown contour {contour!r}; valid: steady, rising, falling")
+    x = 0.3 * np.sin(2 * np.pi * np.cumsum(f) / sr)
+    if pulsing:
+        x *= (np.sin(2 * np.pi * 4 * t) > 0).astype(np.float64)
+    return x.astype(np.float32)
+
+
+def write_demo_folder(root: str | Path, seed: int = 0) -> Path:
+    """A small folder of images, sounds and a document describing them."""
+    import soundfile as sf
+
+    root = Path(root)
+    for sub in ("images", "sounds", "docs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines = []
+    for color in ("red", "green", "blue", "yellow"):
+        for shape in ("circle", "square", "triangle"):
+            img = shape_image(color, shape, size=224, center=tuple(rng.uniform(0.4, 0.6, 2)))
+            img.save(root / "images" / f"{color}-{shape}.png")
+            lines.append(f"A {color} {shape} on a white background.")
+    for pitch, freq in PITCHES.items():
+        for contour in ("steady", "rising", "falling"):
+            sf.write(root / "sounds" / f"{pitch}-{contour}.wav", tone(freq, 3.0, contour=contour), 16000)
+            lines.append(f"A {pitch} {contour} beep.")
+    (root / "docs" / "captions.md").write_text("# What is in this folder\n\n" + "\n".join(lines) + "\n")
+    return root

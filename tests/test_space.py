@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+import mmretrieval as mmr
+from mmretrieval.errors import MissingWeightsError, SpaceError
+from mmretrieval.space.loader import space_identity
+from mmretrieval.space.spec import fingerprint_of
+from mmretrieval.space.weights import resolve_clip
+
+
+def test_model_argument_forms(tiny_space_dir, tmp_path):
+    assert mmr.resolve_model_arg("vit-b-32-laion").clip.pretrained == "laion2b_s34b_b79k"
+    spec = mmr.resolve_model_arg("ViT-B-32:openai")
+    assert spec.clip.model == "ViT-B-32" and spec.clip.pretrained == "openai"
+    ck = tmp_path / "w.pt"
+    ck.write_bytes(b"x")
+    assert mmr.resolve_model_arg(f"ViT-B-32:{ck}").clip.pretrained == str(ck)
+    d = mmr.resolve_model_arg(str(tiny_space_dir))
+    assert d.name == "test-tiny" and d.audio is not None and d.audio.weights.endswith("audio_tower.pt")
+    with pytest.raises(SpaceError, match="not a registered space"):
+        mmr.resolve_model_arg("no-such-model")
+    with pytest.raises(SpaceError, match="empty"):
+        mmr.resolve_model_arg(" ")
+
+
+def test_unknown_tag_lists_valid_ones():
+    with pytest.raises(SpaceError, match="valid tags: .*openai"):
+        resolve_clip("ViT-B-32", "no_such_tag")
+
+
+def test_offline_missing_tag_weights_say_how_to_supply_them():
+    with pytest.raises(MissingWeightsError) as e:
+        resolve_clip("ViT-B-32", "openai")
+    assert "ViT-B-32-quickgelu:/path/to/" in str(e.value)  # the OpenAI weights need QuickGELU
+
+
+def test_missing_audio_weights(tiny_space_dir, tmp_path):
+    spec = json.loads((tiny_space_dir / "space.json").read_text())
+    spec["audio"]["weights"] = str(tmp_path / "gone.pt")
+    sp = mmr.SpaceSpec.from_dict(spec, base_dir=tiny_space_dir)
+    with pytest.raises(MissingWeightsError, match="audio tower weights"):
+        space_identity(sp)
+
+
+def test_fingerprint_is_stable_and_tracks_what_changes_vectors(tiny_space_dir):
+    spec = mmr.resolve_model_arg(str(tiny_space_dir))
+    a = fingerprint_of(space_identity(spec))
+    assert a == fingerprint_of(space_identity(mmr.resolve_model_arg(str(tiny_space_dir))))
+    d = spec.to_dict()
+    d["audio"]["config"] = {**d["audio"]["config"], "window_s": 3.0}
+    assert fingerprint_of(space_identity(mmr.SpaceSpec.from_dict(d))) != a
+    ident = space_identity(spec)
+    assert ident["metric"] == "cosine" and ident["preprocess"]["size"] == 32
