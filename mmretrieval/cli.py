@@ -64,7 +64,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("spaces", help="list the registered spaces")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("train", help="train a space: `train clip` (image-text) or `train audio` (audio tower)")
+    tsub = p.add_subparsers(dest="what", metavar="WHAT")
+    tsub.required = True
+    t = tsub.add_parser("clip", help="contrastive training / fine-tuning of an open_clip model on (image, caption) pairs")
+    t.add_argument("--pairs", required=True, metavar="FILE", help="JSONL or CSV with image and caption columns")
+    g = t.add_mutually_exclusive_group(required=True)
+    g.add_argument("--init", metavar="SPACE", help="start from a space, OPENCLIP_MODEL:TAG or a checkpoint")
+    g.add_argument("--config", metavar="FILE", help="open_clip_config.json to train from scratch")
+    t.add_argument("--text-pairs", metavar="FILE", help="JSONL of caption/caption2 paraphrase pairs (extra loss)")
+    _add_train_args(t, epochs=10, batch_size=128, lr=5e-4)
+    t.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
+    t = tsub.add_parser("audio", help="align an audio tower to a space's frozen text/image towers")
+    t.add_argument("--pairs", required=True, metavar="FILE", help="JSONL or CSV: audio + caption and/or audio + image")
+    t.add_argument("--space", required=True, metavar="SPACE", help="the space to align to")
+    t.add_argument("--tower", metavar="JSON", help="audio tower config as JSON (default: the space's, else a conv tower)")
+    _add_train_args(t, epochs=20, batch_size=64, lr=2e-3)
+
+    p = sub.add_parser("eval", help="Recall@k and the calibration audit of a space on your own pairs")
+    p.add_argument("--pairs", required=True, metavar="FILE")
+    p.add_argument("--model", required=True, metavar="SPACE")
+    p.add_argument("--json", action="store_true")
     return parser
+
+
+def _add_train_args(t: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float) -> None:
+    t.add_argument("--out", required=True, metavar="DIR", help="output space folder (also holds checkpoints and logs)")
+    t.add_argument("--name", help="name of the new space (default: the folder name)")
+    t.add_argument("--epochs", type=int, default=epochs)
+    t.add_argument("--batch-size", type=int, default=batch_size)
+    t.add_argument("--lr", type=float, default=lr)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    t.add_argument("--no-progress", action="store_true")
 
 
 def _version() -> str:
@@ -206,7 +239,66 @@ def cmd_spaces(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "spaces": cmd_spaces}
+def cmd_train(args: argparse.Namespace) -> int:
+    progress = not args.no_progress and sys.stderr.isatty()
+    common = dict(name=args.name, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                  resume=args.resume, progress=progress)
+    if args.what == "clip":
+        from .train.clip import train_clip
+
+        rep = train_clip(args.pairs, args.out, init=args.init, config=args.config, text_pairs=args.text_pairs,
+                         half=args.half, **common)
+    else:
+        from .train.audio import train_audio
+
+        tower = json.loads(args.tower) if args.tower else None
+        rep = train_audio(args.pairs, args.space, args.out, tower=tower, **common)
+    print(f"trained {rep.steps} steps ({rep.epochs} epochs) in {rep.seconds:.0f} s, final loss {rep.final_loss:.4f}"
+          + (f", resumed from step {rep.resumed_from}" if rep.resumed_from else ""))
+    for path, reason in rep.skipped:
+        print(f"  skipped {path}: {reason}")
+    print(f"space written to {rep.out_dir} (use it with --model {rep.out_dir})")
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .space.loader import Space
+    from .space.registry import resolve_model_arg
+    from .train.evaluate import evaluate
+
+    report = evaluate(Space(resolve_model_arg(args.model)), args.pairs)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(format_eval(report))
+    return EXIT_OK
+
+
+def format_eval(report: dict[str, Any]) -> str:
+    lines = [f"space {report['space']} (fingerprint {report['fingerprint']}) on {report['pairs']}", ""]
+    lines.append(f"{'direction':<16}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'P@5':>8}")
+    for m in ("image", "audio"):
+        r = report.get(m)
+        if not r or "skipped" in r and isinstance(r["skipped"], str):
+            if r:
+                lines.append(f"{m}: {r['skipped']}")
+            continue
+        for d in (f"text_to_{m}", f"{m}_to_text"):
+            row = r[d]
+            p5 = f"{row['P@5']:8.3f}" if "P@5" in row else f"{'-':>8}"
+            lines.append(f"{d.replace('_to_', '→'):<16}{row['R@1']:8.3f}{row['R@5']:8.3f}{row['R@10']:8.3f}{p5}")
+    lines += ["", "calibration audit: cosine of matched vs random pairs (mean ± std [p5, p50, p95])"]
+    for m in ("image", "audio"):
+        r = report.get(m)
+        if r and "calibration" in r:
+            for kind in ("matched", "random"):
+                c = r["calibration"][kind]
+                lines.append(f"  {m}-text {kind:<8} {c['mean']:+.3f} ± {c['std']:.3f}  "
+                             f"[{c['p5']:+.3f}, {c['p50']:+.3f}, {c['p95']:+.3f}]")
+    return "\n".join(lines)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "spaces": cmd_spaces}
 
 if __name__ == "__main__":
     sys.exit(main())

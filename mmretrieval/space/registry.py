@@ -33,9 +33,24 @@ def _load_builtin() -> None:
             _REGISTRY.setdefault(spec.name, spec.with_source(f"registry:{spec.name}"))
 
 
+def assets_dirs() -> list[Path]:
+    """Where the shipped assets live: the `mmretrieval.assets` package (a wheel installs the repo's
+    assets/ there; an editable install maps it), else the checkout's assets/."""
+    import importlib.util
+
+    dirs: list[Path] = []
+    try:
+        found = importlib.util.find_spec("mmretrieval.assets")
+    except ImportError:
+        found = None
+    if found is not None and found.submodule_search_locations:
+        dirs += [Path(p) for p in found.submodule_search_locations]
+    dirs.append(Path(__file__).resolve().parents[2] / "assets")
+    return list(dict.fromkeys(d.resolve() for d in dirs if d.is_dir()))
+
+
 def _model_dirs() -> list[Path]:
-    dirs = [Path(__file__).resolve().parents[1] / "assets" / "models",       # installed wheel
-            Path(__file__).resolve().parents[2] / "assets" / "models"]       # source checkout
+    dirs = [d / "models" for d in assets_dirs()]
     extra = os.environ.get("MMR_SPACES_PATH", "")
     dirs += [Path(p) for p in extra.split(os.pathsep) if p]
     return [d for d in dirs if d.is_dir()]
