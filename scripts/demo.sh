@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# Set up a venv, generate a small demo folder, index it and run cross-modal searches.
-# MODEL picks the space (default: the default space, OpenAI ViT-B/32, whose weights are fetched
-# through open_clip's hub cache, or given as a local file: MODEL=ViT-B-32-quickgelu:/path/to/weights.bin).
+# Set up a venv, index the demo folder (assets/demo) in the small shipped space, and search it
+# across modalities. Offline: the space's weights are in assets/models/tiny.
+# MODEL=... picks another space (e.g. MODEL=vit-b-32-openai, whose weights open_clip fetches).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL="${MODEL:-vit-b-32-openai}"
+MODEL="${MODEL:-tiny}"
 [ -x .venv/bin/mmr ] || { python3 -m venv .venv && .venv/bin/python -m pip install -q -e '.[test]'; }
-DEMO="${DEMO_DIR:-$(mktemp -d)/demo}"
-.venv/bin/python -c "from mmretrieval.synth import write_demo_folder; write_demo_folder('$DEMO')"
-export MMR_INDEX="$DEMO-index"
-.venv/bin/mmr index "$DEMO" --model "$MODEL" -v
-.venv/bin/mmr info
-echo; echo '$ mmr search "a red circle" -k 5'
-.venv/bin/mmr search "a red circle" -k 5
-echo; echo "$ mmr search --image $DEMO/images/blue-square.png --type text -k 3"
-.venv/bin/mmr search --image "$DEMO/images/blue-square.png" --type text -k 3
+export MMR_INDEX="${MMR_INDEX:-$(mktemp -d)/demo-index}"
+show() { echo; echo "\$ $*"; "$@"; }
+show .venv/bin/mmr index assets/demo --model "$MODEL"
+show .venv/bin/mmr search "a red circle" -k 5
+show .venv/bin/mmr search --image assets/demo/images/blue-square.png --type text -k 3
+show .venv/bin/mmr search "a high rising beep" --type audio -k 3
+show .venv/bin/mmr search --audio assets/demo/sounds/low-steady-buzz.wav --type text -k 3
+echo; echo "index kept at $MMR_INDEX (mmr info --index $MMR_INDEX)"

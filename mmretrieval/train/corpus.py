@@ -34,7 +34,7 @@ PLURAL = {"circle": "circles", "disc": "discs", "round dot": "round dots", "squa
 BACKGROUNDS = {"white": (255, 255, 255), "grey": (150, 150, 150), "dark": (45, 45, 55), "beige": (235, 222, 190),
                "light blue": (200, 225, 245)}
 BG_WORDS = {"white": "white", "grey": "grey", "dark": "dark", "beige": "beige", "light blue": "pale blue"}
-SIZES = {"small": 0.3, "medium": 0.5, "large": 0.75}
+SIZES = {"small": 0.4, "medium": 0.6, "large": 0.8}
 COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
 CLASH = {"white": {"white", "beige", "light blue"}, "black": {"dark"}, "yellow": {"beige"}, "blue": {"dark"},
          "purple": {"dark"}, "green": set(), "red": set(), "orange": set()}
@@ -75,7 +75,7 @@ def draw_shapes(shape: str, color: str, bg: str, size: str, count: int, rng: np.
                 canvas: int = 96) -> Image.Image:
     img = Image.new("RGB", (canvas, canvas), BACKGROUNDS[bg])
     d = ImageDraw.Draw(img)
-    scale = SIZES[size] / (1.0 if count == 1 else 1.6)
+    scale = SIZES[size] / (1.0 if count == 1 else 1.5)
     r = scale * canvas / 2
     centers = []
     for _ in range(count):
