@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, metavar="N")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="decode threads (default: cores, max 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--checkpoint-seconds", type=float, default=30.0, metavar="S",
+                   help="commit what is done every S seconds (default 30); a killed run loses at most that")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="list skipped files with their reasons")
 
@@ -57,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_arg(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true", help="list skipped files")
+
+    p = sub.add_parser("check", help="verify that catalog and vectors agree; --repair fixes them")
+    _add_index_arg(p)
+    p.add_argument("--repair", action="store_true", help="fix from the catalog, re-embedding nothing already known")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("remove", help="forget indexed files under PATHs (the files stay on disk)")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -142,7 +149,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     with Engine(_index_dir(args), model=args.model) as eng:
         report = eng.index(args.paths, batch_size=args.batch_size, workers=args.workers,
-                           progress=not args.no_progress and sys.stderr.isatty())
+                           progress=not args.no_progress and sys.stderr.isatty(),
+                           checkpoint_seconds=args.checkpoint_seconds)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return EXIT_OK
@@ -215,6 +223,25 @@ def cmd_info(args: argparse.Namespace) -> int:
     for path, reason in skipped:
         print(f"  skipped {path}: {reason}")
     return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .engine import Engine
+
+    with Engine(_index_dir(args), readonly=not args.repair) as eng:
+        rep = eng.check(repair=args.repair)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    else:
+        state = "consistent" if rep["consistent"] else "NOT consistent"
+        print(f"{state}: {rep['items']} items, {rep['vectors']} vectors in {rep['vector_file']}; "
+              f"{rep['orphan_vectors']} orphan vectors, {rep['items_without_vector']} items without a vector, "
+              f"{rep['duplicate_vector_ids']} duplicate ids")
+        if "repaired" in rep:
+            print("repaired: " + ", ".join(f"{k} {v}" for k, v in rep["repaired"].items()))
+        elif not rep["consistent"]:
+            print("run `mmr check --repair` to fix it")
+    return EXIT_OK if rep["consistent"] else EXIT_ERROR
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -298,7 +325,7 @@ def format_eval(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "spaces": cmd_spaces}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "check": cmd_check, "spaces": cmd_spaces}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -209,6 +209,37 @@ class Engine:
                 break
         return hits
 
+    def check(self, repair: bool = False) -> dict[str, Any]:
+        """Do catalog and vectors agree (every item has exactly one vector and vice versa)?
+
+        With `repair`, fix what does not: drop vectors the catalog does not know and forget items
+        whose vector is gone (their files are re-embedded by the next `index`); nothing known is re-embedded.
+        """
+        with self._lock:
+            if repair:
+                self._writable()
+                self.store.acquire_lock()
+                try:
+                    fixed = self.store.reconcile()
+                finally:
+                    self.store.release_lock()
+            else:
+                fixed = None
+            ids = self.store.vectors.ids()
+            cat = self.store.catalog.item_ids()
+            report = {
+                "vector_file": self.store.catalog.get_meta("vectors_file"),
+                "vectors": int(ids.size), "items": int(cat.size),
+                "duplicate_vector_ids": int(ids.size - np.unique(ids).size),
+                "orphan_vectors": int(np.setdiff1d(ids, cat).size),
+                "items_without_vector": int(np.setdiff1d(cat, ids).size),
+            }
+            report["consistent"] = not (report["duplicate_vector_ids"] or report["orphan_vectors"]
+                                        or report["items_without_vector"])
+            if fixed is not None:
+                report["repaired"] = fixed
+            return report
+
     # ----------------------------------------------------------------- info
     def stats(self) -> dict[str, Any]:
         rec = self.store.space_record() or {}

@@ -1,9 +1,12 @@
 """An index folder on disk: the FAISS vectors, the SQLite catalog, the space it was built in, a lock.
 
-Commit protocol (so a kill at any moment leaves something consistent): catalog changes happen
-inside one transaction; at a checkpoint the vector file is written atomically first and the
-catalog committed second. On opening for writing, `reconcile` removes vectors the catalog does not
-know (saved but never committed) and forgets items whose vectors are gone (so they are re-embedded).
+Commit protocol (so a kill at any moment leaves something consistent): catalog changes happen inside
+one transaction; at a checkpoint the vectors are written to a *new* file (``vectors.<generation>.faiss``,
+temp file + fsync + rename), and the catalog transaction that names that file commits second. The
+committed catalog therefore always names a vector file that matches it exactly; a kill before the
+commit leaves only an unreferenced file, removed on the next write. `reconcile` is a safety net for
+damage from outside (a deleted or replaced file): it drops vectors the catalog does not know and
+forgets items whose vectors are gone, so they are re-embedded.
 """
 from __future__ import annotations
 
@@ -35,12 +38,12 @@ class Store:
         self.catalog = Catalog(self.root / Catalog.FILE, create=create, readonly=readonly)
         self._lock_fd: int | None = None
         self.vectors: VectorIndex | None = None
-        self._vectors_stamp: tuple[int, int] | None = None
+        self._vectors_stamp: str | None = None
 
     # --- space
     @property
     def vectors_path(self) -> Path:
-        return self.root / VectorIndex.FILE
+        return self.root / (self.catalog.get_meta("vectors_file") or VectorIndex.FILE)
 
     def space_record(self) -> dict[str, Any] | None:
         raw = self.catalog.get_meta("space")
@@ -73,23 +76,25 @@ class Store:
 
     # --- vectors
     def load_vectors(self, dim: int) -> VectorIndex:
-        if self.vectors_path.is_file():
-            self.vectors = VectorIndex.load(self.vectors_path)
-            st = self.vectors_path.stat()
-            self._vectors_stamp = (st.st_ino, st.st_mtime_ns)
-            if self.vectors.dim != dim:
-                raise SpaceMismatchError(f"vector index dim {self.vectors.dim} != space dim {dim}")
+        for attempt in range(5):
+            name = self.catalog.get_meta("vectors_file")
+            path = self.root / (name or VectorIndex.FILE)
+            try:
+                self.vectors = VectorIndex.load(path) if name or path.is_file() else VectorIndex.create(dim)
+            except FileNotFoundError:
+                continue  # a writer committed a newer file and removed this one meanwhile: read the name again
+            self._vectors_stamp = name
+            break
         else:
-            self.vectors = VectorIndex.create(dim)
+            raise IndexNotFoundError(f"the vector file named by the catalog of {self.root} is missing; "
+                                     f"run `mmr check --repair --index {self.root}`")
+        if self.vectors.dim != dim:
+            raise SpaceMismatchError(f"vector index dim {self.vectors.dim} != space dim {dim}")
         return self.vectors
 
     def refresh_vectors(self, dim: int) -> bool:
-        """Reload the vector file if another process committed a new one. Returns True if reloaded."""
-        try:
-            st = self.vectors_path.stat()
-        except FileNotFoundError:
-            return False
-        if (st.st_ino, st.st_mtime_ns) != self._vectors_stamp:
+        """Reload the vectors if another process committed a newer generation. Returns True if reloaded."""
+        if self.catalog.get_meta("vectors_file") != self._vectors_stamp:
             self.load_vectors(dim)
             return True
         return False
@@ -123,16 +128,38 @@ class Store:
         self.catalog.begin()
 
     def checkpoint(self) -> None:
-        """Make everything so far durable: vectors first (atomic rename), then the catalog."""
+        """Make everything so far durable: a new vector file first, then the catalog that names it."""
         assert self.vectors is not None
-        self.vectors.save(self.vectors_path)
-        st = self.vectors_path.stat()
-        self._vectors_stamp = (st.st_ino, st.st_mtime_ns)
+        old = self.catalog.get_meta("vectors_file")
+        gen = int(self.catalog.get_meta("generation") or 0) + 1
+        name = f"vectors.{gen:08d}.faiss"
+        self.vectors.save(self.root / name)
+        self.catalog.begin()
+        self.catalog.set_meta("vectors_file", name)
+        self.catalog.set_meta("generation", str(gen))
         self.catalog.commit()
+        self._vectors_stamp = name
+        self.remove_stale_vector_files()
+
+    def remove_stale_vector_files(self) -> None:
+        """Delete vector files the committed catalog does not name (older generations, killed runs)."""
+        keep = self.catalog.get_meta("vectors_file")
+        for f in self.root.glob("vectors*.faiss"):
+            if f.name != keep:
+                try:
+                    f.unlink()
+                except OSError:
+                    pass
+        for f in self.root.glob("vectors*.faiss.*.tmp"):
+            try:
+                f.unlink()
+            except OSError:
+                pass
 
     def reconcile(self) -> dict[str, int]:
-        """Make catalog and vectors agree after an interrupted run; returns what was fixed."""
+        """Make catalog and vectors agree (a safety net; the commit protocol keeps them so); returns what was fixed."""
         assert self.vectors is not None
+        self.remove_stale_vector_files()
         idx_ids = self.vectors.ids()
         cat_ids = self.catalog.item_ids()
         extra = np.setdiff1d(idx_ids, cat_ids)
