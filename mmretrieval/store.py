@@ -130,7 +130,6 @@ class Store:
     def checkpoint(self) -> None:
         """Make everything so far durable: a new vector file first, then the catalog that names it."""
         assert self.vectors is not None
-        old = self.catalog.get_meta("vectors_file")
         gen = int(self.catalog.get_meta("generation") or 0) + 1
         name = f"vectors.{gen:08d}.faiss"
         self.vectors.save(self.root / name)

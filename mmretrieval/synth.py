@@ -24,7 +24,12 @@ def shape_image(color: str, shape: str = "circle", size: int = 64, bg: tuple[int
     d = ImageDraw.Draw(img)
     r = scale * size / 2
     cx, cy = center[0] * size, center[1] * size
-    fill = COLORS[color]
+    draw_shape(d, shape, cx, cy, r, COLORS[color])
+    return img
+
+
+def draw_shape(d: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple[int, ...]) -> None:
+    """Draw one shape of radius `r` centred at (cx, cy)."""
     box = (cx - r, cy - r, cx + r, cy + r)
     if shape == "circle":
         d.ellipse(box, fill=fill)
@@ -33,11 +38,8 @@ def shape_image(color: str, shape: str = "circle", size: int = 64, bg: tuple[int
     elif shape == "triangle":
         d.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
     elif shape == "star":
-        pts = []
-        for i in range(10):
-            a = np.pi / 2 + i * np.pi / 5
-            rr = r if i % 2 == 0 else r * 0.45
-            pts.append((cx + rr * np.cos(a), cy - rr * np.sin(a)))
+        pts = [(cx + (r if i % 2 == 0 else 0.45 * r) * np.cos(np.pi / 2 + i * np.pi / 5),
+                cy - (r if i % 2 == 0 else 0.45 * r) * np.sin(np.pi / 2 + i * np.pi / 5)) for i in range(10)]
         d.polygon(pts, fill=fill)
     elif shape == "cross":
         w = r / 3
@@ -47,7 +49,6 @@ def shape_image(color: str, shape: str = "circle", size: int = 64, bg: tuple[int
         d.ellipse(box, outline=fill, width=max(2, int(r / 3)))
     else:
         raise ValueError(f"unknown shape {shape!r}; valid: {', '.join(SHAPES)}")
-    return img
 
 
 def tone(freq: float, seconds: float, sr: int = 16000, contour: str = "steady", pulsing: bool = False) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-from mmretrieval.synth import COLORS, shape_image  # noqa: F401
+from mmretrieval.synth import shape_image  # noqa: F401 (re-exported for the tests)
 from mmretrieval.synth import tone as _tone
 
 

@@ -24,7 +24,7 @@ from ..space.loader import Space
 from ..space.registry import resolve_model_arg
 from ..space.spec import SPACE_FILE
 from .clip import TrainReport
-from .common import LossLog, cosine_lr, load_checkpoint, param_groups, save_checkpoint, seed_all
+from .common import param_groups, run_training, seed_all
 from .pairs import read_pairs
 
 DEFAULT_TOWER = {"arch": "conv", "sample_rate": 16000, "window_s": 2.0, "hop_s": 1.0, "n_fft": 512,
@@ -99,57 +99,21 @@ def train_audio(pairs_file: str | Path, space: str, out_dir: str | Path, *, towe
     model = _Trainee(build_audio_tower(cfg))
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
     loss_fn = open_clip.ClipLoss()
-    n = len(audios)
-    steps_per_epoch = max(1, n // batch_size)
-    total = epochs * steps_per_epoch
-    ckpt_path = out / "checkpoints" / "audio_last.pt"
-    step, start_epoch = 0, 0
-    state = load_checkpoint(ckpt_path) if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, start_epoch = state["step"], state["epoch"]
-    log = LossLog(out / "train_audio_log.jsonl", append=state is not None)
-    rng = np.random.default_rng(seed + start_epoch)
-    model.train()
-    bar = tqdm(total=total, initial=step, desc="train audio", disable=not progress, dynamic_ncols=True)
-    loss_val = float("nan")
-    try:
-        for epoch in range(start_epoch, epochs):
-            order = rng.permutation(n)
-            first = step - epoch * steps_per_epoch
-            for b in range(max(0, first), steps_per_epoch):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                x = torch.from_numpy(np.stack([_crop(waves[audios[i]], n_samples, rng) for i in idx]))
-                x = x * torch.from_numpy(rng.uniform(0.5, 1.5, (len(idx), 1)).astype(np.float32))  # loudness jitter
-                tgt = target[[a_targets[i][rng.integers(len(a_targets[i]))] for i in idx]]
-                for g in opt.param_groups:
-                    g["lr"] = cosine_lr(step, total, lr, warmup)
-                emb = nn.functional.normalize(model.tower(x), dim=-1)
-                loss = loss_fn(emb, tgt, model.logit_scale.exp())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0, np.log(100))
-                step += 1
-                loss_val = float(loss.detach())
-                log.write(step=step, epoch=epoch, loss=round(loss_val, 5), lr=opt.param_groups[0]["lr"])
-                bar.set_postfix(loss=f"{loss_val:.3f}", epoch=epoch)
-                bar.update(1)
-                if step % checkpoint_every == 0:
-                    save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                                "step": step, "epoch": epoch})
-            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                        "step": step, "epoch": epoch + 1})
-    finally:
-        bar.close()
-        log.close()
-    model.eval()
+
+    def batch_loss(idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        x = torch.from_numpy(np.stack([_crop(waves[audios[i]], n_samples, rng) for i in idx]))
+        x = x * torch.from_numpy(rng.uniform(0.5, 1.5, (len(idx), 1)).astype(np.float32))  # loudness jitter
+        tgt = target[[a_targets[i][rng.integers(len(a_targets[i]))] for i in idx]]
+        emb = nn.functional.normalize(model.tower(x), dim=-1)
+        return loss_fn(emb, tgt, model.logit_scale.exp())
+
+    step, loss_val, resumed = run_training(
+        model, opt, n_items=len(audios), batch_size=batch_size, epochs=epochs, lr=lr, warmup=warmup, seed=seed,
+        out=out, name="train_audio", resume=resume, progress=progress, checkpoint_every=checkpoint_every,
+        batch_loss=batch_loss)
     write_audio_space(out, sp, model.tower, cfg, name or out.name,
                       f"{spec.name} with an audio tower trained by `mmr train audio` on {Path(pairs_file).name}")
-    return TrainReport(str(out), step, epochs, time.perf_counter() - t0, loss_val, skipped,
-                       resumed_from=0 if state is None else state["step"])
+    return TrainReport(str(out), step, epochs, time.perf_counter() - t0, loss_val, skipped, resumed_from=resumed)
 
 
 def write_audio_space(out: Path, sp: Space, tower: nn.Module, cfg: dict[str, Any], name: str, description: str) -> Path:

@@ -18,7 +18,7 @@ import torch
 from ..encoders.image import load_image
 from ..errors import DecodeError, UsageError
 from ..space.spec import SPACE_FILE
-from .common import LossLog, cosine_lr, load_checkpoint, param_groups, save_checkpoint, seed_all
+from .common import param_groups, run_training, seed_all
 from .pairs import read_pairs
 
 
@@ -85,7 +85,6 @@ def train_clip(pairs_file: str | Path, out_dir: str | Path, *, init: str | None 
                half: bool = False, progress: bool = True, checkpoint_every: int = 100) -> TrainReport:
     """Train on (image, caption) pairs; optionally also on caption–caption paraphrase pairs (text_pairs)."""
     import open_clip
-    from tqdm.auto import tqdm
 
     if epochs < 1 or batch_size < 2:
         raise UsageError("epochs must be >= 1 and batch_size >= 2")
@@ -113,69 +112,27 @@ def train_clip(pairs_file: str | Path, out_dir: str | Path, *, init: str | None 
         rows = [json.loads(line) for line in Path(text_pairs).read_text().splitlines() if line.strip()]
         tt = (tokenizer([r["caption"] for r in rows]), tokenizer([r["caption2"] for r in rows]))
 
-    n_img = images.shape[0]
-    steps_per_epoch = max(1, n_img // batch_size)
-    total = epochs * steps_per_epoch
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
     loss_fn = open_clip.ClipLoss()
-    ckpt_path = out / "checkpoints" / "last.pt"
-    step, start_epoch = 0, 0
-    state = load_checkpoint(ckpt_path) if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, start_epoch = state["step"], state["epoch"]
-        torch.set_rng_state(state["torch_rng"])
-    log = LossLog(out / "train_log.jsonl", append=state is not None)
-    rng = np.random.default_rng(seed + start_epoch)
-    model.train()
-    bar = tqdm(total=total, initial=step, desc="train clip", disable=not progress, dynamic_ncols=True)
-    loss_val = float("nan")
-    try:
-        for epoch in range(start_epoch, epochs):
-            order = rng.permutation(n_img)
-            first = step - epoch * steps_per_epoch  # resume inside an epoch
-            for b in range(max(0, first), steps_per_epoch):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                cap_idx = [caps_of[i][rng.integers(len(caps_of[i]))] for i in idx]
-                for g in opt.param_groups:
-                    g["lr"] = cosine_lr(step, total, lr, warmup)
-                img_f = model.encode_image(images[idx], normalize=True)
-                txt_f = model.encode_text(tokens[cap_idx], normalize=True)
-                scale = model.logit_scale.exp()
-                loss = loss_fn(img_f, txt_f, scale)
-                if tt is not None:
-                    j = rng.integers(tt[0].shape[0], size=len(idx))
-                    a = model.encode_text(tt[0][j], normalize=True)
-                    c = model.encode_text(tt[1][j], normalize=True)
-                    loss = loss + loss_fn(a, c, scale)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0, np.log(100))
-                step += 1
-                loss_val = float(loss.detach())
-                log.write(step=step, epoch=epoch, loss=round(loss_val, 5), lr=opt.param_groups[0]["lr"],
-                          logit_scale=round(float(scale.detach()), 3))
-                bar.set_postfix(loss=f"{loss_val:.3f}", epoch=epoch)
-                bar.update(1)
-                if step % checkpoint_every == 0:
-                    _save_state(ckpt_path, model, opt, step, epoch)
-            _save_state(ckpt_path, model, opt, step, epoch + 1)
-    finally:
-        bar.close()
-        log.close()
-    model.eval()
+
+    def batch_loss(idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        cap_idx = [caps_of[i][rng.integers(len(caps_of[i]))] for i in idx]  # one caption per image and epoch
+        scale = model.logit_scale.exp()
+        loss = loss_fn(model.encode_image(images[idx], normalize=True),
+                       model.encode_text(tokens[cap_idx], normalize=True), scale)
+        if tt is not None:
+            j = rng.integers(tt[0].shape[0], size=len(idx))
+            loss = loss + loss_fn(model.encode_text(tt[0][j], normalize=True),
+                                  model.encode_text(tt[1][j], normalize=True), scale)
+        return loss
+
+    step, loss_val, resumed = run_training(
+        model, opt, n_items=images.shape[0], batch_size=batch_size, epochs=epochs, lr=lr, warmup=warmup,
+        seed=seed, out=out, name="train", resume=resume, progress=progress, checkpoint_every=checkpoint_every,
+        batch_loss=batch_loss)
     write_clip_space(out, model, oc_cfg, name or out.name, half=half,
                      description=f"open_clip trained by `mmr train clip` on {Path(pairs_file).name}")
-    return TrainReport(str(out), step, epochs, time.perf_counter() - t0, loss_val, skipped,
-                       resumed_from=0 if state is None else state["step"])
-
-
-def _save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, epoch: int) -> None:
-    save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                           "epoch": epoch, "torch_rng": torch.get_rng_state()})
+    return TrainReport(str(out), step, epochs, time.perf_counter() - t0, loss_val, skipped, resumed_from=resumed)
 
 
 def write_clip_space(out: Path, model: torch.nn.Module, oc_cfg: dict[str, Any], name: str, *, half: bool = False,

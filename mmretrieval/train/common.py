@@ -62,3 +62,63 @@ class LossLog:
 
     def close(self) -> None:
         self.f.close()
+
+
+def run_training(model: torch.nn.Module, opt: torch.optim.Optimizer, *, n_items: int, batch_size: int, epochs: int,
+                 lr: float, warmup: int, seed: int, out: Path, name: str, resume: bool, progress: bool,
+                 checkpoint_every: int, batch_loss) -> tuple[int, float, int]:
+    """The loop both trainers share: shuffled epochs, cosine LR with warm-up, a clamped temperature,
+    a loss log, and a checkpoint (model, optimizer, step, epoch, RNG) that `resume` continues from.
+
+    `batch_loss(indices, rng)` returns the loss tensor of one batch. Returns (steps, last loss, resumed step).
+    """
+    from tqdm.auto import tqdm
+
+    steps_per_epoch = max(1, n_items // batch_size)
+    total = epochs * steps_per_epoch
+    ckpt_path = out / "checkpoints" / f"{name}_last.pt"
+    step, start_epoch = 0, 0
+    state = load_checkpoint(ckpt_path) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, start_epoch = state["step"], state["epoch"]
+        torch.set_rng_state(state["torch_rng"])
+    resumed = 0 if state is None else step
+
+    def save(epoch: int) -> None:
+        save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                    "epoch": epoch, "torch_rng": torch.get_rng_state()})
+
+    log = LossLog(out / f"{name}_log.jsonl", append=state is not None)
+    rng = np.random.default_rng(seed + start_epoch)
+    model.train()
+    bar = tqdm(total=total, initial=min(step, total), desc=name, disable=not progress, dynamic_ncols=True)
+    loss_val = float("nan")
+    try:
+        for epoch in range(start_epoch, epochs):
+            order = rng.permutation(n_items)
+            first = step - epoch * steps_per_epoch  # resume inside an epoch
+            for b in range(max(0, first), steps_per_epoch):
+                for g in opt.param_groups:
+                    g["lr"] = cosine_lr(step, total, lr, warmup)
+                loss = batch_loss(order[b * batch_size:(b + 1) * batch_size], rng)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, math.log(100))
+                step += 1
+                loss_val = float(loss.detach())
+                log.write(step=step, epoch=epoch, loss=round(loss_val, 5), lr=opt.param_groups[0]["lr"],
+                          logit_scale=round(float(model.logit_scale.detach().exp()), 3))
+                bar.set_postfix(loss=f"{loss_val:.3f}", epoch=epoch)
+                bar.update(1)
+                if step % checkpoint_every == 0:
+                    save(epoch)
+            save(epoch + 1)
+    finally:
+        bar.close()
+        log.close()
+    model.eval()
+    return step, loss_val, resumed

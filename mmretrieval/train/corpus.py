@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..synth import COLORS, SHAPES
+from ..synth import COLORS, SHAPES, draw_shape
 
 COLOR_WORDS = {
     "red": ["red", "crimson", "scarlet"], "green": ["green", "emerald", "lime green"],
@@ -86,28 +86,8 @@ def draw_shapes(shape: str, color: str, bg: str, size: str, count: int, rng: np.
         centers.append(c)
     fill = tuple(int(np.clip(v + rng.integers(-15, 16), 0, 255)) for v in COLORS[color])
     for cx, cy in centers:
-        _draw_one(d, shape, cx, cy, r, fill)
+        draw_shape(d, shape, cx, cy, r, fill)
     return img
-
-
-def _draw_one(d: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
-    box = (cx - r, cy - r, cx + r, cy + r)
-    if shape == "circle":
-        d.ellipse(box, fill=fill)
-    elif shape == "square":
-        d.rectangle(box, fill=fill)
-    elif shape == "triangle":
-        d.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
-    elif shape == "star":
-        pts = [(cx + (r if i % 2 == 0 else 0.45 * r) * np.cos(np.pi / 2 + i * np.pi / 5),
-                cy - (r if i % 2 == 0 else 0.45 * r) * np.sin(np.pi / 2 + i * np.pi / 5)) for i in range(10)]
-        d.polygon(pts, fill=fill)
-    elif shape == "cross":
-        w = r / 3
-        d.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
-        d.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
-    elif shape == "ring":
-        d.ellipse(box, outline=fill, width=max(2, int(r / 3)))
 
 
 def image_captions(shape: str, color: str, bg: str, size: str, count: int, rng: np.random.Generator,

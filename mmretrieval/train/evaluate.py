@@ -50,7 +50,6 @@ def evaluate_pairs(space: Space, pairs: list[Pair], modality: str, *, seed: int 
         return {}
     items = sorted({getattr(p, modality) for p in rows})
     caps = sorted({p.caption for p in rows})
-    enc = space.encoder(modality)
     ok_items, vecs, skipped = [], [], []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
