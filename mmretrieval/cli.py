@@ -167,7 +167,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(f"skipped {len(skipped)} file(s)" + ("" if args.verbose else " (--verbose lists them)"))
         if args.verbose:
             for path, reason in skipped:
-                print(f"  {path!r}: {reason}" if "\n" in path else f"  {path}: {reason}")
+                print(f"  {show_path(path)}: {reason}")
     return EXIT_OK
 
 
@@ -186,8 +186,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def show_path(path: str) -> str:
+    """A path on one line: names with control characters (a newline, say) are shown quoted."""
+    return repr(path) if any(ord(c) < 32 or ord(c) == 127 for c in path) else path
+
+
 def format_hit(h: Any) -> str:
-    where = h.path
+    where = show_path(h.path)
     extra = ""
     if h.modality == "text":
         where += f":{h.locator.get('line', 1)}"
@@ -221,7 +226,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"index type:   {st['index_type']} ({st['vectors']} vectors)")
     print(f"on disk:      {st['bytes_on_disk'] / 1e6:.2f} MB")
     for path, reason in skipped:
-        print(f"  skipped {path}: {reason}")
+        print(f"  skipped {show_path(path)}: {reason}")
     return EXIT_OK
 
 
