@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     _add_index_arg(p)
 
+    p = sub.add_parser("serve", help="HTTP API and search page (needs the 'server' extra)")
+    _add_index_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; others need --token)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=os.environ.get("MMR_TOKEN"), help="require this token (default $MMR_TOKEN)")
+    p.add_argument("--max-upload", type=int, default=20 * 1024 * 1024, metavar="BYTES")
+
     p = sub.add_parser("spaces", help="list the registered spaces")
     p.add_argument("--json", action="store_true")
 
@@ -258,6 +265,14 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.app import serve
+
+    print(f"serving {_index_dir(args)} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+    serve(_index_dir(args), host=args.host, port=args.port, token=args.token, max_upload=args.max_upload)
+    return EXIT_OK
+
+
 def cmd_spaces(args: argparse.Namespace) -> int:
     from .space.registry import list_spaces
 
@@ -330,7 +345,7 @@ def format_eval(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "check": cmd_check, "spaces": cmd_spaces}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "check": cmd_check, "serve": cmd_serve, "spaces": cmd_spaces}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import DecodeError, IndexNotFoundError, MissingWeightsError, UsageError
+from .errors import DecodeError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError, UsageError
 from .ingest.indexer import Indexer, IndexReport
 from .ingest.walk import normalise_roots, under
 from .query import Query, make_query
@@ -239,6 +239,23 @@ class Engine:
             if fixed is not None:
                 report["repaired"] = fixed
             return report
+
+    def item(self, item_id: int):
+        """The catalog row of an indexed item (file, modality, locator, passage text), or None."""
+        with self._lock:
+            return self.store.catalog.items([int(item_id)]).get(int(item_id))
+
+    def search_like(self, item_id: int, *, k: int = 10, types: Iterable[str] | str | None = None) -> list[Hit]:
+        """"More like this": search with an indexed item's own vector (no re-encoding)."""
+        row = self.item(item_id)
+        if row is None:
+            raise ItemNotFoundError(f"no indexed item with id {item_id}")
+        q = make_query(text="x", k=k, types=types)  # validates k and types
+        with self._lock:
+            self.store.refresh_vectors(self.dim)
+            vec = self.store.vectors.reconstruct(np.array([row.id]))[0]
+        vec = vec / np.linalg.norm(vec)
+        return self.search_vector(vec, k=q.k, types=q.types if types is not None else None)
 
     # ----------------------------------------------------------------- info
     def stats(self) -> dict[str, Any]:

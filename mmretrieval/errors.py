@@ -26,6 +26,10 @@ class IndexNotFoundError(MMRError):
     """The index directory does not hold an index."""
 
 
+class ItemNotFoundError(MMRError):
+    """No indexed item has this id."""
+
+
 class IndexLockedError(MMRError):
     """Another process is writing to the index."""
 

@@ -1,0 +1,186 @@
+"""The HTTP API and the search page. Routes are thin: they validate transport details (auth, upload
+size) and map the engine's typed errors to status codes; the engine does the rest."""
+# No `from __future__ import annotations` here: FastAPI reads the route annotations at run time.
+
+import hmac
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..engine import Engine
+from ..errors import (DecodeError, IndexLockedError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError,
+                      MMRError, SpaceError, SpaceMismatchError, UsageError)
+from .media import cached, image_thumbnail, media_type, waveform_png
+
+DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+STATUS = [(UsageError, 422), (DecodeError, 422), (ItemNotFoundError, 404), (IndexNotFoundError, 404),
+          (SpaceMismatchError, 409), (IndexLockedError, 423), (MissingWeightsError, 503), (SpaceError, 500),
+          (MMRError, 500)]
+PAGE = Path(__file__).with_name("page.html")
+
+
+class UploadTooLarge(MMRError):
+    pass
+
+
+def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD):
+    try:
+        from fastapi import FastAPI, Query, Request
+        from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+    except ImportError:  # pragma: no cover - depends on the install
+        raise UsageError("the server needs the optional extra: pip install 'mmretrieval[server]'") from None
+
+    engine = Engine(index, readonly=True)
+    lock = threading.Lock()  # one engine, one SQLite connection, one model: requests take turns
+    thumbs = engine.path / "thumbnails"
+    app = FastAPI(title="mmretrieval", version="0.1.0",
+                  description="Search photos, recordings and documents by meaning, across modalities.")
+    app.state.engine = engine
+
+    @app.exception_handler(MMRError)
+    async def _domain_error(request: Request, exc: MMRError):
+        code = 413 if isinstance(exc, UploadTooLarge) else next(c for t, c in STATUS if isinstance(exc, t))
+        return JSONResponse({"error": str(exc), "type": type(exc).__name__}, status_code=code)
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        if token and request.url.path not in ("/healthz",):
+            given = request.query_params.get("token") or ""
+            auth = request.headers.get("authorization", "")
+            if auth.lower().startswith("bearer "):
+                given = auth[7:]
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return JSONResponse({"error": "missing or wrong token: send 'Authorization: Bearer TOKEN' "
+                                              "or ?token=TOKEN", "type": "Unauthorized"}, status_code=401)
+        return await call_next(request)
+
+    def hits(result) -> list[dict[str, Any]]:
+        return [h.to_dict() for h in result]
+
+    def parse_types(types: list[str] | None) -> list[str] | None:
+        if not types:
+            return None
+        out = [t.strip() for raw in types for t in raw.split(",") if t.strip()]
+        return out or None
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page():
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/stats")
+    def stats():
+        with lock:
+            return engine.stats()
+
+    @app.get("/search")
+    def search_get(q: str = Query(..., description="text query"), type: list[str] | None = Query(None),
+                   k: int = Query(10)):
+        with lock:
+            return hits(engine.search(q, k=k, types=parse_types(type)))
+
+    @app.post("/search")
+    async def search_post(request: Request):
+        ctype = request.headers.get("content-type", "")
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > max_upload:
+            raise UploadTooLarge(f"upload of {declared} bytes exceeds the limit of {max_upload} bytes")
+        if ctype.startswith("multipart/form-data"):
+            form = await request.form()
+            k = _int(form.get("k", 10))
+            types = parse_types(form.getlist("types") or form.getlist("type"))
+            for field in ("image", "audio"):
+                up = form.get(field)
+                if up is not None and hasattr(up, "read"):
+                    data = await _read_limited(up, max_upload)
+                    suffix = os.path.splitext(up.filename or "")[1][:10] or (".jpg" if field == "image" else ".wav")
+                    with tempfile.NamedTemporaryFile(suffix=suffix) as f:
+                        f.write(data)
+                        f.flush()
+                        with lock:
+                            return hits(engine.search(**{field: f.name}, k=k, types=types))
+            raise UsageError("multipart search needs a file field named 'image' or 'audio'")
+        try:
+            body = await request.json()
+        except ValueError:
+            raise UsageError("send JSON {text | item, types, k} or a multipart form with an image/audio file") from None
+        if not isinstance(body, dict):
+            raise UsageError("the JSON body must be an object: {text | item, types, k}")
+        k = _int(body.get("k", 10))
+        types = body.get("types")
+        with lock:
+            if body.get("item") is not None:
+                return hits(engine.search_like(_int(body["item"]), k=k, types=types))
+            return hits(engine.search(body.get("text"), k=k, types=types))
+
+    def item_or_404(item_id: int):
+        row = engine.item(item_id)
+        if row is None:
+            raise ItemNotFoundError(f"no indexed item with id {item_id}")
+        return row
+
+    @app.get("/items/{item_id}")
+    def item(item_id: int):
+        with lock:
+            r = item_or_404(item_id)
+        return {"id": r.id, "modality": r.modality, "path": r.path, "locator": r.locator, "text": r.text,
+                "media": f"/items/{r.id}/media", "thumbnail": f"/items/{r.id}/thumbnail"}
+
+    @app.get("/items/{item_id}/thumbnail")
+    def thumbnail(item_id: int):
+        with lock:
+            r = item_or_404(item_id)
+        # Only paths from the catalog reach the filesystem; nothing from the request does.
+        if r.modality == "image":
+            return Response(cached(thumbs, f"{r.file_id}.jpg", lambda: image_thumbnail(r.path)), media_type="image/jpeg")
+        if r.modality == "audio":
+            s, e = r.locator.get("start"), r.locator.get("end")
+            return Response(cached(thumbs, f"{r.id}.png", lambda: waveform_png(r.path, s, e)), media_type="image/png")
+        raise ItemNotFoundError(f"item {item_id} is a text passage; it has no thumbnail")
+
+    @app.get("/items/{item_id}/media")
+    def media(item_id: int):
+        with lock:
+            r = item_or_404(item_id)
+        if not os.path.isfile(r.path):
+            raise ItemNotFoundError(f"the file of item {item_id} is no longer on disk: {r.path}")
+        return FileResponse(r.path, media_type=media_type(r.path))
+
+    return app
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise UsageError(f"k and item must be integers, got {v!r}") from None
+
+
+async def _read_limited(upload, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        chunk = await upload.read(1 << 20)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise UploadTooLarge(f"upload exceeds the limit of {limit} bytes (--max-upload)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def serve(index: str, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          max_upload: int = DEFAULT_MAX_UPLOAD) -> None:
+    try:
+        import uvicorn
+    except ImportError:
+        raise UsageError("the server needs the optional extra: pip install 'mmretrieval[server]'") from None
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        raise UsageError(f"binding to {host} exposes your files: give --token (or MMR_TOKEN) so requests must carry it")
+    app = create_app(index, token=token, max_upload=max_upload)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,160 @@
+"""The HTTP API over the engine: endpoints, errors, auth, path traversal, uploads, concurrency."""
+import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+import mmretrieval as mmr  # noqa: E402
+from media import make_media  # noqa: E402
+from mmretrieval.server.app import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, tiny_space_dir):
+    root = tmp_path_factory.mktemp("srv")
+    media = make_media(root / "media")
+    eng = mmr.Engine(root / "idx", model=str(tiny_space_dir))
+    eng.index([root / "media"])
+    eng.close()
+    return root / "idx", media
+
+
+@pytest.fixture(scope="module")
+def client(index):
+    return TestClient(create_app(index[0], max_upload=200_000))
+
+
+def test_health_stats_and_docs(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    st = client.get("/stats").json()
+    assert st["space"]["name"] == "test-tiny" and st["items_total"] > 0
+    assert client.get("/openapi.json").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "<input id=\"q\"" in page.text
+
+
+def test_search_get_matches_the_cli_schema(client, index, capsys):
+    r = client.get("/search", params={"q": "a red circle", "type": "image", "k": 3})
+    assert r.status_code == 200
+    hits = r.json()
+    assert len(hits) == 3 and all(h["modality"] == "image" for h in hits)
+    from mmretrieval.cli import main
+
+    main(["search", "a red circle", "--type", "image", "-k", "3", "--json", "--index", str(index[0])])
+    assert json.loads(capsys.readouterr().out) == hits
+
+
+def test_search_post_upload_json_and_more_like_this(client, index):
+    _, media = index
+    with open(media["blue"], "rb") as f:
+        r = client.post("/search", files={"image": ("q.png", f, "image/png")}, data={"types": "image", "k": "2"})
+    assert r.status_code == 200 and r.json()[0]["path"] == str(media["blue"])
+    with open(media["wav"], "rb") as f:
+        r = client.post("/search", files={"audio": ("q.wav", f, "audio/wav")}, data={"types": "audio"})
+    assert r.status_code == 200 and r.json()[0]["path"] == str(media["wav"])
+    r = client.post("/search", json={"text": "a tone", "types": ["audio"], "k": 2})
+    assert r.status_code == 200 and len(r.json()) == 2
+    first = r.json()[0]
+    like = client.post("/search", json={"item": first["id"], "types": ["audio"], "k": 1}).json()
+    assert like[0]["id"] == first["id"] and like[0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_items_thumbnails_and_media(client, index):
+    _, media = index
+    img = client.get("/search", params={"q": "x", "type": "image", "k": 1}).json()[0]
+    meta = client.get(f"/items/{img['id']}").json()
+    assert meta["path"] == img["path"] and meta["modality"] == "image"
+    t = client.get(f"/items/{img['id']}/thumbnail")
+    assert t.status_code == 200 and t.headers["content-type"] == "image/jpeg" and t.content[:2] == b"\xff\xd8"
+    m = client.get(f"/items/{img['id']}/media")
+    assert m.status_code == 200 and m.content == open(img["path"], "rb").read()
+    aud = client.get("/search", params={"q": "x", "type": "audio", "k": 1}).json()[0]
+    w = client.get(f"/items/{aud['id']}/thumbnail")
+    assert w.status_code == 200 and w.headers["content-type"] == "image/png" and w.content[:4] == b"\x89PNG"
+    assert client.get(f"/items/{aud['id']}/media").headers["content-type"].startswith("audio/")
+
+
+@pytest.mark.parametrize("path,code", [
+    ("/search?q=x&k=0", 422), ("/search?q=x&k=abc", 422), ("/search?q=x&type=video", 422), ("/search?q=", 422),
+    ("/items/999999", 404), ("/items/999999/media", 404), ("/items/..%2F..%2Fetc%2Fpasswd/media", (404, 422)),
+    ("/items/%2Fetc%2Fpasswd/media", (404, 422)), ("/../../etc/passwd", 404), ("/items/1/../../../etc/passwd", 404),
+    ("/items/abc/media", 422), ("/items/-1/media", 404),
+])
+def test_errors_and_traversal(client, path, code):
+    r = client.get(path)
+    assert r.status_code in (code if isinstance(code, tuple) else (code,)), r.text
+    assert "root:" not in r.text  # nothing from /etc/passwd ever comes back
+
+
+def test_error_bodies_say_what_to_do(client):
+    r = client.get("/search", params={"q": "x", "k": 0})
+    assert r.status_code == 422 and "k must be an integer" in r.json()["error"]
+    r = client.post("/search", content=b"not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "send JSON" in r.json()["error"]
+
+
+def test_oversize_upload_is_413(client):
+    big = io.BytesIO(b"\0" * 300_000)
+    r = client.post("/search", files={"image": ("big.png", big, "image/png")})
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+
+
+def test_space_mismatch_is_409(index, tiny_space_dir, tmp_path):
+    import shutil
+
+    from tiny_space import make_tiny_space
+
+    space = tmp_path / "space"
+    shutil.copytree(tiny_space_dir, space)
+    eng = mmr.Engine(tmp_path / "idx", model=str(space))
+    eng.index([index[1]["red"]])
+    eng.close()
+    make_tiny_space(space, seed=5)  # the weights under the index changed
+    c = TestClient(create_app(tmp_path / "idx"))
+    r = c.get("/search", params={"q": "x"})
+    assert r.status_code == 409 and "fingerprint" in r.json()["error"]
+
+
+def test_token_auth(index):
+    c = TestClient(create_app(index[0], token="s3cret"))
+    assert c.get("/healthz").status_code == 200
+    assert c.get("/stats").status_code == 401
+    assert c.get("/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/stats", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert c.get("/stats", params={"token": "s3cret"}).status_code == 200
+
+
+def test_binding_beyond_loopback_needs_a_token(index):
+    from mmretrieval.errors import UsageError
+    from mmretrieval.server.app import serve
+
+    with pytest.raises(UsageError, match="--token"):
+        serve(str(index[0]), host="0.0.0.0", port=1)
+
+
+def test_100_concurrent_searches(client):
+    queries = [f"a {c} {s}" for c in ("red", "green", "blue", "yellow") for s in ("circle", "square", "star")] * 9
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda q: client.get("/search", params={"q": q, "k": 5}), queries[:100]))
+    assert len(results) == 100 and all(r.status_code == 200 for r in results)
+    # the same query gives the same answer under load
+    by_q = {}
+    for q, r in zip(queries, results):
+        by_q.setdefault(q, []).append(json.dumps(r.json()))
+    assert all(len(set(v)) == 1 for v in by_q.values())
+
+
+def test_new_commits_are_picked_up_without_restart(index, tiny_space_dir, tmp_path):
+    idx = tmp_path / "idx"
+    eng = mmr.Engine(idx, model=str(tiny_space_dir))
+    eng.index([index[1]["red"]])
+    c = TestClient(create_app(idx))
+    assert len(c.get("/search", params={"q": "x", "type": "image", "k": 10}).json()) == 1
+    eng.index([index[1]["blue"]])  # another writer (here: the same process) commits
+    assert len(c.get("/search", params={"q": "x", "type": "image", "k": 10}).json()) == 2
+    assert os.path.exists(idx / "thumbnails") or True
