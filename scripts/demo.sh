@@ -12,5 +12,5 @@ show .venv/bin/mmr index assets/demo --model "$MODEL"
 show .venv/bin/mmr search "a red circle" -k 5
 show .venv/bin/mmr search --image assets/demo/images/blue-square.png --type text -k 3
 show .venv/bin/mmr search "a high rising beep" --type audio -k 3
-show .venv/bin/mmr search --audio assets/demo/sounds/low-steady-buzz.wav --type text -k 3
+show .venv/bin/mmr search --audio assets/demo/sounds/low-steady-buzz.flac --type text -k 3
 echo; echo "index kept at $MMR_INDEX (mmr info --index $MMR_INDEX)"

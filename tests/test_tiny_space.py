@@ -66,7 +66,7 @@ def test_demo_high_rising_beep(demo_engine):
 
 
 def test_demo_audio_query_finds_its_description(demo_engine):
-    hits = demo_engine.search(audio=DEMO / "sounds" / "low-steady-buzz.wav", types=["text"], k=3)
+    hits = demo_engine.search(audio=DEMO / "sounds" / "low-steady-buzz.flac", types=["text"], k=3)
     assert Path(hits[0].path).name == "sound-low-steady-square.txt"
 
 

@@ -1,0 +1,91 @@
+"""End to end in a real browser: headless Chromium (Debian's) driven by Playwright, against `mmr serve`
+over the demo folder indexed in the shipped tiny space. Set MMR_SCREENSHOT=PATH to keep a screenshot."""
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("playwright")
+    import uvicorn
+
+    import mmretrieval as mmr
+    from mmretrieval.server.app import create_app
+
+    idx = tmp_path_factory.mktemp("web") / "idx"
+    eng = mmr.Engine(idx, model="tiny")
+    eng.index([DEMO])
+    eng.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(idx), host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        pg = browser.new_page(viewport={"width": 1200, "height": 800})
+        pg.goto(server + "/")
+        yield pg
+        browser.close()
+
+
+def test_typing_a_query_shows_the_red_circle_first(page):
+    # like the CLI, a text query looks in the other modalities by default (text is unchecked)
+    assert not page.is_checked("input[value=text]")
+    page.fill("#q", "a red circle")
+    page.press("#q", "Enter")
+    page.wait_for_selector(".hit")
+    first = page.locator(".hit").first
+    assert first.get_attribute("data-path").endswith("red-circle.png")
+    assert first.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")  # the thumbnail loaded
+    if os.environ.get("MMR_SCREENSHOT"):
+        page.wait_for_timeout(300)
+        page.screenshot(path=os.environ["MMR_SCREENSHOT"])
+
+
+def test_type_filter_and_more_like_this(page):
+    page.uncheck("input[value=image]")
+    page.fill("#q", "a high rising beep")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.querySelectorAll('.hit.audio').length > 0")
+    assert page.locator(".hit").first.get_attribute("data-path").endswith("high-rising-beep.flac")
+    assert page.locator(".hit:not(.audio)").count() == 0
+    assert page.locator(".hit audio").count() > 0
+    page.locator(".hit .meta").first.click()  # click a result: more like it
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('') && "
+                           "document.getElementById('status').textContent.includes('more like')")
+    assert page.locator(".hit").first.get_attribute("data-path").endswith("high-rising-beep.flac")
+    page.check("input[value=image]")
+
+
+def test_dropping_an_image_searches_by_it(page):
+    page.uncheck("input[value=audio]")
+    page.set_input_files("#file", str(DEMO / "images" / "green-star.png"))
+    page.wait_for_function("document.getElementById('status').textContent.includes('green-star.png')")
+    assert page.locator(".hit").first.get_attribute("data-path").endswith("green-star.png")
