@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, metavar="N")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="decode threads (default: cores, max 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--pool-audio", action="store_true",
+                   help="one item per audio file (mean of its windows) instead of one per window")
     p.add_argument("--checkpoint-seconds", type=float, default=30.0, metavar="S",
                    help="commit what is done every S seconds (default 30); a killed run loses at most that")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -157,7 +159,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     with Engine(_index_dir(args), model=args.model) as eng:
         report = eng.index(args.paths, batch_size=args.batch_size, workers=args.workers,
                            progress=not args.no_progress and sys.stderr.isatty(),
-                           checkpoint_seconds=args.checkpoint_seconds)
+                           checkpoint_seconds=args.checkpoint_seconds, pool_audio=args.pool_audio)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return EXIT_OK

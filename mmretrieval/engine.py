@@ -18,7 +18,7 @@ from .space.registry import resolve_model_arg
 from .space.spec import SpaceSpec, fingerprint_of
 from .store import Store
 
-DEFAULT_SPACE = os.environ.get("MMR_MODEL", "vit-b-32-openai")
+DEFAULT_SPACE = os.environ.get("MMR_MODEL", "vit-b-32-openai+wav2clip")
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,11 @@ class Engine:
 
     # ----------------------------------------------------------------- indexing
     def index(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,
-              progress: bool = False, checkpoint_seconds: float = 30.0) -> IndexReport:
-        """Index (incrementally) every supported file under `paths`."""
+              progress: bool = False, checkpoint_seconds: float = 30.0, pool_audio: bool = False) -> IndexReport:
+        """Index (incrementally) every supported file under `paths`.
+
+        Long audio becomes one item per window (start/end seconds); `pool_audio` makes it one item per
+        file instead (the mean of its window vectors)."""
         self._writable()
         paths = list(paths) if not isinstance(paths, (str, os.PathLike)) else [paths]
         if not paths:
@@ -127,7 +130,7 @@ class Engine:
                 report.repaired = self.store.reconcile()
                 indexer = Indexer(self.store, self.space, batch_size=batch_size,
                                   workers=workers or max(1, min(4, os.cpu_count() or 1)),
-                                  checkpoint_seconds=checkpoint_seconds, progress=progress)
+                                  checkpoint_seconds=checkpoint_seconds, progress=progress, pool_audio=pool_audio)
                 indexer.report.repaired = report.repaired
                 return indexer.run(roots)
             finally:

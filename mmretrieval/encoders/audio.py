@@ -95,6 +95,8 @@ class AudioEncoder(Encoder):
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
+        if hasattr(tower, "select_state"):  # published checkpoints may carry more than the tower
+            state = tower.select_state(state)
         try:
             tower.load_state_dict(state, strict=True)
         except RuntimeError as e:

@@ -60,7 +60,13 @@ class ConvAudioTower(nn.Module):
         return self.proj(x)
 
 
-AUDIO_ARCHS: dict[str, Callable[..., nn.Module]] = {"conv": ConvAudioTower}
+def _wav2clip(**kwargs: Any) -> nn.Module:
+    from .wav2clip import Wav2CLIPTower
+
+    return Wav2CLIPTower(**kwargs)
+
+
+AUDIO_ARCHS: dict[str, Callable[..., nn.Module]] = {"conv": ConvAudioTower, "wav2clip": _wav2clip}
 
 
 def build_audio_tower(config: dict[str, Any]) -> nn.Module:
@@ -70,5 +76,5 @@ def build_audio_tower(config: dict[str, Any]) -> nn.Module:
     kwargs = {k: v for k, v in config.items() if k not in ("arch", "window_s", "hop_s")}
     try:
         return AUDIO_ARCHS[arch](**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise SpaceError(f"bad audio tower config for arch {arch!r}: {e}") from None

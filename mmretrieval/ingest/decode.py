@@ -23,6 +23,10 @@ from .walk import FileEntry
 IN_MEMORY_LIMIT = 64 << 20
 
 
+class PooledWindows(list):
+    """All windows of one audio file, to be encoded and averaged into a single item."""
+
+
 @dataclass
 class DecodedItem:
     locator: dict[str, Any]
@@ -98,11 +102,12 @@ class Decoder:
     """Turns a `FileEntry` into items for one space (its tokenizer, image preprocessing, audio rate)."""
 
     def __init__(self, *, prepare_image: Callable[[Any], Any], count_tokens: Callable[[str], int],
-                 max_tokens: int, audio: Any | None) -> None:
+                 max_tokens: int, audio: Any | None, pool_audio: bool = False) -> None:
         self.prepare_image = prepare_image
         self.count_tokens = count_tokens
         self.max_tokens = max_tokens
         self.audio = audio  # AudioSpec or None
+        self.pool_audio = pool_audio
 
     def __call__(self, entry: FileEntry) -> Decoded:
         digest, data = read_and_hash(entry.path, entry.size)
@@ -131,6 +136,9 @@ class Decoder:
             sr = self.audio.sample_rate
             wave = _load_audio(entry.path, data, sr)
             wins = windows(wave, sr, self.audio.window_s, self.audio.hop_s)
+            if self.pool_audio and len(wins) > 1:
+                loc = {"start": 0.0, "end": round(wave.size / sr, 3), "pooled_windows": len(wins)}
+                return Decoded(entry, digest, [DecodedItem(loc, None, PooledWindows(w.samples for w in wins))])
             return Decoded(entry, digest, [DecodedItem(w.locator(), None, w.samples) for w in wins])
         raise DecodeError(f"unsupported modality {entry.modality}")
 

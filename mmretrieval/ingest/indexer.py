@@ -21,7 +21,7 @@ from ..catalog import FileRow
 from ..errors import DecodeError
 from ..space.loader import Space
 from ..store import Store
-from .decode import Decoded, Decoder, read_and_hash
+from .decode import Decoded, Decoder, PooledWindows, read_and_hash
 from .walk import FileEntry, WalkError, normalise_roots, walk
 
 
@@ -89,7 +89,7 @@ class _Pending:
 class Indexer:
     def __init__(self, store: Store, space: Space, *, batch_size: int = 32, workers: int = 2,
                  checkpoint_seconds: float = 30.0, progress: bool = False,
-                 on_file: Callable[[str], None] | None = None) -> None:
+                 on_file: Callable[[str], None] | None = None, pool_audio: bool = False) -> None:
         self.store = store
         self.space = space
         self.batch_size = batch_size
@@ -99,7 +99,7 @@ class Indexer:
         self.on_file = on_file
         audio_spec = space.spec.audio
         self.decoder = Decoder(prepare_image=space.image.preprocess, count_tokens=space.text.count_tokens,
-                               max_tokens=space.text.max_passage_tokens, audio=audio_spec)
+                               max_tokens=space.text.max_passage_tokens, audio=audio_spec, pool_audio=pool_audio)
         self.pending: dict[str, _Pending] = {}
         self.report = IndexReport()
 
@@ -263,7 +263,7 @@ class Indexer:
         del pend.ids[:n], pend.payloads[:n], pend.file_ids[:n]
         encoder = self.space.encoder(modality)
         try:
-            vecs = encoder.encode(payloads, batch_size=len(payloads))
+            vecs = _encode(encoder, payloads)
             ok = np.ones(len(ids), dtype=bool)
         except Exception:
             # Isolate the item that breaks the batch; its file is skipped, the rest goes on.
@@ -271,7 +271,7 @@ class Indexer:
             ok = np.zeros(len(ids), dtype=bool)
             for i, p in enumerate(payloads):
                 try:
-                    vecs[i] = encoder.encode([p], batch_size=1)[0]
+                    vecs[i] = _encode(encoder, [p])[0]
                     ok[i] = True
                 except Exception as e:
                     self._fail_file(file_ids[i], f"encoder failed: {type(e).__name__}: {str(e)[:200]}")
@@ -302,6 +302,17 @@ class Indexer:
         self.store.checkpoint()
         self.store.begin()
         self._last_checkpoint = time.monotonic()
+
+
+def _encode(encoder, payloads: list[Any]) -> np.ndarray:
+    """Encode a batch; a pooled audio payload becomes the normalised mean of its windows' vectors."""
+    if not any(isinstance(p, PooledWindows) for p in payloads):
+        return encoder.encode(payloads, batch_size=len(payloads))
+    out = []
+    for p in payloads:
+        v = encoder.encode(list(p) if isinstance(p, PooledWindows) else [p]).mean(axis=0)
+        out.append(v / np.linalg.norm(v))
+    return np.stack(out).astype(np.float32)
 
 
 def _progress(total: int, enabled: bool):

@@ -43,7 +43,8 @@ class AudioSpec:
     """An audio tower that projects into the space: an architecture config and a weights file."""
 
     config: dict[str, Any]
-    weights: str | None = None
+    # A file path, or a cached download: {"cache": REL_PATH, "url": URL, "sha256": HEX|None, "env": VAR}.
+    weights: str | dict[str, Any] | None = None
 
     @property
     def sample_rate(self) -> int:
@@ -102,7 +103,8 @@ class SpaceSpec:
             audio = d.get("audio")
             audio_spec = None
             if audio:
-                audio_spec = AudioSpec(config=dict(audio["config"]), weights=_abs(audio.get("weights"), base_dir))
+                w = audio.get("weights")
+                audio_spec = AudioSpec(config=dict(audio["config"]), weights=w if isinstance(w, dict) else _abs(w, base_dir))
             return cls(
                 name=str(d.get("name") or "unnamed"),
                 clip=clip_spec,

@@ -171,7 +171,10 @@ def resolve_clip(model: str, pretrained: str | None, cache_dir: str | None = Non
     )
 
 
-def resolve_audio_weights(weights: str | None, space_name: str) -> Path:
+def resolve_audio_weights(weights: str | dict[str, Any] | None, space_name: str) -> Path:
+    """A tower's weights file: a path, or a cached download (env override, cache, then the URL)."""
+    if isinstance(weights, dict):
+        return _resolve_cached_download(weights, space_name)
     if not weights:
         raise MissingWeightsError(f"space {space_name!r} names an audio tower but no weights file for it")
     p = Path(weights)
@@ -180,3 +183,45 @@ def resolve_audio_weights(weights: str | None, space_name: str) -> Path:
             f"audio tower weights for space {space_name!r} are missing: {p} does not exist. "
             f"Put the file there or point the space's audio.weights at a local copy.")
     return p
+
+
+def _resolve_cached_download(ref: dict[str, Any], space_name: str) -> Path:
+    env = ref.get("env")
+    if env and os.environ.get(env):
+        p = Path(os.path.expanduser(os.environ[env]))
+        if not p.is_file():
+            raise MissingWeightsError(f"${env} points at {p}, which does not exist")
+        return p
+    target = cache_root() / ref["cache"]
+    if target.is_file():
+        return target
+    url = ref.get("url")
+    how = (f"put the file at {target}" + (f" (download it from {url})" if url else "")
+           + (f", or set ${env} to its path" if env else ""))
+    if offline() or not url:
+        raise MissingWeightsError(f"audio tower weights for space {space_name!r} are missing: {how}.")
+    try:
+        _download(url, target, ref.get("sha256"))
+    except Exception as e:  # any network or checksum failure: not available
+        raise MissingWeightsError(f"audio tower weights for space {space_name!r} are missing and the download "
+                                  f"failed ({str(e).splitlines()[0][:200]}): {how}.") from None
+    return target
+
+
+def _download(url: str, target: Path, sha256: str | None) -> None:
+    import urllib.request
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + f".{os.getpid()}.part")
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+            for block in iter(lambda: r.read(1 << 20), b""):
+                h.update(block)
+                f.write(block)
+        if sha256 and h.hexdigest() != sha256:
+            raise ValueError(f"checksum mismatch for {url}: got {h.hexdigest()}, expected {sha256}")
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
