@@ -122,3 +122,35 @@ def test_bad_pairs_files(tmp_path, tiny_space):
     assert rows[0].image == str(tmp_path / "missing.png") and rows[0].label == "red circle"
     with pytest.raises(UsageError, match="none of the image files"):
         evaluate(tiny_space, str(c))
+
+
+def test_fine_tune_from_an_existing_space(tmp_path, corpus, tiny_space_noaudio_dir):
+    from mmretrieval.train.clip import train_clip
+
+    before = Space(load_space_dir(tiny_space_noaudio_dir))
+    rep = train_clip(corpus / "train" / "image_pairs.jsonl", tmp_path / "ft", init=str(tiny_space_noaudio_dir),
+                     epochs=2, batch_size=16, lr=1e-3, progress=False)
+    assert rep.steps == 6
+    after = Space(load_space_dir(tmp_path / "ft"))
+    assert after.fingerprint != before.fingerprint and after.dim == before.dim
+    # started from the given weights, not from scratch: still close to them after a few small steps
+    a, b = before.text.encode(["a red star"])[0], after.text.encode(["a red star"])[0]
+    assert float(a @ b) > 0.5
+
+
+def test_audio_aligned_to_images(tmp_path, corpus, tiny_space_noaudio_dir):
+    from mmretrieval.train.audio import train_audio
+
+    rows = [json.loads(x) for x in (corpus / "train" / "audio_pairs.jsonl").read_text().splitlines()]
+    imgs = sorted((corpus / "train" / "images").glob("*.png"))
+    pairs = tmp_path / "audio_image.csv"
+    with open(pairs, "w") as f:
+        f.write("audio,image\n")
+        for i, r in enumerate(rows[::4]):
+            f.write(f"{corpus / 'train' / r['audio']},{imgs[i % len(imgs)]}\n")
+    tower = {"arch": "conv", "sample_rate": 8000, "window_s": 1.0, "hop_s": 1.0, "n_fft": 256, "hop_length": 128,
+             "n_mels": 32, "channels": [8]}
+    rep = train_audio(pairs, str(tiny_space_noaudio_dir), tmp_path / "out", tower=tower, epochs=2, batch_size=8,
+                      progress=False)
+    assert rep.steps == 2 * (36 // 8)
+    assert Space(load_space_dir(tmp_path / "out")).audio is not None
