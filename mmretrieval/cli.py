@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, metavar="N")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="decode threads (default: cores, max 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--index-type", choices=["auto", "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq"],
+                   help="vector index type (remembered; default auto: exact flat while small, IVF as it grows); "
+                        "changing it converts the index without re-embedding")
+    p.add_argument("--memory-budget", metavar="SIZE", help="keep the vector index under SIZE (e.g. 600M): "
+                                                          "picks a quantised type when needed (remembered)")
     p.add_argument("--pool-audio", action="store_true",
                    help="one item per audio file (mean of its windows) instead of one per window")
     p.add_argument("--checkpoint-seconds", type=float, default=30.0, metavar="S",
@@ -159,7 +164,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     with Engine(_index_dir(args), model=args.model) as eng:
         report = eng.index(args.paths, batch_size=args.batch_size, workers=args.workers,
                            progress=not args.no_progress and sys.stderr.isatty(),
-                           checkpoint_seconds=args.checkpoint_seconds, pool_audio=args.pool_audio)
+                           checkpoint_seconds=args.checkpoint_seconds, pool_audio=args.pool_audio,
+                           index_type=args.index_type, memory_budget=_budget(args.memory_budget))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return EXIT_OK
@@ -178,6 +184,18 @@ def cmd_index(args: argparse.Namespace) -> int:
             for path, reason in skipped:
                 print(f"  {show_path(path)}: {reason}")
     return EXIT_OK
+
+
+def _budget(text: str | None) -> int | None:
+    from .errors import UsageError
+    from .index.choose import parse_bytes
+
+    if text is None:
+        return None
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -232,7 +250,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"audio tower:  {sp['audio'] or 'none'}")
     print(f"items:        {st['items_total']} (" + ", ".join(f"{m} {n}" for m, n in sorted(st['items'].items())) + ")")
     print(f"files:        {st['files_indexed']} indexed, {st['files_skipped']} skipped")
-    print(f"index type:   {st['index_type']} ({st['vectors']} vectors)")
+    print(f"index type:   {st['index_description']}, {st['vectors']} vectors (policy: {st['index_policy']})")
     print(f"on disk:      {st['bytes_on_disk'] / 1e6:.2f} MB")
     for path, reason in skipped:
         print(f"  skipped {show_path(path)}: {reason}")

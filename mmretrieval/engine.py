@@ -108,11 +108,14 @@ class Engine:
 
     # ----------------------------------------------------------------- indexing
     def index(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,
-              progress: bool = False, checkpoint_seconds: float = 30.0, pool_audio: bool = False) -> IndexReport:
+              progress: bool = False, checkpoint_seconds: float = 30.0, pool_audio: bool = False,
+              index_type: str | None = None, memory_budget: int | None = None) -> IndexReport:
         """Index (incrementally) every supported file under `paths`.
 
         Long audio becomes one item per window (start/end seconds); `pool_audio` makes it one item per
-        file instead (the mean of its window vectors)."""
+        file instead (the mean of its window vectors). `index_type` (flat, hnsw, ivf-flat, ivf-sq8, ivf-pq, or
+        auto) and `memory_budget` (bytes) are remembered by the index; with neither, the type follows the
+        collection's size (`index.choose.choose_index`), converting without re-embedding when it changes."""
         self._writable()
         paths = list(paths) if not isinstance(paths, (str, os.PathLike)) else [paths]
         if not paths:
@@ -132,9 +135,47 @@ class Engine:
                                   workers=workers or max(1, min(4, os.cpu_count() or 1)),
                                   checkpoint_seconds=checkpoint_seconds, progress=progress, pool_audio=pool_audio)
                 indexer.report.repaired = report.repaired
-                return indexer.run(roots)
+                self._set_index_policy(index_type, memory_budget)
+                result = indexer.run(roots)
+                self._fit_index_type()
+                return result
             finally:
                 self.store.release_lock()
+
+    def _set_index_policy(self, index_type: str | None, memory_budget: int | None) -> None:
+        from .index.choose import KINDS
+
+        if index_type is not None and index_type != "auto" and index_type not in KINDS:
+            raise UsageError(f"unknown index type {index_type!r}; valid: auto, {', '.join(KINDS)}")
+        if memory_budget is not None and memory_budget <= 0:
+            raise UsageError("the memory budget must be a positive number of bytes")
+        cat = self.store.catalog
+        with cat.transaction():
+            if index_type is not None:
+                cat.set_meta("index_type", index_type)
+            if memory_budget is not None:
+                cat.set_meta("memory_budget", str(memory_budget))
+
+    def _fit_index_type(self) -> None:
+        """Convert the vector index when the policy or the collection's size calls for another type."""
+        import faiss
+
+        from .index.choose import choose_index, nlist_for
+
+        cat, vectors = self.store.catalog, self.store.vectors
+        pinned = cat.get_meta("index_type")
+        budget = cat.get_meta("memory_budget")
+        n = vectors.ntotal
+        choice = choose_index(n, self.dim, int(budget) if budget else None,
+                              None if pinned in (None, "auto") else pinned)
+        current = vectors.kind
+        ivf = faiss.try_extract_index_ivf(faiss.downcast_index(vectors.index.index))
+        stale = ivf is not None and choice.needs_training and nlist_for(n) >= 4 * ivf.nlist
+        if (choice.kind == current and not stale) or (choice.needs_training and n < max(choice.nlist, 1)):
+            return
+        self.store.vectors = vectors.convert(choice)
+        self.store.begin()
+        self.store.checkpoint()
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Forget every indexed file under `paths` (files stay on disk). Returns files removed."""
@@ -277,6 +318,8 @@ class Engine:
             "files_indexed": counts["files_indexed"],
             "files_skipped": counts["files_skipped"],
             "index_type": self.store.vectors.kind,
+            "index_description": self.store.vectors.description,
+            "index_policy": self.store.catalog.get_meta("index_type") or "auto",
             "bytes_on_disk": size,
         }
 

@@ -48,7 +48,7 @@ def test_cli_end_to_end(tmp_path, media, tiny_space_dir, capsys):
     code, out, _ = run(capsys, "info", "--index", idx, "--json")
     info = json.loads(out)
     assert code == 0 and info["space"]["name"] == "test-tiny" and info["files_skipped"] == 5
-    assert info["index_type"] == "IndexFlatIP" and info["bytes_on_disk"] > 0
+    assert info["index_type"] == "flat" and info["bytes_on_disk"] > 0
 
     # second run: nothing new; MMR_INDEX stands in for --index
     os.environ["MMR_INDEX"] = str(idx)

@@ -100,8 +100,82 @@ class VectorIndex:
 
     @property
     def kind(self) -> str:
+        """flat, hnsw, ivf-flat, ivf-sq8 or ivf-pq (see `choose.py`)."""
         inner = faiss.downcast_index(self.index.index)
-        return type(inner).__name__
+        if isinstance(inner, faiss.IndexHNSW):
+            return "hnsw"
+        if isinstance(inner, faiss.IndexIVF):
+            return {"IndexIVFFlat": "ivf-flat", "IndexIVFScalarQuantizer": "ivf-sq8"}.get(type(inner).__name__, "ivf-pq")
+        return "flat"
+
+    @property
+    def description(self) -> str:
+        inner = faiss.downcast_index(self.index.index)
+        if isinstance(inner, faiss.IndexIVF):
+            return f"{self.kind} (nlist {inner.nlist}, nprobe {inner.nprobe})"
+        if isinstance(inner, faiss.IndexHNSW):
+            return f"hnsw (M 32, efSearch {inner.hnsw.efSearch})"
+        return "flat (exact)"
+
+    @classmethod
+    def build(cls, choice, dim: int, train: np.ndarray | None = None) -> "VectorIndex":
+        """An empty index of the chosen type; IVF types are trained on `train` (representative vectors)."""
+        inner = faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
+        if choice.needs_training:
+            if train is None or train.shape[0] < choice.nlist:
+                raise UsageError(f"{choice.kind} needs at least {choice.nlist} vectors to train on")
+            inner.train(_check_vectors(train, dim))
+            ivf = faiss.extract_index_ivf(inner)
+            ivf.nprobe = choice.nprobe
+            ivf.make_direct_map()  # reconstruct by id (copies, conversion) keeps working
+        if choice.kind == "hnsw":
+            inner.hnsw.efSearch = choice.ef_search
+            inner.hnsw.efConstruction = 80
+        return cls(faiss.IndexIDMap2(inner))
+
+    def _rebuild_without(self, ids: np.ndarray) -> int:
+        """HNSW cannot delete from its graph, and IVF under an id map cannot renumber: rebuild the
+        structure (the trained quantiser is kept) from the vectors that stay."""
+        keep_ids, vecs = self.all_vectors()
+        keep = ~np.isin(keep_ids, ids)
+        if keep.all():
+            return 0
+        inner = faiss.downcast_index(self.index.index)
+        if isinstance(inner, faiss.IndexHNSW):
+            fresh = faiss.index_factory(self.dim, "HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
+            fresh.hnsw.efSearch, fresh.hnsw.efConstruction = inner.hnsw.efSearch, 80
+        else:
+            fresh = faiss.clone_index(inner)
+            ivf = faiss.extract_index_ivf(fresh)
+            ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+            fresh.reset()
+        index = faiss.IndexIDMap2(fresh)
+        if keep.any():
+            index.add_with_ids(np.ascontiguousarray(vecs[keep], np.float32), keep_ids[keep])
+        ivf = faiss.try_extract_index_ivf(fresh)
+        if ivf is not None:
+            ivf.make_direct_map()
+        self.index = index
+        return int((~keep).sum())
+
+    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of everything stored, in storage order (exact for flat and HNSW)."""
+        n = self.ntotal
+        if n == 0:
+            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
+        return self.ids(), self.index.index.reconstruct_n(0, n)
+
+    def convert(self, choice) -> "VectorIndex":
+        """The same ids and vectors in an index of another type: nothing is re-embedded."""
+        ids, vecs = self.all_vectors()
+        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)  # quantised types drift
+        rng = np.random.default_rng(0)
+        train = vecs[rng.choice(len(vecs), min(len(vecs), max(256 * max(choice.nlist, 1), 10_000)), replace=False)] \
+            if choice.needs_training else None
+        new = VectorIndex.build(choice, self.dim, train)
+        for start in range(0, len(ids), 100_000):
+            new.index.add_with_ids(np.ascontiguousarray(vecs[start:start + 100_000], np.float32), ids[start:start + 100_000])
+        return new
 
     def ids(self) -> np.ndarray:
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
@@ -124,18 +198,30 @@ class VectorIndex:
         ids = _check_ids(ids)
         if ids.size == 0:
             return 0
+        if self.kind != "flat":
+            return self._rebuild_without(ids)
         return int(self.index.remove_ids(faiss.IDSelectorBatch(ids.size, faiss.swig_ptr(ids))))
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         ids = _check_ids(ids)
         return np.stack([self.index.reconstruct(int(i)) for i in ids]) if ids.size else np.empty((0, self.dim), np.float32)
 
+    def _params(self) -> faiss.SearchParameters:
+        """Search parameters of this index type (a selector is added per search)."""
+        inner = faiss.downcast_index(self.index.index)
+        if isinstance(inner, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(efSearch=max(inner.hnsw.efSearch, 16))
+        ivf = faiss.try_extract_index_ivf(inner)
+        if ivf is not None:
+            return faiss.SearchParametersIVF(nprobe=ivf.nprobe)
+        return faiss.SearchParameters()
+
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-`k` by inner product; `allowed` restricts results to those ids. Missing slots have id -1."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise UsageError(f"k must be a positive integer, got {k!r}")
         queries = _check_vectors(np.atleast_2d(queries), self.dim)
-        params = None
+        params = self._params()
         if allowed is not None:
             allowed = _check_ids(allowed)
             if allowed.size == 0:
@@ -143,6 +229,6 @@ class VectorIndex:
                 return np.full((q, k), -np.inf, np.float32), np.full((q, k), -1, np.int64)
             n, bits = id_bitmap(allowed)
             sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
-            params = faiss.SearchParameters(sel=sel)
+            params.sel = sel
         scores, ids = self.index.search(queries, k, params=params)  # `sel`/`bits` stay alive until here
         return scores, ids

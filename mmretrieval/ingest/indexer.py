@@ -150,6 +150,7 @@ class Indexer:
                 self.report.files_removed += 1
                 self.report.items_removed += int(removed.size)
             self._checkpoint()
+            store.catalog.commit()  # close the (empty) transaction the checkpoint opened
         except BaseException:
             store.catalog.rollback()
             raise

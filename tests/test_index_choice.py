@@ -1,0 +1,97 @@
+"""Index type as a pure function of (count, dim, memory), approximate types against the exact reference,
+and conversion that keeps ids and needs no re-embedding."""
+import numpy as np
+import pytest
+
+import mmretrieval as mmr
+from mmretrieval.index import ExactIndex, VectorIndex
+from mmretrieval.index.choose import choose_index, estimate_bytes, parse_bytes
+
+
+def test_choice_is_a_pure_function_of_size_and_memory():
+    assert choose_index(1_000, 512).kind == "flat"
+    assert choose_index(49_999, 512).kind == "flat"
+    big = choose_index(1_000_000, 512)
+    assert big.kind == "ivf-flat" and big.nlist == 4096 and big.nprobe >= 16
+    assert choose_index(1_000_000, 512, memory_budget=parse_bytes("600M")).kind == "ivf-sq8"
+    assert estimate_bytes("ivf-sq8", 1_000_000, 512) <= 600 * 2**20  # the compact 1 M × 512 target
+    pq = choose_index(1_000_000, 512, memory_budget=parse_bytes("100M"))
+    assert pq.kind == "ivf-pq" and pq.est_bytes <= parse_bytes("100M")
+    assert choose_index(10, 512, kind="hnsw").factory == "HNSW32,Flat"
+    assert choose_index(1000, 8).nlist <= 1000 // 39 or choose_index(1000, 8).kind == "flat"
+    with pytest.raises(ValueError, match="valid"):
+        choose_index(10, 8, kind="lsh")
+    with pytest.raises(ValueError, match="fits"):
+        choose_index(10**9, 512, memory_budget=1000)
+    assert parse_bytes("1.5G") == int(1.5 * 2**30) and parse_bytes("500000") == 500000
+
+
+def _clustered(n, d, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((100, d))
+    x = (centers[rng.integers(100, size=n)] + 0.35 * rng.standard_normal((n, d))).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("kind,min_recall", [("ivf-flat", 0.95), ("ivf-sq8", 0.95), ("hnsw", 0.95), ("ivf-pq", 0.8)])
+def test_approximate_types_against_exact_search(kind, min_recall, tmp_path):
+    d, n = 32, 8000 if kind == "ivf-pq" else 20000
+    x = _clustered(n, d)
+    ids = np.arange(n, dtype=np.int64) * 7 + 3
+    flat, exact = VectorIndex.create(d), ExactIndex(d)
+    flat.add(ids, x)
+    exact.add(ids, x)
+    approx = flat.convert(choose_index(n, d, kind=kind))
+    assert approx.kind == kind and approx.ntotal == n
+    np.testing.assert_array_equal(np.sort(approx.ids()), np.sort(ids))  # ids kept
+    rng = np.random.default_rng(1)
+    q = x[rng.integers(n, size=100)] + 0.05 * rng.standard_normal((100, d)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+
+    def recall(allowed=None):
+        _, a = approx.search(q, 10, allowed=allowed)
+        _, b = exact.search(q, 10, allowed=allowed)
+        return np.mean([len(set(u) & set(v)) / 10 for u, v in zip(a, b)]), a
+
+    r, _ = recall()
+    assert r >= min_recall, r
+    allowed = ids[::4]
+    r, got = recall(allowed)
+    assert r >= min_recall - 0.05 and np.isin(got[got >= 0], allowed).all()
+    # removal, then save and load: still the same contract
+    gone = ids[:500]
+    assert approx.remove(gone) == 500
+    exact.remove(gone)
+    approx.save(tmp_path / "v.faiss")
+    approx = VectorIndex.load(tmp_path / "v.faiss")
+    assert approx.kind == kind and approx.ntotal == n - 500
+    _, got = approx.search(q, 10)
+    assert not np.isin(got, gone).any()
+    assert recall()[0] >= min_recall - 0.02
+
+
+def test_engine_converts_on_request_without_re_embedding(tmp_path, tiny_space_dir, capsys):
+    from mmretrieval.cli import main
+    from media import make_media
+
+    media = make_media(tmp_path / "media")
+    eng = mmr.Engine(tmp_path / "idx", model=str(tiny_space_dir))
+    eng.index([tmp_path / "media"])
+    before = {h.id: h.path for h in eng.search("a red circle", k=50, types=["image"])}
+    rep = eng.index([tmp_path / "media"], index_type="hnsw")
+    assert rep.items_added == 0 and eng.stats()["index_type"] == "hnsw"
+    after = {h.id: h.path for h in eng.search("a red circle", k=50, types=["image"])}
+    assert after == before  # same ids, same results (tiny collection: HNSW is exact here)
+    assert eng.check()["consistent"]
+    eng.close()
+    # the choice is remembered, and shown by info
+    assert main(["index", str(tmp_path / "media"), "--index", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    main(["info", "--index", str(tmp_path / "idx")])
+    assert "hnsw" in capsys.readouterr().out
+    # back to exact, and a deletion on the way
+    (tmp_path / "media" / "photos" / "red.png").unlink()
+    assert main(["index", str(tmp_path / "media"), "--index", str(tmp_path / "idx"), "--index-type", "flat"]) == 0
+    eng = mmr.Engine(tmp_path / "idx", readonly=True)
+    assert eng.stats()["index_type"] == "flat" and eng.check()["consistent"]
+    assert main(["index", str(tmp_path / "media"), "--index", str(tmp_path / "idx"), "--memory-budget", "lots"]) == 2
