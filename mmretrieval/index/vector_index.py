@@ -170,7 +170,7 @@ class VectorIndex:
         ids, vecs = self.all_vectors()
         vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)  # quantised types drift
         rng = np.random.default_rng(0)
-        train = vecs[rng.choice(len(vecs), min(len(vecs), max(256 * max(choice.nlist, 1), 10_000)), replace=False)] \
+        train = vecs[rng.choice(len(vecs), min(len(vecs), max(48 * max(choice.nlist, 1), 10_000)), replace=False)] \
             if choice.needs_training else None
         new = VectorIndex.build(choice, self.dim, train)
         for start in range(0, len(ids), 100_000):
