@@ -127,3 +127,30 @@ def test_pooled_windows_option(tiny_space_dir, tmp_path):
     b.index([tmp_path / "long.wav"], pool_audio=True)
     hits = b.search("x", types=["audio"], k=10)
     assert len(hits) == 1 and hits[0].locator == {"start": 0.0, "end": 9.0, "pooled_windows": 5}
+
+
+def test_download_is_checked_and_remembered(checkpoint, tmp_path, monkeypatch):
+    """Online path, with a file:// URL standing in for the release: checksum verified, then remembered."""
+    import hashlib
+
+    from mmretrieval.errors import MissingWeightsError
+    from mmretrieval.space.weights import resolve_audio_weights
+
+    monkeypatch.delenv("MMR_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("MMR_CACHE", str(tmp_path / "cache"))
+    src = checkpoint[0]
+    good = hashlib.sha256(src.read_bytes()).hexdigest()
+    ref = {"cache": "w/W.pt", "url": src.as_uri(), "sha256": "0" * 64}
+    with pytest.raises(MissingWeightsError, match="checksum mismatch"):
+        resolve_audio_weights(ref, "s")
+    assert not (tmp_path / "cache" / "w" / "W.pt").exists()  # nothing half-written is kept
+    got = resolve_audio_weights({**ref, "sha256": good}, "s")
+    assert got.read_bytes() == src.read_bytes()
+    # without a pinned checksum, the first download's is recorded and later corruption refused
+    ref2 = {"cache": "w/X.pt", "url": src.as_uri(), "sha256": None}
+    p = resolve_audio_weights(ref2, "s")
+    assert (tmp_path / "cache" / "w" / "X.pt.sha256").read_text().strip() == good
+    p.write_bytes(b"corrupt")
+    with pytest.raises(MissingWeightsError, match="does not match its checksum"):
+        resolve_audio_weights(ref2, "s")

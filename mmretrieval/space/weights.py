@@ -194,6 +194,7 @@ def _resolve_cached_download(ref: dict[str, Any], space_name: str) -> Path:
         return p
     target = cache_root() / ref["cache"]
     if target.is_file():
+        _verify(target, ref.get("sha256"))
         return target
     url = ref.get("url")
     how = (f"put the file at {target}" + (f" (download it from {url})" if url else "")
@@ -222,6 +223,17 @@ def _download(url: str, target: Path, sha256: str | None) -> None:
         if sha256 and h.hexdigest() != sha256:
             raise ValueError(f"checksum mismatch for {url}: got {h.hexdigest()}, expected {sha256}")
         os.replace(tmp, target)
+        # No published checksum: remember the one first downloaded, so later corruption is caught.
+        Path(str(target) + ".sha256").write_text(h.hexdigest() + "\n")
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _verify(path: Path, sha256: str | None) -> None:
+    """Check a cached download against the pinned checksum, or the one recorded when it was fetched."""
+    side = Path(str(path) + ".sha256")
+    want = sha256 or (side.read_text().strip() if side.is_file() else None)
+    if want and file_sha256(path) != want:
+        raise MissingWeightsError(f"{path} does not match its checksum ({want[:12]}…): the file is corrupt or "
+                                  f"was replaced; delete it to download it again")
