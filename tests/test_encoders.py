@@ -152,3 +152,22 @@ def test_passages_cut_one_huge_line(tiny_space):
     ps = split_passages(text, count, max_tokens=75)
     assert all(count(p.text) <= 75 for p in ps)
     assert ps[-1].end == len(text.rstrip())
+
+
+def test_trimmed_text_encoding_matches_open_clip(tiny_space):
+    """The fast path (sorted, trimmed to the longest text of each batch) equals open_clip's encode_text."""
+    import torch
+
+    from mmretrieval.space.loader import Space
+    from mmretrieval.space.registry import resolve_model_arg
+
+    texts = ["a red circle", "a", "a much longer description of a blue square on a pale background, drawn twice",
+             "", "x " * 200, "a red circle"]
+    for space in (tiny_space, Space(resolve_model_arg("tiny"))):
+        enc = space.text
+        assert enc.trim
+        fast = enc.encode(texts, batch_size=4)
+        with torch.inference_mode():
+            ref = torch.nn.functional.normalize(space.model.encode_text(enc.tokenizer(texts)).float(), dim=-1).numpy()
+        assert np.abs(fast - ref).max() <= 1e-5
+        np.testing.assert_array_equal(fast[0], fast[5])

@@ -18,12 +18,15 @@ class Encoder(ABC):
         self.dim = dim
         self.device = device
 
-    def encode(self, inputs: Sequence[Any], batch_size: int = 32) -> np.ndarray:
-        """Encode `inputs` in batches of `batch_size`; row i of the result is inputs[i]."""
+    def check_args(self, inputs: Sequence[Any], batch_size: int) -> None:
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             raise UsageError(f"{type(self).__name__}.encode takes a list of inputs, got {type(inputs).__name__}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+    def encode(self, inputs: Sequence[Any], batch_size: int = 32) -> np.ndarray:
+        """Encode `inputs` in batches of `batch_size`; row i of the result is inputs[i]."""
+        self.check_args(inputs, batch_size)
         out = np.empty((len(inputs), self.dim), dtype=np.float32)
         for start in range(0, len(inputs), batch_size):
             chunk = list(inputs[start:start + batch_size])
