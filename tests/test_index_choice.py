@@ -74,7 +74,7 @@ def test_engine_converts_on_request_without_re_embedding(tmp_path, tiny_space_di
     from mmretrieval.cli import main
     from media import make_media
 
-    media = make_media(tmp_path / "media")
+    make_media(tmp_path / "media")
     eng = mmr.Engine(tmp_path / "idx", model=str(tiny_space_dir))
     eng.index([tmp_path / "media"])
     before = {h.id: h.path for h in eng.search("a red circle", k=50, types=["image"])}

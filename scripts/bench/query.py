@@ -74,7 +74,7 @@ def main() -> None:
             p50, p95 = timed(lambda: idx.search(q[next(qi) % a.queries], 10), a.queries)
             rows.append({"n": n, "index": idx.description, "p50_ms": p50, "p95_ms": p95, "recall@10": recall,
                          "build_s": build, "bytes": choice.est_bytes})
-        del flat
+        flat = None  # free 2 GB before the next size
     print(f"text encoder of {a.model!r}: p50 {enc_p50:.2f} ms, p95 {enc_p95:.2f} ms (warm)")
     print(f"{'items':>9}  {'index':<36}{'p50 ms':>8}{'p95 ms':>8}{'e2e p50':>9}{'recall@10':>10}{'build s':>9}{'MB':>8}")
     for r in rows:
