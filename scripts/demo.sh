@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 MODEL="${MODEL:-tiny}"
 [ -x .venv/bin/mmr ] || { python3 -m venv .venv && .venv/bin/python -m pip install -q -e '.[test]'; }
 export MMR_INDEX="${MMR_INDEX:-$(mktemp -d)/demo-index}"
-show() { echo; echo "\$ $*"; "$@"; }
+show() { echo; printf "$"; printf " %q" "$@"; echo; "$@"; }
 show .venv/bin/mmr index assets/demo --model "$MODEL"
 show .venv/bin/mmr search "a red circle" -k 5
 show .venv/bin/mmr search --image assets/demo/images/blue-square.png --type text -k 3
