@@ -40,14 +40,23 @@ def _items(eng):
 
 
 def test_kill_at_random_moments_leaves_a_consistent_index(tmp_path, folder, tiny_space_dir):
+    import shutil
+
+    lib = tmp_path / "lib"
+    shutil.copytree(folder, lib, symlinks=True)
     idx = tmp_path / "idx"
     rng = random.Random(1234)
     kills = 0
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for attempt in range(6):
-        p = subprocess.Popen(_index_cmd(folder, idx, tiny_space_dir), stdout=subprocess.DEVNULL,
+    for attempt in range(8):
+        # new files every attempt, so that every run has work to be killed in
+        (lib / f"new{attempt}").mkdir()
+        for k in range(120):
+            shape_image(list(COLORS)[k % 8], SHAPES[k % 6], size=128, center=(0.5, 0.3 + 0.01 * k)).save(
+                lib / f"new{attempt}" / f"{k}.png")
+        p = subprocess.Popen(_index_cmd(lib, idx, tiny_space_dir), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, env=env)
-        time.sleep(rng.uniform(2.5, 7.0))
+        time.sleep(rng.uniform(2.0, 6.0))
         if p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)
             kills += 1
@@ -58,12 +67,13 @@ def test_kill_at_random_moments_leaves_a_consistent_index(tmp_path, folder, tiny
         rep = eng.check()
         assert rep["consistent"], rep  # the committed state always agrees, without any repair
         eng.close()
-    assert kills >= 3
-    r = subprocess.run(_index_cmd(folder, idx, tiny_space_dir), capture_output=True, text=True)
+    print(f"kills: {kills} of 8 runs")
+    assert kills >= 4
+    r = subprocess.run(_index_cmd(lib, idx, tiny_space_dir), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     # nothing lost, nothing doubled: the same items as one uninterrupted run
     fresh = tmp_path / "fresh"
-    r = subprocess.run(_index_cmd(folder, fresh, tiny_space_dir), capture_output=True, text=True)
+    r = subprocess.run(_index_cmd(lib, fresh, tiny_space_dir), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     a, b = mmr.Engine(idx, readonly=True), mmr.Engine(fresh, readonly=True)
     assert _items(a) == _items(b)
