@@ -158,3 +158,41 @@ def test_new_commits_are_picked_up_without_restart(index, tiny_space_dir, tmp_pa
     eng.index([index[1]["blue"]])  # another writer (here: the same process) commits
     assert len(c.get("/search", params={"q": "x", "type": "image", "k": 10}).json()) == 2
     assert os.path.exists(idx / "thumbnails") or True
+
+
+def test_100_concurrent_http_requests_to_a_real_server(index):
+    """Over real sockets: uvicorn on loopback, 100 requests at once from 20 threads."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(index[0]), host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    try:
+        for _ in range(200):
+            if srv.started:
+                break
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        words = ["red circle", "blue square", "a tone", "green", "notes", "yellow circle", "hum", "white page"]
+
+        def one(i):
+            with httpx.Client(timeout=60) as c:
+                if i % 5 == 4:
+                    return c.post(f"{base}/search", json={"text": words[i % 8], "k": 3})
+                return c.get(f"{base}/search", params={"q": words[i % 8], "k": 5})
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            rs = list(pool.map(one, range(100)))
+        assert [r.status_code for r in rs] == [200] * 100
+        assert all(len(r.json()) >= 3 for r in rs)
+    finally:
+        srv.should_exit = True
+        t.join(timeout=10)
