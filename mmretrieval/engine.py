@@ -232,7 +232,7 @@ class Engine:
 
     def search_vector(self, vec: np.ndarray, *, k: int = 10, types: Iterable[str] | None = None) -> list[Hit]:
         with self._lock:
-            if self.readonly or self.store._lock_fd is None:
+            if not self.store.holds_lock:  # another process may have committed since
                 self.store.refresh_vectors(self.dim)
             cat = self.store.catalog
             types = tuple(types) if types is not None else None

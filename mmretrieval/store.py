@@ -118,6 +118,10 @@ class Store:
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
 
+    @property
+    def holds_lock(self) -> bool:
+        return self._lock_fd is not None
+
     def release_lock(self) -> None:
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -108,6 +107,3 @@ class ImageEncoder(Encoder):
         x = torch.stack([self.prepare(b) for b in batch]).to(self.device)
         return self.model.encode_image(x)
 
-
-def is_path(x: Any) -> bool:
-    return isinstance(x, (str, Path, os.PathLike))

@@ -13,7 +13,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -88,15 +88,13 @@ class _Pending:
 
 class Indexer:
     def __init__(self, store: Store, space: Space, *, batch_size: int = 32, workers: int = 2,
-                 checkpoint_seconds: float = 30.0, progress: bool = False,
-                 on_file: Callable[[str], None] | None = None, pool_audio: bool = False) -> None:
+                 checkpoint_seconds: float = 30.0, progress: bool = False, pool_audio: bool = False) -> None:
         self.store = store
         self.space = space
         self.batch_size = batch_size
         self.workers = max(1, workers)
         self.checkpoint_seconds = checkpoint_seconds
         self.progress = progress
-        self.on_file = on_file
         audio_spec = space.spec.audio
         self.decoder = Decoder(prepare_image=space.image.preprocess, count_tokens=space.text.count_tokens,
                                max_tokens=space.text.max_passage_tokens, audio=audio_spec, pool_audio=pool_audio)
@@ -204,8 +202,6 @@ class Indexer:
             removed = cat.delete_items_of_file(old.id)
             vectors.remove(removed)
             self.report.items_removed += int(removed.size)
-        if self.on_file:
-            self.on_file(entry.path)
         fp = self.space.fingerprint
         if isinstance(result, DecodeError):
             cat.upsert_file(entry.path, entry.modality, entry.size, entry.mtime_ns, None, "skipped", str(result), fp)

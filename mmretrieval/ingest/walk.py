@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Iterator
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
@@ -109,5 +108,3 @@ def under(path: str, roots: Iterable[str]) -> bool:
 def normalise_roots(roots: Iterable[str | os.PathLike]) -> list[str]:
     return [os.path.abspath(os.path.expanduser(os.fspath(r))) for r in roots]
 
-
-__all__ = ["FileEntry", "WalkError", "walk", "modality_of", "under", "normalise_roots", "Path"]

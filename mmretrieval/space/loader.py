@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import MissingWeightsError, SpaceError, UnsupportedModalityError
-from .spec import AudioSpec, SpaceSpec, fingerprint_of
+from .spec import SpaceSpec, fingerprint_of
 from .weights import ResolvedClip, file_sha256, resolve_audio_weights, resolve_clip
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,3 @@ def _probe_dim(model: torch.nn.Module) -> int:
         tok = open_clip.tokenize(["probe"])
         return int(model.encode_text(tok).shape[-1])
 
-
-def load_space(spec: SpaceSpec, **kwargs: Any) -> Space:
-    return Space(spec, **kwargs)
-
-
-def audio_spec_of(spec: SpaceSpec) -> AudioSpec | None:
-    return spec.audio
