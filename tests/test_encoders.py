@@ -171,3 +171,32 @@ def test_trimmed_text_encoding_matches_open_clip(tiny_space):
             ref = torch.nn.functional.normalize(space.model.encode_text(enc.tokenizer(texts)).float(), dim=-1).numpy()
         assert np.abs(fast - ref).max() <= 1e-5
         np.testing.assert_array_equal(fast[0], fast[5])
+
+
+def test_jpeg_draft_decode_matches_full_decode(tiny_space, tmp_path):
+    """The fast path (DCT-domain downscale, then the model's own resize/crop) against full decode."""
+    import torch
+
+    from mmretrieval.space.loader import Space
+    from mmretrieval.space.registry import resolve_model_arg
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:1200, 0:1600]
+    base = np.stack([128 + 100 * np.sin(xx / 90.0), 128 + 100 * np.cos(yy / 70.0), 128 + 60 * np.sin((xx + yy) / 150.0)], -1)
+    img = Image.fromarray(np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8))
+    shape_image("red", size=600).save(tmp_path / "x.png")
+    img.paste(Image.open(tmp_path / "x.png"), (500, 300))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "photo.jpg"
+    img.save(path, quality=92, exif=exif)
+    for space in (tiny_space, Space(resolve_model_arg("tiny"))):
+        enc = space.image
+        drafted = enc.load(path)
+        assert drafted.size[0] < 1200 and drafted.info["original_size"] == (1200, 1600)  # rotated by EXIF
+        fast = enc.encode([str(path)])[0]
+        with torch.inference_mode():
+            ref = torch.nn.functional.normalize(
+                space.model.encode_image(space.preprocess(load_image(path))[None]).float(), dim=-1)[0].numpy()
+        assert float(fast @ ref) >= 0.999
+    assert tiny_space.identity["image_decode"]["jpeg_draft"]

@@ -45,8 +45,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
-    """Open an image file (or bytes) as RGB: EXIF orientation applied, first frame of animations."""
+def load_image(source: str | os.PathLike | bytes | Image.Image, draft_to: int | None = None) -> Image.Image:
+    """Open an image file (or bytes) as RGB: EXIF orientation applied, first frame of animations.
+
+    `draft_to`: let a JPEG decode straight to a smaller size in the DCT domain (Pillow's `draft`, a
+    scale of 1/2, 1/4 or 1/8) as long as its shorter side stays at least this many pixels; the model's
+    own resize and crop then run on that. The original size is kept in ``info["original_size"]``.
+    """
+    orig: tuple[int, int] | None = None
     if isinstance(source, Image.Image):
         img = source
     else:
@@ -63,6 +69,10 @@ def load_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
                     if w * h > MAX_PIXELS:
                         raise DecodeError(f"image too large: {w}x{h} = {w * h / 1e6:.0f} MP exceeds "
                                           f"{MAX_PIXELS / 1e6:.0f} MP (decompression bomb guard, MMR_MAX_PIXELS)")
+                    orig = (w, h)
+                    if draft_to and img.format == "JPEG" and min(w, h) >= 2 * draft_to:
+                        s = draft_to / min(w, h)
+                        img.draft("RGB", (int(w * s + 0.999), int(h * s + 0.999)))
                     img.seek(0)  # animated: first frame
                     img.load()
             except DecodeError:
@@ -75,31 +85,40 @@ def load_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
                 raise DecodeError(f"corrupt or truncated image: {e}") from None
     if min(img.size) < MIN_SIDE:
         raise DecodeError(f"image has no pixels ({img.size[0]}x{img.size[1]})")
+    orig = orig or img.size
     try:
+        if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90°: width and height swap
+            orig = (orig[1], orig[0])
         img = ImageOps.exif_transpose(img) or img
     except Exception:  # broken EXIF must not lose the picture
         pass
     try:
-        return to_rgb(img)
+        out = to_rgb(img)
     except (OSError, ValueError) as e:
         raise DecodeError(f"cannot convert image mode {img.mode} to RGB: {e}") from None
+    out.info["original_size"] = orig
+    return out
 
 
 class ImageEncoder(Encoder):
     modality = "image"
 
     def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor], dim: int,
-                 device: torch.device) -> None:
+                 device: torch.device, draft_to: int | None = None) -> None:
         super().__init__(dim, device)
         self.model = model
         self.preprocess = preprocess
+        self.draft_to = draft_to  # see load_image; part of the space fingerprint
+
+    def load(self, source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
+        return load_image(source, self.draft_to)
 
     def prepare(self, item: Any) -> torch.Tensor:
         """Decode (if needed) and preprocess one image into the tower's input tensor."""
         if isinstance(item, torch.Tensor):
             return item
         if isinstance(item, (str, os.PathLike, bytes, Image.Image)):
-            return self.preprocess(load_image(item))
+            return self.preprocess(self.load(item))
         raise UsageError(f"image inputs must be paths, bytes, PIL images or preprocessed tensors, "
                          f"got {type(item).__name__}")
 

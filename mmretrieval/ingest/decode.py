@@ -14,7 +14,6 @@ from typing import Any, Callable
 import numpy as np
 
 from ..encoders.audio import load_audio, windows
-from ..encoders.image import load_image
 from ..encoders.text import split_passages
 from ..errors import DecodeError
 from .walk import FileEntry
@@ -101,8 +100,10 @@ def _checked(text: str) -> str:
 class Decoder:
     """Turns a `FileEntry` into items for one space (its tokenizer, image preprocessing, audio rate)."""
 
-    def __init__(self, *, prepare_image: Callable[[Any], Any], count_tokens: Callable[[str], int],
+    def __init__(self, *, load_image: Callable[[Any], Any], prepare_image: Callable[[Any], Any],
+                 count_tokens: Callable[[str], int],
                  max_tokens: int, audio: Any | None, pool_audio: bool = False) -> None:
+        self.load_image = load_image
         self.prepare_image = prepare_image
         self.count_tokens = count_tokens
         self.max_tokens = max_tokens
@@ -120,8 +121,8 @@ class Decoder:
         if entry.modality == "audio" and self.audio is None:
             raise DecodeError("this space has no audio tower (use a space with audio to index sound)")
         if entry.modality == "image":
-            img = load_image(data if data is not None else entry.path)
-            w, h = img.size
+            img = self.load_image(data if data is not None else entry.path)
+            w, h = img.info.get("original_size", img.size)
             return Decoded(entry, digest, [DecodedItem({"width": w, "height": h}, None, self.prepare_image(img))])
         if entry.modality == "text":
             if data is None:

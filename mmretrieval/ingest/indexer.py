@@ -96,7 +96,7 @@ class Indexer:
         self.checkpoint_seconds = checkpoint_seconds
         self.progress = progress
         audio_spec = space.spec.audio
-        self.decoder = Decoder(prepare_image=space.image.preprocess, count_tokens=space.text.count_tokens,
+        self.decoder = Decoder(load_image=space.image.load, prepare_image=space.image.preprocess, count_tokens=space.text.count_tokens,
                                max_tokens=space.text.max_passage_tokens, audio=audio_spec, pool_audio=pool_audio)
         self.pending: dict[str, _Pending] = {}
         self.report = IndexReport()

@@ -43,6 +43,12 @@ def _clip_configs(resolved: ResolvedClip) -> tuple[dict[str, Any], dict[str, Any
     return model_cfg, dict(pre)
 
 
+# How images are decoded before the model's preprocessing: JPEGs decode in the DCT domain to no less
+# than twice the model's input size (see encoders.image.load_image). It changes pixels slightly, so it
+# is part of the fingerprint.
+IMAGE_DECODE = {"jpeg_draft": "shorter side >= 2x input size", "version": 1}
+
+
 def space_identity(spec: SpaceSpec) -> dict[str, Any]:
     """Everything that decides where vectors land; its hash is the fingerprint. Needs the weights."""
     resolved = resolve_clip(spec.clip.model, spec.clip.pretrained)
@@ -57,6 +63,7 @@ def space_identity(spec: SpaceSpec) -> dict[str, Any]:
         "normalized": True,
         "clip": {"model_cfg": model_cfg, "weights": resolved.identity},
         "preprocess": pre,
+        "image_decode": IMAGE_DECODE,
         "audio": audio,
     }
 
@@ -98,7 +105,9 @@ class Space:
         self.dim = int(model.text_projection.shape[-1] if getattr(model, "text_projection", None) is not None
                        and isinstance(model.text_projection, torch.Tensor) else _probe_dim(model))
         self.text = TextEncoder(model, self.tokenizer, self.dim, self.device)
-        self.image = ImageEncoder(model, preprocess, self.dim, self.device)
+        size = self.identity["preprocess"]["size"]
+        self.image = ImageEncoder(model, preprocess, self.dim, self.device,
+                                  draft_to=2 * (min(size) if isinstance(size, (list, tuple)) else int(size)))
         self.audio: AudioEncoder | None = None
         if spec.audio is not None:
             self.audio = AudioEncoder.from_spec(spec.audio, spec.name, self.dim, self.device)
