@@ -230,13 +230,24 @@ class Engine:
         vec = self.encode_query(q)
         return self.search_vector(vec, k=q.k, types=q.types)
 
+    def _filter(self, types: tuple[str, ...]):
+        """The ids of these modalities as a search filter, cached until the vectors change (a commit)."""
+        from .index.vector_index import IdFilter
+
+        key = (tuple(sorted(types)), self.store.vectors_stamp, self.store.vectors.ntotal, id(self.store.vectors))
+        cache = self.__dict__.setdefault("_filters", {})
+        if key not in cache:
+            cache.clear()
+            cache[key] = IdFilter(self.store.catalog.item_ids(types))
+        return cache[key]
+
     def search_vector(self, vec: np.ndarray, *, k: int = 10, types: Iterable[str] | None = None) -> list[Hit]:
         with self._lock:
             if not self.store.holds_lock:  # another process may have committed since
                 self.store.refresh_vectors(self.dim)
             cat = self.store.catalog
             types = tuple(types) if types is not None else None
-            allowed = None if types is None or set(types) >= {"text", "image", "audio"} else cat.item_ids(types)
+            allowed = None if types is None or set(types) >= {"text", "image", "audio"} else self._filter(types)
             # Over-fetch a little: ids whose catalog rows were removed since the vectors were saved are dropped.
             fetch = min(k + 16, max(1, self.store.vectors.ntotal))
             scores, ids = self.store.vectors.search(np.asarray(vec, np.float32)[None, :], fetch, allowed=allowed)

@@ -119,6 +119,11 @@ class Store:
         self._lock_fd = fd
 
     @property
+    def vectors_stamp(self) -> str | None:
+        """Names the committed vector generation loaded here; changes at every commit."""
+        return self._vectors_stamp
+
+    @property
     def holds_lock(self) -> bool:
         return self._lock_fd is not None
 

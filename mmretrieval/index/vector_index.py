@@ -45,6 +45,18 @@ def id_bitmap(ids: np.ndarray) -> tuple[int, np.ndarray]:
     return int(packed.size), packed
 
 
+class IdFilter:
+    """A set of allowed ids as the packed bitmap faiss reads; build once, search with it many times."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = _check_ids(ids)
+        self.n, self.bits = id_bitmap(self.ids) if self.ids.size else (0, np.zeros(1, np.uint8))
+
+    @property
+    def empty(self) -> bool:
+        return self.ids.size == 0
+
+
 class VectorIndex:
     """`faiss.IndexIDMap2` over an inner-product index; exact (`IndexFlatIP`) by default."""
 
@@ -216,19 +228,19 @@ class VectorIndex:
             return faiss.SearchParametersIVF(nprobe=ivf.nprobe)
         return faiss.SearchParameters()
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-`k` by inner product; `allowed` restricts results to those ids. Missing slots have id -1."""
+    def search(self, queries: np.ndarray, k: int,
+               allowed: np.ndarray | IdFilter | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`k` by inner product; `allowed` (ids or an `IdFilter`) restricts the results. Missing slots: id -1."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise UsageError(f"k must be a positive integer, got {k!r}")
         queries = _check_vectors(np.atleast_2d(queries), self.dim)
         params = self._params()
         if allowed is not None:
-            allowed = _check_ids(allowed)
-            if allowed.size == 0:
+            filt = allowed if isinstance(allowed, IdFilter) else IdFilter(allowed)
+            if filt.empty:
                 q = queries.shape[0]
                 return np.full((q, k), -np.inf, np.float32), np.full((q, k), -1, np.int64)
-            n, bits = id_bitmap(allowed)
-            sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
+            sel = faiss.IDSelectorBitmap(filt.n, faiss.swig_ptr(filt.bits))
             params.sel = sel
         scores, ids = self.index.search(queries, k, params=params)  # `sel`/`bits` stay alive until here
         return scores, ids
