@@ -150,11 +150,6 @@ class Catalog:
             out = {p: r for p, r in out.items() if any(p.startswith(x) or p == x[:-1] for x in prefixes)}
         return out
 
-    def files_by_hash(self, h: str) -> list[FileRow]:
-        rows = self.db.execute("SELECT id, path, modality, size, mtime_ns, hash, status, error, space FROM files "
-                               "WHERE hash=? AND status='indexed'", (h,))
-        return [FileRow(**dict(r)) for r in rows]
-
     def upsert_file(self, path: str, modality: str, size: int, mtime_ns: int, hash: str | None, status: str,
                     error: str | None = None, space: str | None = None) -> int:
         row = self.db.execute(

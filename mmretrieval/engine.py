@@ -212,16 +212,10 @@ class Engine:
         enc = space.audio
         if enc is None:
             raise UsageError(f"space {space.spec.name!r} has no audio tower, so it cannot take an audio query")
-        from .encoders.audio import windows
-
         try:
-            wave = enc.prepare(_expand(q.value))
+            return enc.encode_clip(_expand(q.value))  # a long query clip: the mean direction of its windows
         except DecodeError as e:
             raise UsageError(f"cannot use the audio query: {e}") from None
-        wins = windows(wave, enc.sample_rate, enc.spec.window_s, enc.spec.hop_s)
-        vecs = enc.encode([w.samples for w in wins])
-        v = vecs.mean(axis=0)  # a long query clip: the mean direction of its windows
-        return (v / np.linalg.norm(v)).astype(np.float32)
 
     def search(self, text: str | None = None, *, image: Any = None, audio: Any = None, k: int = 10,
                types: Iterable[str] | str | None = None) -> list[Hit]:

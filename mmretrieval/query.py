@@ -19,13 +19,14 @@ class Query:
     k: int
 
 
-def parse_types(types: Iterable[str] | str | None, query_modality: str, available: Iterable[str]) -> tuple[str, ...]:
+def parse_types(types: Iterable[str] | str | None, query_modality: str) -> tuple[str, ...]:
     """Result modalities: as given, or by default every modality other than the query's."""
     if types is None:
         out = tuple(m for m in MODALITIES if m != query_modality)
         return out
     if isinstance(types, str):
-        types = [t for t in types.split(",") if t.strip()]
+        types = [types]
+    types = [t for raw in types for t in str(raw).split(",") if t.strip()]  # "image,audio" or repeated
     out = []
     for t in types:
         t = t.strip().lower()
@@ -39,7 +40,7 @@ def parse_types(types: Iterable[str] | str | None, query_modality: str, availabl
 
 
 def make_query(*, text: str | None = None, image: Any = None, audio: Any = None, k: int = 10,
-               types: Iterable[str] | str | None = None, available: Iterable[str] = MODALITIES) -> Query:
+               types: Iterable[str] | str | None = None) -> Query:
     given = [(m, v) for m, v in (("text", text), ("image", image), ("audio", audio)) if v is not None]
     if len(given) != 1:
         raise UsageError("give exactly one query: text, image or audio")
@@ -54,4 +55,4 @@ def make_query(*, text: str | None = None, image: Any = None, audio: Any = None,
             raise UsageError(f"{modality} query file not found: {value}")
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
         raise UsageError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
-    return Query(modality, value, parse_types(types, modality, available), k)
+    return Query(modality, value, parse_types(types, modality), k)

@@ -53,10 +53,6 @@ class Store:
         rec = self.space_record()
         return None if rec is None else SpaceSpec.from_dict(rec["spec"])
 
-    def stored_fingerprint(self) -> str | None:
-        rec = self.space_record()
-        return None if rec is None else rec["fingerprint"]
-
     def init_space(self, spec: SpaceSpec, fingerprint: str, dim: int) -> None:
         rec = {"spec": spec.to_dict(), "fingerprint": fingerprint, "dim": dim, "metric": spec.metric}
         with self.catalog.transaction():

@@ -122,6 +122,17 @@ class AudioEncoder(Encoder):
         raise UsageError(f"audio inputs must be paths, (array, sample_rate) pairs or 1-D arrays at "
                          f"{self.sample_rate} Hz, got {type(item).__name__}")
 
+    def encode_pooled(self, window_waves: list[np.ndarray]) -> np.ndarray:
+        """One vector for a whole clip: the normalised mean of its windows' vectors."""
+        v = self.encode(list(window_waves)).mean(axis=0)
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    def encode_clip(self, item: Any) -> np.ndarray:
+        """A clip of any length (path, (array, sr) or array) as one vector, cut in the tower's windows."""
+        wave = self.prepare(item)
+        return self.encode_pooled([w.samples for w in windows(wave, self.sample_rate, self.spec.window_s,
+                                                               self.spec.hop_s)])
+
     def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
         waves = [self.prepare(b) for b in batch]
         out = torch.empty((len(waves), self.dim))

@@ -110,10 +110,6 @@ class Decoder:
         self.audio = audio  # AudioSpec or None
         self.pool_audio = pool_audio
 
-    def __call__(self, entry: FileEntry) -> Decoded:
-        digest, data = read_and_hash(entry.path, entry.size)
-        return self.decode(entry, digest, data)
-
     def decode(self, entry: FileEntry, digest: str, data: bytes | None) -> Decoded:
         """Decode a file already read (`data`, or None when too large to hold) and hashed."""
         if entry.size == 0 or (data is not None and len(data) == 0):

@@ -305,11 +305,7 @@ def _encode(encoder, payloads: list[Any]) -> np.ndarray:
     """Encode a batch; a pooled audio payload becomes the normalised mean of its windows' vectors."""
     if not any(isinstance(p, PooledWindows) for p in payloads):
         return encoder.encode(payloads, batch_size=len(payloads))
-    out = []
-    for p in payloads:
-        v = encoder.encode(list(p) if isinstance(p, PooledWindows) else [p]).mean(axis=0)
-        out.append(v / np.linalg.norm(v))
-    return np.stack(out).astype(np.float32)
+    return np.stack([encoder.encode_pooled(p if isinstance(p, PooledWindows) else [p]) for p in payloads])
 
 
 def _progress(total: int, enabled: bool):

@@ -60,10 +60,7 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
         return [h.to_dict() for h in result]
 
     def parse_types(types: list[str] | None) -> list[str] | None:
-        if not types:
-            return None
-        out = [t.strip() for raw in types for t in raw.split(",") if t.strip()]
-        return out or None
+        return types or None  # the engine splits "image,audio" and validates
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():

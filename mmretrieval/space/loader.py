@@ -49,9 +49,9 @@ def _clip_configs(resolved: ResolvedClip) -> tuple[dict[str, Any], dict[str, Any
 IMAGE_DECODE = {"jpeg_draft": "shorter side >= 2x input size", "version": 1}
 
 
-def space_identity(spec: SpaceSpec) -> dict[str, Any]:
+def space_identity(spec: SpaceSpec, resolved: ResolvedClip | None = None) -> dict[str, Any]:
     """Everything that decides where vectors land; its hash is the fingerprint. Needs the weights."""
-    resolved = resolve_clip(spec.clip.model, spec.clip.pretrained)
+    resolved = resolved or resolve_clip(spec.clip.model, spec.clip.pretrained)
     model_cfg, pre = _clip_configs(resolved)
     audio = None
     if spec.audio is not None:
@@ -83,7 +83,7 @@ class Space:
         self.spec = spec
         self.device = torch.device(device)
         self.resolved = resolve_clip(spec.clip.model, spec.clip.pretrained)
-        self.identity = space_identity(spec)
+        self.identity = space_identity(spec, self.resolved)
         self.fingerprint = fingerprint_of(self.identity)
         kwargs: dict[str, Any] = dict(device=self.device, require_pretrained=True)
         if self.resolved.checkpoint is not None:

@@ -109,16 +109,7 @@ def evaluate_pairs(space: Space, pairs: list[Pair], modality: str, *, seed: int 
 def _encode_items(space: Space, modality: str, paths: list[str], batch_size: int) -> np.ndarray:
     if modality == "image":
         return space.image.encode(paths, batch_size=batch_size)
-    from ..encoders.audio import windows
-
-    enc = space.audio
-    out = []
-    for p in paths:
-        wave = enc.prepare(p)
-        wins = windows(wave, enc.sample_rate, enc.spec.window_s, enc.spec.hop_s)
-        v = enc.encode([w.samples for w in wins]).mean(axis=0)
-        out.append(v / np.linalg.norm(v))
-    return np.stack(out).astype(np.float32)
+    return np.stack([space.audio.encode_clip(p) for p in paths])
 
 
 def evaluate(space: Space, pairs_file: str, *, modalities: tuple[str, ...] = ("image", "audio")) -> dict[str, Any]:
