@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "picks a quantised type when needed (remembered)")
     p.add_argument("--pool-audio", action="store_true",
                    help="one item per audio file (mean of its windows) instead of one per window")
+    p.add_argument("--precision", metavar="P", help=PRECISION_HELP + "; for a new index (an existing one keeps its own)")
     p.add_argument("--checkpoint-seconds", type=float, default=30.0, metavar="S",
                    help="commit what is done every S seconds (default 30); a killed run loses at most that")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -106,8 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="Recall@k and the calibration audit of a space on your own pairs")
     p.add_argument("--pairs", required=True, metavar="FILE")
     p.add_argument("--model", required=True, metavar="SPACE")
+    p.add_argument("--precision", metavar="P", help=PRECISION_HELP)
     p.add_argument("--json", action="store_true")
     return parser
+
+
+PRECISION_HELP = ("number format of the towers: auto (default, $MMR_PRECISION: bf16 image/audio towers where the "
+                  "CPU has native bf16, else fp32), fp32, bf16, or pairs like image=bf16,text=fp32")
 
 
 def _add_train_args(t: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float) -> None:
@@ -161,7 +167,7 @@ def _err(msg: str) -> None:
 def cmd_index(args: argparse.Namespace) -> int:
     from .engine import Engine
 
-    with Engine(_index_dir(args), model=args.model) as eng:
+    with Engine(_index_dir(args), model=args.model, precision=args.precision) as eng:
         report = eng.index(args.paths, batch_size=args.batch_size, workers=args.workers,
                            progress=not args.no_progress and sys.stderr.isatty(),
                            checkpoint_seconds=args.checkpoint_seconds, pool_audio=args.pool_audio,
@@ -248,6 +254,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"index:        {st['index']}")
     print(f"space:        {sp['name']} (fingerprint {sp['fingerprint']}, {sp['metric']}, dim {sp['dim']})")
     print(f"audio tower:  {sp['audio'] or 'none'}")
+    print(f"precision:    {sp['precision']}")
     print(f"items:        {st['items_total']} (" + ", ".join(f"{m} {n}" for m, n in sorted(st['items'].items())) + ")")
     print(f"files:        {st['files_indexed']} indexed, {st['files_skipped']} skipped")
     print(f"index type:   {st['index_description']}, {st['vectors']} vectors (policy: {st['index_policy']})")
@@ -333,7 +340,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .space.registry import resolve_model_arg
     from .train.evaluate import evaluate
 
-    report = evaluate(Space(resolve_model_arg(args.model)), args.pairs)
+    report = evaluate(Space(resolve_model_arg(args.model), precision=args.precision or "auto"), args.pairs)
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
@@ -342,7 +349,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def format_eval(report: dict[str, Any]) -> str:
-    lines = [f"space {report['space']} (fingerprint {report['fingerprint']}) on {report['pairs']}", ""]
+    lines = [f"space {report['space']} (fingerprint {report['fingerprint']}, precision {report.get('precision', 'fp32')}) "
+             f"on {report['pairs']}", ""]
     lines.append(f"{'direction':<16}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'P@5':>8}")
     for m in ("image", "audio"):
         r = report.get(m)

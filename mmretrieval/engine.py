@@ -9,11 +9,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import DecodeError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError, UsageError
+from .errors import (DecodeError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError, SpaceMismatchError,
+                     UsageError)
 from .ingest.indexer import Indexer, IndexReport
 from .ingest.walk import normalise_roots, under
 from .query import Query, make_query
 from .space.loader import Space, space_identity
+from .space.precision import TOWERS, describe, parse_precision
 from .space.registry import resolve_model_arg
 from .space.spec import SpaceSpec, fingerprint_of
 from .store import Store
@@ -46,10 +48,13 @@ class Engine:
     ``Engine(path, model=...)`` creates the index when the folder holds none (``model`` defaults to
     the default space); an existing index remembers its space, and a different ``model`` is refused.
     ``readonly=True`` opens an existing index for searching only, never taking the writer's lock.
+    ``precision`` (auto, fp32, bf16 or tower=format pairs, see `space.precision`) is chosen when the
+    index is created (default: auto, by what the CPU does natively) and remembered: an existing
+    index always encodes in its own, and an explicit different one is refused.
     """
 
     def __init__(self, path: str | os.PathLike, model: str | SpaceSpec | None = None, *, readonly: bool = False,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", precision: str | dict[str, str] | None = None) -> None:
         self.path = Path(os.path.expanduser(os.fspath(path))).resolve()
         self.device = device
         self._space: Space | None = None
@@ -66,16 +71,21 @@ class Engine:
                     f"{self.path} is a non-empty folder that holds no mmretrieval index; "
                     f"choose an empty or new folder for the index")
             spec = _spec_of(model or DEFAULT_SPACE)
-            space = Space(spec, device=device)  # weights must exist before we create anything
+            self.precision = parse_precision(precision, device)
+            space = Space(spec, device=device, precision=self.precision)  # weights must exist before we create anything
             self.store = Store(self.path, create=True)
-            self.store.init_space(spec, space.fingerprint, space.dim)
+            self.store.init_space(spec, space.fingerprint, space.dim, precision=describe(self.precision))
             self._space = space
         else:
             self.store = Store(self.path, readonly=readonly)
+            stored = self.store.space_record() or {}
+            self.precision = parse_precision(stored.get("precision", "fp32"), device)
+            if precision is not None:
+                self._check_precision(parse_precision(precision, device), stored)
             if model is not None:
                 spec = _spec_of(model)
                 try:
-                    fp = fingerprint_of(space_identity(spec))
+                    fp = fingerprint_of(space_identity(spec, precision=self.precision))
                 except MissingWeightsError:
                     stored = self.store.stored_spec()
                     if stored is not None and (stored.clip, stored.audio) == (spec.clip, spec.audio):
@@ -90,6 +100,14 @@ class Engine:
         self.store.load_vectors(self.dim)
 
     # ----------------------------------------------------------------- space
+    def _check_precision(self, wanted: dict[str, str], stored: dict[str, Any]) -> None:
+        towers = SpaceSpec.from_dict(stored["spec"]).modalities if "spec" in stored else TOWERS
+        if any(wanted[t] != self.precision[t] for t in towers):
+            raise SpaceMismatchError(
+                f"the index at {self.path} encodes with precision {describe(self.precision)}, not "
+                f"{describe(wanted)}: its vectors were made that way and queries must match them. "
+                f"Omit --precision to use the index's own, or build a new index.")
+
     @property
     def spec(self) -> SpaceSpec:
         spec = self.store.stored_spec()
@@ -101,7 +119,7 @@ class Engine:
         """The loaded encoders; loaded on first use and checked against the index's fingerprint."""
         with self._lock:
             if self._space is None:
-                space = Space(self.spec, device=self.device)
+                space = Space(self.spec, device=self.device, precision=self.precision)
                 self.store.check_space(space.spec.name, space.fingerprint, space.spec.metric)
                 self._space = space
             return self._space
@@ -315,7 +333,7 @@ class Engine:
         return {
             "index": str(self.path),
             "space": {"name": spec.get("name"), "fingerprint": rec.get("fingerprint"), "metric": rec.get("metric"),
-                      "dim": rec.get("dim"), "clip": spec.get("clip"),
+                      "dim": rec.get("dim"), "clip": spec.get("clip"), "precision": describe(self.precision),
                       "audio": None if not spec.get("audio") else spec["audio"].get("config", {}).get("arch")},
             "items": counts["items"],
             "items_total": sum(counts["items"].values()),

@@ -53,8 +53,9 @@ class Store:
         rec = self.space_record()
         return None if rec is None else SpaceSpec.from_dict(rec["spec"])
 
-    def init_space(self, spec: SpaceSpec, fingerprint: str, dim: int) -> None:
-        rec = {"spec": spec.to_dict(), "fingerprint": fingerprint, "dim": dim, "metric": spec.metric}
+    def init_space(self, spec: SpaceSpec, fingerprint: str, dim: int, precision: str = "fp32") -> None:
+        rec = {"spec": spec.to_dict(), "fingerprint": fingerprint, "dim": dim, "metric": spec.metric,
+               "precision": precision}
         with self.catalog.transaction():
             self.catalog.set_meta("space", json.dumps(rec))
         (self.root / "space.json").write_text(json.dumps(rec, indent=2))

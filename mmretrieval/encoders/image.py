@@ -123,6 +123,11 @@ class ImageEncoder(Encoder):
                          f"got {type(item).__name__}")
 
     def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
-        x = torch.stack([self.prepare(b) for b in batch]).to(self.device)
-        return self.model.encode_image(x)
+        x = torch.stack([self.prepare(b) for b in batch])
+        return self.model.encode_image(x.to(self.device, self.dtype))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The image tower's weight format (bf16 where the space's precision asks for it)."""
+        return next(self.model.visual.parameters()).dtype
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import MissingWeightsError, SpaceError, UnsupportedModalityError
+from .precision import DTYPES, parse_precision, reduced
 from .spec import SpaceSpec, fingerprint_of
 from .weights import ResolvedClip, file_sha256, resolve_audio_weights, resolve_clip
 
@@ -49,15 +50,19 @@ def _clip_configs(resolved: ResolvedClip) -> tuple[dict[str, Any], dict[str, Any
 IMAGE_DECODE = {"jpeg_draft": "shorter side >= 2x input size", "version": 1}
 
 
-def space_identity(spec: SpaceSpec, resolved: ResolvedClip | None = None) -> dict[str, Any]:
-    """Everything that decides where vectors land; its hash is the fingerprint. Needs the weights."""
+def space_identity(spec: SpaceSpec, resolved: ResolvedClip | None = None,
+                   precision: dict[str, str] | None = None) -> dict[str, Any]:
+    """Everything that decides where vectors land; its hash is the fingerprint. Needs the weights.
+
+    `precision` (tower -> fp32/bf16) enters only for towers not in fp32, so the reference keeps the
+    fingerprint it had before precision was recorded."""
     resolved = resolved or resolve_clip(spec.clip.model, spec.clip.pretrained)
     model_cfg, pre = _clip_configs(resolved)
     audio = None
     if spec.audio is not None:
         w = resolve_audio_weights(spec.audio.weights, spec.name)
         audio = {"config": spec.audio.config, "weights": "sha256:" + file_sha256(w)}
-    return {
+    ident = {
         "version": FINGERPRINT_VERSION,
         "metric": spec.metric,
         "normalized": True,
@@ -66,12 +71,19 @@ def space_identity(spec: SpaceSpec, resolved: ResolvedClip | None = None) -> dic
         "image_decode": IMAGE_DECODE,
         "audio": audio,
     }
+    low = reduced({t: p for t, p in (precision or {}).items() if t in spec.modalities})
+    if low:
+        ident["precision"] = low
+    return ident
 
 
 class Space:
     """A loaded shared space: one encoder per modality, all into the same L2-normalised space."""
 
-    def __init__(self, spec: SpaceSpec, *, device: str = "cpu", num_threads: int | None = None) -> None:
+    def __init__(self, spec: SpaceSpec, *, device: str = "cpu", num_threads: int | None = None,
+                 precision: str | dict[str, str] = "fp32") -> None:
+        """`precision`: ``fp32`` (the reference, the default here), ``bf16``, ``auto`` (by what the CPU
+        does natively, see `space.precision`) or ``tower=format`` pairs; the index remembers its own."""
         import open_clip
 
         from ..encoders.audio import AudioEncoder
@@ -83,7 +95,8 @@ class Space:
         self.spec = spec
         self.device = torch.device(device)
         self.resolved = resolve_clip(spec.clip.model, spec.clip.pretrained)
-        self.identity = space_identity(spec, self.resolved)
+        self.precision = parse_precision(precision, device)
+        self.identity = space_identity(spec, self.resolved, self.precision)
         self.fingerprint = fingerprint_of(self.identity)
         kwargs: dict[str, Any] = dict(device=self.device, require_pretrained=True)
         if self.resolved.checkpoint is not None:
@@ -99,6 +112,7 @@ class Space:
                 raise MissingWeightsError(f"open_clip could not load weights for {spec.name}: {e}") from None
             raise
         model.eval()
+        _cast_towers(model, self.precision)
         self.model = model
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(self.resolved.model_name)
@@ -110,7 +124,8 @@ class Space:
                                   draft_to=2 * (min(size) if isinstance(size, (list, tuple)) else int(size)))
         self.audio: AudioEncoder | None = None
         if spec.audio is not None:
-            self.audio = AudioEncoder.from_spec(spec.audio, spec.name, self.dim, self.device)
+            self.audio = AudioEncoder.from_spec(spec.audio, spec.name, self.dim, self.device,
+                                                dtype=DTYPES[self.precision["audio"]])
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -126,6 +141,28 @@ class Space:
                 raise UnsupportedModalityError(f"space {self.spec.name!r} has no audio tower")
             return self.audio
         raise SpaceError(f"unknown modality {modality!r}; valid: text, image, audio")
+
+
+def _cast_towers(model: torch.nn.Module, precision: dict[str, str]) -> None:
+    """Store the image and text towers' weights in their format (bf16 weights, not autocast: casting
+    the weights on every call made autocast slower than fp32 on the image tower)."""
+    if precision["image"] != "fp32":
+        model.visual.to(DTYPES[precision["image"]])
+    if precision["text"] != "fp32":
+        dtype = DTYPES[precision["text"]]
+        if hasattr(model, "text") and isinstance(model.text, torch.nn.Module):  # CustomTextCLIP
+            model.text.to(dtype)
+            return
+        for name in ("token_embedding", "transformer", "ln_final"):
+            getattr(model, name).to(dtype)
+        for name in ("positional_embedding", "text_projection", "attn_mask"):
+            t = getattr(model, name, None)
+            if isinstance(t, torch.nn.Parameter):
+                t.data = t.data.to(dtype)
+            elif isinstance(t, torch.Tensor):
+                setattr(model, name, t.to(dtype))
+            elif isinstance(t, torch.nn.Module):
+                t.to(dtype)
 
 
 def _probe_dim(model: torch.nn.Module) -> int:

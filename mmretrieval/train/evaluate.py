@@ -114,7 +114,10 @@ def _encode_items(space: Space, modality: str, paths: list[str], batch_size: int
 
 def evaluate(space: Space, pairs_file: str, *, modalities: tuple[str, ...] = ("image", "audio")) -> dict[str, Any]:
     pairs = read_pairs(pairs_file)
-    report: dict[str, Any] = {"space": space.spec.name, "fingerprint": space.fingerprint, "pairs": str(pairs_file)}
+    from ..space.precision import describe
+
+    report: dict[str, Any] = {"space": space.spec.name, "fingerprint": space.fingerprint,
+                              "precision": describe(space.precision), "pairs": str(pairs_file)}
     for m in modalities:
         if m == "audio" and space.audio is None:
             if any(p.audio for p in pairs):

@@ -1,0 +1,109 @@
+"""Which number format each tower computes in: chosen by what the CPU does natively, overridable.
+
+bf16 halves the bytes each weight costs and runs on native bf16 dot-product units (AVX512-BF16,
+AMX); where those exist the image tower runs ~2.5x faster with vectors within cosine 0.9999 of fp32.
+Without them bf16 is emulated and slower, so the choice is made by detection, never assumed.
+
+The text tower stays fp32 under ``auto``: its fast path is held to a max abs difference of 1e-3
+from open_clip's reference, which bf16 rounding exceeds (~2e-3). Ask for ``text=bf16`` (or ``bf16``)
+to trade that for ~2x faster text queries.
+
+Reduced precision moves vectors slightly, so a tower's precision is part of the space fingerprint
+(fp32, the reference, is left out so that fp32 fingerprints stay what they always were).
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import torch
+
+from ..errors import UsageError
+
+TOWERS = ("text", "image", "audio")
+FORMATS = ("fp32", "bf16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+ENV = "MMR_PRECISION"
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 dot products in hardware (AVX512-BF16 or AMX)."""
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        fn = getattr(cpu, probe, None)
+        if fn is not None:
+            try:
+                if fn():
+                    return True
+            except Exception:  # a probe that cannot run says nothing
+                pass
+    return bool(_cpuinfo_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def _cpuinfo_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def auto_precision(device: str = "cpu", native_bf16: bool | None = None) -> dict[str, str]:
+    """What ``auto`` means on this machine (see the module doc for why text stays fp32)."""
+    native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
+    reduced = "bf16" if (str(device).startswith("cpu") and native) else "fp32"
+    return {"text": "fp32", "image": reduced, "audio": reduced}
+
+
+def parse_precision(value: str | dict[str, str] | None, device: str = "cpu",
+                    native_bf16: bool | None = None) -> dict[str, str]:
+    """Resolve a precision request to one format per tower.
+
+    Accepts ``auto`` (or None/empty: the ``MMR_PRECISION`` environment variable, else auto), ``fp32``,
+    ``bf16`` (every tower), or a comma list of ``tower=format`` laid over auto, e.g. ``text=bf16``.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        value = os.environ.get(ENV, "auto") or "auto"
+    base = auto_precision(device, native_bf16)
+    if isinstance(value, dict):
+        items = list(value.items())
+    else:
+        v = value.strip().lower()
+        if v == "auto":
+            return base
+        if v in FORMATS:
+            return {t: v for t in TOWERS}
+        items = []
+        for part in v.split(","):
+            if "=" not in part:
+                raise UsageError(f"bad precision {value!r}: use auto, fp32, bf16 or tower=format pairs "
+                                 f"like 'image=bf16,text=fp32' (towers: {', '.join(TOWERS)})")
+            k, f = (s.strip() for s in part.split("=", 1))
+            items.append((k, f))
+    out = dict(base)
+    for k, f in items:
+        if k not in TOWERS:
+            raise UsageError(f"bad precision: unknown tower {k!r}; valid: {', '.join(TOWERS)}")
+        if f == "auto":
+            continue
+        if f not in FORMATS:
+            raise UsageError(f"bad precision for {k}: {f!r}; valid: auto, {', '.join(FORMATS)}")
+        out[k] = f
+    return out
+
+
+def describe(precision: dict[str, str]) -> str:
+    """``fp32``, ``bf16`` or ``text=fp32,image=bf16,audio=bf16``: the form `parse_precision` reads back."""
+    values = {precision.get(t, "fp32") for t in TOWERS}
+    if len(values) == 1:
+        return values.pop()
+    return ",".join(f"{t}={precision.get(t, 'fp32')}" for t in TOWERS)
+
+
+def reduced(precision: dict[str, str]) -> dict[str, str]:
+    """The towers not in fp32: what the fingerprint records."""
+    return {t: p for t, p in sorted(precision.items()) if p != "fp32"}
