@@ -4,6 +4,7 @@ from PIL import Image
 
 from mmretrieval.encoders.audio import check_wave, windows
 from mmretrieval.encoders.image import load_image, to_rgb
+from mmretrieval.encoders.packed import PackedLinear
 from mmretrieval.encoders.text import split_passages
 from mmretrieval.errors import DecodeError, UsageError
 from media import shape_image, tone
@@ -167,10 +168,30 @@ def test_trimmed_text_encoding_matches_open_clip(tiny_space):
         enc = space.text
         assert enc.trim
         fast = enc.encode(texts, batch_size=4)
+        plain = Space(space.spec, inference=False).model  # open_clip's own modules, no prepacked weights
+        assert not any(isinstance(m, PackedLinear) for m in plain.modules())
+        assert any(isinstance(m, PackedLinear) for m in space.model.modules())
         with torch.inference_mode():
-            ref = torch.nn.functional.normalize(space.model.encode_text(enc.tokenizer(texts)).float(), dim=-1).numpy()
+            ref = torch.nn.functional.normalize(plain.encode_text(enc.tokenizer(texts)).float(), dim=-1).numpy()
         assert np.abs(fast - ref).max() <= 1e-5
         np.testing.assert_array_equal(fast[0], fast[5])
+
+
+def test_packed_image_tower_matches_open_clip(tiny_space):
+    """Prepacked projections (encoders.packed) against open_clip's modules, fp32 and bf16."""
+    import torch
+
+    from mmretrieval.space.loader import Space
+
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    plain = Space(tiny_space.spec, inference=False).model
+    with torch.inference_mode():
+        ref = torch.nn.functional.normalize(plain.encode_image(x), dim=-1)
+        got = torch.nn.functional.normalize(tiny_space.model.encode_image(x), dim=-1)
+        assert (got - ref).abs().max() <= 1e-5
+        bf = Space(tiny_space.spec, precision="bf16").model
+        low = torch.nn.functional.normalize(bf.encode_image(x.bfloat16()).float(), dim=-1)
+        assert (low * ref).sum(-1).min() >= 0.999
 
 
 def test_jpeg_draft_decode_matches_full_decode(tiny_space, tmp_path):

@@ -81,9 +81,10 @@ class Space:
     """A loaded shared space: one encoder per modality, all into the same L2-normalised space."""
 
     def __init__(self, spec: SpaceSpec, *, device: str = "cpu", num_threads: int | None = None,
-                 precision: str | dict[str, str] = "fp32") -> None:
+                 precision: str | dict[str, str] = "fp32", inference: bool = True) -> None:
         """`precision`: ``fp32`` (the reference, the default here), ``bf16``, ``auto`` (by what the CPU
-        does natively, see `space.precision`) or ``tower=format`` pairs; the index remembers its own."""
+        does natively, see `space.precision`) or ``tower=format`` pairs; the index remembers its own.
+        `inference=False` keeps the model trainable: no prepacked weights (see `encoders.packed`)."""
         import open_clip
 
         from ..encoders.audio import AudioEncoder
@@ -113,6 +114,10 @@ class Space:
             raise
         model.eval()
         _cast_towers(model, self.precision)
+        if inference and self.device.type == "cpu":
+            from ..encoders.packed import pack_transformer_blocks
+
+            pack_transformer_blocks(model)
         self.model = model
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(self.resolved.model_name)

@@ -58,7 +58,7 @@ def train_audio(pairs_file: str | Path, space: str, out_dir: str | Path, *, towe
     seed_all(seed)
     out = Path(out_dir).expanduser().resolve()
     spec = resolve_model_arg(space)
-    sp = Space(spec)
+    sp = Space(spec)  # frozen towers: inference only
     cfg = dict(tower or (spec.audio.config if spec.audio else DEFAULT_TOWER))
     cfg["embed_dim"] = sp.dim
     sr = int(cfg["sample_rate"])

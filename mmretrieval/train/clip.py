@@ -58,7 +58,7 @@ def _build_model(out: Path, init: str | None, config: str | None):
     from ..space.loader import Space, _clip_configs
     from ..space.registry import resolve_model_arg
 
-    space = Space(resolve_model_arg(init))
+    space = Space(resolve_model_arg(init), inference=False)
     model_cfg, pre = _clip_configs(space.resolved)
     pre = {k: v for k, v in pre.items() if k != "size"}
     return space.model, space.preprocess, space.tokenizer, {"model_cfg": model_cfg, "preprocess_cfg": pre}
