@@ -95,3 +95,40 @@ def test_engine_converts_on_request_without_re_embedding(tmp_path, tiny_space_di
     eng = mmr.Engine(tmp_path / "idx", readonly=True)
     assert eng.stats()["index_type"] == "flat" and eng.check()["consistent"]
     assert main(["index", str(tmp_path / "media"), "--index", str(tmp_path / "idx"), "--memory-budget", "lots"]) == 2
+
+
+def test_ivf_nprobe_is_tuned_to_the_recall_target(tmp_path):
+    import faiss
+
+    d, n = 32, 40000
+    x = _clustered(n, d, seed=3)
+    ids = np.arange(n, dtype=np.int64)
+    flat, exact = VectorIndex.create(d), ExactIndex(d)
+    flat.add(ids, x)
+    exact.add(ids, x)
+    choice = choose_index(n, d, kind="ivf-flat")
+    approx = flat.convert(choice)
+    ivf = faiss.extract_index_ivf(approx.index.index)
+    assert choice.nprobe <= ivf.nprobe < ivf.nlist  # tuned, not a full scan
+    rng = np.random.default_rng(5)
+    q = x[rng.integers(n, size=200)] + 0.05 * rng.standard_normal((200, d)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    _, truth = exact.search(q, 10)
+
+    def recall(index):
+        _, got = index.search(q, 10)
+        return np.mean([len(set(u) & set(v)) / 10 for u, v in zip(got, truth)])
+
+    tuned = recall(approx)
+    assert tuned >= 0.95
+    ivf.nprobe = 1
+    assert recall(approx) < tuned - 0.05  # the tuning had work to do
+    approx.tune_nprobe(*flat.all_vectors())
+    approx.save(tmp_path / "v.faiss")
+    assert faiss.extract_index_ivf(VectorIndex.load(tmp_path / "v.faiss").index.index).nprobe == ivf.nprobe > 1
+    # a selective filter (0.5 % of the ids) widens the search: still k allowed hits, the exact ones
+    allowed = ids[::200]
+    _, got = approx.search(q, 10, allowed=allowed)
+    _, want = exact.search(q, 10, allowed=allowed)
+    assert (got >= 0).all() and np.isin(got, allowed).all()
+    assert np.mean([len(set(u) & set(v)) / 10 for u, v in zip(got, want)]) >= 0.95

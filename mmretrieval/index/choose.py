@@ -74,7 +74,7 @@ def choose_index(n: int, dim: int, memory_budget: int | None = None, kind: str |
     if kind == "hnsw":
         return IndexChoice("hnsw", "HNSW32,Flat", ef_search=128, est_bytes=estimate_bytes("hnsw", n, dim))
     nl = nlist_for(n)
-    nprobe = min(nl, max(16, nl // 16))
+    nprobe = min(nl, max(8, nl // 64))  # a floor: conversion tunes it up to the recall target (vector_index)
     if kind == "ivf-flat":
         return IndexChoice(kind, f"IVF{nl},Flat", nlist=nl, nprobe=nprobe, est_bytes=estimate_bytes(kind, n, dim))
     if kind == "ivf-sq8":

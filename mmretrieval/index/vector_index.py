@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import MMRError, UsageError
 
 NORM_TOLERANCE = 1e-3
+TUNE_RECALL = 0.98  # recall@10 against exact search that an approximate index is tuned to
 
 
 def _check_vectors(vecs: np.ndarray, dim: int) -> np.ndarray:
@@ -187,7 +188,38 @@ class VectorIndex:
         new = VectorIndex.build(choice, self.dim, train)
         for start in range(0, len(ids), 100_000):
             new.index.add_with_ids(np.ascontiguousarray(vecs[start:start + 100_000], np.float32), ids[start:start + 100_000])
+        if choice.needs_training:
+            new.tune_nprobe(ids, vecs, floor=choice.nprobe)
         return new
+
+    def tune_nprobe(self, ids: np.ndarray, vecs: np.ndarray, *, target: float = TUNE_RECALL, k: int = 10,
+                    queries: int = 256, floor: int = 1) -> float:
+        """Set an IVF index's nprobe to the smallest power of two (not below `floor`) whose recall@k
+        against exact search reaches `target`, measured on stored vectors used as queries (each one's
+        own id left out of both answers), as autofaiss tunes its search parameters. Returns the recall."""
+        ivf = faiss.try_extract_index_ivf(faiss.downcast_index(self.index.index))
+        if ivf is None or len(ids) <= k + 1:
+            return 1.0
+        rng = np.random.default_rng(0)
+        pick = rng.choice(len(ids), min(queries, len(ids)), replace=False)
+        q = np.ascontiguousarray(vecs[pick], np.float32)
+        _, truth_rows = faiss.knn(q, np.ascontiguousarray(vecs, np.float32), k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+        truth = [set(ids[r[r >= 0]].tolist()) - {int(ids[p])} for r, p in zip(truth_rows, pick)]
+        def recall_at(nprobe: int) -> float:
+            _, got = self.index.search(q, k + 1, params=faiss.SearchParametersIVF(nprobe=nprobe))
+            return float(np.mean([len(t & (set(g.tolist()) - {int(ids[p])})) / max(len(t), 1)
+                                  for t, g, p in zip(truth, got, pick)]))
+
+        # A quantised index (SQ8, PQ) may never reach the target: stop where probing more stops paying.
+        nprobe, recall = 1, recall_at(1)
+        while nprobe < ivf.nlist and (recall < target or nprobe < floor):
+            more = min(2 * nprobe, ivf.nlist)
+            better = recall_at(more)
+            if recall >= target - 0.05 and better - recall < 0.002 and nprobe >= floor:
+                break
+            nprobe, recall = more, better
+        ivf.nprobe = nprobe
+        return recall
 
     def ids(self) -> np.ndarray:
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
@@ -218,14 +250,17 @@ class VectorIndex:
         ids = _check_ids(ids)
         return np.stack([self.index.reconstruct(int(i)) for i in ids]) if ids.size else np.empty((0, self.dim), np.float32)
 
-    def _params(self) -> faiss.SearchParameters:
-        """Search parameters of this index type (a selector is added per search)."""
+    def _params(self, allowed_share: float = 1.0) -> faiss.SearchParameters:
+        """Search parameters of this index type (a selector is added per search). A filter that lets
+        through a share f of the vectors widens the search by 1/f, so that about as many allowed
+        vectors are compared as without it (else a selective filter returns too few hits)."""
+        widen = 1.0 / max(allowed_share, 1e-9)
         inner = faiss.downcast_index(self.index.index)
         if isinstance(inner, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(efSearch=max(inner.hnsw.efSearch, 16))
+            return faiss.SearchParametersHNSW(efSearch=int(min(max(inner.hnsw.efSearch, 16) * widen, 1 << 16)))
         ivf = faiss.try_extract_index_ivf(inner)
         if ivf is not None:
-            return faiss.SearchParametersIVF(nprobe=ivf.nprobe)
+            return faiss.SearchParametersIVF(nprobe=int(min(ivf.nlist, np.ceil(ivf.nprobe * widen))))
         return faiss.SearchParameters()
 
     def search(self, queries: np.ndarray, k: int,
@@ -234,12 +269,14 @@ class VectorIndex:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise UsageError(f"k must be a positive integer, got {k!r}")
         queries = _check_vectors(np.atleast_2d(queries), self.dim)
-        params = self._params()
-        if allowed is not None:
+        if allowed is None:
+            params = self._params()
+        else:
             filt = allowed if isinstance(allowed, IdFilter) else IdFilter(allowed)
             if filt.empty:
                 q = queries.shape[0]
                 return np.full((q, k), -np.inf, np.float32), np.full((q, k), -1, np.int64)
+            params = self._params(min(1.0, filt.ids.size / max(self.ntotal, 1)))
             sel = faiss.IDSelectorBitmap(filt.n, faiss.swig_ptr(filt.bits))
             params.sel = sel
         scores, ids = self.index.search(queries, k, params=params)  # `sel`/`bits` stay alive until here
