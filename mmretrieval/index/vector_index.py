@@ -5,8 +5,13 @@ import os
 import tempfile
 from pathlib import Path
 
-import faiss
 import numpy as np
+import torch  # noqa: F401  (must be loaded before faiss, see below)
+import faiss  # noqa: E402
+
+# torch and faiss each bundle an OpenMP runtime. With faiss's loaded first, a process that alternates
+# the two (encode a query, search, encode the next...) ran the ViT-B-32 text tower at 18 ms per query
+# instead of 11 ms on 2 cores: the runtimes' threads fight over the cores. Loading torch first avoids it.
 
 from ..errors import MMRError, UsageError
 
