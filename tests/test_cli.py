@@ -49,6 +49,7 @@ def test_cli_end_to_end(tmp_path, media, tiny_space_dir, capsys):
     info = json.loads(out)
     assert code == 0 and info["space"]["name"] == "test-tiny" and info["files_skipped"] == 5
     assert info["index_type"] == "flat" and info["bytes_on_disk"] > 0
+    assert info["space"]["precision"] in ("fp32", "text=fp32,image=bf16,audio=bf16")  # auto: by the CPU
 
     # second run: nothing new; MMR_INDEX stands in for --index
     os.environ["MMR_INDEX"] = str(idx)
@@ -72,6 +73,8 @@ def test_cli_errors_are_one_line(tmp_path, media, tiny_space_dir, capsys):
         (["search", "x", "--index", tmp_path / "nothing"], 1, "not an mmretrieval index"),
         (["index", media["red"], "--index", tmp_path / "i2", "--model", "no-such-space"], 1, "not a registered space"),
         (["index", media["red"], "--index", idx, "--model", "ViT-B-32:laion2b_s34b_b79k"], 1, "built in space"),
+        (["index", media["red"], "--index", tmp_path / "i3", "--precision", "fp16"], 2, "use auto, fp32, bf16"),
+        (["index", media["red"], "--index", idx, "--precision", "bf16"], 1, "encodes with precision"),
     ]
     for args, want_code, want in cases:
         code, out, err = run(capsys, *args)
