@@ -132,3 +132,28 @@ def test_ivf_nprobe_is_tuned_to_the_recall_target(tmp_path):
     _, want = exact.search(q, 10, allowed=allowed)
     assert (got >= 0).all() and np.isin(got, allowed).all()
     assert np.mean([len(set(u) & set(v)) / 10 for u, v in zip(got, want)]) >= 0.95
+
+
+def test_filters_letting_most_items_through_match_exact_search():
+    """Filters passing >= half the items are applied after an unfiltered search (faster); when the
+    nearest items are mostly filtered out, the search falls back to faiss's selector: same answers."""
+    d, n = 16, 6000
+    x = _clustered(n, d, seed=9)
+    ids = np.arange(n, dtype=np.int64) * 3 + 1
+    flat, exact = VectorIndex.create(d), ExactIndex(d)
+    flat.add(ids, x)
+    exact.add(ids, x)
+    rng = np.random.default_rng(2)
+    q = x[rng.integers(n, size=50)]
+    allowed = ids[rng.random(n) < 0.7]
+    s1, got = flat.search(q, 10, allowed=allowed)
+    s2, want = exact.search(q, 10, allowed=allowed)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(s1, s2, atol=1e-5)
+    # a query whose 300 nearest items are all filtered out, with 90 % of items allowed
+    order = np.argsort(-(x @ x[0]))
+    allowed = np.setdiff1d(ids, ids[order[:300]])
+    _, got = flat.search(x[:1], 10, allowed=allowed)
+    _, want = exact.search(x[:1], 10, allowed=allowed)
+    np.testing.assert_array_equal(got, want)
+    assert np.isin(got, allowed).all()
