@@ -134,15 +134,24 @@ def test_ivf_nprobe_is_tuned_to_the_recall_target(tmp_path):
     assert np.mean([len(set(u) & set(v)) / 10 for u, v in zip(got, want)]) >= 0.95
 
 
-def test_filters_letting_most_items_through_match_exact_search():
+def test_filters_letting_most_items_through_match_exact_search(monkeypatch):
     """Filters passing >= half the items are applied after an unfiltered search (faster); when the
     nearest items are mostly filtered out, the search falls back to faiss's selector: same answers."""
+    import faiss
+
     d, n = 16, 6000
     x = _clustered(n, d, seed=9)
     ids = np.arange(n, dtype=np.int64) * 3 + 1
-    flat, exact = VectorIndex.create(d), ExactIndex(d)
-    flat.add(ids, x)
+    base, exact = VectorIndex.create(d), ExactIndex(d)
+    base.add(ids, x)
     exact.add(ids, x)
+    flat = base.convert(choose_index(n, d, kind="ivf-flat"))  # the kind this path serves
+    ivf = faiss.extract_index_ivf(flat.index.index)
+    ivf.nprobe = ivf.nlist  # every list: exact answers, so they can be compared one for one
+    outcomes = []
+    real = VectorIndex._post_filtered
+    monkeypatch.setattr(VectorIndex, "_post_filtered",
+                        lambda self, *a: outcomes.append(real(self, *a)) or outcomes[-1])
     rng = np.random.default_rng(2)
     q = x[rng.integers(n, size=50)]
     allowed = ids[rng.random(n) < 0.7]
@@ -150,10 +159,11 @@ def test_filters_letting_most_items_through_match_exact_search():
     s2, want = exact.search(q, 10, allowed=allowed)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_allclose(s1, s2, atol=1e-5)
+    assert len(outcomes) == 1 and outcomes[0] is not None  # answered after an unfiltered search
     # a query whose 300 nearest items are all filtered out, with 90 % of items allowed
     order = np.argsort(-(x @ x[0]))
     allowed = np.setdiff1d(ids, ids[order[:300]])
     _, got = flat.search(x[:1], 10, allowed=allowed)
     _, want = exact.search(x[:1], 10, allowed=allowed)
     np.testing.assert_array_equal(got, want)
-    assert np.isin(got, allowed).all()
+    assert np.isin(got, allowed).all() and outcomes[-1] is None  # fell back to the selector
