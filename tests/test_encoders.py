@@ -211,13 +211,18 @@ def test_jpeg_draft_decode_matches_full_decode(tiny_space, tmp_path):
     exif[0x0112] = 6
     path = tmp_path / "photo.jpg"
     img.save(path, quality=92, exif=exif)
-    for space in (tiny_space, Space(resolve_model_arg("tiny"))):
+    shipped = resolve_model_arg("tiny")
+    # (fast path, reference): draft decode alone, and draft decode + the bf16 image tower, against full
+    # decode through open_clip's own fp32 modules
+    for space, plain in ((tiny_space, Space(tiny_space.spec, inference=False)),
+                         (Space(shipped), Space(shipped, inference=False)),
+                         (Space(shipped, precision="image=bf16"), Space(shipped, inference=False))):
         enc = space.image
         drafted = enc.load(path)
         assert drafted.size[0] < 1200 and drafted.info["original_size"] == (1200, 1600)  # rotated by EXIF
         fast = enc.encode([str(path)])[0]
         with torch.inference_mode():
             ref = torch.nn.functional.normalize(
-                space.model.encode_image(space.preprocess(load_image(path))[None]).float(), dim=-1)[0].numpy()
+                plain.model.encode_image(plain.preprocess(load_image(path))[None]).float(), dim=-1)[0].numpy()
         assert float(fast @ ref) >= 0.999
     assert tiny_space.identity["image_decode"]["jpeg_draft"]
