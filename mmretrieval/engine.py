@@ -78,10 +78,10 @@ class Engine:
             self._space = space
         else:
             self.store = Store(self.path, readonly=readonly)
-            stored = self.store.space_record() or {}
-            self.precision = parse_precision(stored.get("precision", "fp32"), device)
+            rec = self.store.space_record() or {}
+            self.precision = parse_precision(rec.get("precision", "fp32"), device)  # older indexes: fp32
             if precision is not None:
-                self._check_precision(parse_precision(precision, device), stored)
+                self._check_precision(parse_precision(precision, device))
             if model is not None:
                 spec = _spec_of(model)
                 try:
@@ -100,9 +100,9 @@ class Engine:
         self.store.load_vectors(self.dim)
 
     # ----------------------------------------------------------------- space
-    def _check_precision(self, wanted: dict[str, str], stored: dict[str, Any]) -> None:
-        towers = SpaceSpec.from_dict(stored["spec"]).modalities if "spec" in stored else TOWERS
-        if any(wanted[t] != self.precision[t] for t in towers):
+    def _check_precision(self, wanted: dict[str, str]) -> None:
+        spec = self.store.stored_spec()
+        if any(wanted[t] != self.precision[t] for t in (spec.modalities if spec else TOWERS)):
             raise SpaceMismatchError(
                 f"the index at {self.path} encodes with precision {describe(self.precision)}, not "
                 f"{describe(wanted)}: its vectors were made that way and queries must match them. "

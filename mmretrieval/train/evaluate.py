@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import DecodeError, UsageError
 from ..space.loader import Space
+from ..space.precision import describe
 from .pairs import Pair, read_pairs
 
 KS = (1, 5, 10)
@@ -114,8 +115,6 @@ def _encode_items(space: Space, modality: str, paths: list[str], batch_size: int
 
 def evaluate(space: Space, pairs_file: str, *, modalities: tuple[str, ...] = ("image", "audio")) -> dict[str, Any]:
     pairs = read_pairs(pairs_file)
-    from ..space.precision import describe
-
     report: dict[str, Any] = {"space": space.spec.name, "fingerprint": space.fingerprint,
                               "precision": describe(space.precision), "pairs": str(pairs_file)}
     for m in modalities:
