@@ -84,8 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=os.environ.get("MMR_TOKEN"), help="require this token (default $MMR_TOKEN)")
     p.add_argument("--max-upload", type=int, default=20 * 1024 * 1024, metavar="BYTES")
 
-    p = sub.add_parser("spaces", help="list the registered spaces")
+    p = sub.add_parser("spaces", help="list the registered spaces and whether their weights are here")
     p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="where each weights file is, or where to put it")
+
+    p = sub.add_parser("fetch", help="download a space's weights ahead of time (e.g. before going offline)")
+    p.add_argument("space", metavar="SPACE", help="a registered space (see `mmr spaces`), a folder or MODEL:TAG")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("train", help="train a space: `train clip` (image-text) or `train audio` (audio tower)")
     tsub = p.add_subparsers(dest="what", metavar="WHAT")
@@ -137,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = os.environ.get("MMR_DEBUG") == "1"
+    if debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     from .errors import MMRError, UsageError
 
     try:
@@ -302,14 +311,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_spaces(args: argparse.Namespace) -> int:
     from .space.registry import list_spaces
+    from .space.weights import weights_status
 
-    spaces = list_spaces()
+    rows = [(s, weights_status(s)) for s in list_spaces()]
     if args.json:
-        print(json.dumps([s.to_dict() for s in spaces], indent=2))
+        print(json.dumps([{**s.to_dict(), "ready": all(w.found for w in ws), "weights": [w.to_dict() for w in ws]}
+                          for s, ws in rows], indent=2))
         return EXIT_OK
-    for s in spaces:
+    for s, ws in rows:
         mods = "+".join(s.modalities)
-        print(f"{s.name:<24} {mods:<18} {s.description}")
+        print(f"{s.name:<26} {mods:<18} {_readiness(ws):<28} {s.description}")
+        if args.verbose:
+            for w in ws:
+                print(f"    {w.role:<11} " + (f"{show_path(w.found)} ({w.size / 1e6:.1f} MB)" if w.found else
+                                              f"missing: put it at {show_path(w.put_at)}"
+                                              + (f" (from {w.source})" if w.source else "")))
+    if not args.verbose and any(not w.found for _, ws in rows for w in ws):
+        print("\n`mmr fetch SPACE` downloads a space's weights; `mmr spaces -v` says where each file goes")
+    return EXIT_OK
+
+
+def _readiness(ws: list[Any]) -> str:
+    missing = [w.role for w in ws if not w.found]
+    if not missing:
+        return f"ready ({sum(w.size or 0 for w in ws) / 1e6:.0f} MB)"
+    return "missing: " + ", ".join(missing)
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .space.registry import resolve_model_arg
+    from .space.weights import fetch_weights
+
+    spec = resolve_model_arg(args.space)
+    for w in fetch_weights(spec, progress=not args.no_progress and sys.stderr.isatty()):
+        print(f"{w.role:<11} {show_path(w.found or '')} ({(w.size or 0) / 1e6:.1f} MB)")
+    print(f"space {spec.name} is ready")
     return EXIT_OK
 
 
@@ -373,7 +409,7 @@ def format_eval(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "check": cmd_check, "serve": cmd_serve, "spaces": cmd_spaces}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "check": cmd_check, "serve": cmd_serve, "spaces": cmd_spaces, "fetch": cmd_fetch}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -167,6 +167,11 @@ class Engine:
             raise UsageError(f"unknown index type {index_type!r}; valid: auto, {', '.join(KINDS)}")
         if memory_budget is not None and memory_budget <= 0:
             raise UsageError("the memory budget must be a positive number of bytes")
+        if memory_budget is not None:  # refuse a budget that cannot hold even what is indexed now
+            from .index.choose import choose_index
+
+            choose_index(self.store.vectors.ntotal, self.dim, memory_budget,
+                         None if index_type in (None, "auto") else index_type)
         cat = self.store.catalog
         with cat.transaction():
             if index_type is not None:

@@ -18,6 +18,10 @@ class MissingWeightsError(SpaceError):
     """Weights for a space are not available locally and could not be fetched."""
 
 
+class WeightsMismatchError(SpaceError):
+    """A weights file does not fit the architecture its space describes."""
+
+
 class SpaceMismatchError(MMRError):
     """An index was opened or queried with a different space or metric than it was built with."""
 

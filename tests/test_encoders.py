@@ -109,11 +109,9 @@ def test_exif_orientation_and_first_frame(tmp_path):
 
 
 def test_decompression_bomb_rejected(tmp_path, monkeypatch):
-    import mmretrieval.encoders.image as image_mod
-
     p = tmp_path / "big.png"
     Image.new("L", (2000, 2000)).save(p)
-    monkeypatch.setattr(image_mod, "MAX_PIXELS", 1_000_000)
+    monkeypatch.setenv("MMR_MAX_PIXELS", "1000000")
     with pytest.raises(DecodeError, match="too large"):
         load_image(p)
 

@@ -5,6 +5,7 @@ import pytest
 
 import mmretrieval as mmr
 from mmretrieval.index import ExactIndex, VectorIndex
+from mmretrieval.errors import UsageError
 from mmretrieval.index.choose import choose_index, estimate_bytes, nlist_for, parse_bytes
 
 
@@ -21,7 +22,7 @@ def test_choice_is_a_pure_function_of_size_and_memory():
     assert nlist_for(1000) <= 1000 // 39 and nlist_for(10**6) == 4096
     with pytest.raises(ValueError, match="valid"):
         choose_index(10, 8, kind="lsh")
-    with pytest.raises(ValueError, match="fits"):
+    with pytest.raises(UsageError, match="too small .*needs about .*larger --memory-budget"):
         choose_index(10**9, 512, memory_budget=1000)
     assert parse_bytes("1.5G") == int(1.5 * 2**30) and parse_bytes("500000") == 500000
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DecodeError, UsageError
+from ..errors import DecodeError, UsageError, WeightsMismatchError
 from ..space.spec import AudioSpec
 from .audio_tower import build_audio_tower
 from .base import Encoder
@@ -89,6 +89,24 @@ class AudioEncoder(Encoder):
         self.dtype = dtype
         self.spec = spec
         self.sample_rate = spec.sample_rate
+        self._min_samples: int | None = None
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input the tower accepts, found once by trying (towers do not declare it: their
+        pooling stages decide it)."""
+        if self._min_samples is None:
+            self._min_samples = _shortest_accepted(self.tower, self.device,
+                                                   int(round(self.spec.window_s * self.sample_rate)))
+        return self._min_samples
+
+    def fit_length(self, wave: np.ndarray) -> np.ndarray:
+        """A clip shorter than the tower accepts is repeated up to that length. Repeating keeps what the
+        clip sounds like (its spectrum and level); zeros would make the tower hear mostly silence."""
+        need = self.min_samples
+        if wave.size >= need:
+            return wave
+        return np.resize(wave, need)
 
     @classmethod
     def from_spec(cls, spec: AudioSpec, space_name: str, dim: int, device: torch.device,
@@ -105,7 +123,8 @@ class AudioEncoder(Encoder):
         try:
             tower.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise DecodeError(f"audio tower weights {path} do not fit the tower config: {e}") from None
+            raise WeightsMismatchError(f"audio tower weights {path} do not fit the tower config "
+                                       f"{spec.config}: {str(e).splitlines()[0][:300]}") from None
         tower.eval().to(device)
         if device.type == "cpu":
             # oneDNN convolutions run faster on channels-last weights (Wav2CLIP: 1.4x under bf16, 1.2x in fp32)
@@ -142,7 +161,7 @@ class AudioEncoder(Encoder):
                                                                self.spec.hop_s)])
 
     def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
-        waves = [self.prepare(b) for b in batch]
+        waves = [self.fit_length(self.prepare(b)) for b in batch]
         out = torch.empty((len(waves), self.dim))
         # Same-length waves go through together; padding would change what the tower hears.
         by_len: dict[int, list[int]] = {}
@@ -153,3 +172,28 @@ class AudioEncoder(Encoder):
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
                 out[idx] = self.tower(x).float().cpu()
         return out
+
+
+def _shortest_accepted(tower: torch.nn.Module, device: torch.device, longest: int) -> int:
+    """Binary search for the fewest samples `tower` runs on (the window length always runs)."""
+    rng = np.random.default_rng(0)
+
+    def runs(n: int) -> bool:
+        x = torch.from_numpy(rng.standard_normal((1, n)).astype(np.float32)).to(device)
+        try:
+            with torch.inference_mode():
+                tower(x)
+            return True
+        except RuntimeError:  # "output size is too small", "padding size should be less than ..."
+            return False
+
+    lo, hi = 1, max(2, longest)
+    if runs(lo):
+        return lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if runs(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi

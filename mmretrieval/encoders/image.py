@@ -13,8 +13,33 @@ from PIL import Image, ImageOps
 from ..errors import DecodeError, UsageError
 from .base import Encoder
 
-# Above this many pixels an image is treated as a decompression bomb (Pillow warns at ~89 MP).
-MAX_PIXELS = int(os.environ.get("MMR_MAX_PIXELS", 178_956_970))
+# Above this many pixels an image is treated as a decompression bomb; $MMR_MAX_PIXELS changes it.
+DEFAULT_MAX_PIXELS = 178_956_970  # twice Pillow's warning limit: where Pillow itself refuses
+
+
+def max_pixels() -> int:
+    """The decompression-bomb limit: $MMR_MAX_PIXELS (empty means the default), read at each use."""
+    text = os.environ.get("MMR_MAX_PIXELS", "").strip().replace("_", "")
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"MMR_MAX_PIXELS={os.environ['MMR_MAX_PIXELS']!r} is not a positive number of pixels "
+                         f"(default {DEFAULT_MAX_PIXELS:,}; e.g. MMR_MAX_PIXELS=400000000)")
+    return value
+
+
+def _open_limits(limit: int) -> None:
+    """Let our limit, not Pillow's, decide. Pillow warns above MAX_IMAGE_PIXELS and refuses above twice it;
+    the warning is ignored once here (a warnings.catch_warnings() in decode threads is process-wide and
+    not thread-safe), and the refusal is an exception like any other."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
+        Image.MAX_IMAGE_PIXELS = limit
+    if not any(f[0] == "ignore" and f[2] is Image.DecompressionBombWarning for f in warnings.filters):
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MIN_SIDE = 1
 
 
@@ -56,29 +81,30 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, draft_to: int | 
     if isinstance(source, Image.Image):
         img = source
     else:
+        limit = max_pixels()
+        _open_limits(limit)
         try:
             fp: Any = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
         except OSError as e:
             raise DecodeError(f"cannot read: {e.strerror or e}") from None
         with fp:
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error", Image.DecompressionBombWarning)
-                    img = Image.open(fp)
-                    w, h = img.size
-                    if w * h > MAX_PIXELS:
-                        raise DecodeError(f"image too large: {w}x{h} = {w * h / 1e6:.0f} MP exceeds "
-                                          f"{MAX_PIXELS / 1e6:.0f} MP (decompression bomb guard, MMR_MAX_PIXELS)")
-                    orig = (w, h)
-                    if draft_to and img.format == "JPEG" and min(w, h) >= 2 * draft_to:
-                        s = draft_to / min(w, h)
-                        img.draft("RGB", (int(w * s + 0.999), int(h * s + 0.999)))
-                    img.seek(0)  # animated: first frame
-                    img.load()
+                img = Image.open(fp)
+                w, h = img.size
+                if w * h > limit:
+                    raise DecodeError(f"image too large: {w}x{h} = {w * h / 1e6:.0f} MP exceeds "
+                                      f"{limit / 1e6:.0f} MP (decompression bomb guard; MMR_MAX_PIXELS raises it)")
+                orig = (w, h)
+                if draft_to and img.format == "JPEG" and min(w, h) >= 2 * draft_to:
+                    s = draft_to / min(w, h)
+                    img.draft("RGB", (int(w * s + 0.999), int(h * s + 0.999)))
+                img.seek(0)  # animated: first frame
+                img.load()
             except DecodeError:
                 raise
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-                raise DecodeError(f"image too large (decompression bomb guard): {e}") from None
+            except Image.DecompressionBombError:
+                raise DecodeError(f"image too large: a frame exceeds {limit / 1e6:.0f} MP (decompression bomb "
+                                  f"guard; MMR_MAX_PIXELS raises it)") from None
             except Image.UnidentifiedImageError:
                 raise DecodeError("not a recognised image format") from None
             except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..errors import UsageError
+
 KINDS = ("flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq")
 FLAT_UP_TO = 50_000
 ID_BYTES = 16  # the id map: one int64 in the index and one in the reverse map
@@ -51,14 +53,24 @@ def _pq_m(n: int, dim: int, budget: int | None) -> int:
     for m in options:
         if budget is None or estimate_bytes("ivf-pq", n, dim, m) <= budget:
             return m
-    raise ValueError(f"no index of {n} × {dim} vectors fits in {budget} bytes")
+    smallest = estimate_bytes("ivf-pq", n, dim, options[-1])
+    raise UsageError(f"the memory budget of {_human(budget or 0)} is too small for {n:,} vectors of {dim} dims: the "
+                     f"smallest index (IVF-PQ{options[-1]}) needs about {_human(smallest)}; give a larger "
+                     f"--memory-budget")
+
+
+def _human(n: int) -> str:
+    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n} bytes"
 
 
 def choose_index(n: int, dim: int, memory_budget: int | None = None, kind: str | None = None) -> IndexChoice:
     if n < 0 or dim < 1:
-        raise ValueError("n must be >= 0 and dim >= 1")
+        raise UsageError("n must be >= 0 and dim >= 1")
     if kind is not None and kind not in KINDS:
-        raise ValueError(f"unknown index type {kind!r}; valid: {', '.join(KINDS)}")
+        raise UsageError(f"unknown index type {kind!r}; valid: {', '.join(KINDS)}")
     fits = lambda k, m=0: memory_budget is None or estimate_bytes(k, n, dim, m) <= memory_budget  # noqa: E731
     if kind is None:
         if n < FLAT_UP_TO and fits("flat"):
@@ -92,4 +104,4 @@ def parse_bytes(text: str) -> int:
     try:
         return int(float(num) * mult)
     except ValueError:
-        raise ValueError(f"not a size: {text!r} (use e.g. 600M or 2G)") from None
+        raise UsageError(f"not a size: {text!r} (use e.g. 600M or 2G)") from None

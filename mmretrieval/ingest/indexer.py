@@ -9,6 +9,7 @@ One bad file is recorded with its reason and skipped; it never ends the run.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +24,11 @@ from ..space.loader import Space
 from ..store import Store
 from .decode import Decoded, Decoder, PooledWindows, read_and_hash
 from .walk import FileEntry, WalkError, normalise_roots, walk
+
+log = logging.getLogger(__name__)
+
+ENCODER_BUG = ("not indexed because of an internal error in mmretrieval, not a problem with this file "
+               "(please report it; MMR_DEBUG=1 shows the details)")
 
 
 @dataclass
@@ -270,8 +276,11 @@ class Indexer:
                 try:
                     vecs[i] = _encode(encoder, [p])[0]
                     ok[i] = True
-                except Exception as e:
-                    self._fail_file(file_ids[i], f"encoder failed: {type(e).__name__}: {str(e)[:200]}")
+                except Exception:
+                    # Decoding already vetted the file, so this is a bug of ours, not the file's problem:
+                    # the file is skipped (the run goes on) with a reason that says so; the log has the trace.
+                    log.exception("encoding an item of file id %s failed", file_ids[i])
+                    self._fail_file(file_ids[i], ENCODER_BUG)
         bad_files = {file_ids[i] for i in range(len(ids)) if not ok[i]}
         keep = np.array([ok[i] and file_ids[i] not in bad_files for i in range(len(ids))], dtype=bool)
         if keep.any():

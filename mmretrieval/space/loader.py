@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..errors import MissingWeightsError, SpaceError, UnsupportedModalityError
+from ..errors import MissingWeightsError, SpaceError, UnsupportedModalityError, WeightsMismatchError
 from .precision import DTYPES, parse_precision, reduced
 from .spec import SpaceSpec, fingerprint_of
 from .weights import ResolvedClip, file_sha256, resolve_audio_weights, resolve_clip
@@ -99,19 +99,10 @@ class Space:
         self.precision = parse_precision(precision, device)
         self.identity = space_identity(spec, self.resolved, self.precision)
         self.fingerprint = fingerprint_of(self.identity)
-        kwargs: dict[str, Any] = dict(device=self.device, require_pretrained=True)
-        if self.resolved.checkpoint is not None:
-            kwargs["pretrained"] = self.resolved.checkpoint
-        if self.resolved.force_preprocess:
-            kwargs["force_preprocess_cfg"] = self.resolved.force_preprocess
-        if self.resolved.quick_gelu:
-            kwargs["force_quick_gelu"] = True
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(self.resolved.model_name, **kwargs)
-        except RuntimeError as e:
-            if "pretrained" in str(e).lower() and "not" in str(e).lower():
-                raise MissingWeightsError(f"open_clip could not load weights for {spec.name}: {e}") from None
-            raise
+        model = _create_clip(self.resolved, self.device, spec.name)
+        # The transform is built from the config resolved above (the tag's mean/std/interpolation/resize
+        # mode), not threaded through open_clip's keyword arguments, which change between releases.
+        preprocess = _image_transform(self.identity["preprocess"])
         model.eval()
         _cast_towers(model, self.precision)
         if inference and self.device.type == "cpu":
@@ -146,6 +137,37 @@ class Space:
                 raise UnsupportedModalityError(f"space {self.spec.name!r} has no audio tower")
             return self.audio
         raise SpaceError(f"unknown modality {modality!r}; valid: text, image, audio")
+
+
+def _create_clip(resolved: ResolvedClip, device: torch.device, space_name: str) -> torch.nn.Module:
+    """The open_clip model with its real weights (`require_pretrained`: never random ones)."""
+    import open_clip
+
+    kwargs: dict[str, Any] = dict(device=device, require_pretrained=True)
+    if resolved.checkpoint is not None:
+        kwargs["pretrained"] = resolved.checkpoint
+    if resolved.quick_gelu:
+        kwargs["force_quick_gelu"] = True
+    try:
+        return open_clip.create_model(resolved.model_name, **kwargs)
+    except RuntimeError as e:
+        text = str(e)
+        if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
+            where = resolved.checkpoint or resolved.model_name
+            raise WeightsMismatchError(
+                f"the weights for space {space_name!r} ({where}) do not fit the open_clip model "
+                f"{resolved.model_name}: {text.splitlines()[0][:300]}") from None
+        if "pretrained" in text.lower() and "not" in text.lower():
+            raise MissingWeightsError(f"open_clip could not load weights for {space_name}: {e}") from None
+        raise
+
+
+def _image_transform(pre: dict[str, Any]):
+    """open_clip's own inference transform for a final preprocessing config."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    known = set(PreprocessCfg.__dataclass_fields__)
+    return image_transform_v2(PreprocessCfg(**{k: v for k, v in pre.items() if k in known}), is_train=False)
 
 
 def _cast_towers(model: torch.nn.Module, precision: dict[str, str]) -> None:

@@ -10,11 +10,18 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import MissingWeightsError, SpaceError
 
+if TYPE_CHECKING:
+    from .spec import SpaceSpec
+
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# What open_clip loads from a `local-dir:` folder, in its order of preference.
+OPEN_CLIP_LOCAL_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+                         "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth",
+                         "model.pth")
 
 
 def offline() -> bool:
@@ -75,35 +82,118 @@ def _hf_candidates(hf_hub: str) -> tuple[str, list[str]]:
     return model_id, list(dict.fromkeys(names))
 
 
-def _find_cached(cfg: dict[str, Any], cache_dir: str | None) -> tuple[str | None, list[str]]:
-    """Look for a tag's weights in the local caches without any network access."""
+def project_clip_dir(model: str, tag: str) -> Path:
+    """Where a user can put a tag's weights by hand (any checkpoint file in this folder is used)."""
+    return cache_root() / "open_clip" / model / tag
+
+
+def _url_cache_dir(cache_dir: str | None) -> Path:
+    return Path(cache_dir or os.path.expanduser("~/.cache/clip"))  # open_clip's (and OpenAI clip's) own
+
+
+def _url_sha256(url: str) -> str:
+    """The checksum a release URL carries (as open_clip checks it), or ''."""
+    if "openaipublic" in url:
+        return url.split("/")[-2]
+    if "mlfoundations" in url:
+        return os.path.splitext(os.path.basename(url))[0].split("-")[-1]
+    return ""
+
+
+def _find_cached(cfg: dict[str, Any], cache_dir: str | None, model: str = "", tag: str = "") -> tuple[str | None, list[str]]:
+    """Look for a tag's weights in the local caches without any network access: the file named by the
+    tag, the Hugging Face hub cache, open_clip's URL cache, then the project's cache."""
     looked: list[str] = []
     if cfg.get("file"):
         looked.append(cfg["file"])
         if os.path.isfile(cfg["file"]):
             return cfg["file"], looked
     if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
         model_id, names = _hf_candidates(cfg["hf_hub"])
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:  # pragma: no cover - open_clip depends on it
-            try_to_load_from_cache = None
         for name in names:
             looked.append(f"hf-hub {model_id}/{name}")
-            if try_to_load_from_cache is not None:
-                hit = try_to_load_from_cache(model_id, name, cache_dir=cache_dir)
-                if isinstance(hit, str) and os.path.isfile(hit):
-                    return hit, looked
+            hit = try_to_load_from_cache(model_id, name, cache_dir=cache_dir)
+            if isinstance(hit, str) and os.path.isfile(hit):
+                return hit, looked
     if cfg.get("url"):
-        p = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
+        p = _url_cache_dir(cache_dir) / os.path.basename(cfg["url"])
         looked.append(str(p))
         if p.is_file():
+            want = _url_sha256(cfg["url"])
+            if want and not file_sha256(p).startswith(want):
+                raise MissingWeightsError(f"{p} does not match the checksum in its download URL ({want[:12]}…): "
+                                          f"the file is corrupt or another model's; delete it")
             return str(p), looked
+    if model and tag:
+        d = project_clip_dir(model, tag)
+        looked.append(f"{d}/*.safetensors|*.bin|*.pt|*.pth")
+        if d.is_dir():
+            files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+            if files:
+                return str(files[0]), looked
     return None, looked
 
 
-def resolve_clip(model: str, pretrained: str | None, cache_dir: str | None = None) -> ResolvedClip:
-    """Find the open_clip weights for (model, tag-or-path), downloading only when allowed."""
+def _known_model(model: str) -> str:
+    import open_clip
+
+    if model.replace("/", "-") not in open_clip.list_models():
+        raise SpaceError(
+            f"unknown open_clip model {model!r}; known models include: "
+            f"{', '.join(open_clip.list_models()[:12])}, … (see `open_clip.list_models()`)")
+    return model.replace("/", "-")
+
+
+def _tag_cfg(model: str, pretrained: str | None) -> tuple[str, str, dict[str, Any]]:
+    """(model, tag, open_clip's pretrained config) for a tag, or a typed error naming the valid ones."""
+    import open_clip
+
+    model = _known_model(model)
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if pretrained is None:
+        if not tags:
+            raise MissingWeightsError(
+                f"open_clip model {model} has no pretrained tags; give a checkpoint: --model {model}:/path/to/weights.pt")
+        pretrained = tags[0]
+    cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    if not cfg:
+        raise SpaceError(
+            f"{pretrained!r} is neither a pretrained tag of {model} nor an existing file; "
+            f"valid tags: {', '.join(tags) or '(none)'}")
+    return model, pretrained, dict(cfg)
+
+
+def _is_path(pretrained: str) -> bool:
+    return os.path.sep in pretrained or Path(pretrained).suffix in CHECKPOINT_SUFFIXES
+
+
+def _where_to_get(model: str, tag: str, cfg: dict[str, Any]) -> tuple[str, str]:
+    """(where to put the file by hand, where it comes from) for a tag's weights."""
+    if cfg.get("hf_hub"):
+        model_id, names = _hf_candidates(cfg["hf_hub"])
+        source = f"https://huggingface.co/{model_id}/resolve/main/{names[0]}"
+        alt = f" (or {names[-1]})" if len(names) > 1 else ""
+        put = f"{project_clip_dir(model, tag) / names[0]}{alt}"
+    else:
+        source = cfg.get("url", "")
+        put = str(project_clip_dir(model, tag) / os.path.basename(source or "weights.pt"))
+    return put, source
+
+
+def _quickgelu_name(model: str, cfg: dict[str, Any]) -> str:
+    import open_clip
+
+    if cfg.get("quick_gelu") and not model.endswith("-quickgelu") and f"{model}-quickgelu" in open_clip.list_models():
+        return f"{model}-quickgelu"
+    return model
+
+
+def resolve_clip(model: str, pretrained: str | None, cache_dir: str | None = None,
+                 download: bool = True) -> ResolvedClip:
+    """Find the open_clip weights for (model, tag-or-path), downloading only when allowed (`download`
+    and not offline)."""
     import open_clip
 
     if model.startswith("local-dir:"):
@@ -111,7 +201,7 @@ def resolve_clip(model: str, pretrained: str | None, cache_dir: str | None = Non
         cfg_file = d / "open_clip_config.json"
         if not cfg_file.is_file():
             raise SpaceError(f"{d} holds no open_clip_config.json")
-        ckpts = sorted(p for p in d.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+        ckpts = _local_checkpoints(d)
         if not ckpts:
             raise MissingWeightsError(
                 f"the space folder {d} has an open_clip config but no weights file "
@@ -120,46 +210,30 @@ def resolve_clip(model: str, pretrained: str | None, cache_dir: str | None = Non
         ident = "files:" + ",".join(f"{p.name}={file_sha256(p)}" for p in ckpts)
         return ResolvedClip(model_name=model, checkpoint=None, identity=ident)
 
-    if model.replace("/", "-") not in open_clip.list_models():
-        raise SpaceError(
-            f"unknown open_clip model {model!r}; known models include: "
-            f"{', '.join(open_clip.list_models()[:12])}, … (see `open_clip.list_models()`)")
-    model = model.replace("/", "-")
-    tags = open_clip.list_pretrained_tags_by_model(model)
-    if pretrained is None:
-        if not tags:
-            raise MissingWeightsError(
-                f"open_clip model {model} has no pretrained tags; give a checkpoint: --model {model}:/path/to/weights.pt")
-        pretrained = tags[0]
-
-    if os.path.sep in pretrained or Path(pretrained).suffix in CHECKPOINT_SUFFIXES:
+    if pretrained is not None and _is_path(pretrained):
+        model = _known_model(model)
         p = Path(os.path.expanduser(pretrained))
         if not p.is_file():
             raise MissingWeightsError(f"checkpoint file for {model} not found: {p}")
         return ResolvedClip(model_name=model, checkpoint=str(p.resolve()), identity="sha256:" + file_sha256(p))
 
-    cfg = open_clip.get_pretrained_cfg(model, pretrained)
-    if not cfg:
-        raise SpaceError(
-            f"{pretrained!r} is neither a pretrained tag of {model} nor an existing file; "
-            f"valid tags: {', '.join(tags) or '(none)'}")
-    path, looked = _find_cached(cfg, cache_dir)
+    model, pretrained, cfg = _tag_cfg(model, pretrained)
+    path, looked = _find_cached(cfg, cache_dir, model, pretrained)
     if path is None:
-        reason = "offline (MMR_OFFLINE/HF_HUB_OFFLINE is set)"
-        if not offline():
+        reason = "offline (MMR_OFFLINE/HF_HUB_OFFLINE is set)" if download else "not downloaded"
+        if download and not offline():
             try:
                 path = open_clip.download_pretrained(cfg, cache_dir=cache_dir)
             except Exception as e:  # any network or hub failure means: not available
                 reason = f"download failed: {str(e).splitlines()[0][:200]}"
         if not path:
-            name = model
-            if cfg.get("quick_gelu") and not model.endswith("-quickgelu") and f"{model}-quickgelu" in open_clip.list_models():
-                name = f"{model}-quickgelu"
+            put, source = _where_to_get(model, pretrained, cfg)
             raise MissingWeightsError(
-                f"weights for open_clip {model}:{pretrained} are missing: not in the local cache "
-                f"(looked for {'; '.join(looked)}) and {reason}. Download the file where there is network "
-                f"and pass it as a local checkpoint: --model {name}:/path/to/open_clip_pytorch_model.bin, "
-                f"or copy it into the Hugging Face cache (HF_HOME).")
+                f"weights for open_clip {model}:{pretrained} are missing: not in the local caches "
+                f"(looked for {'; '.join(looked)}) and {reason}. Run `mmr fetch` where there is network, "
+                f"or download {source} and put it at {put}, "
+                f"or pass it as a checkpoint: --model {_quickgelu_name(model, cfg)}:/path/to/{os.path.basename(put.split(' ')[0])}")
+    _refuse_torchscript(Path(path))
     force = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
     hub = cfg.get("hf_hub") or cfg.get("url") or ""
     return ResolvedClip(
@@ -171,10 +245,109 @@ def resolve_clip(model: str, pretrained: str | None, cache_dir: str | None = Non
     )
 
 
-def resolve_audio_weights(weights: str | dict[str, Any] | None, space_name: str) -> Path:
-    """A tower's weights file: a path, or a cached download (env override, cache, then the URL)."""
+def _local_checkpoints(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+
+
+def _refuse_torchscript(path: Path) -> None:
+    """OpenAI's original release is a TorchScript archive, which loading as plain weights cannot read
+    safely; say which file works instead of failing inside torch."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                if any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist()[:200]):
+                    raise MissingWeightsError(
+                        f"{path} is a TorchScript archive (OpenAI's original release), which mmretrieval does not "
+                        f"load; use the open_clip weights from the Hugging Face hub instead (`mmr fetch`)")
+    except (OSError, zipfile.BadZipFile):
+        pass
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One file a space needs: where it was found (if it was), and where it would come from."""
+
+    role: str                  # "text+image" or "audio"
+    found: str | None
+    size: int | None
+    put_at: str                # where a user can put it by hand
+    source: str                # where `mmr fetch` downloads it from ("" when it cannot be fetched)
+    problem: str = ""          # why it is unusable, when found is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "found": self.found, "size": self.size, "put_at": self.put_at,
+                "source": self.source, "problem": self.problem}
+
+
+def _status_of(role: str, resolve: Callable[[], Any], put_at: str, source: str) -> WeightsFile:
+    try:
+        path = resolve()
+        return WeightsFile(role, str(path), Path(path).stat().st_size, put_at, source)
+    except MissingWeightsError as e:
+        return WeightsFile(role, None, None, put_at, source, problem=str(e))
+
+
+def clip_weights_status(model: str, pretrained: str | None) -> WeightsFile:
+    if model.startswith("local-dir:"):
+        d = Path(model[len("local-dir:"):])
+        files = [d / n for n in OPEN_CLIP_LOCAL_FILES if (d / n).is_file()] if d.is_dir() else []
+        if files:
+            return WeightsFile("text+image", str(files[0]), files[0].stat().st_size, str(d), "")
+        return WeightsFile("text+image", None, None, str(d / "open_clip_model.safetensors"), "",
+                           problem=f"no weights file in {d}")
+    if pretrained is not None and _is_path(pretrained):
+        return _status_of("text+image", lambda: resolve_clip(model, pretrained, download=False).checkpoint, pretrained, "")
+    model, tag, cfg = _tag_cfg(model, pretrained)
+    put, source = _where_to_get(model, tag, cfg)
+    return _status_of("text+image", lambda: resolve_clip(model, tag, download=False).checkpoint, put, source)
+
+
+def audio_weights_status(weights: str | dict[str, Any] | None, space_name: str) -> WeightsFile:
     if isinstance(weights, dict):
-        return _resolve_cached_download(weights, space_name)
+        put, source = str(cache_root() / weights["cache"]), weights.get("url") or ""
+    else:
+        put, source = str(weights or ""), ""
+    return _status_of("audio", lambda: resolve_audio_weights(weights, space_name, download=False), put, source)
+
+
+def weights_status(spec: "SpaceSpec") -> list[WeightsFile]:
+    """Every weights file a space needs, found or not. Touches no network."""
+    out = [clip_weights_status(spec.clip.model, spec.clip.pretrained)]
+    if spec.audio is not None:
+        out.append(audio_weights_status(spec.audio.weights, spec.name))
+    return out
+
+
+def fetch_weights(spec: "SpaceSpec", progress: bool = True) -> list[WeightsFile]:
+    """Download whatever a space lacks into the standard caches (the Hugging Face hub cache for
+    open_clip tags, the project's cache for audio towers). Offline, the error says which file goes where."""
+    missing = [w for w in weights_status(spec) if w.found is None]
+    if not missing:
+        return weights_status(spec)
+    if offline():
+        raise MissingWeightsError("offline (MMR_OFFLINE/HF_HUB_OFFLINE is set); put these files in place by hand:\n"
+                                  + "\n".join(_by_hand(w) for w in missing))
+    for w in missing:
+        if not w.source:
+            raise MissingWeightsError(f"{w.role} weights of space {spec.name!r} cannot be downloaded: {_by_hand(w)}")
+        if w.role == "audio":
+            _resolve_cached_download(spec.audio.weights, spec.name, progress=progress)
+        else:
+            resolve_clip(spec.clip.model, spec.clip.pretrained)  # downloads through open_clip (hub progress bar)
+    return weights_status(spec)
+
+
+def _by_hand(w: WeightsFile) -> str:
+    return f"  {w.role}: " + (f"download {w.source} and put it at {w.put_at}" if w.source else f"put it at {w.put_at}")
+
+
+def resolve_audio_weights(weights: str | dict[str, Any] | None, space_name: str, download: bool = True) -> Path:
+    """A tower's weights file: a path, or a cached download (env override, the project's cache, torch.hub's
+    cache, then the URL when `download` and not offline)."""
+    if isinstance(weights, dict):
+        return _resolve_cached_download(weights, space_name, download=download)
     if not weights:
         raise MissingWeightsError(f"space {space_name!r} names an audio tower but no weights file for it")
     p = Path(weights)
@@ -185,7 +358,8 @@ def resolve_audio_weights(weights: str | dict[str, Any] | None, space_name: str)
     return p
 
 
-def _resolve_cached_download(ref: dict[str, Any], space_name: str) -> Path:
+def _resolve_cached_download(ref: dict[str, Any], space_name: str, progress: bool = False,
+                             download: bool = True) -> Path:
     env = ref.get("env")
     if env and os.environ.get(env):
         p = Path(os.path.expanduser(os.environ[env]))
@@ -197,29 +371,48 @@ def _resolve_cached_download(ref: dict[str, Any], space_name: str) -> Path:
         _verify(target, ref.get("sha256"))
         return target
     url = ref.get("url")
+    hub = _torch_hub_copy(url)
+    if hub is not None:  # downloaded earlier by the tower's own package (torch.hub's cache)
+        _verify(hub, ref.get("sha256"))
+        return hub
     how = (f"put the file at {target}" + (f" (download it from {url})" if url else "")
            + (f", or set ${env} to its path" if env else ""))
-    if offline() or not url:
+    if offline() or not url or not download:
         raise MissingWeightsError(f"audio tower weights for space {space_name!r} are missing: {how}.")
     try:
-        _download(url, target, ref.get("sha256"))
+        _download(url, target, ref.get("sha256"), progress)
     except Exception as e:  # any network or checksum failure: not available
         raise MissingWeightsError(f"audio tower weights for space {space_name!r} are missing and the download "
                                   f"failed ({str(e).splitlines()[0][:200]}): {how}.") from None
     return target
 
 
-def _download(url: str, target: Path, sha256: str | None) -> None:
+def _torch_hub_copy(url: str | None) -> Path | None:
+    """The file torch.hub.load_state_dict_from_url(url) would have saved, if it is there."""
+    if not url:
+        return None
+    import torch
+
+    p = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    return p if p.is_file() else None
+
+
+def _download(url: str, target: Path, sha256: str | None, progress: bool = False) -> None:
     import urllib.request
+
+    from tqdm.auto import tqdm
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + f".{os.getpid()}.part")
     h = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+        with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f, \
+                tqdm(total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
+                     desc=os.path.basename(url), disable=not progress, leave=False) as bar:
             for block in iter(lambda: r.read(1 << 20), b""):
                 h.update(block)
                 f.write(block)
+                bar.update(len(block))
         if sha256 and h.hexdigest() != sha256:
             raise ValueError(f"checksum mismatch for {url}: got {h.hexdigest()}, expected {sha256}")
         os.replace(tmp, target)
