@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .encoders.image import max_pixels
 from .errors import (DecodeError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError, SpaceMismatchError,
                      UsageError)
 from .ingest.indexer import Indexer, IndexReport
@@ -143,6 +144,7 @@ class Engine:
         for p in paths:
             if not os.path.exists(os.path.expanduser(os.fspath(p))):
                 raise UsageError(f"nothing to index at {p}: no such file or folder")
+        max_pixels()  # a bad $MMR_MAX_PIXELS is the user's setting, not every image's problem
         roots = [r for r in normalise_roots(paths) if not under(r, [str(self.path)])]
         with self._lock:
             self.store.acquire_lock()
