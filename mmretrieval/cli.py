@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Any, Sequence
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+MESSAGES_LOG = "messages.log"  # what decoding libraries printed during the last `mmr index`
 
 
 def default_index_dir() -> str:
@@ -176,19 +178,30 @@ def _err(msg: str) -> None:
 def cmd_index(args: argparse.Namespace) -> int:
     from .engine import Engine
 
+    from .quiet import captured_output, count_lines
+
+    progress = not args.no_progress and sys.stderr.isatty()
     with Engine(_index_dir(args), model=args.model, precision=args.precision) as eng:
-        report = eng.index(args.paths, batch_size=args.batch_size, workers=args.workers,
-                           progress=not args.no_progress and sys.stderr.isatty(),
-                           checkpoint_seconds=args.checkpoint_seconds, pool_audio=args.pool_audio,
-                           index_type=args.index_type, memory_budget=_budget(args.memory_budget))
+        run = lambda: eng.index(args.paths, batch_size=args.batch_size, workers=args.workers,  # noqa: E731
+                                progress=progress, checkpoint_seconds=args.checkpoint_seconds,
+                                pool_audio=args.pool_audio, index_type=args.index_type,
+                                memory_budget=_budget(args.memory_budget))
+        if os.environ.get("MMR_DEBUG") == "1":
+            report, log, chatter = run(), None, 0
+        else:
+            with captured_output(eng.path / MESSAGES_LOG) as log:
+                report = run()
+            chatter = count_lines(log)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(report.to_dict() | {"decoder_messages": chatter, "messages_log": log and str(log)}, indent=2))
         return EXIT_OK
     per = ", ".join(f"{m} {n}" for m, n in sorted(report.added.items())) or "nothing new"
     print(f"indexed {report.items_added} items in {report.seconds:.1f} s "
           f"({report.items_per_second:.1f} items/s): {per}")
     print(f"files: {report.files_new} new, {report.files_changed} changed, {report.files_moved} moved, "
           f"{report.files_copied} copied, {report.files_removed} removed, {report.files_unchanged} unchanged")
+    if chatter:
+        print(f"decoder messages: {chatter} line(s) in {show_path(str(log))}")
     fixed = {k: v for k, v in report.repaired.items() if v}
     if fixed:
         print("repaired after an interrupted run: " + ", ".join(f"{k} {v}" for k, v in fixed.items()))
@@ -197,7 +210,18 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(f"skipped {len(skipped)} file(s)" + ("" if args.verbose else " (--verbose lists them)"))
         if args.verbose:
             for path, reason in skipped:
-                print(f"  {show_path(path)}: {reason}")
+                print(f"  {show_path(path)}: {safe_text(reason)}")
+    if report.notes:
+        print(f"{len(report.notes)} file(s) indexed in part" + ("" if args.verbose else " (--verbose lists them)"))
+        if args.verbose:
+            for path, note in report.notes:
+                print(f"  {show_path(path)}: {safe_text(note)}")
+    if report.ignored:
+        kinds = ", ".join(f"{n} {ext}" for ext, n in sorted(report.ignored_by_ext.items(), key=lambda kv: (-kv[1], kv[0])))
+        print(f"ignored {len(report.ignored)} file(s) of other types: {kinds}")
+        if args.verbose:
+            for path in report.ignored:
+                print(f"  {show_path(path)}")
     return EXIT_OK
 
 
@@ -228,9 +252,23 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Characters a terminal acts on instead of showing: C0/C1 controls (ESC starts escape sequences; a file's
+# ISO-2022 text or a crafted name could move the cursor, retitle the window...) and bidi overrides.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _is_unsafe(text: str) -> bool:
+    return _UNSAFE.search(text) is not None
+
+
 def show_path(path: str) -> str:
     """A path on one line: names with control characters (a newline, say) are shown quoted."""
-    return repr(path) if any(ord(c) < 32 or ord(c) == 127 for c in path) else path
+    return repr(path) if _is_unsafe(path) else path
+
+
+def safe_text(text: str) -> str:
+    """Text from a file (a snippet, a reason) with every control character shown escaped (\\x1b)."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def format_hit(h: Any) -> str:
@@ -239,7 +277,7 @@ def format_hit(h: Any) -> str:
     if h.modality == "text":
         where += f":{h.locator.get('line', 1)}"
         snippet = " ".join((h.text or "").split())
-        extra = f'  "{snippet[:100]}{"…" if len(snippet) > 100 else ""}"'
+        extra = f'  "{safe_text(snippet[:100])}{"…" if len(snippet) > 100 else ""}"'
     elif h.modality == "audio":
         extra = f"  [{_ts(h.locator.get('start', 0))}–{_ts(h.locator.get('end', 0))}]"
     return f"{h.rank:3d}  {h.score:+.4f}  {h.modality:<5}  {where}{extra}"
@@ -269,7 +307,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"index type:   {st['index_description']}, {st['vectors']} vectors (policy: {st['index_policy']})")
     print(f"on disk:      {st['bytes_on_disk'] / 1e6:.2f} MB")
     for path, reason in skipped:
-        print(f"  skipped {show_path(path)}: {reason}")
+        print(f"  skipped {show_path(path)}: {safe_text(reason)}")
     return EXIT_OK
 
 
@@ -366,7 +404,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"trained {rep.steps} steps ({rep.epochs} epochs) in {rep.seconds:.0f} s, final loss {rep.final_loss:.4f}"
           + (f", resumed from step {rep.resumed_from}" if rep.resumed_from else ""))
     for path, reason in rep.skipped:
-        print(f"  skipped {path}: {reason}")
+        print(f"  skipped {show_path(path)}: {safe_text(reason)}")
     print(f"space written to {rep.out_dir} (use it with --model {rep.out_dir})")
     return EXIT_OK
 

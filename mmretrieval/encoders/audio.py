@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,25 +17,80 @@ MIN_SECONDS = 0.05  # shorter than this carries no usable sound
 
 
 def load_audio(path: str | os.PathLike | Any, sample_rate: int) -> np.ndarray:
-    """Decode any format librosa/soundfile/audioread can read (a path or a binary file object)
-    to mono float32 at `sample_rate`."""
-    import librosa
+    """Decode an audio file (a path or a binary file object) to mono float32 at `sample_rate`.
+
+    libsndfile (soundfile) reads WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF; what it cannot read (m4a/AAC, WebM,
+    WMA, Ogg-FLAC, ...) goes through FFmpeg's decoders in PyAV. Channels are averaged and the result
+    resampled with librosa (soxr), as `librosa.load` does."""
+    src = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
+    try:
+        wave, sr = _read_soundfile(src)
+    except _Unreadable as first:
+        if hasattr(src, "seek"):
+            src.seek(0)
+        try:
+            wave, sr = _read_av(src)
+        except _Unreadable as second:
+            raise DecodeError(f"cannot decode audio: {second.reason or first.reason}") from None
+    if wave.size and sr != sample_rate:
+        import librosa
+
+        wave = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate)
+    return check_wave(wave, sample_rate)
+
+
+class _Unreadable(Exception):
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _read_soundfile(src: Any) -> tuple[np.ndarray, int]:
+    import soundfile as sf
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # audioread fallback warnings are noise here
-            src = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
-            wave, _ = librosa.load(src, sr=sample_rate, mono=True)
-    except FileNotFoundError as e:
+        with sf.SoundFile(src) as f:
+            sr = f.samplerate
+            data = f.read(dtype="float32", always_2d=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
         raise DecodeError(f"cannot read: {e.strerror or e}") from None
-    except PermissionError as e:
-        raise DecodeError(f"cannot read: {e.strerror or e}") from None
-    except Exception as e:  # librosa raises many types for undecodable input
-        if type(e).__name__ == "NoBackendError":
-            raise DecodeError("cannot decode audio: unknown format or corrupt data") from None
-        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise DecodeError(f"cannot decode audio: {msg}") from None
-    return check_wave(wave, sample_rate)
+    except Exception as e:  # libsndfile's errors: unknown format, truncated data, ...
+        raise _Unreadable(getattr(e, "error_string", "") or _first_line(e)) from None
+    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0], int(sr)
+
+
+def _read_av(src: Any) -> tuple[np.ndarray, int]:
+    try:
+        import av
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise _Unreadable("") from None
+    chunks: list[np.ndarray] = []
+    try:
+        with av.open(src, mode="r") as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise _Unreadable("the file holds no audio stream")
+            if stream.codec_context is None:
+                raise _Unreadable("unsupported audio encoding (no decoder for it)")
+            sr = int(getattr(stream, "sample_rate", None) or stream.codec_context.sample_rate or 0)
+            planar = av.AudioResampler(format="fltp")  # same rate and channels, float samples
+            for frame in container.decode(stream):
+                for f in planar.resample(frame):
+                    chunks.append(f.to_ndarray().mean(axis=0, dtype=np.float32))
+            for f in planar.resample(None):
+                chunks.append(f.to_ndarray().mean(axis=0, dtype=np.float32))
+    except _Unreadable:
+        raise
+    except Exception as e:  # FFmpeg's errors: invalid data, unknown codec, ...
+        raise _Unreadable(getattr(e, "strerror", None) or _first_line(e)) from None
+    if sr <= 0:
+        raise _Unreadable("no sample rate in the audio stream")
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), sr
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0][:200] if text else type(e).__name__)
 
 
 def check_wave(wave: Any, sample_rate: int) -> np.ndarray:
@@ -45,6 +99,8 @@ def check_wave(wave: Any, sample_rate: int) -> np.ndarray:
         wave = wave.mean(axis=0 if wave.shape[0] < wave.shape[1] else 1)
     if wave.ndim != 1:
         raise DecodeError(f"audio must be 1-D samples, got shape {wave.shape}")
+    if wave.size == 0:
+        raise DecodeError("no audio samples (the file has a header but no sound)")
     if wave.size < MIN_SECONDS * sample_rate:
         raise DecodeError(f"audio too short: {wave.size / sample_rate:.3f} s (minimum {MIN_SECONDS} s)")
     if not np.isfinite(wave).all():

@@ -13,6 +13,30 @@ from PIL import Image, ImageOps
 from ..errors import DecodeError, UsageError
 from .base import Encoder
 
+try:  # HEIC/HEIF (iPhone photos) through the optional `heif` extra
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+except ImportError:
+    pillow_heif = None
+
+HEIF_EXTS = frozenset({".heic", ".heics", ".heif", ".heifs", ".hif"})
+# Formats Pillow lists but cannot decode here: stubs that need a handler, video, and PostScript (Ghostscript).
+_NOT_DECODABLE = {"MPEG", "EPS"}
+
+
+def image_extensions() -> frozenset[str]:
+    """Extensions of every image format the installed Pillow and its plugins can open and decode."""
+    from PIL import ImageFile
+
+    exts = Image.registered_extensions()  # loads every plugin
+    # HEIC is claimed even without its plugin, so that such photos are reported, not silently passed over.
+    return HEIF_EXTS | frozenset(ext.lower() for ext, fmt in exts.items()
+                     if fmt in Image.OPEN and fmt not in _NOT_DECODABLE
+                     and not (isinstance(Image.OPEN[fmt][0], type)
+                              and issubclass(Image.OPEN[fmt][0], ImageFile.StubImageFile)))
+
+
 # Above this many pixels an image is treated as a decompression bomb; $MMR_MAX_PIXELS changes it.
 DEFAULT_MAX_PIXELS = 178_956_970  # twice Pillow's warning limit: where Pillow itself refuses
 
@@ -56,13 +80,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # High bit depth grey is shown the way viewers of such images (ImageJ, astronomy and microscopy
+        # tools) show it: stretched from min(0, darkest) to the brightest value. A 12-bit scan stored in 16
+        # bits (values 0..4095, or 0..30) then looks like an image, not black, and the same pixels give the
+        # same picture whether they are stored as I;16, I or F.
         arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        if mode in ("I", "F"):
-            lo = min(float(arr.min()), 0.0)
-            arr = (arr - lo) / max(hi - lo, 1e-12)
-        else:
-            arr = arr / hi
+        finite = arr[np.isfinite(arr)]
+        lo = min(float(finite.min()), 0.0) if finite.size else 0.0
+        hi = float(finite.max()) if finite.size else 1.0
+        arr = np.nan_to_num((arr - lo) / max(hi - lo, 1e-12), nan=0.0, posinf=1.0, neginf=0.0)
         grey = Image.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
         return grey.convert("RGB")
     if mode == "CMYK":
@@ -88,6 +114,7 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, draft_to: int | 
         except OSError as e:
             raise DecodeError(f"cannot read: {e.strerror or e}") from None
         with fp:
+            img = None
             try:
                 img = Image.open(fp)
                 w, h = img.size
@@ -106,9 +133,9 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, draft_to: int | 
                 raise DecodeError(f"image too large: a frame exceeds {limit / 1e6:.0f} MP (decompression bomb "
                                   f"guard; MMR_MAX_PIXELS raises it)") from None
             except Image.UnidentifiedImageError:
-                raise DecodeError("not a recognised image format") from None
+                raise DecodeError(_unidentified_reason(fp)) from None
             except (OSError, SyntaxError, ValueError, EOFError) as e:
-                raise DecodeError(f"corrupt or truncated image: {e}") from None
+                raise DecodeError(_decode_failure(img, e)) from None
     if min(img.size) < MIN_SIDE:
         raise DecodeError(f"image has no pixels ({img.size[0]}x{img.size[1]})")
     orig = orig or img.size
@@ -124,6 +151,36 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, draft_to: int | 
         raise DecodeError(f"cannot convert image mode {img.mode} to RGB: {e}") from None
     out.info["original_size"] = orig
     return out
+
+
+# TIFF compressions every libtiff build decodes; a failure with another one is most likely a codec that
+# this build lacks (WebP, ZSTD, LERC, JBIG, LZMA, ...), not a damaged file.
+_BASIC_TIFF = {"raw", "tiff_ccitt", "group3", "group4", "tiff_lzw", "jpeg", "tiff_jpeg", "packbits", "tiff_adobe_deflate",
+               "tiff_deflate", "tiff_raw_16", "tiff_sgilog", "tiff_sgilog24", "tiff_thunderscan"}
+
+
+def _decode_failure(img: Image.Image | None, e: BaseException) -> str:
+    """A reason that says what is wrong: a codec this build lacks, or damaged data."""
+    msg = str(e).strip() or type(e).__name__
+    if img is not None and img.format == "TIFF" and "decoder error" in msg:
+        comp = str(img.info.get("compression", "unknown"))
+        if comp not in _BASIC_TIFF:
+            name = comp.removeprefix("tiff_").upper()
+            return f"TIFF with {name} compression: not supported by this libtiff (Pillow's build)"
+        return f"corrupt TIFF data ({comp.removeprefix('tiff_')} compression): libtiff could not decode it"
+    return f"corrupt or truncated image: {msg}"
+
+
+def _unidentified_reason(fp: Any) -> str:
+    try:
+        fp.seek(0)
+        head = fp.read(16)
+    except (OSError, ValueError):
+        head = b""
+    if pillow_heif is None and head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"heim",
+                                                                       b"heis", b"hevc", b"hevx"):
+        return "HEIC/HEIF image: needs the optional 'heif' extra (pip install 'mmretrieval[heif]')"
+    return "not a recognised image format"
 
 
 class ImageEncoder(Encoder):

@@ -8,6 +8,7 @@ import codecs
 import hashlib
 import io
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,6 +39,24 @@ class Decoded:
     entry: FileEntry
     hash: str
     items: list[DecodedItem]
+    note: str | None = None  # something the user should know about an indexed file (e.g. only part of it)
+
+
+# A document gives at most this many passages (~150,000 words, a long book); text that is mostly very long
+# lines (logs, dumps, minified data: machine-generated, without sentences) gives at most the smaller number.
+MAX_PASSAGES = 2000
+MAX_MACHINE_PASSAGES = 50
+LONG_LINE = 2000
+
+
+def passage_cap(text: str) -> tuple[int, str]:
+    """How many passages of `text` to index, and why (for the report)."""
+    cap = int(os.environ.get("MMR_MAX_PASSAGES") or MAX_PASSAGES)
+    long_chars = sum(len(line) for line in text.splitlines() if len(line) > LONG_LINE)
+    if long_chars > 0.5 * len(text):
+        return min(cap, MAX_MACHINE_PASSAGES), (f"machine-generated text (mostly lines over {LONG_LINE:,} "
+                                                f"characters)")
+    return cap, "very long document"
 
 
 def read_and_hash(path: str, size: int) -> tuple[str, bytes | None]:
@@ -55,37 +74,36 @@ def read_and_hash(path: str, size: int) -> tuple[str, bytes | None]:
         raise DecodeError(f"cannot read: {e.strerror or e}") from None
 
 
-def decode_text_bytes(data: bytes) -> str:
-    """Decode a text file whatever its encoding (BOMs, UTF-8, UTF-16, Latin-1); reject binary data."""
+def decode_text_bytes(data: bytes) -> tuple[str, str]:
+    """Decode a text file whatever its encoding; returns (text, encoding). Binary data is refused.
+
+    A byte-order mark decides; else strict UTF-8 (the common case, and ASCII); else the encoding that
+    charset-normalizer finds most plausible (Big5, KOI8-R, Shift-JIS, windows-1255, UTF-16/32 without a BOM,
+    ISO-2022-JP/KR, ...). ISO-2022 text is 7-bit, so it would pass as UTF-8 with escape codes in it: its
+    escape sequences send it to detection."""
     # UTF-32 BOMs first: the UTF-32-LE BOM begins with the UTF-16-LE one.
     for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
                      (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
         if data.startswith(bom):
             try:
-                return _checked(data.decode(enc))
+                return _checked(data.decode(enc)), enc
             except UnicodeDecodeError:
                 break
-    head = data[:4096]
-    if head.count(b"\x00"):
-        # UTF-16 without a BOM: the zero bytes of ASCII characters fall on one side.
-        even, odd = head[0::2].count(0), head[1::2].count(0)
-        if odd > 0.3 * len(head) / 2 and even == 0:
-            return _checked(data.decode("utf-16-le", errors="replace"))
-        if even > 0.3 * len(head) / 2 and odd == 0:
-            return _checked(data.decode("utf-16-be", errors="replace"))
-        raise DecodeError("binary data, not text")
-    try:
-        return _checked(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        return _checked(data.decode("cp1252" if _cp1252_ok(data) else "latin-1"))
+    if not _ISO2022_ESCAPE.search(data[:65536]) and b"\x00" not in data[:4096]:
+        try:
+            return _checked(data.decode("utf-8")), "utf-8"
+        except UnicodeDecodeError:
+            pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None or best.encoding is None:
+        raise DecodeError("binary data, not text (or text in an encoding none of the known ones fits)")
+    enc = codecs.lookup(best.encoding).name
+    return _checked(data.decode(enc, errors="replace")), enc
 
 
-def _cp1252_ok(data: bytes) -> bool:
-    try:
-        data.decode("cp1252")
-        return True
-    except UnicodeDecodeError:
-        return False
+_ISO2022_ESCAPE = re.compile(rb"\x1b(?:\$[@AB()*+]|\([BJI]|\$\)C)")
 
 
 def _checked(text: str) -> str:
@@ -124,11 +142,17 @@ class Decoder:
             if data is None:
                 with open(entry.path, "rb") as f:
                     data = f.read()
-            text = decode_text_bytes(data)
+            text, encoding = decode_text_bytes(data)
             if not text.strip():
                 raise DecodeError("no text (empty or whitespace only)")
             passages = split_passages(text, self.count_tokens, self.max_tokens)
-            return Decoded(entry, digest, [DecodedItem(p.locator(), p.text, p.text) for p in passages])
+            cap, why = passage_cap(text)
+            note = None
+            if len(passages) > cap:
+                note = f"{why}: indexed its first {cap:,} of {len(passages):,} passages (MMR_MAX_PASSAGES)"
+                passages = passages[:cap]
+            return Decoded(entry, digest, [DecodedItem({**p.locator(), "encoding": encoding}, p.text, p.text)
+                                           for p in passages], note)
         if entry.modality == "audio":
             sr = self.audio.sample_rate
             wave = _load_audio(entry.path, data, sr)
@@ -141,9 +165,4 @@ class Decoder:
 
 
 def _load_audio(path: str, data: bytes | None, sr: int) -> np.ndarray:
-    if data is not None:
-        try:
-            return load_audio(io.BytesIO(data), sr)  # type: ignore[arg-type]
-        except DecodeError:
-            pass  # formats soundfile cannot read from memory go through audioread with the path
-    return load_audio(os.fspath(path), sr)
+    return load_audio(io.BytesIO(data) if data is not None else os.fspath(path), sr)

@@ -23,7 +23,7 @@ from ..errors import DecodeError
 from ..space.loader import Space
 from ..store import Store
 from .decode import Decoded, Decoder, PooledWindows, read_and_hash
-from .walk import FileEntry, WalkError, normalise_roots, walk
+from .walk import FileEntry, Ignored, WalkError, normalise_roots, walk
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,15 @@ class IndexReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)       # newly skipped (path, reason)
     still_skipped: list[tuple[str, str]] = field(default_factory=list)  # unchanged files skipped before
     repaired: dict[str, int] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)     # files of no modality indexed here (by extension below)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # indexed, with something to know (path, note)
     seconds: float = 0.0
+
+    @property
+    def ignored_by_ext(self) -> Counter:
+        import os
+
+        return Counter(os.path.splitext(p)[1].lower() or "(no extension)" for p in self.ignored)
 
     @property
     def items_added(self) -> int:
@@ -65,7 +73,9 @@ class IndexReport:
             "items_removed": self.items_removed,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "still_skipped": [{"path": p, "reason": r} for p, r in self.still_skipped],
-            "repaired": self.repaired, "seconds": round(self.seconds, 3),
+            "repaired": self.repaired, "ignored": dict(self.ignored_by_ext), "ignored_files": list(self.ignored),
+            "notes": [{"path": p, "note": n} for p, n in self.notes],
+            "seconds": round(self.seconds, 3),
             "items_per_second": round(self.items_per_second, 2),
         }
 
@@ -106,6 +116,7 @@ class Indexer:
                                max_tokens=space.text.max_passage_tokens, audio=audio_spec, pool_audio=pool_audio)
         self.pending: dict[str, _Pending] = {}
         self.report = IndexReport()
+        self._counted: dict[int, str] = {}  # file id -> "files_new" | "files_changed", until its items are encoded
 
     # ----------------------------------------------------------------- run
     def run(self, roots: list[str]) -> IndexReport:
@@ -116,6 +127,9 @@ class Indexer:
         seen: set[str] = set()
         todo: list[FileEntry] = []
         for x in walk(roots):
+            if isinstance(x, Ignored):
+                self.report.ignored.append(x.path)
+                continue
             if isinstance(x, WalkError):
                 self.report.skipped.append((x.path, x.reason))
                 seen.add(x.path)  # unreadable now is not deleted: keep what we had
@@ -238,14 +252,19 @@ class Indexer:
                 self.report.files_copied += 1
             return
         decoded: Decoded = result
+        if decoded.note:
+            self.report.notes.append((entry.path, decoded.note))
         file_id = cat.upsert_file(entry.path, entry.modality, entry.size, entry.mtime_ns, decoded.hash, "indexed", None, fp)
         ids = cat.add_items(file_id, entry.modality, [(it.locator, it.text) for it in decoded.items])
         pend = self.pending.setdefault(entry.modality, _Pending())
         pend.ids.extend(ids.tolist())
         pend.payloads.extend(it.payload for it in decoded.items)
         pend.file_ids.extend([file_id] * len(ids))
-        if old is None:
+        if old is not None:
+            self._counted[file_id] = "files_changed"
+        else:
             self.report.files_new += 1
+            self._counted[file_id] = "files_new"
         while len(pend) >= self.batch_size:
             self._flush(entry.modality, self.batch_size)
 
@@ -297,6 +316,9 @@ class Indexer:
         cat.db.execute("UPDATE files SET status='skipped', error=?, hash=NULL WHERE id=?", (reason, file_id))
         if row is not None:
             self.report.skipped.append((row[0], reason))
+        counter = self._counted.pop(file_id, None)
+        if counter is not None:  # it was counted as new or changed; it ends up skipped
+            setattr(self.report, counter, getattr(self.report, counter) - 1)
 
     def _flush_all(self) -> None:
         for modality in list(self.pending):

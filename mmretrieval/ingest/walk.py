@@ -1,24 +1,35 @@
 """Walk folders and say what each file is. Nothing here decodes; errors become skip reasons."""
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
-AUDIO_EXTS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aif", ".aiff"})
-TEXT_EXTS = frozenset({".txt", ".md"})
+# What libsndfile reads, and the containers FFmpeg (PyAV) decodes audio from.
+AUDIO_EXTS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aif", ".aiff", ".aifc", ".au", ".snd",
+                        ".w64", ".caf", ".m4a", ".m4b", ".aac", ".wma", ".webm", ".mka", ".wv", ".ape", ".amr",
+                        ".ac3", ".mp2", ".spx"})
+TEXT_EXTS = frozenset({".txt", ".md", ".markdown", ".rst", ".text"})
+
+
+@functools.lru_cache(maxsize=1)
+def image_exts() -> frozenset[str]:
+    """Every extension of an image format the installed Pillow (with its plugins) can decode."""
+    from ..encoders.image import image_extensions
+
+    return image_extensions()
 
 
 def modality_of(path: str | os.PathLike) -> str | None:
     ext = os.path.splitext(os.fspath(path))[1].lower()
-    if ext in IMAGE_EXTS:
-        return "image"
     if ext in AUDIO_EXTS:
         return "audio"
     if ext in TEXT_EXTS:
         return "text"
+    if ext in image_exts():
+        return "image"
     return None
 
 
@@ -31,16 +42,25 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class Ignored:
+    """A regular file of no modality this tool indexes (counted by extension in the report)."""
+
+    path: str
+    ext: str
+
+
+@dataclass(frozen=True)
 class WalkError:
     path: str
     reason: str
 
 
-def walk(roots: Iterable[str | os.PathLike]) -> Iterator[FileEntry | WalkError]:
+def walk(roots: Iterable[str | os.PathLike]) -> Iterator[FileEntry | WalkError | Ignored]:
     """Yield every file of a known modality under `roots`, in sorted order; follows symlinks once.
 
     Symlinked folders are followed, but a folder already visited (by its real path) is not entered
-    again, so symlink loops end. Unreadable folders and files are yielded as `WalkError`.
+    again, so symlink loops end. Unreadable folders and files are yielded as `WalkError`, regular files
+    of no known modality as `Ignored`.
     """
     seen_dirs: set[tuple[int, int]] = set()
     for root in roots:
@@ -57,7 +77,7 @@ def walk(roots: Iterable[str | os.PathLike]) -> Iterator[FileEntry | WalkError]:
             if entry is not None:
                 yield entry
             else:
-                yield WalkError(root, "not a supported file type")
+                yield WalkError(root, f"not a supported file type ({_ext(root) or 'no extension'})")
 
 
 def _entry(path: str, st: os.stat_result) -> FileEntry | None:
@@ -99,6 +119,12 @@ def _walk_dir(d: str, seen: set[tuple[int, int]]) -> Iterator[FileEntry | WalkEr
             entry = _entry(path, est)
             if entry is not None:
                 yield entry
+            elif stat.S_ISREG(est.st_mode):
+                yield Ignored(path, _ext(path))
+
+
+def _ext(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
 
 
 def under(path: str, roots: Iterable[str]) -> bool:
