@@ -125,7 +125,9 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, draft_to: int | 
                 if draft_to and img.format == "JPEG" and min(w, h) >= 2 * draft_to:
                     s = draft_to / min(w, h)
                     img.draft("RGB", (int(w * s + 0.999), int(h * s + 0.999)))
-                img.seek(0)  # animated: first frame
+                first = getattr(img, "_min_frame", 0)  # PSD numbers its frames (layers) from 1
+                if img.tell() != first:  # animated: the first frame
+                    img.seek(first)
                 img.load()
             except DecodeError:
                 raise

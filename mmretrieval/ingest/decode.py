@@ -47,15 +47,17 @@ class Decoded:
 MAX_PASSAGES = 2000
 MAX_MACHINE_PASSAGES = 50
 LONG_LINE = 2000
+_SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f](?:\s|$)")
 
 
 def passage_cap(text: str) -> tuple[int, str]:
     """How many passages of `text` to index, and why (for the report)."""
     cap = int(os.environ.get("MMR_MAX_PASSAGES") or MAX_PASSAGES)
     long_chars = sum(len(line) for line in text.splitlines() if len(line) > LONG_LINE)
-    if long_chars > 0.5 * len(text):
+    # Prose kept on one line (an exported paragraph) still ends a sentence every ~100 characters.
+    if long_chars > 0.5 * len(text) and len(_SENTENCE_END.findall(text)) < len(text) / 500:
         return min(cap, MAX_MACHINE_PASSAGES), (f"machine-generated text (mostly lines over {LONG_LINE:,} "
-                                                f"characters)")
+                                                f"characters, no sentences)")
     return cap, "very long document"
 
 
