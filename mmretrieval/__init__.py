@@ -5,6 +5,7 @@ from .engine import Engine, Hit
 from .errors import (DecodeError, IndexLockedError, IndexNotFoundError, MissingWeightsError, MMRError, SpaceError,
                      SpaceMismatchError, UsageError, WeightsMismatchError)
 from .ingest.indexer import IndexReport
+from .modalities import Modality, register_modality
 from .space.registry import list_spaces, register_space, resolve_model_arg
 from .space.spec import AudioSpec, ClipSpec, SpaceSpec
 
@@ -16,5 +17,5 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "Engine", "Hit", "IndexReport", "SpaceSpec", "ClipSpec", "AudioSpec", "register_space", "list_spaces",
     "resolve_model_arg", "MMRError", "UsageError", "SpaceError", "MissingWeightsError", "SpaceMismatchError",
-    "IndexNotFoundError", "IndexLockedError", "DecodeError", "WeightsMismatchError",
+    "IndexNotFoundError", "IndexLockedError", "DecodeError", "WeightsMismatchError", "Modality", "register_modality",
 ]

@@ -150,6 +150,11 @@ class Catalog:
             out = {p: r for p, r in out.items() if any(p.startswith(x) or p == x[:-1] for x in prefixes)}
         return out
 
+    def file(self, path: str) -> FileRow | None:
+        r = self.db.execute("SELECT id, path, modality, size, mtime_ns, hash, status, error, space FROM files "
+                            "WHERE path=?", (path,)).fetchone()
+        return None if r is None else FileRow(**dict(r))
+
     def upsert_file(self, path: str, modality: str, size: int, mtime_ns: int, hash: str | None, status: str,
                     error: str | None = None, space: str | None = None) -> int:
         row = self.db.execute(

@@ -272,20 +272,10 @@ def safe_text(text: str) -> str:
 
 
 def format_hit(h: Any) -> str:
-    where = show_path(h.path)
-    extra = ""
-    if h.modality == "text":
-        where += f":{h.locator.get('line', 1)}"
-        snippet = " ".join((h.text or "").split())
-        extra = f'  "{safe_text(snippet[:100])}{"…" if len(snippet) > 100 else ""}"'
-    elif h.modality == "audio":
-        extra = f"  [{_ts(h.locator.get('start', 0))}–{_ts(h.locator.get('end', 0))}]"
-    return f"{h.rank:3d}  {h.score:+.4f}  {h.modality:<5}  {where}{extra}"
+    from .modalities import get_modality
 
-
-def _ts(seconds: float) -> str:
-    m, s = divmod(float(seconds), 60)
-    return f"{int(m)}:{s:04.1f}"
+    after_path, extra = get_modality(h.modality).describe(h.locator, h.text)
+    return f"{h.rank:3d}  {h.score:+.4f}  {h.modality:<5}  {show_path(h.path)}{safe_text(after_path)}{safe_text(extra)}"
 
 
 def cmd_info(args: argparse.Namespace) -> int:

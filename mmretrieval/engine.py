@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -12,8 +13,12 @@ import numpy as np
 from .encoders.image import max_pixels
 from .errors import (DecodeError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError, SpaceMismatchError,
                      UsageError)
+from .ingest.commit import Committer
+from .ingest.embed import EmbeddedFile
 from .ingest.indexer import Indexer, IndexReport
+from .ingest.plan import Plan
 from .ingest.walk import normalise_roots, under
+from .modalities import get_modality, modality_names
 from .query import Query, make_query
 from .space.loader import Space, space_identity
 from .space.precision import TOWERS, describe, parse_precision
@@ -202,6 +207,45 @@ class Engine:
         self.store.begin()
         self.store.checkpoint()
 
+    def add_embeddings(self, files: Iterable[EmbeddedFile], *, checkpoint_seconds: float = 30.0) -> IndexReport:
+        """Commit files embedded elsewhere: by `ingest.embed` in another process or on another machine
+        (`run_embed_task`), with this index's space. Each file's vectors must come from that space (same
+        fingerprint: checked) and be L2-normalised float32, one per item. A file already in the index is
+        replaced, as `index` does with a changed file; files are not swept (nothing here walks folders)."""
+        self._writable()
+        files = list(files)
+        for f in files:
+            _check_embedded(f, self.dim)
+        fingerprint = self.store.space_record()["fingerprint"]
+        with self._lock:
+            self.store.acquire_lock()
+            try:
+                report = IndexReport()
+                report.repaired = self.store.reconcile()
+                t0 = last = time.monotonic()
+                cat = self.store.catalog
+                plan = Plan(roots=[], present_by_hash={r.hash: r for r in cat.files().values()
+                                                       if r.status == "indexed" and r.hash})
+                committer = Committer(self.store, plan, fingerprint, report)
+                self.store.begin()
+                try:
+                    for f in files:
+                        committer.apply(f)
+                        if time.monotonic() - last > checkpoint_seconds:
+                            self.store.checkpoint()
+                            self.store.begin()
+                            last = time.monotonic()
+                    self.store.checkpoint()
+                    cat.commit()
+                except BaseException:
+                    cat.rollback()
+                    raise
+                self._fit_index_type()
+                report.seconds = time.monotonic() - t0
+                return report
+            finally:
+                self.store.release_lock()
+
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Forget every indexed file under `paths` (files stay on disk). Returns files removed."""
         self._writable()
@@ -226,26 +270,22 @@ class Engine:
 
     # ----------------------------------------------------------------- search
     def encode_query(self, q: Query) -> np.ndarray:
+        m = get_modality(q.modality)
         space = self.space
-        if q.modality == "text":
-            return space.text.encode([q.value])[0]
-        if q.modality == "image":
-            try:
-                return space.image.encode([_expand(q.value)])[0]
-            except DecodeError as e:
-                raise UsageError(f"cannot use the image query: {e}") from None
-        enc = space.audio
+        enc = m.encoder(space)
         if enc is None:
-            raise UsageError(f"space {space.spec.name!r} has no audio tower, so it cannot take an audio query")
+            raise UsageError(f"space {space.spec.name!r} has no {m.name} tower, so it cannot take an {m.name} query")
+        value = _expand(q.value) if m.file_query else q.value
         try:
-            return enc.encode_clip(_expand(q.value))  # a long query clip: the mean direction of its windows
+            return m.encode_query(enc, value)
         except DecodeError as e:
-            raise UsageError(f"cannot use the audio query: {e}") from None
+            raise UsageError(f"cannot use the {m.name} query: {e}") from None
 
     def search(self, text: str | None = None, *, image: Any = None, audio: Any = None, k: int = 10,
-               types: Iterable[str] | str | None = None) -> list[Hit]:
-        """Search by text, an image (path, bytes, PIL image) or audio (path, (array, sr)); best first."""
-        q = make_query(text=text, image=image, audio=audio, k=k, types=types)
+               types: Iterable[str] | str | None = None, **others: Any) -> list[Hit]:
+        """Search by text, an image (path, bytes, PIL image), audio (path, (array, sr)), or a value of another
+        registered modality given by its name (``vector=...``); best first."""
+        q = make_query(text=text, image=image, audio=audio, k=k, types=types, **others)
         vec = self.encode_query(q)
         return self.search_vector(vec, k=q.k, types=q.types)
 
@@ -266,7 +306,7 @@ class Engine:
                 self.store.refresh_vectors(self.dim)
             cat = self.store.catalog
             types = tuple(types) if types is not None else None
-            allowed = None if types is None or set(types) >= {"text", "image", "audio"} else self._filter(types)
+            allowed = None if types is None or set(types) >= set(modality_names()) else self._filter(types)
             # Over-fetch a little: ids whose catalog rows were removed since the vectors were saved are dropped.
             fetch = min(k + 16, max(1, self.store.vectors.ntotal))
             scores, ids = self.store.vectors.search(np.asarray(vec, np.float32)[None, :], fetch, allowed=allowed)
@@ -364,6 +404,18 @@ class Engine:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _check_embedded(f: EmbeddedFile, dim: int) -> None:
+    if f.error is not None or f.reuse:
+        return
+    n = len(f.items)
+    v = None if f.vectors is None else np.asarray(f.vectors)
+    if v is None or v.shape != (n, dim) or v.dtype != np.float32:
+        raise UsageError(f"{f.entry.path}: expected float32 vectors of shape ({n}, {dim}), one per item, got "
+                         f"{None if v is None else (v.shape, str(v.dtype))}")
+    if n and (not np.isfinite(v).all() or np.abs(np.linalg.norm(v, axis=1) - 1).max() > 1e-3):
+        raise UsageError(f"{f.entry.path}: vectors must be finite and L2-normalised")
 
 
 def _expand(v: Any) -> Any:

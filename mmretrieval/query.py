@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .errors import UsageError
+from .modalities import get_modality, modality_names
 
-MODALITIES = ("text", "image", "audio")
 MAX_K = 10_000
 
 
@@ -21,36 +21,35 @@ class Query:
 
 def parse_types(types: Iterable[str] | str | None, query_modality: str) -> tuple[str, ...]:
     """Result modalities: as given, or by default every modality other than the query's."""
+    names = modality_names()
     if types is None:
-        out = tuple(m for m in MODALITIES if m != query_modality)
-        return out
+        return tuple(m for m in names if m != query_modality)
     if isinstance(types, str):
         types = [types]
     types = [t for raw in types for t in str(raw).split(",") if t.strip()]  # "image,audio" or repeated
     out = []
     for t in types:
         t = t.strip().lower()
-        if t not in MODALITIES:
-            raise UsageError(f"unknown result type {t!r}; valid: {', '.join(MODALITIES)}")
+        if t not in names:
+            raise UsageError(f"unknown result type {t!r}; valid: {', '.join(names)}")
         if t not in out:
             out.append(t)
     if not out:
-        raise UsageError(f"no result types given; valid: {', '.join(MODALITIES)}")
+        raise UsageError(f"no result types given; valid: {', '.join(names)}")
     return tuple(out)
 
 
 def make_query(*, text: str | None = None, image: Any = None, audio: Any = None, k: int = 10,
-               types: Iterable[str] | str | None = None) -> Query:
-    given = [(m, v) for m, v in (("text", text), ("image", image), ("audio", audio)) if v is not None]
+               types: Iterable[str] | str | None = None, **others: Any) -> Query:
+    """One query: `text`, `image`, `audio`, or a value for another registered modality by its name."""
+    given = [(m, v) for m, v in {"text": text, "image": image, "audio": audio, **others}.items() if v is not None]
     if len(given) != 1:
-        raise UsageError("give exactly one query: text, image or audio")
+        raise UsageError(f"give exactly one query: {', '.join(modality_names())}")
     modality, value = given[0]
-    if modality == "text":
-        if not isinstance(value, str):
-            raise UsageError(f"a text query must be a string, got {type(value).__name__}")
-        if not value.strip():
-            raise UsageError("the text query is empty; type what you are looking for")
-    if isinstance(value, (str, os.PathLike)) and modality != "text":
+    m = get_modality(modality)
+    if m.check_query is not None:
+        m.check_query(value)
+    if m.file_query and isinstance(value, (str, os.PathLike)):
         if not os.path.isfile(os.path.expanduser(os.fspath(value))):
             raise UsageError(f"{modality} query file not found: {value}")
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:

@@ -92,14 +92,14 @@ def test_unreadable_file_and_folder(tmp_path, tiny_space_dir, monkeypatch):
 
 
 def test_file_deleted_or_changed_during_the_run(tmp_path, tiny_space_dir, monkeypatch):
-    import mmretrieval.ingest.indexer as indexer
+    import mmretrieval.ingest.plan as planning  # the plan step walks the roots
     from mmretrieval.synth import shape_image
 
     root = tmp_path / "lib"
     root.mkdir()
     for c in ("red", "green", "blue"):
         shape_image(c).save(root / f"{c}.png")
-    real_walk = indexer.walk
+    real_walk = planning.walk
 
     def walk_then_touch(roots):
         entries = list(real_walk(roots))
@@ -107,11 +107,11 @@ def test_file_deleted_or_changed_during_the_run(tmp_path, tiny_space_dir, monkey
         shape_image("yellow").save(root / "green.png")  # changes after it was listed
         yield from entries
 
-    monkeypatch.setattr(indexer, "walk", walk_then_touch)
+    monkeypatch.setattr(planning, "walk", walk_then_touch)
     eng = mmr.Engine(tmp_path / "idx", model=str(tiny_space_dir))
     rep = eng.index([root])
     assert "No such file" in dict(rep.skipped)[str(root / "red.png")]
-    monkeypatch.setattr(indexer, "walk", real_walk)
+    monkeypatch.setattr(planning, "walk", real_walk)
     rep = eng.index([root])  # next run: the vanished file is swept, the changed one re-embedded
     assert rep.files_removed == 1 and rep.files_changed == 1
     assert eng.check()["consistent"]

@@ -18,7 +18,7 @@ from PIL import Image
 import mmretrieval as mmr
 from mmretrieval.cli import main
 from mmretrieval.encoders.image import load_image, to_rgb
-from mmretrieval.ingest.decode import MAX_MACHINE_PASSAGES, decode_text_bytes
+from mmretrieval.modalities.text import MAX_MACHINE_PASSAGES, decode_text_bytes
 from mmretrieval.synth import shape_image, tone
 
 SENTENCES = {
@@ -117,6 +117,9 @@ def test_high_bit_depth_grey_is_stretched_the_same_way_whatever_the_storage():
     a, b, c = (np.asarray(to_rgb(im)) for im in (as_i16, as_i, as_f))
     assert np.array_equal(a, b) and np.array_equal(a, c)
     assert a.max() == 255 and a.mean() > 60  # not black
+    mid = np.full((4, 4), 32768, np.uint16)  # real 16-bit data keeps its level, in every storage
+    assert {to_rgb(Image.fromarray(x)).getpixel((0, 0))[0] for x in (mid, mid.astype(np.int32),
+                                                                      mid.astype(np.float32))} == {128}
 
 
 def test_tiff_failures_say_what_is_missing():

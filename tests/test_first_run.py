@@ -10,7 +10,6 @@ and hard-linked into each space's cache locations.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -238,7 +237,6 @@ def test_fp32_towers_match_open_clip_to_float_rounding(name, home, monkeypatch):
     """In fp32 the towers agree with open_clip's reference to ~1e-6: close enough to tell a wrong activation
     (GELU for weights trained with QuickGELU moves vectors by ~1e-4, which the 0.999 bound above allows)."""
     import huggingface_hub.constants
-    from PIL import Image
 
     from mmretrieval.space.loader import Space
 

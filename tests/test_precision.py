@@ -4,7 +4,6 @@ The speed is measured by scripts/bench/; these tests pin what must not change: t
 to fp32) and the results (top-10 on the shipped model's held-out eval).
 """
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -118,10 +118,7 @@ def test_every_audio_tower_takes_sounds_as_short_as_50_ms(space_name, tmp_path):
         from mmretrieval.encoders.audio_tower import build_audio_tower
 
         torch.save(build_audio_tower(spec.config).state_dict(), weights)
-    from dataclasses import replace
-
-    enc = AudioEncoder.from_spec(replace(spec, weights=str(weights)), space_name, spec.config.get("embed_dim", 512),
-                                 torch.device("cpu"))
+    enc = AudioEncoder.from_weights(weights, spec, spec.config.get("embed_dim", 512), torch.device("cpu"))
     sr = spec.sample_rate
     clips = [tone(1000, 0.05, sr), tone(700, 0.1, sr), tone(300, 1.0, sr)]
     v = enc.encode(clips)
@@ -168,6 +165,7 @@ def test_an_encoder_failure_is_our_bug_not_the_files(tmp_path, monkeypatch, tiny
     rep = eng.index([d])
     assert rep.added["image"] == 2
     assert rep.skipped == [(str(d / "blue.png"), ENCODER_BUG)]
+    assert rep.files_new == 2  # counts add up: the refused file is skipped, not new
     assert "RuntimeError" not in ENCODER_BUG and "internal error" in ENCODER_BUG
     assert eng.check()["consistent"]
 
@@ -228,3 +226,15 @@ def test_max_pixels_setting(tmp_path, monkeypatch, tiny_space_dir, capsys):
         load_image(big)
     monkeypatch.setenv("MMR_MAX_PIXELS", "1e9")
     assert load_image(big, draft_to=448).size == (10_000, 10_000)
+
+
+def test_clip_weights_that_do_not_fit_the_model(tiny_space_dir, capsys, tmp_path):
+    """A checkpoint of another architecture is a typed error naming the file, not an internal error."""
+    ckpt = tiny_space_dir / "open_clip_model.safetensors"
+    with pytest.raises(WeightsMismatchError, match="do not fit the open_clip model ViT-B-32"):
+        mmr.Engine(tmp_path / "idx", model=f"ViT-B-32:{ckpt}")
+    (tmp_path / "m").mkdir()
+    shape_image("red").save(tmp_path / "m" / "a.png")
+    assert main(["index", str(tmp_path / "m"), "--index", str(tmp_path / "idx2"), "--model", f"ViT-B-32:{ckpt}"]) == 1
+    err = capsys.readouterr().err
+    assert str(ckpt) in err and "internal error" not in err

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import DecodeError, UsageError, WeightsMismatchError
-from ..space.spec import AudioSpec
 from .audio_tower import build_audio_tower
 from .base import Encoder
+
+if TYPE_CHECKING:  # encoders do not import the space layer; the space builds them
+    from ..space.spec import AudioSpec
 
 MIN_SECONDS = 0.05  # shorter than this carries no usable sound
 
@@ -100,7 +102,7 @@ def check_wave(wave: Any, sample_rate: int) -> np.ndarray:
     if wave.ndim != 1:
         raise DecodeError(f"audio must be 1-D samples, got shape {wave.shape}")
     if wave.size == 0:
-        raise DecodeError("no audio samples (the file has a header but no sound)")
+        raise DecodeError("audio too short: no samples (the file has a header but no sound)")
     if wave.size < MIN_SECONDS * sample_rate:
         raise DecodeError(f"audio too short: {wave.size / sample_rate:.3f} s (minimum {MIN_SECONDS} s)")
     if not np.isfinite(wave).all():
@@ -165,11 +167,9 @@ class AudioEncoder(Encoder):
         return np.resize(wave, need)
 
     @classmethod
-    def from_spec(cls, spec: AudioSpec, space_name: str, dim: int, device: torch.device,
-                  dtype: torch.dtype = torch.float32) -> "AudioEncoder":
-        from ..space.weights import resolve_audio_weights
-
-        path = resolve_audio_weights(spec.weights, space_name)
+    def from_weights(cls, path: str | os.PathLike, spec: AudioSpec, dim: int, device: torch.device,
+                     dtype: torch.dtype = torch.float32) -> "AudioEncoder":
+        """The tower `spec.config` describes, with the weights in `path` (resolved by the space)."""
         tower = build_audio_tower({**spec.config, "embed_dim": spec.config.get("embed_dim", dim)})
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:

@@ -80,14 +80,21 @@ def to_rgb(img: Image.Image) -> Image.Image:
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # High bit depth grey is shown the way viewers of such images (ImageJ, astronomy and microscopy
-        # tools) show it: stretched from min(0, darkest) to the brightest value. A 12-bit scan stored in 16
-        # bits (values 0..4095, or 0..30) then looks like an image, not black, and the same pixels give the
-        # same picture whether they are stored as I;16, I or F.
+        # High bit depth grey, by its values alone (so the same pixels give the same picture whether they
+        # are stored as I;16, I or F): 16-bit data keeps its level (65535 is white, 32768 mid-grey); data
+        # that uses 12 bits or fewer of it (a 12-bit scan in a 16-bit file, values 0..4095 or even 0..30) is
+        # shown from 0 to its brightest value, as viewers of such images (ImageJ, astronomy and microscopy
+        # tools) show it, instead of nearly black; floats in [0, 1] are taken as they are; anything else
+        # (negative or beyond 16 bits) is stretched from its darkest to its brightest value.
         arr = np.asarray(img, dtype=np.float64)
         finite = arr[np.isfinite(arr)]
-        lo = min(float(finite.min()), 0.0) if finite.size else 0.0
-        hi = float(finite.max()) if finite.size else 1.0
+        lo_v, hi_v = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        if mode == "F" and lo_v >= 0.0 and hi_v <= 1.0:
+            lo, hi = 0.0, 1.0
+        elif lo_v >= 0.0 and hi_v <= 65535.0:
+            lo, hi = 0.0, (65535.0 if hi_v >= 4096.0 else max(hi_v, 1.0))
+        else:
+            lo, hi = lo_v, hi_v
         arr = np.nan_to_num((arr - lo) / max(hi - lo, 1e-12), nan=0.0, posinf=1.0, neginf=0.0)
         grey = Image.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
         return grey.convert("RGB")

@@ -88,7 +88,8 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:n].to(cast_dtype)
     x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
     x = model.ln_final(x)
-    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    eos = getattr(model, "text_eos_id", None)  # open_clip >= 3.1 pools at an EOS id; 3.0 has no such argument
+    x = text_global_pool(x, tokens, model.text_pool_type, **({"eos_token_id": eos} if eos is not None else {}))
     if model.text_projection is not None:
         x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
     return x

@@ -1,37 +1,12 @@
 """Walk folders and say what each file is. Nothing here decodes; errors become skip reasons."""
 from __future__ import annotations
 
-import functools
 import os
 import stat
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-# What libsndfile reads, and the containers FFmpeg (PyAV) decodes audio from.
-AUDIO_EXTS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aif", ".aiff", ".aifc", ".au", ".snd",
-                        ".w64", ".caf", ".m4a", ".m4b", ".aac", ".wma", ".webm", ".mka", ".wv", ".ape", ".amr",
-                        ".ac3", ".mp2", ".spx"})
-TEXT_EXTS = frozenset({".txt", ".md", ".markdown", ".rst", ".text"})
-
-
-@functools.lru_cache(maxsize=1)
-def image_exts() -> frozenset[str]:
-    """Every extension of an image format the installed Pillow (with its plugins) can decode."""
-    from ..encoders.image import image_extensions
-
-    return image_extensions()
-
-
-def modality_of(path: str | os.PathLike) -> str | None:
-    ext = os.path.splitext(os.fspath(path))[1].lower()
-    if ext in AUDIO_EXTS:
-        return "audio"
-    if ext in TEXT_EXTS:
-        return "text"
-    if ext in image_exts():
-        return "image"
-    return None
-
+from ..modalities import modality_of  # which registered modality claims a file
 
 @dataclass(frozen=True)
 class FileEntry:

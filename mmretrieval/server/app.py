@@ -12,7 +12,8 @@ from typing import Any
 from ..engine import Engine
 from ..errors import (DecodeError, IndexLockedError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError,
                       MMRError, SpaceError, SpaceMismatchError, UsageError)
-from .media import cached, image_thumbnail, media_type, waveform_png
+from ..modalities import get_modality, modalities
+from .media import cached, media_type
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 STATUS = [(UsageError, 422), (DecodeError, 422), (ItemNotFoundError, 404), (IndexNotFoundError, 404),
@@ -91,17 +92,18 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
             form = await request.form()
             k = _int(form.get("k", 10))
             types = parse_types(form.getlist("types") or form.getlist("type"))
-            for field in ("image", "audio"):
+            for field in (m.name for m in modalities() if m.file_query):
                 up = form.get(field)
                 if up is not None and hasattr(up, "read"):
                     data = await _read_limited(up, max_upload)
-                    suffix = os.path.splitext(up.filename or "")[1][:10] or (".jpg" if field == "image" else ".wav")
+                    suffix = os.path.splitext(up.filename or "")[1][:10]  # decoders go by content, not by name
                     with tempfile.NamedTemporaryFile(suffix=suffix) as f:
                         f.write(data)
                         f.flush()
                         with lock:
                             return hits(engine.search(**{field: f.name}, k=k, types=types))
-            raise UsageError("multipart search needs a file field named 'image' or 'audio'")
+            fields = " or ".join(repr(m.name) for m in modalities() if m.file_query)
+            raise UsageError(f"multipart search needs a file field named {fields}")
         try:
             body = await request.json()
         except ValueError:
@@ -133,12 +135,12 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
         with lock:
             r = item_or_404(item_id)
         # Only paths from the catalog reach the filesystem; nothing from the request does.
-        if r.modality == "image":
-            return Response(cached(thumbs, f"{r.file_id}.jpg", lambda: image_thumbnail(r.path)), media_type="image/jpeg")
-        if r.modality == "audio":
-            s, e = r.locator.get("start"), r.locator.get("end")
-            return Response(cached(thumbs, f"{r.id}.png", lambda: waveform_png(r.path, s, e)), media_type="image/png")
-        raise ItemNotFoundError(f"item {item_id} is a text passage; it has no thumbnail")
+        m = get_modality(r.modality)
+        thumb = m.thumbnail(r) if m.thumbnail is not None else None
+        if thumb is None:
+            raise ItemNotFoundError(f"item {item_id} is a {r.modality} item; it has no thumbnail")
+        name, media_type_, make = thumb
+        return Response(cached(thumbs, name, make), media_type=media_type_)
 
     @app.get("/items/{item_id}/media")
     def media(item_id: int):

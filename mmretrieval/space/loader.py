@@ -9,7 +9,11 @@ from typing import Any
 
 import torch
 
-from ..errors import MissingWeightsError, SpaceError, UnsupportedModalityError, WeightsMismatchError
+from ..encoders.audio import AudioEncoder
+from ..encoders.image import ImageEncoder
+from ..encoders.packed import pack_transformer_blocks
+from ..encoders.text import TextEncoder
+from ..errors import MissingWeightsError, SpaceError, UnsupportedModalityError, UsageError, WeightsMismatchError
 from .precision import DTYPES, parse_precision, reduced
 from .spec import SpaceSpec, fingerprint_of
 from .weights import ResolvedClip, file_sha256, resolve_audio_weights, resolve_clip
@@ -87,10 +91,6 @@ class Space:
         `inference=False` keeps the model trainable: no prepacked weights (see `encoders.packed`)."""
         import open_clip
 
-        from ..encoders.audio import AudioEncoder
-        from ..encoders.image import ImageEncoder
-        from ..encoders.text import TextEncoder
-
         if num_threads:
             torch.set_num_threads(num_threads)
         self.spec = spec
@@ -106,8 +106,6 @@ class Space:
         model.eval()
         _cast_towers(model, self.precision)
         if inference and self.device.type == "cpu":
-            from ..encoders.packed import pack_transformer_blocks
-
             pack_transformer_blocks(model)
         self.model = model
         self.preprocess = preprocess
@@ -120,23 +118,27 @@ class Space:
                                   draft_to=2 * (min(size) if isinstance(size, (list, tuple)) else int(size)))
         self.audio: AudioEncoder | None = None
         if spec.audio is not None:
-            self.audio = AudioEncoder.from_spec(spec.audio, spec.name, self.dim, self.device,
-                                                dtype=DTYPES[self.precision["audio"]])
+            self.audio = AudioEncoder.from_weights(resolve_audio_weights(spec.audio.weights, spec.name), spec.audio,
+                                                   self.dim, self.device,
+                                                   dtype=DTYPES[self.precision["audio"]])
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return ("text", "image", "audio") if self.audio is not None else ("text", "image")
+        """The registered modalities this space has a tower for."""
+        from ..modalities import modalities
+
+        return tuple(m.name for m in modalities() if m.encoder(self) is not None)
 
     def encoder(self, modality: str):
-        if modality == "text":
-            return self.text
-        if modality == "image":
-            return self.image
-        if modality == "audio":
-            if self.audio is None:
-                raise UnsupportedModalityError(f"space {self.spec.name!r} has no audio tower")
-            return self.audio
-        raise SpaceError(f"unknown modality {modality!r}; valid: text, image, audio")
+        from ..modalities import get_modality
+
+        try:
+            enc = get_modality(modality).encoder(self)
+        except UsageError as e:
+            raise SpaceError(str(e)) from None
+        if enc is None:
+            raise UnsupportedModalityError(f"space {self.spec.name!r} has no {modality} tower")
+        return enc
 
 
 def _create_clip(resolved: ResolvedClip, device: torch.device, space_name: str) -> torch.nn.Module:
@@ -150,16 +152,19 @@ def _create_clip(resolved: ResolvedClip, device: torch.device, space_name: str) 
         kwargs["force_quick_gelu"] = True
     try:
         return open_clip.create_model(resolved.model_name, **kwargs)
-    except RuntimeError as e:
-        text = str(e)
-        if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
-            where = resolved.checkpoint or resolved.model_name
-            raise WeightsMismatchError(
-                f"the weights for space {space_name!r} ({where}) do not fit the open_clip model "
-                f"{resolved.model_name}: {text.splitlines()[0][:300]}") from None
-        if "pretrained" in text.lower() and "not" in text.lower():
-            raise MissingWeightsError(f"open_clip could not load weights for {space_name}: {e}") from None
-        raise
+    except (RuntimeError, AssertionError, ValueError, KeyError) as e:
+        text = str(e).strip() or type(e).__name__
+        low = text.lower()
+        if "allocate" in low or "out of memory" in low:
+            raise
+        if "pretrained" in low and "not" in low and "size mismatch" not in low:
+            raise MissingWeightsError(f"open_clip could not load weights for {space_name}: {text}") from None
+        # Loading a state dict into the model failed (missing or unexpected keys, other shapes, a
+        # position embedding of another width...): the file is another architecture's.
+        where = resolved.checkpoint or resolved.model_name
+        raise WeightsMismatchError(
+            f"the weights for space {space_name!r} ({where}) do not fit the open_clip model "
+            f"{resolved.model_name}: {text.splitlines()[0][:300]}") from None
 
 
 def _image_transform(pre: dict[str, Any]):

@@ -1,0 +1,1 @@
+"""Encoders: one per tower family, all keeping the contract of `base.Encoder.encode`."""

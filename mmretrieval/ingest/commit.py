@@ -1,0 +1,93 @@
+"""Indexing, part 3 of 3: commit. The single writer turns embedded files into catalog rows and vectors.
+
+It assigns ids (the catalog's, never reused), replaces a changed file's items, turns a known content
+into a move (the vectors stay, the path changes) or a copy (the vectors are copied), records skips with
+their reasons, and sweeps files that vanished. It writes inside the store's open transaction; the
+caller checkpoints (`Store.checkpoint`: vectors first, then the catalog naming them).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import SpaceMismatchError
+from ..store import Store
+from .embed import EmbeddedFile
+from .plan import Plan
+
+
+class Committer:
+    def __init__(self, store: Store, plan: Plan, fingerprint: str, report) -> None:  # noqa: ANN001
+        self.store = store
+        self.plan = plan
+        self.fingerprint = fingerprint
+        self.report = report
+        self.moved_from: set[str] = set()
+        self.gone_by_hash = dict(plan.gone_by_hash)
+
+    def apply(self, f: EmbeddedFile) -> None:
+        if f.fingerprint != self.fingerprint:
+            raise SpaceMismatchError(
+                f"vectors for {f.entry.path} were made in space {f.fingerprint}, not the index's {self.fingerprint}")
+        cat, vectors, entry, report = self.store.catalog, self.store.vectors, f.entry, self.report
+        old = self.plan.known.get(entry.path)
+        if old is None:  # not under the planned roots, or added after the plan: look it up
+            old = cat.file(entry.path)
+        if old is not None:
+            removed = cat.delete_items_of_file(old.id)
+            vectors.remove(removed)
+            report.items_removed += int(removed.size)
+        fp = self.fingerprint
+        if f.error is not None:
+            cat.upsert_file(entry.path, entry.modality, entry.size, entry.mtime_ns, None, "skipped", f.error, fp)
+            report.skipped.append((entry.path, f.error))
+            return
+        if old is not None:
+            report.files_changed += 1
+        if f.reuse:
+            self._reuse(f, old)
+            return
+        if f.note:
+            report.notes.append((entry.path, f.note))
+        file_id = cat.upsert_file(entry.path, entry.modality, entry.size, entry.mtime_ns, f.hash, "indexed", None, fp)
+        ids = cat.add_items(file_id, entry.modality, f.items)
+        if ids.size:
+            vectors.add(ids, np.asarray(f.vectors, np.float32))
+            report.added[entry.modality] += int(ids.size)
+        if old is None:
+            report.files_new += 1
+
+    def _reuse(self, f: EmbeddedFile, old) -> None:  # noqa: ANN001
+        cat, vectors, entry, report = self.store.catalog, self.store.vectors, f.entry, self.report
+        src = self.gone_by_hash.get(f.hash) or self.plan.present_by_hash.get(f.hash)
+        if src is None:
+            raise AssertionError(f"no source for reused content of {entry.path}")  # the plan said there was
+        if src.path not in self.moved_from and self.gone_by_hash.get(f.hash) is src:
+            if old is not None:
+                cat.delete_file(old.id)
+            cat.move_file(src.id, entry.path, entry.size, entry.mtime_ns)
+            self.moved_from.add(src.path)
+            self.gone_by_hash.pop(f.hash, None)
+            if old is None:
+                report.files_moved += 1
+            return
+        # copy: same content as an indexed file; reuse its vectors
+        items = cat.items_of_file(src.id)
+        ids = np.array([i.id for i in items], dtype=np.int64)
+        vecs = vectors.reconstruct(ids) if ids.size else np.empty((0, vectors.dim), np.float32)
+        file_id = cat.upsert_file(entry.path, entry.modality, entry.size, entry.mtime_ns, f.hash, "indexed", None,
+                                  self.fingerprint)
+        new_ids = cat.add_items(file_id, src.modality, [(i.locator, i.text) for i in items])
+        if new_ids.size:
+            vectors.add(new_ids, vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
+        if old is None:
+            report.files_copied += 1
+
+    def sweep(self) -> None:
+        """Forget the files under the roots that vanished (and were not moved)."""
+        for path, row in self.plan.gone.items():
+            if path in self.moved_from:
+                continue
+            removed = self.store.catalog.delete_file(row.id)
+            self.store.vectors.remove(removed)
+            self.report.files_removed += 1
+            self.report.items_removed += int(removed.size)

@@ -1,0 +1,205 @@
+"""Indexing, part 2 of 3: embed. Files in, vectors out; no catalog, no index, no ids.
+
+`Embedder.stream` reads, hashes and decodes files in worker threads (ahead of the model) and encodes
+their items in batches per modality, yielding one `EmbeddedFile` per input file, in input order. It
+knows nothing of the catalog beyond `reusable` (plain data from the plan: contents whose vectors the
+index already holds), so the same code runs here, in another process or on another machine
+(`EmbedTask` is picklable; `run_embed_task` builds the space once per process). The results go to the
+single writer (`commit.Committer`, or `Engine.add_embeddings` for vectors made elsewhere).
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from ..errors import DecodeError
+from .decode import Decoded, Decoder, PooledWindows, read_and_hash
+from .walk import FileEntry
+
+log = logging.getLogger(__name__)
+
+ENCODER_BUG = ("not indexed because of an internal error in mmretrieval, not a problem with this file "
+               "(please report it; MMR_DEBUG=1 shows the details)")
+
+
+@dataclass
+class EmbeddedFile:
+    """One file's outcome: its items and their vectors, or the reason it is skipped, or "reuse"."""
+
+    entry: FileEntry
+    hash: str | None
+    fingerprint: str                                   # the space that made the vectors
+    items: list[tuple[dict[str, Any], str | None]] = field(default_factory=list)  # (locator, text) per item
+    vectors: np.ndarray | None = None                  # [len(items), dim] float32, L2-normalised
+    error: str | None = None                           # why it is skipped (about the file)
+    note: str | None = None                            # indexed, with something to know (e.g. only in part)
+    reuse: bool = False                                # the index already holds vectors for this content
+
+
+@dataclass
+class _Open:
+    """A decoded file whose items are being encoded."""
+
+    entry: FileEntry
+    hash: str
+    items: list[tuple[dict[str, Any], str | None]]
+    vectors: np.ndarray
+    missing: int
+    note: str | None
+    error: str | None = None
+
+
+class Embedder:
+    """Decode + encode for one loaded space. `reusable`: content hash -> (modality, path or None) of
+    vectors the index already holds; such files are hashed but not decoded (moves and copies)."""
+
+    def __init__(self, space: Any, *, batch_size: int = 32, workers: int = 2, pool_audio: bool = False,
+                 reusable: dict[str, tuple[str, str | None]] | None = None) -> None:
+        self.space = space
+        self.batch_size = max(1, batch_size)
+        self.workers = max(1, workers)
+        self.decoder = Decoder(space, pool_audio=pool_audio)
+        self.reusable = reusable or {}
+
+    # ----------------------------------------------------------------- per file, in worker threads
+    def _prepare(self, entry: FileEntry) -> Decoded | EmbeddedFile:
+        try:
+            digest, data = read_and_hash(entry.path, entry.size)
+            known = self.reusable.get(digest)
+            if known is not None and known[0] == entry.modality and known[1] != entry.path:
+                return EmbeddedFile(entry, digest, self.space.fingerprint, reuse=True)
+            return self.decoder.decode(entry, digest, data)
+        except DecodeError as e:
+            return EmbeddedFile(entry, None, self.space.fingerprint, error=str(e))
+        except MemoryError:
+            return EmbeddedFile(entry, None, self.space.fingerprint, error="out of memory while decoding")
+        except Exception as e:  # one bad file never ends the run
+            return EmbeddedFile(entry, None, self.space.fingerprint,
+                                error=f"unexpected {type(e).__name__}: {str(e)[:200]}")
+
+    # ----------------------------------------------------------------- the stream
+    def stream(self, entries: Iterable[FileEntry]) -> Iterator[EmbeddedFile]:
+        """One `EmbeddedFile` per entry, in order; decoding runs ahead in threads, encoding in batches."""
+        entries = list(entries)
+        window = max(4 * self.workers, 8)  # bounded read-ahead keeps memory bounded
+        done: deque[_Open | EmbeddedFile] = deque()
+        queues: dict[str, list[tuple[_Open, int, Any]]] = {}
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mmr-decode") as pool:
+            futures: deque[Future] = deque()
+            it = iter(entries)
+            for e in it:
+                futures.append(pool.submit(self._prepare, e))
+                if len(futures) >= window:
+                    break
+            while futures:
+                result = futures.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    futures.append(pool.submit(self._prepare, nxt))
+                done.append(self._open(result, queues))
+                # Encode full batches; if the oldest file waits on a modality that fills slowly, encode it now.
+                for modality in list(queues):
+                    while len(queues[modality]) >= self.batch_size:
+                        self._encode(modality, queues, self.batch_size)
+                if len(done) > 4 * self.batch_size and isinstance(done[0], _Open) and done[0].missing:
+                    self._encode(done[0].entry.modality, queues)
+                yield from self._ready(done)
+        for modality in list(queues):
+            while queues[modality]:
+                self._encode(modality, queues, self.batch_size)
+        yield from self._ready(done)
+        assert not done
+
+    def _open(self, result: Decoded | EmbeddedFile, queues: dict[str, list]) -> _Open | EmbeddedFile:
+        if isinstance(result, EmbeddedFile):
+            return result
+        items = [(it.locator, it.text) for it in result.items]
+        f = _Open(result.entry, result.hash, items, np.zeros((len(items), self.space.dim), np.float32),
+                  len(items), result.note)
+        q = queues.setdefault(result.entry.modality, [])
+        q.extend((f, i, it.payload) for i, it in enumerate(result.items))
+        return f
+
+    def _encode(self, modality: str, queues: dict[str, list], n: int | None = None) -> None:
+        q = queues.get(modality) or []
+        n = len(q) if n is None else min(n, len(q))
+        batch, queues[modality] = q[:n], q[n:]
+        if not batch:
+            return
+        encoder = self.space.encoder(modality)
+        payloads = [p for _, _, p in batch]
+        try:
+            vecs = _encode(encoder, payloads)
+            ok = [True] * len(batch)
+        except Exception:
+            # Isolate the item that breaks the batch; its file is skipped, the rest goes on.
+            vecs = np.zeros((len(batch), encoder.dim), np.float32)
+            ok = [False] * len(batch)
+            for i, p in enumerate(payloads):
+                try:
+                    vecs[i] = _encode(encoder, [p])[0]
+                    ok[i] = True
+                except Exception:
+                    # Decoding already vetted the file, so this is a bug of ours, not the file's problem:
+                    # the file is skipped (the run goes on) with a reason that says so; the log has the trace.
+                    log.exception("encoding an item of %s failed", batch[i][0].entry.path)
+        for (f, i, _), v, good in zip(batch, vecs, ok):
+            f.vectors[i] = v
+            f.missing -= 1
+            if not good:
+                f.error = ENCODER_BUG
+
+    def _ready(self, done: deque) -> Iterator[EmbeddedFile]:
+        while done and (not isinstance(done[0], _Open) or done[0].missing == 0):
+            f = done.popleft()
+            if isinstance(f, EmbeddedFile):
+                yield f
+            elif f.error is not None:
+                yield EmbeddedFile(f.entry, None, self.space.fingerprint, error=f.error)
+            else:
+                yield EmbeddedFile(f.entry, f.hash, self.space.fingerprint, f.items, f.vectors, note=f.note)
+
+
+def _encode(encoder: Any, payloads: list[Any]) -> np.ndarray:
+    """Encode a batch; a pooled audio payload becomes the normalised mean of its windows' vectors."""
+    if not any(isinstance(p, PooledWindows) for p in payloads):
+        return encoder.encode(payloads, batch_size=len(payloads))
+    return np.stack([encoder.encode_pooled(p if isinstance(p, PooledWindows) else [p]) for p in payloads])
+
+
+# ----------------------------------------------------------------- in another process
+@dataclass(frozen=True)
+class EmbedTask:
+    """Everything a worker process needs to embed a share of the files (plain, picklable data)."""
+
+    space: dict[str, Any]                 # SpaceSpec.to_dict()
+    precision: str | dict[str, str]
+    entries: tuple[FileEntry, ...]
+    reusable: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    batch_size: int = 32
+    workers: int = 2
+    pool_audio: bool = False
+
+
+_SPACES: dict[str, Any] = {}
+
+
+def run_embed_task(task: EmbedTask) -> list[EmbeddedFile]:
+    """Embed `task.entries` in this process; the space is built once per process and reused."""
+    import json
+
+    from ..space.loader import Space
+    from ..space.spec import SpaceSpec
+
+    key = json.dumps([task.space, task.precision], sort_keys=True, default=str)
+    space = _SPACES.get(key)
+    if space is None:
+        space = _SPACES[key] = Space(SpaceSpec.from_dict(task.space), precision=task.precision)
+    emb = Embedder(space, batch_size=task.batch_size, workers=task.workers, pool_audio=task.pool_audio,
+                   reusable=task.reusable)
+    return list(emb.stream(task.entries))

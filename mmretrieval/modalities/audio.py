@@ -1,0 +1,85 @@
+"""Audio: decoded mono at the tower's rate and cut into windows, one item each (or one pooled item per file)."""
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+
+from ..encoders.audio import load_audio, windows
+from .base import DecodeContext, Item, Modality, register_modality
+
+# What libsndfile reads, and the containers FFmpeg (PyAV) decodes audio from.
+EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aif", ".aiff", ".aifc", ".au", ".snd",
+                        ".w64", ".caf", ".m4a", ".m4b", ".aac", ".wma", ".webm", ".mka", ".wv", ".ape", ".amr",
+                        ".ac3", ".mp2", ".spx"})
+
+
+class PooledWindows(list):
+    """All windows of one audio file, to be encoded and averaged into a single item."""
+
+
+def decode(data: bytes | None, path: str, ctx: DecodeContext) -> tuple[list[Item], str | None]:
+    spec = ctx.space.spec.audio
+    sr = spec.sample_rate
+    wave = load_audio(io.BytesIO(data) if data is not None else os.fspath(path), sr)
+    wins = windows(wave, sr, spec.window_s, spec.hop_s)
+    if ctx.pool_audio and len(wins) > 1:
+        loc = {"start": 0.0, "end": round(wave.size / sr, 3), "pooled_windows": len(wins)}
+        return [Item(loc, None, PooledWindows(w.samples for w in wins))], None
+    return [Item(w.locator(), None, w.samples) for w in wins], None
+
+
+def _ts(seconds: float) -> str:
+    m, s = divmod(float(seconds), 60)
+    return f"{int(m)}:{s:04.1f}"
+
+
+def describe(locator: dict[str, Any], text: str | None) -> tuple[str, str]:
+    return "", f"  [{_ts(locator.get('start', 0))}–{_ts(locator.get('end', 0))}]"
+
+
+def waveform_png(path: str, start: float | None = None, end: float | None = None, width: int = 320,
+                 height: int = 96) -> bytes:
+    """The min/max envelope of the audio (the window's range highlighted), as a small PNG."""
+    from PIL import Image, ImageDraw
+
+    sr = 8000
+    wave = load_audio(path, sr)
+    img = Image.new("RGB", (width, height), (250, 250, 252))
+    d = ImageDraw.Draw(img)
+    n = max(1, wave.size)
+    if start is not None and end is not None and n > 1:
+        x0, x1 = int(start * sr / n * width), int(end * sr / n * width)
+        d.rectangle((x0, 0, max(x0 + 1, x1), height), fill=(220, 232, 250))
+    cols = np.array_split(wave if wave.size else np.zeros(1), width)
+    peak = max(float(np.abs(wave).max()) if wave.size else 0.0, 1e-6)
+    mid = height / 2
+    for x, c in enumerate(cols):
+        if c.size:
+            lo, hi = float(c.min()) / peak, float(c.max()) / peak
+            d.line((x, mid - hi * (mid - 4), x, mid - lo * (mid - 4)), fill=(40, 90, 170))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def thumbnail(row: Any):
+    s, e = row.locator.get("start"), row.locator.get("end")
+    return f"{row.id}.png", "image/png", lambda: waveform_png(row.path, s, e)
+
+
+AUDIO = register_modality(Modality(
+    name="audio",
+    extensions=lambda: EXTENSIONS,
+    decode=decode,
+    encoder=lambda space: space.audio,
+    # A long query clip: the mean direction of its windows.
+    encode_query=lambda enc, value: enc.encode_clip(value),
+    describe=describe,
+    thumbnail=thumbnail,
+    missing_tower="this space has no audio tower (use a space with audio to index sound)",
+    media_types={".flac": "audio/flac", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg",
+                 ".wav": "audio/wav", ".aif": "audio/aiff", ".aiff": "audio/aiff"},
+))
