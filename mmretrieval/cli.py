@@ -147,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if debug:
         import logging
 
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("mmretrieval").setLevel(logging.DEBUG)  # ours in full; libraries' warnings only
     from .errors import MMRError, UsageError
 
     try:
@@ -177,7 +178,6 @@ def _err(msg: str) -> None:
 # ------------------------------------------------------------------ commands
 def cmd_index(args: argparse.Namespace) -> int:
     from .engine import Engine
-
     from .quiet import captured_output, count_lines
 
     progress = not args.no_progress and sys.stderr.isatty()
