@@ -84,6 +84,7 @@ class VectorIndex:
             # nprobe 80, filtered: 4.1 -> 2.3 ms on 2 cores.
             ivf.parallel_mode = 1
         self.index = index
+        self._max_id: int | None = None  # an upper bound of the stored ids, computed once when needed
 
     @classmethod
     def create(cls, dim: int) -> "VectorIndex":
@@ -248,10 +249,17 @@ class VectorIndex:
             return
         if np.unique(ids).size != ids.size:
             raise UsageError("duplicate ids in one add")
-        present = np.isin(ids, self.ids())
-        if present.any():
-            raise UsageError(f"ids already in the index: {ids[present][:5].tolist()}")
+        if self._max_id is None:
+            stored = self.ids()
+            self._max_id = int(stored.max()) if stored.size else -1
+        # Catalog ids only grow (never reused), so new ids lie above every stored one and the check costs
+        # O(added), not O(stored); anything else gets the full check.
+        if int(ids.min()) <= self._max_id:
+            present = np.isin(ids, self.ids())
+            if present.any():
+                raise UsageError(f"ids already in the index: {ids[present][:5].tolist()}")
         self.index.add_with_ids(vecs, ids)
+        self._max_id = max(self._max_id, int(ids.max()))
 
     def remove(self, ids: np.ndarray) -> int:
         ids = _check_ids(ids)
