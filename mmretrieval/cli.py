@@ -400,7 +400,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .space.loader import Space
+    from .space.runtime import Space
     from .space.registry import resolve_model_arg
     from .train.evaluate import evaluate
 

@@ -20,7 +20,7 @@ from .ingest.plan import Plan
 from .ingest.walk import normalise_roots, under
 from .modalities import get_modality, modality_names
 from .query import Query, make_query
-from .space.loader import Space, space_identity
+from .space.runtime import Space, space_identity
 from .space.precision import TOWERS, describe, parse_precision
 from .space.registry import resolve_model_arg
 from .space.spec import SpaceSpec, fingerprint_of

@@ -25,7 +25,7 @@ def tiny_space_noaudio_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_space(tiny_space_dir):
-    from mmretrieval.space.loader import Space
+    from mmretrieval.space.runtime import Space
     from mmretrieval.space.registry import load_space_dir
 
     return Space(load_space_dir(tiny_space_dir))

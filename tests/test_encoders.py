@@ -157,7 +157,7 @@ def test_trimmed_text_encoding_matches_open_clip(tiny_space):
     """The fast path (sorted, trimmed to the longest text of each batch) equals open_clip's encode_text."""
     import torch
 
-    from mmretrieval.space.loader import Space
+    from mmretrieval.space.runtime import Space
     from mmretrieval.space.registry import resolve_model_arg
 
     texts = ["a red circle", "a", "a much longer description of a blue square on a pale background, drawn twice",
@@ -179,7 +179,7 @@ def test_packed_image_tower_matches_open_clip(tiny_space):
     """Prepacked projections (encoders.packed) against open_clip's modules, fp32 and bf16."""
     import torch
 
-    from mmretrieval.space.loader import Space
+    from mmretrieval.space.runtime import Space
 
     x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     plain = Space(tiny_space.spec, inference=False).model
@@ -196,7 +196,7 @@ def test_jpeg_draft_decode_matches_full_decode(tiny_space, tmp_path):
     """The fast path (DCT-domain downscale, then the model's own resize/crop) against full decode."""
     import torch
 
-    from mmretrieval.space.loader import Space
+    from mmretrieval.space.runtime import Space
     from mmretrieval.space.registry import resolve_model_arg
 
     rng = np.random.default_rng(0)

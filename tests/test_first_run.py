@@ -238,7 +238,7 @@ def test_fp32_towers_match_open_clip_to_float_rounding(name, home, monkeypatch):
     (GELU for weights trained with QuickGELU moves vectors by ~1e-4, which the 0.999 bound above allows)."""
     import huggingface_hub.constants
 
-    from mmretrieval.space.loader import Space
+    from mmretrieval.space.runtime import Space
 
     spec = mmr.resolve_model_arg(name)
     place_space_weights(spec, home)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from mmretrieval.cli import main
 from mmretrieval.encoders.base import Encoder
 from mmretrieval.errors import DecodeError
 from mmretrieval.modalities import Item, Modality, modality_of, register_modality, unregister_modality
+from mmretrieval.space.towers import TowerFamily
 from mmretrieval.synth import shape_image
 
 
@@ -84,3 +86,48 @@ def test_unregistered_types_are_refused_with_the_valid_ones(tmp_path, tiny_space
         eng.search("x", types=["vector"])
     with pytest.raises(mmr.UsageError, match="unknown modality 'vector'"):
         eng.search(vector=np.zeros(4))
+
+
+class ProjectionFamily(TowerFamily):
+    """A toy tower family: its towers take vectors already in the space (the `vector` modality)."""
+
+    name = "test-projection"
+
+    def identity(self, tower, space):
+        return {f"tower:{tower.name}": {"family": self.name, "config": tower.config}}
+
+    def load(self, tower, space):
+        return {"vector": VectorEncoder(space.dim, space.device)}
+
+
+def test_a_tower_family_is_one_class_and_a_registry_entry(tmp_path, tiny_space_dir):
+    """A space.json may list more towers of registered families; each tower gets its own fingerprint."""
+    import json
+
+    from mmretrieval.space.towers import TOWER_FAMILIES, register_tower_family
+
+    register_tower_family(ProjectionFamily())
+    register_modality(replace(VECTOR, encoder=lambda space: space.encoders.get("vector"),
+                              missing_tower="this space has no vector tower"))
+    try:
+        spec = json.loads((tiny_space_dir / "space.json").read_text())
+        spec["clip"] = {"config": str(tiny_space_dir / "open_clip_config.json")}
+        spec["audio"]["weights"] = str(tiny_space_dir / "audio_tower.pt")
+        with_tower = tmp_path / "with"
+        with_tower.mkdir()
+        (with_tower / "space.json").write_text(json.dumps({**spec, "name": "with-vec", "towers": [
+            {"name": "vec", "family": "test-projection", "modalities": ["vector"], "config": {"v": 1}}]}))
+        d = tmp_path / "lib"
+        d.mkdir()
+        plain = mmr.Engine(tmp_path / "plain", model=str(tiny_space_dir))
+        np.save(d / "a.npy", plain.space.image.encode([shape_image("red")])[0])
+        assert [r for _, r in plain.index([d]).skipped] == ["this space has no vector tower"]
+        eng = mmr.Engine(tmp_path / "idx", model=str(with_tower))
+        assert eng.index([d]).added["vector"] == 1
+        assert eng.space.fingerprint != plain.space.fingerprint
+        assert eng.space.tower_fingerprints["clip"] == plain.space.tower_fingerprints["clip"]
+        assert set(eng.space.tower_fingerprints) == {"clip", "audio", "vec"}
+        assert eng.spec.to_dict()["towers"][0]["family"] == "test-projection"  # the index remembers it
+    finally:
+        unregister_modality("vector")
+        TOWER_FAMILIES.pop("test-projection", None)

@@ -10,7 +10,7 @@ import pytest
 
 import mmretrieval as mmr
 from mmretrieval.errors import SpaceMismatchError, UsageError
-from mmretrieval.space.loader import Space
+from mmretrieval.space.runtime import Space
 from mmretrieval.space.precision import auto_precision, describe, parse_precision
 from mmretrieval.train.corpus import generate
 

@@ -4,7 +4,7 @@ import pytest
 
 import mmretrieval as mmr
 from mmretrieval.errors import MissingWeightsError, SpaceError
-from mmretrieval.space.loader import space_identity
+from mmretrieval.space.runtime import space_identity
 from mmretrieval.space.spec import fingerprint_of
 from mmretrieval.space.weights import resolve_clip
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import mmretrieval as mmr
-from mmretrieval.space.loader import Space
+from mmretrieval.space.runtime import Space
 from mmretrieval.train.corpus import generate
 from mmretrieval.train.evaluate import evaluate
 

@@ -6,7 +6,7 @@ import pytest
 import mmretrieval as mmr
 from mmretrieval.cli import main
 from mmretrieval.errors import SpaceMismatchError, UsageError
-from mmretrieval.space.loader import Space
+from mmretrieval.space.runtime import Space
 from mmretrieval.space.registry import load_space_dir
 from mmretrieval.train.corpus import generate
 from mmretrieval.train.evaluate import evaluate

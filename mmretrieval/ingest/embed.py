@@ -193,7 +193,7 @@ def run_embed_task(task: EmbedTask) -> list[EmbeddedFile]:
     """Embed `task.entries` in this process; the space is built once per process and reused."""
     import json
 
-    from ..space.loader import Space
+    from ..space.runtime import Space
     from ..space.spec import SpaceSpec
 
     key = json.dumps([task.space, task.precision], sort_keys=True, default=str)

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..space.loader import Space
+from ..space.runtime import Space
 from ..store import Store
 from .commit import Committer
 from .embed import ENCODER_BUG, Embedder  # noqa: F401  (ENCODER_BUG: the reason an encoder failure gives)

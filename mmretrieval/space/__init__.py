@@ -1,1 +1,2 @@
-"""Spaces: what one is (spec), the named ones (registry), where weights come from (weights), the loaded towers (loader)."""
+"""Spaces: what one is (spec), the named ones (registry), where weights come from (weights), tower
+families (towers), and the runtime space built from them (runtime)."""

@@ -66,6 +66,9 @@ class SpaceSpec:
     audio: AudioSpec | None = None
     metric: str = "cosine"
     description: str = ""
+    # More towers, of registered families (`space.towers`), as space.json's "towers" list describes them:
+    # ({"name": ..., "family": ..., "modalities": [...], "config": {...}}, ...)
+    more_towers: tuple[dict[str, Any], ...] = ()
     # Where the spec came from (registry name, folder, or --model argument); informational.
     source: str = field(default="", compare=False)
 
@@ -77,6 +80,19 @@ class SpaceSpec:
     def modalities(self) -> tuple[str, ...]:
         return ("text", "image", "audio") if self.audio is not None else ("text", "image")
 
+    @property
+    def towers(self) -> tuple[Any, ...]:
+        """The space's towers (see `space.towers`): an open_clip model for text and images, and an
+        optional audio tower. Today's space.json files describe exactly these two."""
+        from .towers import TowerSpec
+
+        out = [TowerSpec("clip", "open_clip", ("text", "image"), self.clip)]
+        if self.audio is not None:
+            out.append(TowerSpec("audio", "audio", ("audio",), self.audio))
+        out += [TowerSpec(t["name"], t["family"], tuple(t.get("modalities", ())), t.get("config", {}))
+                for t in self.more_towers]
+        return tuple(out)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": SPACE_FORMAT,
@@ -86,6 +102,7 @@ class SpaceSpec:
             "audio": None if self.audio is None else {"config": self.audio.config, "weights": self.audio.weights},
             "metric": self.metric,
             "source": self.source,
+            **({"towers": [dict(t) for t in self.more_towers]} if self.more_towers else {}),
         }
 
     @classmethod
@@ -111,6 +128,7 @@ class SpaceSpec:
                 audio=audio_spec,
                 metric=d.get("metric", "cosine"),
                 description=d.get("description", ""),
+                more_towers=tuple(_tower_entry(t) for t in d.get("towers") or ()),
                 source=source or d.get("source", ""),
             )
         except KeyError as e:
@@ -118,6 +136,14 @@ class SpaceSpec:
 
     def with_source(self, source: str) -> "SpaceSpec":
         return replace(self, source=source)
+
+
+def _tower_entry(t: Any) -> dict[str, Any]:
+    if not isinstance(t, dict) or not {"name", "family"} <= set(t):
+        raise SpaceError(f"each entry of a space's 'towers' needs a name and a family, got {t!r}")
+    if t["name"] in ("clip", "audio"):
+        raise SpaceError(f"tower name {t['name']!r} is taken by the space's own clip/audio towers")
+    return dict(t)
 
 
 def _abs(value: str | None, base_dir: Path | None, tag_ok: bool = False) -> str | None:

@@ -20,7 +20,7 @@ from torch import nn
 from ..encoders.audio import load_audio
 from ..encoders.audio_tower import build_audio_tower
 from ..errors import DecodeError, UsageError
-from ..space.loader import Space
+from ..space.runtime import Space
 from ..space.registry import resolve_model_arg
 from ..space.spec import SPACE_FILE
 from .clip import TrainReport

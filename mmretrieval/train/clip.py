@@ -55,11 +55,12 @@ def _build_model(out: Path, init: str | None, config: str | None):
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{stage}", load_weights=False)
         tokenizer = open_clip.get_tokenizer(f"local-dir:{stage}")
         return model, preprocess, tokenizer, cfg
-    from ..space.loader import Space, _clip_configs
+    from ..space.runtime import Space
+    from ..space.towers import clip_configs
     from ..space.registry import resolve_model_arg
 
     space = Space(resolve_model_arg(init), inference=False)
-    model_cfg, pre = _clip_configs(space.resolved)
+    model_cfg, pre = clip_configs(space.resolved)
     pre = {k: v for k, v in pre.items() if k != "size"}
     return space.model, space.preprocess, space.tokenizer, {"model_cfg": model_cfg, "preprocess_cfg": pre}
 

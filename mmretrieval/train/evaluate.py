@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DecodeError, UsageError
-from ..space.loader import Space
+from ..space.runtime import Space
 from ..space.precision import describe
 from .pairs import Pair, read_pairs
 

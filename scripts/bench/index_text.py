@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 import mmretrieval as mmr
 from mmretrieval.encoders.text import split_passages
-from mmretrieval.space.loader import Space
+from mmretrieval.space.runtime import Space
 from mmretrieval.space.precision import describe
 from mmretrieval.train.corpus import generate
 

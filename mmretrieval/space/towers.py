@@ -1,9 +1,17 @@
-"""Build a usable `Space` (towers with real weights + encoders) from a `SpaceSpec`."""
+"""Towers: the networks of a space. A space is a set of named towers, each of a registered family, each
+encoding some modalities into the one shared space.
+
+A family knows how to describe a tower's identity (what decides where its vectors land: it enters the
+space's fingerprint, and each tower also gets a fingerprint of its own), and how to load it with real
+weights into encoders. Built in: ``open_clip`` (text + image towers of an open_clip model) and ``audio``
+(the audio tower architectures of `encoders.audio_tower.AUDIO_ARCHS`). Adding a family = one class
+registered with `register_tower_family`.
+"""
 from __future__ import annotations
 
 import json
-import logging
-from dataclasses import asdict
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +21,51 @@ from ..encoders.audio import AudioEncoder
 from ..encoders.image import ImageEncoder
 from ..encoders.packed import pack_transformer_blocks
 from ..encoders.text import TextEncoder
-from ..errors import MissingWeightsError, SpaceError, UnsupportedModalityError, UsageError, WeightsMismatchError
-from .precision import DTYPES, parse_precision, reduced
-from .spec import SpaceSpec, fingerprint_of
+from ..errors import MissingWeightsError, SpaceError, WeightsMismatchError
+from .precision import DTYPES
 from .weights import ResolvedClip, file_sha256, resolve_audio_weights, resolve_clip
 
-log = logging.getLogger(__name__)
 
-FINGERPRINT_VERSION = 1
+@dataclass(frozen=True)
+class TowerSpec:
+    """One tower of a space: its name in the space, its family, the modalities it encodes, its config."""
+
+    name: str
+    family: str
+    modalities: tuple[str, ...]
+    config: Any  # the family's own description (ClipSpec for open_clip, AudioSpec for audio)
 
 
-def _clip_configs(resolved: ResolvedClip) -> tuple[dict[str, Any], dict[str, Any]]:
+class TowerFamily(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def identity(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
+        """What decides where this tower's vectors land (needs the weights; no model is built)."""
+
+    @abstractmethod
+    def load(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
+        """Build the tower with its real weights; returns modality -> encoder."""
+
+
+TOWER_FAMILIES: dict[str, TowerFamily] = {}
+
+
+def register_tower_family(family: TowerFamily, *, replace: bool = False) -> TowerFamily:
+    if family.name in TOWER_FAMILIES and not replace:
+        raise SpaceError(f"a tower family named {family.name!r} is already registered")
+    TOWER_FAMILIES[family.name] = family
+    return family
+
+
+def tower_family(name: str) -> TowerFamily:
+    try:
+        return TOWER_FAMILIES[name]
+    except KeyError:
+        raise SpaceError(f"unknown tower family {name!r}; valid: {', '.join(TOWER_FAMILIES)}") from None
+
+
+def clip_configs(resolved: ResolvedClip) -> tuple[dict[str, Any], dict[str, Any]]:
     """The open_clip model config and the final preprocessing config, without building the model."""
     import open_clip
     from open_clip.transform import PreprocessCfg, merge_preprocess_dict
@@ -54,91 +96,65 @@ def _clip_configs(resolved: ResolvedClip) -> tuple[dict[str, Any], dict[str, Any
 IMAGE_DECODE = {"jpeg_draft": "shorter side >= 2x input size", "version": 1}
 
 
-def space_identity(spec: SpaceSpec, resolved: ResolvedClip | None = None,
-                   precision: dict[str, str] | None = None) -> dict[str, Any]:
-    """Everything that decides where vectors land; its hash is the fingerprint. Needs the weights.
+class OpenClipFamily(TowerFamily):
+    """An open_clip model: its text and image towers. Weights through open_clip's tags, caches or files."""
 
-    `precision` (tower -> fp32/bf16) enters only for towers not in fp32, so the reference keeps the
-    fingerprint it had before precision was recorded."""
-    resolved = resolved or resolve_clip(spec.clip.model, spec.clip.pretrained)
-    model_cfg, pre = _clip_configs(resolved)
-    audio = None
-    if spec.audio is not None:
-        w = resolve_audio_weights(spec.audio.weights, spec.name)
-        audio = {"config": spec.audio.config, "weights": "sha256:" + file_sha256(w)}
-    ident = {
-        "version": FINGERPRINT_VERSION,
-        "metric": spec.metric,
-        "normalized": True,
-        "clip": {"model_cfg": model_cfg, "weights": resolved.identity},
-        "preprocess": pre,
-        "image_decode": IMAGE_DECODE,
-        "audio": audio,
-    }
-    low = reduced({t: p for t, p in (precision or {}).items() if t in spec.modalities})
-    if low:
-        ident["precision"] = low
-    return ident
+    name = "open_clip"
 
+    def resolved(self, tower: TowerSpec, space: Any) -> ResolvedClip:
+        cache = space.__dict__.setdefault("_resolved", {})
+        if tower.name not in cache:
+            cache[tower.name] = resolve_clip(tower.config.model, tower.config.pretrained)
+        return cache[tower.name]
 
-class Space:
-    """A loaded shared space: one encoder per modality, all into the same L2-normalised space."""
+    def identity(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
+        resolved = self.resolved(tower, space)
+        model_cfg, pre = clip_configs(resolved)
+        return {"clip": {"model_cfg": model_cfg, "weights": resolved.identity}, "preprocess": pre,
+                "image_decode": IMAGE_DECODE}
 
-    def __init__(self, spec: SpaceSpec, *, device: str = "cpu", num_threads: int | None = None,
-                 precision: str | dict[str, str] = "fp32", inference: bool = True) -> None:
-        """`precision`: ``fp32`` (the reference, the default here), ``bf16``, ``auto`` (by what the CPU
-        does natively, see `space.precision`) or ``tower=format`` pairs; the index remembers its own.
-        `inference=False` keeps the model trainable: no prepacked weights (see `encoders.packed`)."""
+    def load(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
         import open_clip
 
-        if num_threads:
-            torch.set_num_threads(num_threads)
-        self.spec = spec
-        self.device = torch.device(device)
-        self.resolved = resolve_clip(spec.clip.model, spec.clip.pretrained)
-        self.precision = parse_precision(precision, device)
-        self.identity = space_identity(spec, self.resolved, self.precision)
-        self.fingerprint = fingerprint_of(self.identity)
-        model = _create_clip(self.resolved, self.device, spec.name)
+        resolved = self.resolved(tower, space)
+        model = _create_clip(resolved, space.device, space.spec.name)
         # The transform is built from the config resolved above (the tag's mean/std/interpolation/resize
         # mode), not threaded through open_clip's keyword arguments, which change between releases.
-        preprocess = _image_transform(self.identity["preprocess"])
+        pre_cfg = clip_configs(resolved)[1]
+        preprocess = _image_transform(pre_cfg)
         model.eval()
-        _cast_towers(model, self.precision)
-        if inference and self.device.type == "cpu":
+        _cast_towers(model, space.precision)
+        if space.inference and space.device.type == "cpu":
             pack_transformer_blocks(model)
-        self.model = model
-        self.preprocess = preprocess
-        self.tokenizer = open_clip.get_tokenizer(self.resolved.model_name)
-        self.dim = int(model.text_projection.shape[-1] if getattr(model, "text_projection", None) is not None
-                       and isinstance(model.text_projection, torch.Tensor) else _probe_dim(model))
-        self.text = TextEncoder(model, self.tokenizer, self.dim, self.device)
-        size = self.identity["preprocess"]["size"]
-        self.image = ImageEncoder(model, preprocess, self.dim, self.device,
-                                  draft_to=2 * (min(size) if isinstance(size, (list, tuple)) else int(size)))
-        self.audio: AudioEncoder | None = None
-        if spec.audio is not None:
-            self.audio = AudioEncoder.from_weights(resolve_audio_weights(spec.audio.weights, spec.name), spec.audio,
-                                                   self.dim, self.device,
-                                                   dtype=DTYPES[self.precision["audio"]])
+        tokenizer = open_clip.get_tokenizer(resolved.model_name)
+        dim = int(model.text_projection.shape[-1] if getattr(model, "text_projection", None) is not None
+                  and isinstance(model.text_projection, torch.Tensor) else _probe_dim(model))
+        # What training and evaluation reach for on the space.
+        space.resolved, space.model, space.preprocess, space.tokenizer, space.dim = (resolved, model, preprocess,
+                                                                                     tokenizer, dim)
+        size = pre_cfg["size"]
+        return {"text": TextEncoder(model, tokenizer, dim, space.device),
+                "image": ImageEncoder(model, preprocess, dim, space.device,
+                                      draft_to=2 * (min(size) if isinstance(size, (list, tuple)) else int(size)))}
 
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        """The registered modalities this space has a tower for."""
-        from ..modalities import modalities
 
-        return tuple(m.name for m in modalities() if m.encoder(self) is not None)
+class AudioFamily(TowerFamily):
+    """An audio tower (`encoders.audio_tower.AUDIO_ARCHS`) projecting into the space of the other towers."""
 
-    def encoder(self, modality: str):
-        from ..modalities import get_modality
+    name = "audio"
 
-        try:
-            enc = get_modality(modality).encoder(self)
-        except UsageError as e:
-            raise SpaceError(str(e)) from None
-        if enc is None:
-            raise UnsupportedModalityError(f"space {self.spec.name!r} has no {modality} tower")
-        return enc
+    def identity(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
+        w = resolve_audio_weights(tower.config.weights, space.spec.name)
+        return {"audio": {"config": tower.config.config, "weights": "sha256:" + file_sha256(w)}}
+
+    def load(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
+        path = resolve_audio_weights(tower.config.weights, space.spec.name)
+        return {"audio": AudioEncoder.from_weights(path, tower.config, space.dim, space.device,
+                                                   dtype=DTYPES[space.precision["audio"]])}
+
+
+register_tower_family(OpenClipFamily())
+register_tower_family(AudioFamily())
 
 
 def _create_clip(resolved: ResolvedClip, device: torch.device, space_name: str) -> torch.nn.Module:

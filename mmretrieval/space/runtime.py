@@ -1,0 +1,89 @@
+"""The loaded space: every tower of a `SpaceSpec` built with its real weights, one encoder per modality."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from ..errors import SpaceError, UnsupportedModalityError, UsageError
+from .precision import parse_precision, reduced
+from .spec import SpaceSpec, fingerprint_of
+from .towers import IMAGE_DECODE, clip_configs, tower_family  # noqa: F401  (re-exported for callers)
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_VERSION = 1
+
+
+class _Pending:
+    """What identity() needs of a space before it is built (the spec; resolved weights are cached on it)."""
+
+    def __init__(self, spec: SpaceSpec) -> None:
+        self.spec = spec
+
+
+def space_identity(spec: SpaceSpec, resolved: Any = None, precision: dict[str, str] | None = None,
+                   *, _space: Any = None) -> dict[str, Any]:
+    """Everything that decides where vectors land; its hash is the fingerprint. Needs the weights.
+
+    Each tower's family contributes its part. `precision` (tower -> fp32/bf16) enters only for towers not in
+    fp32, so the reference keeps the fingerprint it had before precision was recorded."""
+    holder = _space if _space is not None else _Pending(spec)
+    if resolved is not None:
+        holder.__dict__.setdefault("_resolved", {})["clip"] = resolved
+    ident: dict[str, Any] = {"version": FINGERPRINT_VERSION, "metric": spec.metric, "normalized": True, "audio": None}
+    for tower in spec.towers:
+        ident.update(tower_family(tower.family).identity(tower, holder))
+    low = reduced({t: p for t, p in (precision or {}).items() if t in spec.modalities})
+    if low:
+        ident["precision"] = low
+    return ident
+
+
+def tower_fingerprints(spec: SpaceSpec, space: Any) -> dict[str, str]:
+    """One fingerprint per tower: which towers two spaces share (their vectors for those modalities agree)."""
+    return {t.name: fingerprint_of(tower_family(t.family).identity(t, space)) for t in spec.towers}
+
+
+class Space:
+    """A loaded shared space: one encoder per modality, all into the same L2-normalised space."""
+
+    def __init__(self, spec: SpaceSpec, *, device: str = "cpu", num_threads: int | None = None,
+                 precision: str | dict[str, str] = "fp32", inference: bool = True) -> None:
+        """`precision`: ``fp32`` (the reference, the default here), ``bf16``, ``auto`` (by what the CPU
+        does natively, see `space.precision`) or ``tower=format`` pairs; the index remembers its own.
+        `inference=False` keeps the model trainable: no prepacked weights (see `encoders.packed`)."""
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.spec = spec
+        self.device = torch.device(device)
+        self.inference = inference
+        self.precision = parse_precision(precision, device)
+        self.identity = space_identity(spec, precision=self.precision, _space=self)
+        self.fingerprint = fingerprint_of(self.identity)
+        self.tower_fingerprints = tower_fingerprints(spec, self)
+        self.encoders: dict[str, Any] = {}
+        for tower in spec.towers:  # in order: the first (open_clip) sets the space's dimension
+            self.encoders.update(tower_family(tower.family).load(tower, self))
+        self.text = self.encoders.get("text")
+        self.image = self.encoders.get("image")
+        self.audio = self.encoders.get("audio")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The registered modalities this space has a tower for."""
+        from ..modalities import modalities
+
+        return tuple(m.name for m in modalities() if m.encoder(self) is not None)
+
+    def encoder(self, modality: str):
+        from ..modalities import get_modality
+
+        try:
+            enc = get_modality(modality).encoder(self)
+        except UsageError as e:
+            raise SpaceError(str(e)) from None
+        if enc is None:
+            raise UnsupportedModalityError(f"space {self.spec.name!r} has no {modality} tower")
+        return enc
