@@ -17,7 +17,7 @@ from .ingest.commit import Committer
 from .ingest.embed import EmbeddedFile
 from .ingest.indexer import Indexer, IndexReport
 from .ingest.plan import Plan
-from .ingest.walk import normalise_roots, under
+from .ingest.walk import normalise_roots, under, under_any
 from .modalities import get_modality, modality_names
 from .query import Query, make_query
 from .space.runtime import Space, space_identity
@@ -232,9 +232,11 @@ class Engine:
                     for f in files:
                         committer.apply(f)
                         if time.monotonic() - last > checkpoint_seconds:
+                            committer.flush()
                             self.store.checkpoint()
                             self.store.begin()
                             last = time.monotonic()
+                    committer.flush()
                     self.store.checkpoint()
                     cat.commit()
                 except BaseException:
@@ -256,9 +258,11 @@ class Engine:
             try:
                 self.store.reconcile()
                 self.store.begin()
-                rows = [r for p, r in self.store.catalog.files().items() if under(p, roots)]
-                for r in rows:
-                    self.store.vectors.remove(self.store.catalog.delete_file(r.id))
+                wanted = {r.rstrip(os.sep) or os.sep for r in roots}
+                rows = [r for p, r in self.store.catalog.files().items() if under_any(p, wanted)]
+                ids = [self.store.catalog.delete_file(r.id) for r in rows]
+                if ids:  # one removal: on IVF and HNSW each removal rebuilds the structure
+                    self.store.vectors.remove(np.concatenate(ids))
                 self.store.checkpoint()
                 return len(rows)
             finally:

@@ -3,7 +3,8 @@
 It assigns ids (the catalog's, never reused), replaces a changed file's items, turns a known content
 into a move (the vectors stay, the path changes) or a copy (the vectors are copied), records skips with
 their reasons, and sweeps files that vanished. It writes inside the store's open transaction; the
-caller checkpoints (`Store.checkpoint`: vectors first, then the catalog naming them).
+caller flushes the gathered removals and checkpoints (`Store.checkpoint`: vectors first, then the catalog
+naming them).
 """
 from __future__ import annotations
 
@@ -23,6 +24,15 @@ class Committer:
         self.report = report
         self.moved_from: set[str] = set()
         self.gone_by_hash = dict(plan.gone_by_hash)
+        # Vectors to drop, applied together by flush(): on IVF and HNSW every removal rebuilds the structure,
+        # so one removal per checkpoint instead of one per changed file (100 changes at 100 k: 31 s -> see README).
+        self._to_remove: list[np.ndarray] = []
+
+    def flush(self) -> None:
+        """Apply the removals gathered since the last flush (call before every checkpoint)."""
+        if self._to_remove:
+            self.store.vectors.remove(np.concatenate(self._to_remove))
+            self._to_remove = []
 
     def apply(self, f: EmbeddedFile) -> None:
         if f.fingerprint != self.fingerprint:
@@ -34,7 +44,7 @@ class Committer:
             old = cat.file(entry.path)
         if old is not None:
             removed = cat.delete_items_of_file(old.id)
-            vectors.remove(removed)
+            self._to_remove.append(removed)
             report.items_removed += int(removed.size)
         fp = self.fingerprint
         if f.error is not None:
@@ -88,6 +98,6 @@ class Committer:
             if path in self.moved_from:
                 continue
             removed = self.store.catalog.delete_file(row.id)
-            self.store.vectors.remove(removed)
+            self._to_remove.append(removed)
             self.report.files_removed += 1
             self.report.items_removed += int(removed.size)

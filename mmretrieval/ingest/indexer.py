@@ -103,10 +103,12 @@ class Indexer:
                 committer.apply(f)
                 bar.update(1)
                 if time.monotonic() - last > self.checkpoint_seconds:
+                    committer.flush()
                     store.checkpoint()
                     store.begin()
                     last = time.monotonic()
             committer.sweep()
+            committer.flush()
             store.checkpoint()
             store.catalog.commit()  # close the (empty) transaction the checkpoint opened
         except BaseException:

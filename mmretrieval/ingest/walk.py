@@ -106,6 +106,17 @@ def under(path: str, roots: Iterable[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
+def under_any(path: str, roots: set[str]) -> bool:
+    """`under` for many roots at once: walks up the path's folders (its depth), not along the roots."""
+    while True:
+        if path in roots:
+            return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+
+
 def normalise_roots(roots: Iterable[str | os.PathLike]) -> list[str]:
     return [os.path.abspath(os.path.expanduser(os.fspath(r))) for r in roots]
 
