@@ -29,7 +29,7 @@ def captured_output(log_path: str | os.PathLike) -> Iterator[Path]:
     log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     terminal = io.TextIOWrapper(os.fdopen(os.dup(saved_fd), "wb", buffering=0), encoding="utf-8",
                                 errors="backslashreplace", line_buffering=True, write_through=True)
-    old_stderr, old_showwarning = sys.stderr, warnings.showwarning
+    old_stderr = sys.stderr
     log_file = open(log_fd, "a", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)
     handler = logging.StreamHandler(log_file)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -40,16 +40,14 @@ def captured_output(log_path: str | os.PathLike) -> Iterator[Path]:
 
     os.dup2(log_fd, 2)
     sys.stderr = terminal
-    warnings.showwarning = to_log
     root.addHandler(handler)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")  # every warning reaches the log, none is lost to "once"
-            warnings.showwarning = to_log
+            warnings.showwarning = to_log  # catch_warnings puts the old one back
             yield path
     finally:
         root.removeHandler(handler)
-        warnings.showwarning = old_showwarning
         sys.stderr = old_stderr
         os.dup2(saved_fd, 2)
         os.close(saved_fd)

@@ -10,14 +10,10 @@ from typing import Any
 
 from ..errors import DecodeError
 from ..modalities import DecodeContext, Item, get_modality
-from ..modalities.audio import PooledWindows  # noqa: F401  (what the indexer pools)
 from .walk import FileEntry
 
 # Files larger than this are hashed and decoded by streaming from disk instead of from memory.
 IN_MEMORY_LIMIT = 64 << 20
-
-DecodedItem = Item
-
 
 @dataclass
 class Decoded:

@@ -18,7 +18,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from ..errors import DecodeError
-from .decode import Decoded, Decoder, PooledWindows, read_and_hash
+from ..modalities.audio import PooledWindows
+from .decode import Decoded, Decoder, read_and_hash
 from .walk import FileEntry
 
 log = logging.getLogger(__name__)

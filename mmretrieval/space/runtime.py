@@ -23,27 +23,31 @@ class _Pending:
         self.spec = spec
 
 
+def tower_identities(spec: SpaceSpec, holder: Any = None) -> dict[str, dict[str, Any]]:
+    """Each tower's part of the identity, by tower name (needs the weights; no model is built)."""
+    holder = holder if holder is not None else _Pending(spec)
+    return {t.name: tower_family(t.family).identity(t, holder) for t in spec.towers}
+
+
 def space_identity(spec: SpaceSpec, resolved: Any = None, precision: dict[str, str] | None = None,
-                   *, _space: Any = None) -> dict[str, Any]:
+                   *, towers: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Everything that decides where vectors land; its hash is the fingerprint. Needs the weights.
 
-    Each tower's family contributes its part. `precision` (tower -> fp32/bf16) enters only for towers not in
-    fp32, so the reference keeps the fingerprint it had before precision was recorded."""
-    holder = _space if _space is not None else _Pending(spec)
-    if resolved is not None:
-        holder.__dict__.setdefault("_resolved", {})["clip"] = resolved
+    Each tower's family contributes its part (`towers`, from `tower_identities`, or computed here).
+    `precision` (tower -> fp32/bf16) enters only for towers not in fp32, so the reference keeps the
+    fingerprint it had before precision was recorded."""
+    if towers is None:
+        holder = _Pending(spec)
+        if resolved is not None:
+            holder.__dict__.setdefault("_resolved", {})["clip"] = resolved
+        towers = tower_identities(spec, holder)
     ident: dict[str, Any] = {"version": FINGERPRINT_VERSION, "metric": spec.metric, "normalized": True, "audio": None}
-    for tower in spec.towers:
-        ident.update(tower_family(tower.family).identity(tower, holder))
+    for part in towers.values():
+        ident.update(part)
     low = reduced({t: p for t, p in (precision or {}).items() if t in spec.modalities})
     if low:
         ident["precision"] = low
     return ident
-
-
-def tower_fingerprints(spec: SpaceSpec, space: Any) -> dict[str, str]:
-    """One fingerprint per tower: which towers two spaces share (their vectors for those modalities agree)."""
-    return {t.name: fingerprint_of(tower_family(t.family).identity(t, space)) for t in spec.towers}
 
 
 class Space:
@@ -60,9 +64,11 @@ class Space:
         self.device = torch.device(device)
         self.inference = inference
         self.precision = parse_precision(precision, device)
-        self.identity = space_identity(spec, precision=self.precision, _space=self)
+        towers = tower_identities(spec, self)  # resolves the weights once; the loads below reuse them
+        self.identity = space_identity(spec, precision=self.precision, towers=towers)
         self.fingerprint = fingerprint_of(self.identity)
-        self.tower_fingerprints = tower_fingerprints(spec, self)
+        # One fingerprint per tower: which towers two spaces share (their vectors for those modalities agree).
+        self.tower_fingerprints = {name: fingerprint_of(part) for name, part in towers.items()}
         self.encoders: dict[str, Any] = {}
         for tower in spec.towers:  # in order: the first (open_clip) sets the space's dimension
             self.encoders.update(tower_family(tower.family).load(tower, self))

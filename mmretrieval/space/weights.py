@@ -169,17 +169,18 @@ def _is_path(pretrained: str) -> bool:
     return os.path.sep in pretrained or Path(pretrained).suffix in CHECKPOINT_SUFFIXES
 
 
-def _where_to_get(model: str, tag: str, cfg: dict[str, Any]) -> tuple[str, str]:
-    """(where to put the file by hand, where it comes from) for a tag's weights."""
+def _where_to_get(model: str, tag: str, cfg: dict[str, Any]) -> tuple[Path, str, str]:
+    """(where to put the file by hand, another file name that works there or "", where it comes from)."""
     if cfg.get("hf_hub"):
         model_id, names = _hf_candidates(cfg["hf_hub"])
         source = f"https://huggingface.co/{model_id}/resolve/main/{names[0]}"
-        alt = f" (or {names[-1]})" if len(names) > 1 else ""
-        put = f"{project_clip_dir(model, tag) / names[0]}{alt}"
-    else:
-        source = cfg.get("url", "")
-        put = str(project_clip_dir(model, tag) / os.path.basename(source or "weights.pt"))
-    return put, source
+        return project_clip_dir(model, tag) / names[0], (names[-1] if len(names) > 1 else ""), source
+    source = cfg.get("url", "")
+    return project_clip_dir(model, tag) / os.path.basename(source or "weights.pt"), "", source
+
+
+def _put_text(put: Path, alt: str) -> str:
+    return f"{put}" + (f" (or {alt})" if alt else "")
 
 
 def _quickgelu_name(model: str, cfg: dict[str, Any]) -> str:
@@ -227,12 +228,12 @@ def resolve_clip(model: str, pretrained: str | None, cache_dir: str | None = Non
             except Exception as e:  # any network or hub failure means: not available
                 reason = f"download failed: {str(e).splitlines()[0][:200]}"
         if not path:
-            put, source = _where_to_get(model, pretrained, cfg)
+            put, alt, source = _where_to_get(model, pretrained, cfg)
             raise MissingWeightsError(
                 f"weights for open_clip {model}:{pretrained} are missing: not in the local caches "
                 f"(looked for {'; '.join(looked)}) and {reason}. Run `mmr fetch` where there is network, "
-                f"or download {source} and put it at {put}, "
-                f"or pass it as a checkpoint: --model {_quickgelu_name(model, cfg)}:/path/to/{os.path.basename(put.split(' ')[0])}")
+                f"or download {source} and put it at {_put_text(put, alt)}, "
+                f"or pass it as a checkpoint: --model {_quickgelu_name(model, cfg)}:/path/to/{put.name}")
     _refuse_torchscript(Path(path))
     force = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
     hub = cfg.get("hf_hub") or cfg.get("url") or ""
@@ -300,8 +301,9 @@ def clip_weights_status(model: str, pretrained: str | None) -> WeightsFile:
     if pretrained is not None and _is_path(pretrained):
         return _status_of("text+image", lambda: resolve_clip(model, pretrained, download=False).checkpoint, pretrained, "")
     model, tag, cfg = _tag_cfg(model, pretrained)
-    put, source = _where_to_get(model, tag, cfg)
-    return _status_of("text+image", lambda: resolve_clip(model, tag, download=False).checkpoint, put, source)
+    put, alt, source = _where_to_get(model, tag, cfg)
+    return _status_of("text+image", lambda: resolve_clip(model, tag, download=False).checkpoint,
+                      _put_text(put, alt), source)
 
 
 def audio_weights_status(weights: str | dict[str, Any] | None, space_name: str) -> WeightsFile:
