@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -47,6 +47,9 @@ CREATE INDEX IF NOT EXISTS items_modality ON items(modality);
 """
 
 
+_FILE_COLS = "id, path, modality, size, mtime_ns, hash, status, error, space"
+
+
 @dataclass(frozen=True)
 class FileRow:
     id: int
@@ -69,6 +72,27 @@ class ItemRow:
     ordinal: int
     locator: dict[str, Any]
     text: str | None
+
+
+class IndexedContents(Mapping[str, FileRow]):
+    """Indexed files by content hash, looked up in the catalog one hash at a time (no scan of every file)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def __getitem__(self, hash: str) -> FileRow:
+        row = self.catalog.indexed_file_with_hash(hash)
+        if row is None:
+            raise KeyError(hash)
+        return row
+
+    def __iter__(self) -> Iterator[str]:
+        return (r[0] for r in self.catalog.db.execute(
+            "SELECT DISTINCT hash FROM files WHERE status='indexed' AND hash IS NOT NULL"))
+
+    def __len__(self) -> int:
+        return int(self.catalog.db.execute(
+            "SELECT COUNT(DISTINCT hash) FROM files WHERE status='indexed' AND hash IS NOT NULL").fetchone()[0])
 
 
 class Catalog:
@@ -141,18 +165,30 @@ class Catalog:
         self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                         (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        self.db.execute("DELETE FROM meta WHERE key=?", (key,))
+
     # --- files
     def files(self, under: Iterable[str] | None = None) -> dict[str, FileRow]:
-        rows = self.db.execute("SELECT id, path, modality, size, mtime_ns, hash, status, error, space FROM files")
-        out = {r["path"]: FileRow(**dict(r)) for r in rows}
-        if under is not None:
-            prefixes = [p.rstrip("/") + "/" for p in under]
-            out = {p: r for p, r in out.items() if any(p.startswith(x) or p == x[:-1] for x in prefixes)}
+        """Every file, or those at or below the paths `under` (each one an index range, not a scan)."""
+        if under is None:
+            return {r["path"]: FileRow(**dict(r)) for r in self.db.execute(f"SELECT {_FILE_COLS} FROM files")}
+        out: dict[str, FileRow] = {}
+        for root in under:
+            top = root.rstrip("/")
+            # Below `top/` in the path index's order: from "top/" up to "top0" ('0' follows '/').
+            rows = self.db.execute(f"SELECT {_FILE_COLS} FROM files WHERE path=? OR (path>=? AND path<?)",
+                                   (top or "/", top + "/", top + "0"))
+            out.update((r["path"], FileRow(**dict(r))) for r in rows)
         return out
 
+    def indexed_file_with_hash(self, hash: str) -> FileRow | None:
+        r = self.db.execute(f"SELECT {_FILE_COLS} FROM files WHERE hash=? AND status='indexed' LIMIT 1",
+                            (hash,)).fetchone()
+        return None if r is None else FileRow(**dict(r))
+
     def file(self, path: str) -> FileRow | None:
-        r = self.db.execute("SELECT id, path, modality, size, mtime_ns, hash, status, error, space FROM files "
-                            "WHERE path=?", (path,)).fetchone()
+        r = self.db.execute(f"SELECT {_FILE_COLS} FROM files WHERE path=?", (path,)).fetchone()
         return None if r is None else FileRow(**dict(r))
 
     def upsert_file(self, path: str, modality: str, size: int, mtime_ns: int, hash: str | None, status: str,
@@ -220,6 +256,11 @@ class Catalog:
             mods = list(modalities)
             rows = self.db.execute(f"SELECT id FROM items WHERE modality IN ({','.join('?' * len(mods))})", mods)
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def item_id_summary(self) -> tuple[int, int, int, int]:
+        """(count, sum, min, max) of the item ids: a quick comparison with the vectors' ids."""
+        n, total, lo, hi = self.db.execute("SELECT COUNT(*), COALESCE(SUM(id), 0), MIN(id), MAX(id) FROM items").fetchone()
+        return int(n), int(total), -1 if lo is None else int(lo), -1 if hi is None else int(hi)
 
     def counts(self) -> dict[str, Any]:
         items = {r[0]: r[1] for r in self.db.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality")}

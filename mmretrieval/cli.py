@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     _add_index_arg(p)
 
+    p = sub.add_parser("compact", help="merge the vector deltas into one base file (also done by itself as they grow)")
+    _add_index_arg(p)
+
     p = sub.add_parser("serve", help="HTTP API and search page (needs the 'server' extra)")
     _add_index_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; others need --token)")
@@ -295,7 +298,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"items:        {st['items_total']} (" + ", ".join(f"{m} {n}" for m, n in sorted(st['items'].items())) + ")")
     print(f"files:        {st['files_indexed']} indexed, {st['files_skipped']} skipped")
     print(f"index type:   {st['index_description']}, {st['vectors']} vectors (policy: {st['index_policy']})")
-    print(f"on disk:      {st['bytes_on_disk'] / 1e6:.2f} MB")
+    seg = st["vector_segments"]
+    deltas = f" (vectors: base + {seg['deltas']} delta(s), {seg['delta_bytes'] / 1e6:.2f} MB)" if seg["deltas"] else ""
+    print(f"on disk:      {st['bytes_on_disk'] / 1e6:.2f} MB{deltas}")
     for path, reason in skipped:
         print(f"  skipped {show_path(path)}: {safe_text(reason)}")
     return EXIT_OK
@@ -310,7 +315,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps(rep, indent=2))
     else:
         state = "consistent" if rep["consistent"] else "NOT consistent"
-        print(f"{state}: {rep['items']} items, {rep['vectors']} vectors in {rep['vector_file']}; "
+        files = rep["vector_files"]
+        where = files[0] if files else "(none yet)"
+        if len(files) > 1:
+            where += f" + {len(files) - 1} delta(s)"
+        print(f"{state}: {rep['items']} items, {rep['vectors']} vectors in {where}; "
               f"{rep['orphan_vectors']} orphan vectors, {rep['items_without_vector']} items without a vector, "
               f"{rep['duplicate_vector_ids']} duplicate ids")
         if "repaired" in rep:
@@ -326,6 +335,16 @@ def cmd_remove(args: argparse.Namespace) -> int:
     with Engine(_index_dir(args)) as eng:
         n = eng.remove(args.paths)
     print(f"removed {n} file(s) from the index")
+    return EXIT_OK
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from .engine import Engine
+
+    with Engine(_index_dir(args)) as eng:
+        before, after = eng.compact()
+    print(f"vectors: {before['deltas']} delta(s) merged; {(before['base_bytes'] + before['delta_bytes']) / 1e6:.2f} MB "
+          f"-> {after['base_bytes'] / 1e6:.2f} MB in {after['segments'][0]}")
     return EXIT_OK
 
 
@@ -437,7 +456,7 @@ def format_eval(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "check": cmd_check, "serve": cmd_serve, "spaces": cmd_spaces, "fetch": cmd_fetch}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "compact": cmd_compact, "check": cmd_check, "serve": cmd_serve, "spaces": cmd_spaces, "fetch": cmd_fetch}
 
 if __name__ == "__main__":
     sys.exit(main())

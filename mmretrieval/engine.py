@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .catalog import IndexedContents
 from .encoders.image import max_pixels
 from .errors import (DecodeError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError, SpaceMismatchError,
                      UsageError)
@@ -17,7 +18,7 @@ from .ingest.commit import Committer
 from .ingest.embed import EmbeddedFile
 from .ingest.indexer import Indexer, IndexReport
 from .ingest.plan import Plan
-from .ingest.walk import normalise_roots, under, under_any
+from .ingest.walk import normalise_roots, under
 from .modalities import get_modality, modality_names
 from .query import Query, make_query
 from .space.runtime import Space, space_identity
@@ -188,8 +189,6 @@ class Engine:
 
     def _fit_index_type(self) -> None:
         """Convert the vector index when the policy or the collection's size calls for another type."""
-        import faiss
-
         from .index.choose import choose_index, nlist_for
 
         cat, vectors = self.store.catalog, self.store.vectors
@@ -199,7 +198,7 @@ class Engine:
         choice = choose_index(n, self.dim, int(budget) if budget else None,
                               None if pinned in (None, "auto") else pinned)
         current = vectors.kind
-        ivf = faiss.try_extract_index_ivf(faiss.downcast_index(vectors.index.index))
+        ivf = vectors.ivf
         stale = ivf is not None and choice.needs_training and nlist_for(n) >= 4 * ivf.nlist
         if (choice.kind == current and not stale) or (choice.needs_training and n < max(choice.nlist, 1)):
             return
@@ -224,8 +223,7 @@ class Engine:
                 report.repaired = self.store.reconcile()
                 t0 = last = time.monotonic()
                 cat = self.store.catalog
-                plan = Plan(roots=[], present_by_hash={r.hash: r for r in cat.files().values()
-                                                       if r.status == "indexed" and r.hash})
+                plan = Plan(roots=[], present_by_hash=IndexedContents(cat))  # looked up per hash: no scan
                 committer = Committer(self.store, plan, fingerprint, report)
                 self.store.begin()
                 try:
@@ -258,13 +256,26 @@ class Engine:
             try:
                 self.store.reconcile()
                 self.store.begin()
-                wanted = {r.rstrip(os.sep) or os.sep for r in roots}
-                rows = [r for p, r in self.store.catalog.files().items() if under_any(p, wanted)]
+                rows = list(self.store.catalog.files(under=roots).values())
                 ids = [self.store.catalog.delete_file(r.id) for r in rows]
                 if ids:  # one removal: on IVF and HNSW each removal rebuilds the structure
                     self.store.vectors.remove(np.concatenate(ids))
                 self.store.checkpoint()
                 return len(rows)
+            finally:
+                self.store.release_lock()
+
+    def compact(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Write the vectors as one base file, merging the delta segments. Returns the storage before and after
+        (`Store.segment_stats`). Checkpoints do this by themselves once the deltas outgrow a share of the base."""
+        self._writable()
+        with self._lock:
+            self.store.acquire_lock()
+            try:
+                before = self.store.segment_stats()
+                self.store.begin()
+                self.store.checkpoint(compact=True)
+                return before, self.store.segment_stats()
             finally:
                 self.store.release_lock()
 
@@ -346,7 +357,7 @@ class Engine:
             ids = self.store.vectors.ids()
             cat = self.store.catalog.item_ids()
             report = {
-                "vector_file": self.store.catalog.get_meta("vectors_file"),
+                "vector_files": self.store.segments(),
                 "vectors": int(ids.size), "items": int(cat.size),
                 "duplicate_vector_ids": int(ids.size - np.unique(ids).size),
                 "orphan_vectors": int(np.setdiff1d(ids, cat).size),
@@ -395,6 +406,7 @@ class Engine:
             "index_description": self.store.vectors.description,
             "index_policy": self.store.catalog.get_meta("index_type") or "auto",
             "bytes_on_disk": size,
+            "vector_segments": self.store.segment_stats(),
         }
 
     def skipped(self) -> list[tuple[str, str]]:

@@ -1,10 +1,12 @@
 """An index folder on disk: the FAISS vectors, the SQLite catalog, the space it was built in, a lock.
 
 Commit protocol (so a kill at any moment leaves something consistent): catalog changes happen inside
-one transaction; at a checkpoint the vectors are written to a *new* file (``vectors.<generation>.faiss``,
-temp file + fsync + rename), and the catalog transaction that names that file commits second. The
-committed catalog therefore always names a vector file that matches it exactly; a kill before the
-commit leaves only an unreferenced file, removed on the next write. `reconcile` is a safety net for
+one transaction; at a checkpoint the vectors changed since the last one are written to a *new* file
+(temp file + fsync + rename): a delta segment (``vectors.<generation>.delta``: added vectors and removed
+ids, see `index/segments.py`) or, when the deltas have grown large, a whole new base
+(``vectors.<generation>.faiss``). The catalog transaction that names the resulting list of segments
+commits second. The committed catalog therefore always names vector files that match it exactly; a kill
+before the commit leaves only unreferenced files, removed on the next write. `reconcile` is a safety net for
 damage from outside (a deleted or replaced file): it drops vectors the catalog does not know and
 forgets items whose vectors are gone, so they are re-embedded.
 """
@@ -21,7 +23,14 @@ import numpy as np
 from .catalog import Catalog
 from .errors import IndexLockedError, IndexNotFoundError, SpaceMismatchError
 from .index import VectorIndex
+from .index.segments import DELTA_SUFFIX, base_is_due, is_delta, read_delta, write_delta
 from .space.spec import SpaceSpec
+
+
+def _summary(ids: np.ndarray) -> tuple[int, int, int, int]:
+    if not ids.size:
+        return 0, 0, -1, -1
+    return int(ids.size), int(ids.sum()), int(ids.min()), int(ids.max())
 
 
 class Store:
@@ -38,12 +47,23 @@ class Store:
         self.catalog = Catalog(self.root / Catalog.FILE, create=create, readonly=readonly)
         self._lock_fd: int | None = None
         self.vectors: VectorIndex | None = None
-        self._vectors_stamp: str | None = None
+        self._segments: list[str] = []  # the committed segments the loaded vectors are made of
+        self._closed = False
 
     # --- space
     @property
     def vectors_path(self) -> Path:
-        return self.root / (self.catalog.get_meta("vectors_file") or VectorIndex.FILE)
+        """The base file of the committed vectors (deltas, if any, are applied on top of it)."""
+        segs = self.segments()
+        return self.root / (segs[0] if segs else VectorIndex.FILE)
+
+    def segments(self) -> list[str]:
+        """The committed vector files, base first, then deltas in order."""
+        raw = self.catalog.get_meta("vectors_segments")
+        if raw:
+            return json.loads(raw)
+        legacy = self.catalog.get_meta("vectors_file")  # indexes written before segments
+        return [legacy] if legacy else []
 
     def space_record(self) -> dict[str, Any] | None:
         raw = self.catalog.get_meta("space")
@@ -74,27 +94,47 @@ class Store:
     # --- vectors
     def load_vectors(self, dim: int) -> VectorIndex:
         for attempt in range(5):
-            name = self.catalog.get_meta("vectors_file")
-            path = self.root / (name or VectorIndex.FILE)
+            segs = self.segments()
             try:
-                self.vectors = VectorIndex.load(path) if name or path.is_file() else VectorIndex.create(dim)
+                if segs:
+                    vectors = VectorIndex.load(self.root / segs[0])
+                    for name in segs[1:]:
+                        vectors.apply(read_delta(self.root / name))
+                    if not vectors.needs_base:
+                        vectors.persisted()
+                elif (self.root / VectorIndex.FILE).is_file():
+                    vectors = VectorIndex.load(self.root / VectorIndex.FILE)
+                else:
+                    vectors = VectorIndex.create(dim)
             except FileNotFoundError:
-                continue  # a writer committed a newer file and removed this one meanwhile: read the name again
-            self._vectors_stamp = name
+                continue  # a writer committed a new base and removed these files meanwhile: read the list again
+            self.vectors, self._segments = vectors, segs
             break
         else:
-            raise IndexNotFoundError(f"the vector file named by the catalog of {self.root} is missing; "
+            raise IndexNotFoundError(f"a vector file named by the catalog of {self.root} is missing; "
                                      f"run `mmr check --repair --index {self.root}`")
         if self.vectors.dim != dim:
             raise SpaceMismatchError(f"vector index dim {self.vectors.dim} != space dim {dim}")
         return self.vectors
 
     def refresh_vectors(self, dim: int) -> bool:
-        """Reload the vectors if another process committed a newer generation. Returns True if reloaded."""
-        if self.catalog.get_meta("vectors_file") != self._vectors_stamp:
-            self.load_vectors(dim)
-            return True
-        return False
+        """Catch up with commits of another process: apply only its new deltas when the base is the same,
+        else reload. Returns True if anything changed."""
+        segs = self.segments()
+        if segs == self._segments:
+            return False
+        have = self._segments
+        if self.vectors is not None and have and segs[:len(have)] == have:
+            try:
+                for name in segs[len(have):]:
+                    self.vectors.apply(read_delta(self.root / name))
+                self.vectors.persisted()
+                self._segments = segs
+                return True
+            except FileNotFoundError:
+                pass  # compacted meanwhile (the vectors may be half-updated): reload below
+        self.load_vectors(dim)
+        return True
 
     # --- writing
     def acquire_lock(self) -> None:
@@ -117,8 +157,8 @@ class Store:
 
     @property
     def vectors_stamp(self) -> str | None:
-        """Names the committed vector generation loaded here; changes at every commit."""
-        return self._vectors_stamp
+        """Names the committed vector state loaded here; changes at every commit that changes vectors."""
+        return self._segments[-1] if self._segments else None
 
     @property
     def holds_lock(self) -> bool:
@@ -133,43 +173,69 @@ class Store:
     def begin(self) -> None:
         self.catalog.begin()
 
-    def checkpoint(self) -> None:
-        """Make everything so far durable: a new vector file first, then the catalog that names it."""
+    def checkpoint(self, *, compact: bool = False) -> None:
+        """Make everything so far durable: the vectors' changes first (a delta, or a new base when the deltas
+        have grown or `compact` is asked), then the catalog that names the files."""
         assert self.vectors is not None
         gen = int(self.catalog.get_meta("generation") or 0) + 1
-        name = f"vectors.{gen:08d}.faiss"
-        self.vectors.save(self.root / name)
+        segs = self.segments()
+        delta = None if compact else self.vectors.changes()
+        if segs and delta is not None and delta.empty:
+            new = segs  # nothing changed in the vectors: no file to write
+        elif segs and delta is not None and not base_is_due(
+                *self._segment_sizes(segs), delta.ids.nbytes + delta.vectors.nbytes + delta.removed.nbytes):
+            name = f"vectors.{gen:08d}{DELTA_SUFFIX}"
+            write_delta(self.root / name, delta)
+            new = segs + [name]
+        else:
+            name = f"vectors.{gen:08d}.faiss"
+            self.vectors.save(self.root / name)
+            new = [name]
         self.catalog.begin()
-        self.catalog.set_meta("vectors_file", name)
+        self.catalog.set_meta("vectors_segments", json.dumps(new))
+        self.catalog.delete_meta("vectors_file")
         self.catalog.set_meta("generation", str(gen))
         self.catalog.commit()
-        self._vectors_stamp = name
+        self.vectors.persisted()
+        self._segments = new
         self.remove_stale_vector_files()
+
+    def _segment_sizes(self, segs: list[str]) -> tuple[int, list[int]]:
+        sizes = [(self.root / n).stat().st_size for n in segs]
+        return sizes[0], sizes[1:]
+
+    def segment_stats(self) -> dict[str, Any]:
+        """How the committed vectors are stored: base and delta files and their sizes."""
+        segs = self.segments()
+        sizes = [(self.root / n).stat().st_size if (self.root / n).exists() else 0 for n in segs]
+        return {"segments": segs, "base_bytes": sizes[0] if sizes else 0,
+                "deltas": sum(map(is_delta, segs)), "delta_bytes": sum(sizes[1:])}
 
     def remove_stale_vector_files(self) -> None:
         """Delete vector files the committed catalog does not name (older generations, killed runs)."""
-        keep = self.catalog.get_meta("vectors_file")
-        for f in self.root.glob("vectors*.faiss"):
-            if f.name != keep:
-                try:
-                    f.unlink()
-                except OSError:
-                    pass
-        for f in self.root.glob("vectors*.faiss.*.tmp"):
-            try:
-                f.unlink()
-            except OSError:
-                pass
+        keep = set(self.segments())
+        for pattern in ("vectors*.faiss", f"vectors*{DELTA_SUFFIX}", "vectors*.tmp"):
+            for f in self.root.glob(pattern):
+                if f.name not in keep:
+                    try:
+                        f.unlink()
+                    except OSError:
+                        pass
 
     def reconcile(self) -> dict[str, int]:
         """Make catalog and vectors agree (a safety net; the commit protocol keeps them so); returns what was fixed."""
         assert self.vectors is not None
         self.remove_stale_vector_files()
         idx_ids = self.vectors.ids()
+        fixed = {"orphan_vectors": 0, "items_without_vector": 0, "files_reset": 0}
+        # The protocol keeps both sides equal: compare (count, sum, min, max) of the ids first, so that a
+        # write to a large index does not pay for a full comparison (`Engine.check` always compares in full).
+        if _summary(idx_ids) == self.catalog.item_id_summary():
+            return fixed
         cat_ids = self.catalog.item_ids()
         extra = np.setdiff1d(idx_ids, cat_ids)
         missing = np.setdiff1d(cat_ids, idx_ids)
-        fixed = {"orphan_vectors": int(extra.size), "items_without_vector": int(missing.size), "files_reset": 0}
+        fixed.update(orphan_vectors=int(extra.size), items_without_vector=int(missing.size))
         if extra.size == 0 and missing.size == 0:
             return fixed
         self.catalog.begin()
@@ -185,6 +251,10 @@ class Store:
         return fixed
 
     def close(self) -> None:
+        """Roll back what was not checkpointed, release the lock, close the catalog (again: nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.catalog.rollback()
         finally:

@@ -99,8 +99,6 @@ def test_engine_converts_on_request_without_re_embedding(tmp_path, tiny_space_di
 
 
 def test_ivf_nprobe_is_tuned_to_the_recall_target(tmp_path):
-    import faiss
-
     d, n = 32, 40000
     x = _clustered(n, d, seed=3)
     ids = np.arange(n, dtype=np.int64)
@@ -109,7 +107,7 @@ def test_ivf_nprobe_is_tuned_to_the_recall_target(tmp_path):
     exact.add(ids, x)
     choice = choose_index(n, d, kind="ivf-flat")
     approx = flat.convert(choice)
-    ivf = faiss.extract_index_ivf(approx.index.index)
+    ivf = approx.ivf
     assert choice.nprobe <= ivf.nprobe < ivf.nlist  # tuned, not a full scan
     rng = np.random.default_rng(5)
     q = x[rng.integers(n, size=200)] + 0.05 * rng.standard_normal((200, d)).astype(np.float32)
@@ -126,7 +124,7 @@ def test_ivf_nprobe_is_tuned_to_the_recall_target(tmp_path):
     assert recall(approx) < tuned - 0.05  # the tuning had work to do
     approx.tune_nprobe(*flat.all_vectors())
     approx.save(tmp_path / "v.faiss")
-    assert faiss.extract_index_ivf(VectorIndex.load(tmp_path / "v.faiss").index.index).nprobe == ivf.nprobe > 1
+    assert VectorIndex.load(tmp_path / "v.faiss").ivf.nprobe == ivf.nprobe > 1
     # a selective filter (0.5 % of the ids) widens the search: still k allowed hits, the exact ones
     allowed = ids[::200]
     _, got = approx.search(q, 10, allowed=allowed)
@@ -138,8 +136,6 @@ def test_ivf_nprobe_is_tuned_to_the_recall_target(tmp_path):
 def test_filters_letting_most_items_through_match_exact_search(monkeypatch):
     """Filters passing >= half the items are applied after an unfiltered search (faster); when the
     nearest items are mostly filtered out, the search falls back to faiss's selector: same answers."""
-    import faiss
-
     d, n = 16, 6000
     x = _clustered(n, d, seed=9)
     ids = np.arange(n, dtype=np.int64) * 3 + 1
@@ -147,7 +143,7 @@ def test_filters_letting_most_items_through_match_exact_search(monkeypatch):
     base.add(ids, x)
     exact.add(ids, x)
     flat = base.convert(choose_index(n, d, kind="ivf-flat"))  # the kind this path serves
-    ivf = faiss.extract_index_ivf(flat.index.index)
+    ivf = flat.ivf
     ivf.nprobe = ivf.nlist  # every list: exact answers, so they can be compared one for one
     outcomes = []
     real = VectorIndex._post_filtered

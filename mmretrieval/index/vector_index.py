@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,28 @@ import faiss  # noqa: E402
 # instead of 11 ms on 2 cores: the runtimes' threads fight over the cores. Loading torch first avoids it.
 
 from ..errors import MMRError, UsageError
+from .segments import Delta, atomic_write
 
 NORM_TOLERANCE = 1e-3
-TUNE_RECALL = 0.98
-POST_FILTER_SHARE = 0.5  # a filter letting through at least this share of the items is applied after search  # recall@10 against exact search that an approximate index is tuned to
+TUNE_RECALL = 0.98  # recall@10 against exact search that an approximate index is tuned to
+POST_FILTER_SHARE = 0.5  # a filter letting through at least this share of the items is applied after search
+JOURNAL_MIN_BYTES = 64 << 20  # changes journalled for a delta segment before a whole write is preferred
+
+
+def _ivf_from_id_map(index: faiss.IndexIDMap2) -> faiss.IndexIVF:
+    """The IVF inside an id map (how IVF was stored before), its lists given the external ids. The map still
+    owns it and must be kept alive with it (handing the ownership to Python broke SWIG's type table)."""
+    ivf = faiss.downcast_index(index.index)
+    id_map = faiss.vector_to_array(index.id_map).astype(np.int64)
+    faiss.extract_index_ivf(ivf).set_direct_map_type(faiss.DirectMap.NoMap)
+    lists = faiss.extract_index_ivf(ivf).invlists
+    for i in range(lists.nlist):
+        n = lists.list_size(i)
+        if n:
+            stored = faiss.rev_swig_ptr(lists.get_ids(i), n)  # a view: written in place
+            stored[:] = id_map[stored]
+    index.id_map.resize(0)  # no longer used: free it
+    return ivf
 
 
 def _check_vectors(vecs: np.ndarray, dim: int) -> np.ndarray:
@@ -65,26 +82,104 @@ class IdFilter:
 
 
 class VectorIndex:
-    """`faiss.IndexIDMap2` over an inner-product index; exact (`IndexFlatIP`) by default."""
+    """Inner-product vectors with the catalog's item ids.
+
+    Flat and HNSW sit under `faiss.IndexIDMap2`; IVF types hold the ids themselves (`add_with_ids` and a
+    hash-table direct map), so removing a vector is O(removed), with no rebuild and no retraining. The index
+    keeps a journal of what changed since it was last written, from which the store writes a small delta
+    file per checkpoint instead of the whole index (see `segments.py`).
+    """
 
     FILE = "vectors.faiss"
 
     def __init__(self, index: faiss.Index) -> None:
-        if not isinstance(index, faiss.IndexIDMap2):
+        self._owner: faiss.Index | None = None
+        migrated = False
+        if isinstance(index, faiss.IndexIDMap2) and faiss.try_extract_index_ivf(faiss.downcast_index(index.index)):
+            # a file written before IVF held its ids
+            self._owner, index, migrated = index, _ivf_from_id_map(index), True
+        if faiss.try_extract_index_ivf(index) is None and not isinstance(index, faiss.IndexIDMap2):
             index = faiss.IndexIDMap2(index)
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise MMRError("the index metric is not inner product; it was not built by mmretrieval for cosine")
-        self._set_index(index)
+        self._set_index(index)  # not yet written: the next write is a whole index (`load` says otherwise)
+        self._migrated = migrated
 
-    def _set_index(self, index: faiss.IndexIDMap2) -> None:
-        ivf = faiss.try_extract_index_ivf(faiss.downcast_index(index.index))
+    def _set_index(self, index: faiss.Index) -> None:
+        ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             # One query at a time is the engine's case: split its probed lists over the threads (mode 1)
             # rather than parallelising over queries (mode 0, one thread for one query). 1 M x 512,
             # nprobe 80, filtered: 4.1 -> 2.3 ms on 2 cores.
             ivf.parallel_mode = 1
+            if ivf.direct_map.type != faiss.DirectMap.Hashtable:
+                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct and remove by id
         self.index = index
         self._max_id: int | None = None  # an upper bound of the stored ids, computed once when needed
+        self.needs_base = True
+        self._journal_clear()
+
+    # --- the journal of changes since the last write (a delta segment)
+    def _journal_clear(self) -> None:
+        self._added: list[tuple[np.ndarray, np.ndarray]] = []
+        self._removed: list[np.ndarray] = []
+        self._journal_bytes = 0
+
+    def changes(self) -> Delta | None:
+        """What changed since the last `persisted()`: ids and vectors added, ids removed. None when only a
+        whole index can say it (a new structure, a conversion, a rebuilt graph, or changes too large to journal)."""
+        if self.needs_base:
+            return None
+        ids = np.concatenate([a[0] for a in self._added]) if self._added else np.empty(0, np.int64)
+        vecs = np.concatenate([a[1] for a in self._added]) if self._added else np.empty((0, self.dim), np.float32)
+        removed = np.unique(np.concatenate(self._removed)) if self._removed else np.empty(0, np.int64)
+        return Delta(ids, vecs, removed)
+
+    def persisted(self) -> None:
+        """The current state is on disk (as a whole index or base + deltas): start a new journal."""
+        self.needs_base = False
+        self._journal_clear()
+
+    def _journal(self, added: tuple[np.ndarray, np.ndarray] | None = None, removed: np.ndarray | None = None) -> None:
+        if self.needs_base:
+            return
+        if added is not None:
+            self._added.append((added[0].copy(), added[1].copy()))
+            self._journal_bytes += added[1].nbytes + added[0].nbytes
+        if removed is not None and removed.size:
+            # An id added since the last write and removed again never reaches the disk; the tombstone is
+            # kept anyway in case the id was also in the base (replay removes before it adds).
+            self._added = [(i[k], v[k]) for i, v in self._added for k in [~np.isin(i, removed)] if k.any()]
+            self._removed.append(removed.copy())
+            self._journal_bytes += removed.nbytes
+        # Past a quarter of the index a whole write is due anyway: stop holding copies of the vectors.
+        if self._journal_bytes > max(JOURNAL_MIN_BYTES, self.ntotal * self.dim * 4 // 4):
+            self.needs_base = True
+            self._journal_clear()
+
+    def apply(self, delta: Delta) -> None:
+        """Replay a delta segment: remove its tombstones, then add its vectors. Added ids already present
+        (a base rewritten by hand after the delta) are replaced, so a replay never fails on duplicates."""
+        removed, ids = _check_ids(delta.removed), _check_ids(delta.ids)
+        if removed.size:
+            self._remove(removed)
+            self._max_id = None
+        if ids.size:
+            if int(ids.min()) <= self._upper_id():  # never, unless the files were changed from outside
+                present = ids[np.isin(ids, self.ids())]
+                if present.size:
+                    self._remove(present)
+            self.index.add_with_ids(_check_vectors(delta.vectors, self.dim), ids)
+            self._max_id = max(self._upper_id(), int(ids.max()))
+
+    @property
+    def ivf(self) -> faiss.IndexIVF | None:
+        """The IVF structure (to read or tune nlist/nprobe), or None for flat and HNSW."""
+        return faiss.try_extract_index_ivf(self.index)
+
+    @property
+    def _inner(self) -> faiss.Index:
+        return faiss.downcast_index(self.index.index) if isinstance(self.index, faiss.IndexIDMap2) else self.index
 
     @classmethod
     def create(cls, dim: int) -> "VectorIndex":
@@ -97,27 +192,17 @@ class VectorIndex:
         try:
             index = faiss.read_index(os.fspath(path))
         except RuntimeError as e:
+            if not os.path.exists(path):  # faiss says "could not open": let a reader retry a replaced file
+                raise FileNotFoundError(path) from None
             raise MMRError(f"cannot read vector index {path}: {str(e).splitlines()[0]}") from None
-        return cls(faiss.downcast_index(index) if not isinstance(index, faiss.IndexIDMap2) else index)
+        vi = cls(index)
+        if not vi._migrated:  # a migrated file is rewritten whole, once
+            vi.persisted()
+        return vi
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically: a temp file in the same folder, fsync, then rename over the old one."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            faiss.write_index(self.index, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        """Write the whole index atomically (temp file, fsync, rename, fsync of the folder)."""
+        atomic_write(Path(path), lambda tmp: faiss.write_index(self.index, tmp))
 
     @property
     def dim(self) -> int:
@@ -130,7 +215,7 @@ class VectorIndex:
     @property
     def kind(self) -> str:
         """flat, hnsw, ivf-flat, ivf-sq8 or ivf-pq (see `choose.py`)."""
-        inner = faiss.downcast_index(self.index.index)
+        inner = self._inner
         if isinstance(inner, faiss.IndexHNSW):
             return "hnsw"
         if isinstance(inner, faiss.IndexIVF):
@@ -139,7 +224,7 @@ class VectorIndex:
 
     @property
     def description(self) -> str:
-        inner = faiss.downcast_index(self.index.index)
+        inner = self._inner
         if isinstance(inner, faiss.IndexIVF):
             return f"{self.kind} (nlist {inner.nlist}, nprobe {inner.nprobe})"
         if isinstance(inner, faiss.IndexHNSW):
@@ -154,45 +239,37 @@ class VectorIndex:
             if train is None or train.shape[0] < choice.nlist:
                 raise UsageError(f"{choice.kind} needs at least {choice.nlist} vectors to train on")
             inner.train(_check_vectors(train, dim))
-            ivf = faiss.extract_index_ivf(inner)
-            ivf.nprobe = choice.nprobe
-            ivf.make_direct_map()  # reconstruct by id (copies, conversion) keeps working
+            faiss.extract_index_ivf(inner).nprobe = choice.nprobe
+            return cls(inner)
         if choice.kind == "hnsw":
             inner.hnsw.efSearch = choice.ef_search
             inner.hnsw.efConstruction = 80
         return cls(faiss.IndexIDMap2(inner))
 
-    def _rebuild_without(self, ids: np.ndarray) -> int:
-        """HNSW cannot delete from its graph, and IVF under an id map cannot renumber: rebuild the
-        structure (the trained quantiser is kept) from the vectors that stay."""
+    def _rebuild_hnsw_without(self, ids: np.ndarray) -> int:
+        """HNSW cannot delete from its graph: rebuild it from the vectors that stay."""
         keep_ids, vecs = self.all_vectors()
         keep = ~np.isin(keep_ids, ids)
         if keep.all():
             return 0
-        inner = faiss.downcast_index(self.index.index)
-        if isinstance(inner, faiss.IndexHNSW):
-            fresh = faiss.index_factory(self.dim, "HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
-            fresh.hnsw.efSearch, fresh.hnsw.efConstruction = inner.hnsw.efSearch, 80
-        else:
-            fresh = faiss.clone_index(inner)
-            ivf = faiss.extract_index_ivf(fresh)
-            ivf.set_direct_map_type(faiss.DirectMap.NoMap)
-            fresh.reset()
+        inner = self._inner
+        fresh = faiss.index_factory(self.dim, "HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
+        fresh.hnsw.efSearch, fresh.hnsw.efConstruction = inner.hnsw.efSearch, 80
         index = faiss.IndexIDMap2(fresh)
         if keep.any():
             index.add_with_ids(np.ascontiguousarray(vecs[keep], np.float32), keep_ids[keep])
-        ivf = faiss.try_extract_index_ivf(fresh)
-        if ivf is not None:
-            ivf.make_direct_map()
         self._set_index(index)
         return int((~keep).sum())
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of everything stored, in storage order (exact for flat and HNSW)."""
+        """(ids, vectors) of everything stored (decoded, for quantised types)."""
         n = self.ntotal
         if n == 0:
             return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
-        return self.ids(), self.index.index.reconstruct_n(0, n)
+        ids = self.ids()
+        if self.ivf is not None:
+            return ids, self.index.reconstruct_batch(ids)
+        return ids, self.index.index.reconstruct_n(0, n)
 
     def convert(self, choice) -> "VectorIndex":
         """The same ids and vectors in an index of another type: nothing is re-embedded."""
@@ -213,7 +290,7 @@ class VectorIndex:
         """Set an IVF index's nprobe to the smallest power of two (not below `floor`) whose recall@k
         against exact search reaches `target`, measured on stored vectors used as queries (each one's
         own id left out of both answers), as autofaiss tunes its search parameters. Returns the recall."""
-        ivf = faiss.try_extract_index_ivf(faiss.downcast_index(self.index.index))
+        ivf = self.ivf
         if ivf is None or len(ids) <= k + 1:
             return 1.0
         rng = np.random.default_rng(0)
@@ -237,8 +314,21 @@ class VectorIndex:
         ivf.nprobe = nprobe
         return recall
 
+    def _upper_id(self) -> int:
+        """An upper bound of the stored ids (-1 when empty), computed once, then kept by add."""
+        if self._max_id is None:
+            stored = self.ids()
+            self._max_id = int(stored.max()) if stored.size else -1
+        return self._max_id
+
     def ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        ivf = self.ivf
+        if ivf is None:
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        lists = ivf.invlists
+        parts = [faiss.rev_swig_ptr(lists.get_ids(i), n).copy()
+                 for i in range(ivf.nlist) if (n := lists.list_size(i))]
+        return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
 
     def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
         vecs = _check_vectors(vecs, self.dim)
@@ -249,39 +339,48 @@ class VectorIndex:
             return
         if np.unique(ids).size != ids.size:
             raise UsageError("duplicate ids in one add")
-        if self._max_id is None:
-            stored = self.ids()
-            self._max_id = int(stored.max()) if stored.size else -1
         # Catalog ids only grow (never reused), so new ids lie above every stored one and the check costs
         # O(added), not O(stored); anything else gets the full check.
-        if int(ids.min()) <= self._max_id:
+        if int(ids.min()) <= self._upper_id():
             present = np.isin(ids, self.ids())
             if present.any():
                 raise UsageError(f"ids already in the index: {ids[present][:5].tolist()}")
         self.index.add_with_ids(vecs, ids)
         self._max_id = max(self._max_id, int(ids.max()))
+        self._journal(added=(ids, vecs))
 
     def remove(self, ids: np.ndarray) -> int:
         ids = _check_ids(ids)
         if ids.size == 0:
             return 0
-        if self.kind != "flat":
-            return self._rebuild_without(ids)
+        if self.kind == "hnsw":
+            return self._rebuild_hnsw_without(ids)  # a new graph: the next write is a whole index
+        n = self._remove(ids)
+        self._journal(removed=ids)
+        return n
+
+    def _remove(self, ids: np.ndarray) -> int:
+        if self.kind == "hnsw":
+            return self._rebuild_hnsw_without(ids)
+        if self.ivf is not None:  # hash-table direct map: O(removed); it takes an array selector only
+            return int(self.index.remove_ids(faiss.IDSelectorArray(ids.size, faiss.swig_ptr(ids))))
         return int(self.index.remove_ids(faiss.IDSelectorBatch(ids.size, faiss.swig_ptr(ids))))
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         ids = _check_ids(ids)
-        return np.stack([self.index.reconstruct(int(i)) for i in ids]) if ids.size else np.empty((0, self.dim), np.float32)
+        if not ids.size:
+            return np.empty((0, self.dim), np.float32)
+        return np.stack([self.index.reconstruct(int(i)) for i in ids])
 
     def _params(self, allowed_share: float = 1.0) -> faiss.SearchParameters:
         """Search parameters of this index type (a selector is added per search). A filter that lets
         through a share f of the vectors widens the search by 1/f, so that about as many allowed
         vectors are compared as without it (else a selective filter returns too few hits)."""
         widen = 1.0 / max(allowed_share, 1e-9)
-        inner = faiss.downcast_index(self.index.index)
+        inner = self._inner
         if isinstance(inner, faiss.IndexHNSW):
             return faiss.SearchParametersHNSW(efSearch=int(min(max(inner.hnsw.efSearch, 16) * widen, 1 << 16)))
-        ivf = faiss.try_extract_index_ivf(inner)
+        ivf = self.ivf
         if ivf is not None:
             return faiss.SearchParametersIVF(nprobe=int(min(ivf.nlist, np.ceil(ivf.nprobe * widen))))
         return faiss.SearchParameters()

@@ -7,6 +7,7 @@ hashed, not embedded again). Nothing here decodes or writes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from ..catalog import Catalog, FileRow
 from .walk import FileEntry, Ignored, WalkError, normalise_roots, walk
@@ -23,7 +24,7 @@ class Plan:
     known: dict[str, FileRow] = field(default_factory=dict)             # catalog rows under the roots
     gone: dict[str, FileRow] = field(default_factory=dict)              # known, not seen: swept unless moved
     gone_by_hash: dict[str, FileRow] = field(default_factory=dict)      # vanished contents (moves)
-    present_by_hash: dict[str, FileRow] = field(default_factory=dict)   # contents still present (copies)
+    present_by_hash: Mapping[str, FileRow] = field(default_factory=dict)  # contents still present (copies)
 
     @property
     def reusable(self) -> dict[str, tuple[str, str | None]]:
