@@ -62,8 +62,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", dest="types", action="append", metavar="TYPE",
                    help="result modality: image, audio or text (repeatable; default: the other modalities)")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--min-relevance", type=float, metavar="R",
+                   help="only hits with relevance >= R (0..1; comparable across queries and modalities): 0.5 = as "
+                        "good as a typical best match; with `mmr calibrate`, R = probability of being relevant")
+    p.add_argument("--cutoff", choices=("none", "gap"), default="none",
+                   help="gap: keep the hits before the largest drop in relevance, when one stands out")
     p.add_argument("--json", action="store_true", help="print hits as a JSON list")
     _add_index_arg(p)
+
+    p = sub.add_parser("calibrate", help="fit relevance on your labelled pairs (per pair of modalities) and store it "
+                                         "in the index")
+    p.add_argument("--pairs", required=True, metavar="FILE",
+                   help="JSONL or CSV: image or audio + caption + label (a hit is relevant when it shares the label)")
+    p.add_argument("--json", action="store_true")
+    _add_index_arg(p)
+
+    p = sub.add_parser("audit", help="calibration audit: matched vs random cosines per pair of modalities (table, "
+                                     "JSON, PNG); on an index without --pairs")
+    p.add_argument("--pairs", metavar="FILE", help="JSONL or CSV pairs (image or audio + caption [+ label])")
+    p.add_argument("--model", metavar="SPACE", help="the space to audit with --pairs (default: the index's space, "
+                                                   "else the default space)")
+    p.add_argument("--png", metavar="FILE", help="write the histograms to this PNG (needs matplotlib)")
+    p.add_argument("--json", action="store_true")
+    _add_index_arg(p)
+
+    p = sub.add_parser("compare", help="candidate spaces side by side on your pairs, and which one to use")
+    p.add_argument("--pairs", required=True, metavar="FILE")
+    p.add_argument("--models", required=True, metavar="A,B,...", help="spaces to compare (comma-separated)")
+    p.add_argument("--precision", metavar="P", help=PRECISION_HELP)
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("info", help="what an index holds and which space it lives in")
     _add_index_arg(p)
@@ -244,14 +271,113 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .engine import Engine
 
     with Engine(_index_dir(args), readonly=True) as eng:
-        hits = eng.search(args.text, image=args.image, audio=args.audio, k=args.k, types=args.types)
+        hits = eng.search(args.text, image=args.image, audio=args.audio, k=args.k, types=args.types,
+                          min_relevance=args.min_relevance, cutoff=args.cutoff)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
         return EXIT_OK
     if not hits:
-        print("no results")
+        print(f"no results at or above relevance {args.min_relevance}" if args.min_relevance is not None
+              else "no results")
     for h in hits:
         print(format_hit(h))
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .relevance.audit import audit_index, audit_pairs, plot, public
+
+    if args.pairs:
+        from .space.registry import resolve_model_arg
+        from .space.runtime import Space
+
+        if args.model:
+            space = Space(resolve_model_arg(args.model))
+        else:
+            from .engine import DEFAULT_SPACE, Engine
+
+            idx = _index_dir(args)
+            if os.path.isfile(os.path.join(os.path.expanduser(idx), "catalog.sqlite")):
+                with Engine(idx, readonly=True) as eng:
+                    space = eng.space
+            else:
+                space = Space(resolve_model_arg(DEFAULT_SPACE))
+        report = audit_pairs(space, args.pairs)
+    else:
+        from .engine import Engine
+
+        with Engine(_index_dir(args), readonly=True) as eng:
+            report = audit_index(eng)
+    if args.png:
+        plot(report, args.png)
+    if args.json:
+        print(json.dumps(public(report), indent=2))
+        return EXIT_OK
+    what = f"pairs {report['pairs_file']}" if report["kind"] == "pairs" else f"index {report['index']}"
+    print(f"calibration audit of space {report['space']} on {what}")
+    first = "matched" if report["kind"] == "pairs" else "best_match"
+    print(f"{'pair':<16}{first + ' mean±std':>22}{'random mean±std':>20}{'random p99':>12}{'overlap':>9}"
+          + (f"{'< 0.7':>8}{'< rnd p99':>11}" if report["kind"] == "pairs" else ""))
+    for name, r in report["pairs"].items():
+        m, rnd = r[first], r["random"]
+        line = (f"{name:<16}{m['mean']:>+13.3f} ± {m['std']:.3f}{rnd['mean']:>+11.3f} ± {rnd['std']:.3f}"
+                f"{rnd['p99']:>+12.3f}{r['overlap']:>9.2f}")
+        if report["kind"] == "pairs":
+            line += f"{r['matched_below_0.7']:>8.0%}{r['matched_below_random_p99']:>11.0%}"
+        print(line)
+    for name, g in report.get("modality_gap", {}).items():
+        print(f"modality gap {name}: centroid distance {g['centroid_distance']:.3f} (cosine {g['centroid_cosine']:+.3f})")
+    if args.png:
+        print(f"histograms: {args.png}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .relevance.compare import compare
+
+    from .errors import UsageError
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models:
+        raise UsageError("give at least one space to --models")
+    rep = compare(args.pairs, models, precision=args.precision or "auto")
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return EXIT_OK
+    print(f"spaces on {rep['pairs']}")
+    for r in rep["spaces"]:
+        if "error" in r:
+            print(f"{r['model']}: cannot evaluate: {r['error']}")
+            continue
+        dirs = "  ".join(f"{d.replace('_to_', '→')} R@1/5/10 {v['R@1']:.2f}/{v['R@5']:.2f}/{v['R@10']:.2f}"
+                         + (f" P@5 {v['P@5']:.2f}" if "P@5" in v else "") for d, v in r["directions"].items())
+        print(f"{r['model']} (dim {r['dim']}): {r['quality_measure']} {r['quality']:.3f}; {r['items_per_s']} items/s; "
+              f"{r['bytes_per_item']} bytes/item; overlap " +
+              ", ".join(f"{k} {v:.2f}" for k, v in r["overlap"].items()))
+        print(f"    {dirs}")
+    rec = rep["recommendation"]
+    print("recommendation: " + ("none (no space could be evaluated)" if rec is None else f"{rec['model']}: {rec['why']}"))
+    return EXIT_OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .engine import Engine
+
+    with Engine(_index_dir(args)) as eng:
+        rep = eng.calibrate(args.pairs)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return EXIT_OK
+    print(f"calibrated relevance for space fingerprint {rep['fingerprint']} from {rep['source']}")
+    print(f"{'pair':<16}{'hits':>8}{'relevant':>10}   P(relevant) = logistic(bias + b_z * z + b_cos * cosine)")
+    for pair, v in sorted(rep["pairs"].items()):
+        w = v["weights"]
+        print(f"{pair:<16}{v['hits']:>8}{v['relevant']:>10}   bias {w['bias']:+.2f}, b_z {w['z']:+.2f}, "
+              f"b_cos {w['cosine']:+.2f}")
+    for pair, why in sorted(rep["left_out"].items()):
+        print(f"{pair}: not calibrated: {why}")
+    for s in rep["skipped_files"]:
+        print(f"  skipped {show_path(s['path'])}: {safe_text(s['reason'])}")
     return EXIT_OK
 
 
@@ -278,7 +404,8 @@ def format_hit(h: Any) -> str:
     from .modalities import get_modality
 
     after_path, extra = get_modality(h.modality).describe(h.locator, h.text)
-    return f"{h.rank:3d}  {h.score:+.4f}  {h.modality:<5}  {show_path(h.path)}{safe_text(after_path)}{safe_text(extra)}"
+    rel = "  -- " if h.relevance is None else f"{h.relevance:5.2f}"
+    return f"{h.rank:3d}  {h.score:+.4f} {rel}  {h.modality:<5}  {show_path(h.path)}{safe_text(after_path)}{safe_text(extra)}"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -456,7 +583,7 @@ def format_eval(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "compact": cmd_compact, "check": cmd_check, "serve": cmd_serve, "spaces": cmd_spaces, "fetch": cmd_fetch}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "compact": cmd_compact, "calibrate": cmd_calibrate, "audit": cmd_audit, "compare": cmd_compare, "check": cmd_check, "serve": cmd_serve, "spaces": cmd_spaces, "fetch": cmd_fetch}
 
 if __name__ == "__main__":
     sys.exit(main())

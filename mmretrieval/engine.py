@@ -25,6 +25,8 @@ from .space.runtime import Space, space_identity
 from .space.precision import TOWERS, describe, parse_precision
 from .space.registry import resolve_model_arg
 from .space.spec import SpaceSpec, fingerprint_of
+from .relevance.cutoff import check_cutoff, check_min_relevance, gap_cut
+from .relevance.scorer import RelevanceScorer
 from .store import Store
 
 DEFAULT_SPACE = os.environ.get("MMR_MODEL", "vit-b-32-openai+wav2clip")
@@ -39,10 +41,12 @@ class Hit:
     id: int
     locator: dict[str, Any]
     text: str | None = None
+    relevance: float | None = None  # comparable across queries and modalities (see relevance/); None: too few items
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "score": round(self.score, 6), "modality": self.modality, "path": self.path,
-                "id": self.id, "locator": self.locator, "text": self.text}
+        return {"rank": self.rank, "score": round(self.score, 6),
+                "relevance": None if self.relevance is None else round(self.relevance, 4),
+                "modality": self.modality, "path": self.path, "id": self.id, "locator": self.locator, "text": self.text}
 
 
 def _spec_of(model: str | SpaceSpec) -> SpaceSpec:
@@ -65,6 +69,7 @@ class Engine:
         self.path = Path(os.path.expanduser(os.fspath(path))).resolve()
         self.device = device
         self._space: Space | None = None
+        self._relevance: RelevanceScorer | None = None
         self._lock = threading.RLock()
         exists = (self.path / "catalog.sqlite").is_file()
         if not exists:
@@ -164,6 +169,7 @@ class Engine:
                 self._set_index_policy(index_type, memory_budget)
                 result = indexer.run(roots)
                 self._fit_index_type()
+                self.relevance.store_profile_if_stale()
                 return result
             finally:
                 self.store.release_lock()
@@ -241,6 +247,7 @@ class Engine:
                     cat.rollback()
                     raise
                 self._fit_index_type()
+                self.relevance.store_profile_if_stale()
                 report.seconds = time.monotonic() - t0
                 return report
             finally:
@@ -261,6 +268,7 @@ class Engine:
                 if ids:  # one removal: on IVF and HNSW each removal rebuilds the structure
                     self.store.vectors.remove(np.concatenate(ids))
                 self.store.checkpoint()
+                self.relevance.store_profile_if_stale()
                 return len(rows)
             finally:
                 self.store.release_lock()
@@ -278,6 +286,39 @@ class Engine:
                 return before, self.store.segment_stats()
             finally:
                 self.store.release_lock()
+
+    def calibrate(self, pairs_file: str | os.PathLike, *, k: int = 10) -> dict[str, Any]:
+        """Fit calibrated relevance on labelled pairs (JSONL/CSV: image or audio, caption, label) and store it in
+        the index: per pair of modalities, P(relevant | null z-score) over the top-k hits of every query."""
+        from .relevance.calibration import MIN_EACH, Calibration, fit_logistic
+        from .relevance.pairs import encode_pairs, top_hits
+        from .train.pairs import read_pairs
+
+        self._writable()
+        pairs = read_pairs(pairs_file)
+        ps = encode_pairs(self.space, pairs)
+        cal = Calibration(self.space.fingerprint, source=str(Path(pairs_file).expanduser().resolve()))
+        left_out: dict[str, str] = {}
+        for qm, rm in ps.pairs_of_modalities():
+            obs = top_hits(ps, qm, rm, k=k)
+            pos = int(obs.relevant.sum())
+            neg = int(obs.relevant.size - pos)
+            if min(pos, neg) < MIN_EACH:
+                left_out[f"{qm}->{rm}"] = (f"{pos} relevant and {neg} irrelevant hits; at least {MIN_EACH} of each are "
+                                           f"needed (uncalibrated relevance is used)")
+                continue
+            cal.pairs[f"{qm}->{rm}"] = fit_logistic(obs.z, obs.scores, obs.relevant)
+        if not cal.pairs:
+            raise UsageError(f"{pairs_file}: no pair of modalities has enough relevant and irrelevant hits to fit "
+                             f"({'; '.join(f'{k}: {v}' for k, v in left_out.items())})")
+        with self._lock:
+            self.store.acquire_lock()
+            try:
+                self.relevance.save_calibration(cal)
+            finally:
+                self.store.release_lock()
+        return {**cal.to_dict(), "left_out": left_out, "labelled": ps.labelled,
+                "skipped_files": [{"path": p, "reason": r} for p, r in ps.skipped]}
 
     def _writable(self) -> None:
         if self.readonly:
@@ -297,45 +338,84 @@ class Engine:
             raise UsageError(f"cannot use the {m.name} query: {e}") from None
 
     def search(self, text: str | None = None, *, image: Any = None, audio: Any = None, k: int = 10,
-               types: Iterable[str] | str | None = None, **others: Any) -> list[Hit]:
+               types: Iterable[str] | str | None = None, min_relevance: float | None = None,
+               cutoff: str | None = None, **others: Any) -> list[Hit]:
         """Search by text, an image (path, bytes, PIL image), audio (path, (array, sr)), or a value of another
-        registered modality given by its name (``vector=...``); best first."""
+        registered modality given by its name (``vector=...``); best first. `min_relevance` (0..1) keeps only
+        hits at or above that relevance (possibly none); `cutoff="gap"` keeps the hits before the largest
+        drop in relevance, when one stands out."""
+        min_relevance, cutoff = check_min_relevance(min_relevance), check_cutoff(cutoff)
         q = make_query(text=text, image=image, audio=audio, k=k, types=types, **others)
         vec = self.encode_query(q)
-        return self.search_vector(vec, k=q.k, types=q.types)
+        return self.search_vector(vec, k=q.k, types=q.types, query_modality=q.modality,
+                                  min_relevance=min_relevance, cutoff=cutoff)
+
+    @property
+    def relevance(self) -> RelevanceScorer:
+        if self._relevance is None:
+            rec = self.store.space_record() or {}
+            self._relevance = RelevanceScorer(self.store, rec.get("fingerprint", ""))
+        return self._relevance
 
     def _filter(self, types: tuple[str, ...]):
         """The ids of these modalities as a search filter, cached until the vectors change (a commit)."""
         from .index.vector_index import IdFilter
 
-        key = (tuple(sorted(types)), self.store.vectors_stamp, self.store.vectors.ntotal, id(self.store.vectors))
-        cache = self.__dict__.setdefault("_filters", {})
-        if key not in cache:
-            cache.clear()
-            cache[key] = IdFilter(self.store.catalog.item_ids(types))
-        return cache[key]
+        state = (self.store.vectors_stamp, self.store.vectors.ntotal, id(self.store.vectors))
+        if self.__dict__.get("_filters_state") != state:
+            self._filters_state, self._filters = state, {}
+        key = tuple(sorted(types))
+        if key not in self._filters:
+            self._filters[key] = IdFilter(self.store.catalog.item_ids(types))
+        return self._filters[key]
 
-    def search_vector(self, vec: np.ndarray, *, k: int = 10, types: Iterable[str] | None = None) -> list[Hit]:
+    def search_vector(self, vec: np.ndarray, *, k: int = 10, types: Iterable[str] | None = None,
+                      query_modality: str | None = None, min_relevance: float | None = None,
+                      cutoff: str | None = None) -> list[Hit]:
+        """Search with a query vector; `query_modality` (the tower that made it) selects the relevance profile
+        and calibration of each (query modality -> hit modality) pair.
+
+        With several result modalities, each is searched for its own top k and the hits are merged by
+        relevance (cosines of different modality pairs live on different scales: merging by cosine let one
+        modality crowd out the others); where relevance is unknown (fewer than 8 items of a modality), by cosine."""
+        min_relevance, cutoff = check_min_relevance(min_relevance), check_cutoff(cutoff)
+        vec = np.asarray(vec, np.float32)
         with self._lock:
             if not self.store.holds_lock:  # another process may have committed since
                 self.store.refresh_vectors(self.dim)
             cat = self.store.catalog
-            types = tuple(types) if types is not None else None
-            allowed = None if types is None or set(types) >= set(modality_names()) else self._filter(types)
+            mods = tuple(types) if types is not None else tuple(modality_names())
             # Over-fetch a little: ids whose catalog rows were removed since the vectors were saved are dropped.
             fetch = min(k + 16, max(1, self.store.vectors.ntotal))
-            scores, ids = self.store.vectors.search(np.asarray(vec, np.float32)[None, :], fetch, allowed=allowed)
-            found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+            found: list[tuple[float, int]] = []
+            for group in [mods] if len(mods) == 1 else [(m,) for m in mods]:
+                allowed = self._filter(group)
+                if allowed.empty:
+                    continue
+                scores, ids = self.store.vectors.search(vec[None, :], fetch, allowed=allowed)
+                found += [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
             rows = cat.items([i for _, i in found])
+            found = [(s, i) for s, i in found if i in rows]
+            rel = self.relevance.relevance(vec, query_modality, [rows[i].modality for _, i in found],
+                                           np.array([s for s, _ in found])) if found else np.empty(0)
+        by_cosine = np.isnan(rel).any()
+        order = sorted(range(len(found)), key=lambda j: (-found[j][0],) if by_cosine else (-rel[j], -found[j][0]))[:k]
+        found, rel = [found[j] for j in order], rel[order]
+        keep = np.ones(len(found), bool)
+        if min_relevance is not None:
+            keep &= np.nan_to_num(rel, nan=-1.0) >= min_relevance
+        if cutoff == "gap" and keep.any():
+            kept = np.flatnonzero(keep)
+            order = kept[np.argsort(-np.nan_to_num(rel[kept], nan=-1.0), kind="stable")]
+            keep[:] = False
+            keep[order[:gap_cut(np.nan_to_num(rel[order], nan=0.0))]] = True
         hits: list[Hit] = []
-        for s, i in found:
-            r = rows.get(i)
-            if r is None:
+        for (s, i), r_, ok in zip(found, rel, keep):
+            if not ok:
                 continue
+            r = rows[i]
             hits.append(Hit(rank=len(hits) + 1, score=s, modality=r.modality, path=r.path, id=i,
-                            locator=r.locator, text=r.text))
-            if len(hits) == k:
-                break
+                            locator=r.locator, text=r.text, relevance=None if np.isnan(r_) else float(r_)))
         return hits
 
     def check(self, repair: bool = False) -> dict[str, Any]:
@@ -374,7 +454,8 @@ class Engine:
         with self._lock:
             return self.store.catalog.items([int(item_id)]).get(int(item_id))
 
-    def search_like(self, item_id: int, *, k: int = 10, types: Iterable[str] | str | None = None) -> list[Hit]:
+    def search_like(self, item_id: int, *, k: int = 10, types: Iterable[str] | str | None = None,
+                    min_relevance: float | None = None, cutoff: str | None = None) -> list[Hit]:
         """"More like this": search with an indexed item's own vector (no re-encoding)."""
         row = self.item(item_id)
         if row is None:
@@ -384,7 +465,8 @@ class Engine:
             self.store.refresh_vectors(self.dim)
             vec = self.store.vectors.reconstruct(np.array([row.id]))[0]
         vec = vec / np.linalg.norm(vec)
-        return self.search_vector(vec, k=q.k, types=q.types if types is not None else None)
+        return self.search_vector(vec, k=q.k, types=q.types if types is not None else None, query_modality=row.modality,
+                                  min_relevance=min_relevance, cutoff=cutoff)
 
     # ----------------------------------------------------------------- info
     def stats(self) -> dict[str, Any]:

@@ -4,7 +4,6 @@ deltas; the deltas are merged into a new base as they grow or at `mmr compact`; 
 leaves base + deltas consistent with the catalog."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -17,8 +16,7 @@ import numpy as np
 import pytest
 
 import mmretrieval as mmr
-from mmretrieval.index import ExactIndex, VectorIndex
-from mmretrieval.index import segments
+from mmretrieval.index import ExactIndex, VectorIndex, segments
 from mmretrieval.index.choose import choose_index
 from mmretrieval.ingest.embed import EmbeddedFile
 from mmretrieval.ingest.walk import FileEntry

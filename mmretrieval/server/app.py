@@ -78,9 +78,10 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
 
     @app.get("/search")
     def search_get(q: str = Query(..., description="text query"), type: list[str] | None = Query(None),
-                   k: int = Query(10)):
+                   k: int = Query(10), min_relevance: float | None = Query(None, ge=0, le=1),
+                   cutoff: str | None = Query(None, description="none or gap")):
         with lock:
-            return hits(engine.search(q, k=k, types=parse_types(type)))
+            return hits(engine.search(q, k=k, types=parse_types(type), min_relevance=min_relevance, cutoff=cutoff))
 
     @app.post("/search")
     async def search_post(request: Request):
@@ -92,6 +93,7 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
             form = await request.form()
             k = _int(form.get("k", 10))
             types = parse_types(form.getlist("types") or form.getlist("type"))
+            cut = {"min_relevance": _relevance(form.get("min_relevance")), "cutoff": form.get("cutoff") or None}
             for field in (m.name for m in modalities() if m.file_query):
                 up = form.get(field)
                 if up is not None and hasattr(up, "read"):
@@ -101,7 +103,7 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
                         f.write(data)
                         f.flush()
                         with lock:
-                            return hits(engine.search(**{field: f.name}, k=k, types=types))
+                            return hits(engine.search(**{field: f.name}, k=k, types=types, **cut))
             fields = " or ".join(repr(m.name) for m in modalities() if m.file_query)
             raise UsageError(f"multipart search needs a file field named {fields}")
         try:
@@ -112,10 +114,11 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
             raise UsageError("the JSON body must be an object: {text | item, types, k}")
         k = _int(body.get("k", 10))
         types = body.get("types")
+        cut = {"min_relevance": _relevance(body.get("min_relevance")), "cutoff": body.get("cutoff")}
         with lock:
             if body.get("item") is not None:
-                return hits(engine.search_like(_int(body["item"]), k=k, types=types))
-            return hits(engine.search(body.get("text"), k=k, types=types))
+                return hits(engine.search_like(_int(body["item"]), k=k, types=types, **cut))
+            return hits(engine.search(body.get("text"), k=k, types=types, **cut))
 
     def item_or_404(item_id: int):
         row = engine.item(item_id)
@@ -151,6 +154,15 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
         return FileResponse(r.path, media_type=media_type(r.path))
 
     return app
+
+
+def _relevance(v: Any) -> float | None:
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise UsageError(f"min_relevance must be a number from 0 to 1, got {v!r}") from None
 
 
 def _int(v: Any) -> int:

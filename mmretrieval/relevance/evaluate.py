@@ -1,0 +1,81 @@
+"""Relevance measured through an index: labelled pairs are indexed (images, sounds, and each caption as a
+text file), every item asks the engine for its top k of a modality, and each hit is checked against the
+labels. What the tests and `scripts/bench/relevance.py` report: the precision of the hits a threshold keeps,
+per pair of modalities, for calibrated relevance, uncalibrated relevance and raw cosine."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..train.pairs import Pair
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+TARGET_PAIRS = (("text", "image"), ("image", "text"), ("text", "audio"), ("audio", "text"), ("image", "image"))
+
+
+@dataclass
+class HitRecord:
+    relevance: np.ndarray
+    score: np.ndarray
+    relevant: np.ndarray
+
+
+def write_captions(pairs: list[Pair], folder: Path) -> dict[str, set[str]]:
+    """Each distinct caption as a text file (an indexable passage); returns caption -> labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels: dict[str, set[str]] = {}
+    for p in pairs:
+        if p.caption:
+            labels.setdefault(p.caption, set()).add(p.label or "")
+    for cap in labels:
+        (folder / f"{hashlib.sha1(cap.encode()).hexdigest()[:16]}.txt").write_text(cap + "\n")
+    return labels
+
+
+def collect(engine: Engine, pairs: list[Pair], query_modality: str, modality: str, k: int = 10,
+            cutoff: str | None = None) -> HitRecord:
+    """Top-k hits of `modality` for every item of `query_modality` among the pairs (every caption, for text)."""
+    label_of: dict[str, set[str]] = {}
+    for p in pairs:
+        for key in (p.image, p.audio):
+            if key:
+                label_of.setdefault(str(Path(key).resolve()), set()).add(p.label or "")
+        if p.caption:
+            label_of.setdefault(f"text:{p.caption}", set()).add(p.label or "")
+    if query_modality == "text":  # every caption, also those with nothing relevant in `modality`
+        queries = sorted({p.caption for p in pairs if p.caption})
+    else:
+        queries = sorted({str(Path(getattr(p, query_modality)).resolve()) for p in pairs if getattr(p, query_modality)})
+    rel, score, ok = [], [], []
+    for q in queries:
+        qlab = label_of[f"text:{q}" if query_modality == "text" else q]
+        hits = engine.search(**{query_modality: q}, types=[modality], k=k + (query_modality == modality), cutoff=cutoff)
+        hits = [h for h in hits if not (query_modality == modality and h.path == q)][:k]
+        for h in hits:
+            hlab = label_of.get(f"text:{(h.text or '').strip()}" if modality == "text" else h.path, set())
+            rel.append(np.nan if h.relevance is None else h.relevance)
+            score.append(h.score)
+            ok.append(bool(qlab & hlab))
+    return HitRecord(np.array(rel), np.array(score), np.array(ok, bool))
+
+
+def precision_at(records: dict[tuple[str, str], HitRecord], threshold: float, by: str = "relevance") -> dict[str, dict]:
+    """Per pair: precision of the hits at or above `threshold` (of relevance or raw score) and their share."""
+    out = {}
+    for (q, m), r in records.items():
+        x = r.relevance if by == "relevance" else r.score
+        keep = np.nan_to_num(x, nan=-np.inf) >= threshold
+        out[f"{q}->{m}"] = {"precision": float(r.relevant[keep].mean()) if keep.any() else None,
+                            "kept": float(keep.mean()), "hits": int(keep.sum())}
+    return out
+
+
+def spread(table: dict[str, dict]) -> float | None:
+    ps = [v["precision"] for v in table.values()]
+    return None if any(p is None for p in ps) else float(max(ps) - min(ps))
