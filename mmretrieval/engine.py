@@ -387,20 +387,21 @@ class Engine:
             mods = tuple(types) if types is not None else tuple(modality_names())
             # Over-fetch a little: ids whose catalog rows were removed since the vectors were saved are dropped.
             fetch = min(k + 16, max(1, self.store.vectors.ntotal))
-            found: list[tuple[float, int]] = []
-            for group in [mods] if len(mods) == 1 else [(m,) for m in mods]:
-                allowed = self._filter(group)
+            found: list[tuple[float, int, str]] = []  # (cosine, id, modality): one search per modality
+            for m in mods:
+                allowed = self._filter((m,))
                 if allowed.empty:
                     continue
                 scores, ids = self.store.vectors.search(vec[None, :], fetch, allowed=allowed)
-                found += [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
-            rows = cat.items([i for _, i in found])
-            found = [(s, i) for s, i in found if i in rows]
-            rel = self.relevance.relevance(vec, query_modality, [rows[i].modality for _, i in found],
-                                           np.array([s for s, _ in found])) if found else np.empty(0)
-        by_cosine = np.isnan(rel).any()
-        order = sorted(range(len(found)), key=lambda j: (-found[j][0],) if by_cosine else (-rel[j], -found[j][0]))[:k]
-        found, rel = [found[j] for j in order], rel[order]
+                found += [(float(s), int(i), m) for s, i in zip(scores[0], ids[0]) if i >= 0]
+            rel = self.relevance.relevance(vec, query_modality, [m for _, _, m in found],
+                                           np.array([s for s, _, _ in found])) if found else np.empty(0)
+            by_cosine = np.isnan(rel).any()
+            order = sorted(range(len(found)), key=lambda j: (-found[j][0],) if by_cosine else (-rel[j], -found[j][0]))
+            order = order[:fetch]
+            rows = cat.items([found[j][1] for j in order])  # only the candidates that can make the top k
+            order = [j for j in order if found[j][1] in rows][:k]
+        found, rel = [found[j][:2] for j in order], rel[order]
         keep = np.ones(len(found), bool)
         if min_relevance is not None:
             keep &= np.nan_to_num(rel, nan=-1.0) >= min_relevance

@@ -90,3 +90,25 @@ def test_dropping_an_image_searches_by_it(page):
     page.set_input_files("#file", str(DEMO / "images" / "green-star.png"))
     page.wait_for_function("document.getElementById('status').textContent.includes('green-star.png')")
     assert page.locator(".hit").first.get_attribute("data-path").endswith("green-star.png")
+
+
+def test_relevance_slider_filters_and_reruns_the_search(page):
+    page.check("input[value=image]")
+    page.check("input[value=audio]")
+    page.fill("#q", "a red circle")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.getElementById('status').textContent.includes('a red circle')")
+    every = page.locator(".hit").count()
+    assert every > 1 and "relevance" in page.locator(".hit .meta").last.inner_text()
+    page.eval_on_selector("#minrel", "e => { e.value = '0.95'; e.dispatchEvent(new Event('input'));"
+                                     " e.dispatchEvent(new Event('change')); }")
+    page.wait_for_function("document.getElementById('status').textContent.includes('relevance ≥ 0.95')")
+    assert page.locator("#minrelv").inner_text() == "0.95"
+    kept = page.locator(".hit").count()
+    assert kept < every
+    if kept:
+        assert page.locator(".hit").first.get_attribute("data-path").endswith("red-circle.png")
+        values = [float(t.split("relevance")[1].split("·")[0]) for t in page.locator(".hit .meta").all_inner_texts()
+                  if "relevance" in t]
+        assert values and min(values) >= 0.95
+    page.eval_on_selector("#minrel", "e => { e.value = '0'; e.dispatchEvent(new Event('input')); }")

@@ -67,8 +67,8 @@ def z_scores(scores: np.ndarray, mean: float, std: float) -> np.ndarray:
 
 def uncalibrated(z: np.ndarray | float, top1: tuple[float, float]) -> np.ndarray:
     med, spread = top1
-    u = (np.asarray(z, np.float64) - med) / max(spread, 1e-6)
-    return 0.5 * (1.0 + np.vectorize(math.erf)(u / math.sqrt(2.0)))
+    u = (np.asarray(z, np.float64).reshape(-1) - med) / (max(spread, 1e-6) * math.sqrt(2.0))
+    return 0.5 * (1.0 + np.array([math.erf(x) for x in u.tolist()]))
 
 
 def draw_null(ids_by_modality: dict[str, np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:

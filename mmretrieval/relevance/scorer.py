@@ -122,12 +122,13 @@ class RelevanceScorer:
         """Relevance in [0, 1] of hits with these modalities and cosines for this query."""
         self.refresh()
         out = np.full(len(scores), np.nan)
-        for m in set(modalities):
-            rows = np.array([i for i, x in enumerate(modalities) if x == m])
+        kinds = np.asarray(modalities)
+        for m in dict.fromkeys(modalities):
+            rows = np.flatnonzero(kinds == m)
             sample = self.null.get(m)
             if sample is None or sample.shape[0] < MIN_ITEMS:
                 continue
-            mean, std = null_stats(np.asarray(query, np.float32), sample)
+            mean, std = null_stats(query, sample)
             z = z_scores(scores[rows], mean, std)
             key = pair_key(query_modality, m)
             cal = self.calibration.pairs.get(key) if self.calibration is not None else None
