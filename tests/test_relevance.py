@@ -5,6 +5,7 @@ engine like a user's collection (images, sounds, each caption a text file); cali
 `mmr calibrate` on another seed's split."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -13,7 +14,13 @@ from PIL import Image
 
 import mmretrieval as mmr
 from mmretrieval.cli import main
-from mmretrieval.relevance.evaluate import TARGET_PAIRS, collect, precision_at, spread, write_captions
+from mmretrieval.relevance.evaluate import (
+    TARGET_PAIRS,
+    collect,
+    precision_at,
+    spread,
+    write_captions,
+)
 from mmretrieval.train.corpus import generate
 from mmretrieval.train.pairs import read_pairs
 
@@ -77,7 +84,7 @@ def test_no_raw_cosine_threshold_does_as_well(records):
     assert min(spread(t) for t in usable) >= 2 * spread(precision_at(cal, 0.8))
 
 
-def test_min_relevance_and_gap_cutoff(heldout, capsys):
+def test_min_relevance_and_gap_cutoff(heldout, records, capsys):
     root, _ = heldout
     eng = mmr.Engine(root / "idx", readonly=True)
     every = eng.search("a crimson disc", k=20, types=["image", "audio"])
@@ -104,7 +111,7 @@ def test_min_relevance_and_gap_cutoff(heldout, capsys):
     assert hits and all(h["relevance"] >= 0.8 for h in hits)
 
 
-def test_relevance_over_http(heldout):
+def test_relevance_over_http(heldout, records):  # records: calibrated by then
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
@@ -119,9 +126,19 @@ def test_relevance_over_http(heldout):
         assert client.get("/search", params={"q": "x", "min_relevance": 3}).status_code == 422
         r = client.post("/search", json={"text": "x", "min_relevance": "lots"})
         assert r.status_code == 422 and "min_relevance" in r.json()["error"]
+        desc = client.get("/relevance").json()
+        assert desc["calibration"]["pairs"]["text->image"]["hits"] > 0 and "best_match_z" in desc["profile"]
+        audit = client.get("/audit").json()
+        assert audit["kind"] == "index" and audit["pairs"]["text->image"]["overlap"] < 0.5
+        if importlib.util.find_spec("matplotlib"):
+            png = client.get("/audit.png")
+            assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+            path = heldout[0] / "audit-http.png"
+            path.write_bytes(png.content)
+            _png_ok(path)
 
 
-def test_profile_is_stored_by_the_writer_and_reused_by_readers(heldout, monkeypatch):
+def test_profile_is_stored_by_the_writer_and_reused_by_readers(heldout, records, monkeypatch):
     from mmretrieval.relevance.scorer import RelevanceScorer
 
     root, _ = heldout
@@ -133,7 +150,7 @@ def test_profile_is_stored_by_the_writer_and_reused_by_readers(heldout, monkeypa
     eng.close()
 
 
-def test_a_calibration_from_another_space_is_ignored(heldout, tmp_path):
+def test_a_calibration_from_another_space_is_ignored(heldout, records, tmp_path):
     import shutil
 
     from mmretrieval.relevance.calibration import Calibration

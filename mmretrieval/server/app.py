@@ -120,6 +120,31 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
                 return hits(engine.search_like(_int(body["item"]), k=k, types=types, **cut))
             return hits(engine.search(body.get("text"), k=k, types=types, **cut))
 
+    @app.get("/relevance")
+    def relevance():
+        """How relevance is computed for this index: the best-match profile per pair of modalities and the
+        calibration, if one was fitted (`mmr calibrate`)."""
+        with lock:
+            return engine.relevance.describe()
+
+    @app.get("/audit")
+    def audit():
+        """The calibration audit of the index: best-match vs random cosines per pair of modalities."""
+        from ..relevance.audit import audit_index, public
+
+        with lock:
+            return public(audit_index(engine))
+
+    @app.get("/audit.png")
+    def audit_png():
+        from ..relevance.audit import audit_index, plot
+
+        with lock:
+            report = audit_index(engine)
+        with tempfile.TemporaryDirectory() as tmp:
+            data = plot(report, Path(tmp) / "audit.png").read_bytes()
+        return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
+
     def item_or_404(item_id: int):
         row = engine.item(item_id)
         if row is None:
