@@ -6,6 +6,7 @@ from .errors import (DecodeError, IndexLockedError, IndexNotFoundError, MissingW
                      SpaceMismatchError, UsageError, WeightsMismatchError)
 from .ingest.indexer import IndexReport
 from .modalities import Modality, register_modality
+from .query import Filters, parse_filters
 from .space.registry import list_spaces, register_space, resolve_model_arg
 from .space.spec import AudioSpec, ClipSpec, SpaceSpec
 
@@ -18,4 +19,5 @@ __all__ = [
     "Engine", "Hit", "IndexReport", "SpaceSpec", "ClipSpec", "AudioSpec", "register_space", "list_spaces",
     "resolve_model_arg", "MMRError", "UsageError", "SpaceError", "MissingWeightsError", "SpaceMismatchError",
     "IndexNotFoundError", "IndexLockedError", "DecodeError", "WeightsMismatchError", "Modality", "register_modality",
+    "Filters", "parse_filters",
 ]

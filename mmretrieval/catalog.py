@@ -6,6 +6,7 @@ crash can never be mistaken for a newer item.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ import numpy as np
 
 from .errors import IndexNotFoundError, MMRError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: files.date, date_source, ext (filters and sorting)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -31,9 +32,13 @@ CREATE TABLE IF NOT EXISTS files (
     status TEXT NOT NULL CHECK (status IN ('indexed', 'skipped')),
     error TEXT,
     space TEXT,
-    indexed_at REAL NOT NULL
+    indexed_at REAL NOT NULL,
+    date REAL,
+    date_source TEXT,
+    ext TEXT
 );
 CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
+CREATE INDEX IF NOT EXISTS files_date ON files(date);
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
@@ -48,6 +53,11 @@ CREATE INDEX IF NOT EXISTS items_modality ON items(modality);
 
 
 _FILE_COLS = "id, path, modality, size, mtime_ns, hash, status, error, space"
+
+
+def extension(path: str) -> str:
+    """The lower-case extension without the dot ('' for none): what `--ext` matches."""
+    return os.path.splitext(path)[1].lower().lstrip(".")
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,7 @@ class ItemRow:
     ordinal: int
     locator: dict[str, Any]
     text: str | None
+    date: float | None = None     # the file's date (EXIF/tag, else mtime), seconds since the epoch
 
 
 class IndexedContents(Mapping[str, FileRow]):
@@ -123,6 +134,21 @@ class Catalog:
             raise IndexNotFoundError(f"{self.path} is not an mmretrieval catalog")
         if int(version) > SCHEMA_VERSION:
             raise MMRError(f"catalog schema {version} is newer than this mmretrieval understands ({SCHEMA_VERSION}); upgrade")
+        if int(version) < 2 and not readonly:
+            self._migrate_to_2()
+        self.version = int(self.get_meta("schema_version") or SCHEMA_VERSION)
+
+    def _migrate_to_2(self) -> None:
+        """Dates and extensions for filters: the file's mtime until a file is indexed again (its EXIF or tag
+        date is read then)."""
+        with self.transaction():
+            for col in ("date REAL", "date_source TEXT", "ext TEXT"):
+                self.db.execute(f"ALTER TABLE files ADD COLUMN {col}")
+            self.db.execute("UPDATE files SET date = mtime_ns / 1e9, date_source = 'mtime'")
+            rows = self.db.execute("SELECT id, path FROM files").fetchall()
+            self.db.executemany("UPDATE files SET ext=? WHERE id=?", [(extension(r[1]), r[0]) for r in rows])
+            self.db.execute("CREATE INDEX IF NOT EXISTS files_date ON files(date)")
+            self.set_meta("schema_version", "2")
 
     def close(self) -> None:
         self.db.close()
@@ -192,17 +218,32 @@ class Catalog:
         return None if r is None else FileRow(**dict(r))
 
     def upsert_file(self, path: str, modality: str, size: int, mtime_ns: int, hash: str | None, status: str,
-                    error: str | None = None, space: str | None = None) -> int:
+                    error: str | None = None, space: str | None = None, date: float | None = None,
+                    date_source: str | None = None) -> int:
+        """`date`: when the content was made (EXIF, a tag); None: the file's mtime stands in."""
+        if date is None:
+            date, date_source = mtime_ns / 1e9, "mtime"
         row = self.db.execute(
-            "INSERT INTO files(path, modality, size, mtime_ns, hash, status, error, space, indexed_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET modality=excluded.modality, "
-            "size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, status=excluded.status, "
-            "error=excluded.error, space=excluded.space, indexed_at=excluded.indexed_at RETURNING id",
-            (path, modality, size, mtime_ns, hash, status, error, space, time.time())).fetchone()
+            "INSERT INTO files(path, modality, size, mtime_ns, hash, status, error, space, indexed_at, date, "
+            "date_source, ext) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+            "modality=excluded.modality, size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, "
+            "status=excluded.status, error=excluded.error, space=excluded.space, indexed_at=excluded.indexed_at, "
+            "date=excluded.date, date_source=excluded.date_source, ext=excluded.ext RETURNING id",
+            (path, modality, size, mtime_ns, hash, status, error, space, time.time(), date, date_source,
+             extension(path))).fetchone()
         return int(row[0])
 
     def move_file(self, file_id: int, new_path: str, size: int, mtime_ns: int) -> None:
-        self.db.execute("UPDATE files SET path=?, size=?, mtime_ns=? WHERE id=?", (new_path, size, mtime_ns, file_id))
+        """A known content at a new path: the date stays unless it was the mtime."""
+        self.db.execute("UPDATE files SET path=?, size=?, mtime_ns=?, ext=?, date=CASE WHEN date_source='mtime' "
+                        "THEN ? / 1e9 ELSE date END WHERE id=?",
+                        (new_path, size, mtime_ns, extension(new_path), mtime_ns, file_id))
+
+    def copy_date(self, src_id: int, dst_id: int) -> None:
+        """A copy of known content takes its EXIF/tag date (an mtime-based date stays the copy's own)."""
+        self.db.execute("UPDATE files SET (date, date_source) = (SELECT date, date_source FROM files WHERE id = ?) "
+                        "WHERE id = ? AND (SELECT date_source FROM files WHERE id = ?) IN ('exif', 'tag')",
+                        (src_id, dst_id, src_id))
 
     def delete_file(self, file_id: int) -> np.ndarray:
         """Delete a file and its items; returns the removed item ids (to remove from the vector index)."""
@@ -244,10 +285,43 @@ class Catalog:
 
     def _items(self, where: str, args: Any) -> list[ItemRow]:
         rows = self.db.execute(
-            "SELECT i.id, i.file_id, f.path, i.modality, i.ordinal, i.locator, i.text FROM items i "
+            f"SELECT i.id, i.file_id, f.path, i.modality, i.ordinal, i.locator, i.text, {self._date} FROM items i "
             f"JOIN files f ON f.id = i.file_id {where}", args)
         return [ItemRow(id=r[0], file_id=r[1], path=r[2], modality=r[3], ordinal=r[4],
-                        locator=json.loads(r[5]) if r[5] else {}, text=r[6]) for r in rows]
+                        locator=json.loads(r[5]) if r[5] else {}, text=r[6], date=r[7]) for r in rows]
+
+    @property
+    def _date(self) -> str:
+        return "f.date" if self.version >= 2 else "f.mtime_ns / 1e9"  # an older catalog opened read-only
+
+    def item_ids_where(self, modalities: Iterable[str], filters: Any) -> np.ndarray:
+        """Ids of the items of these modalities whose files pass `filters` (a `query.Filters`)."""
+        where, args = [f"i.modality IN ({','.join('?' * len(list(modalities)))})"], list(modalities)
+        if filters.paths:
+            ors = []
+            for p in filters.paths:
+                if any(c in p for c in "*?["):
+                    ors.append("f.path GLOB ?")
+                    args.append(p)
+                else:  # a folder (everything below it) or a file
+                    top = p.rstrip("/")
+                    ors.append("(f.path = ? OR (f.path >= ? AND f.path < ?))")
+                    args += [top or "/", top + "/", top + "0"]
+            where.append("(" + " OR ".join(ors) + ")")
+        if filters.exts:
+            where.append(f"f.ext IN ({','.join('?' * len(filters.exts))})")
+            args += list(filters.exts)
+        for col, op, value in ((self._date, ">=", filters.after), (self._date, "<", filters.before),
+                               ("f.size", ">=", filters.min_size), ("f.size", "<=", filters.max_size)):
+            if value is not None:
+                where.append(f"{col} {op} ?")
+                args.append(value)
+        if filters.exts and self.version < 2:
+            raise MMRError("this index was written by an older mmretrieval: run `mmr index` once to upgrade it "
+                           "for --ext filters")
+        rows = self.db.execute(f"SELECT i.id FROM items i JOIN files f ON f.id = i.file_id WHERE {' AND '.join(where)}",
+                               args)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def item_ids(self, modalities: Iterable[str] | None = None) -> np.ndarray:
         if modalities is None:

@@ -67,6 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "good as a typical best match; with `mmr calibrate`, R = probability of being relevant")
     p.add_argument("--cutoff", choices=("none", "gap"), default="none",
                    help="gap: keep the hits before the largest drop in relevance, when one stands out")
+    p.add_argument("--path", dest="paths", action="append", metavar="PATH|GLOB",
+                   help="only files under this folder, this file, or matching this glob (* spans folders); repeatable")
+    p.add_argument("--after", metavar="DATE", help="only files dated on or after DATE (YYYY-MM-DD[THH:MM]): the "
+                                                   "photo's EXIF date, else the audio tag date, else the file's mtime")
+    p.add_argument("--before", metavar="DATE", help="only files dated before DATE")
+    p.add_argument("--min-size", metavar="SIZE", help="only files of at least SIZE bytes (e.g. 200K, 2M)")
+    p.add_argument("--max-size", metavar="SIZE", help="only files of at most SIZE bytes")
+    p.add_argument("--ext", dest="exts", action="append", metavar="EXT", help="only files with this extension "
+                                                                             "(jpg, flac...); repeatable")
+    for sign, verb in (("add", "add"), ("subtract", "subtract")):
+        p.add_argument(f"--{sign}", dest=f"{sign}_text", action="append", metavar="[W:]TEXT",
+                       help=f"{verb} a text to the query (weight W, default 1); repeatable")
+        for m in ("image", "audio"):
+            p.add_argument(f"--{sign}-{m}", dest=f"{sign}_{m}", action="append", metavar="[W:]PATH",
+                           help=f"{verb} an {m} file to the query; repeatable")
+    p.add_argument("--sort", choices=("relevance", "date", "path"), default="relevance",
+                   help="order of the hits that pass: relevance (default), date (newest first) or path")
     p.add_argument("--json", action="store_true", help="print hits as a JSON list")
     _add_index_arg(p)
 
@@ -269,10 +286,20 @@ def _budget(text: str | None) -> int | None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .engine import Engine
+    from .query import parse_filters
 
     with Engine(_index_dir(args), readonly=True) as eng:
-        hits = eng.search(args.text, image=args.image, audio=args.audio, k=args.k, types=args.types,
-                          min_relevance=args.min_relevance, cutoff=args.cutoff)
+        filters = parse_filters(paths=args.paths, after=args.after, before=args.before, min_size=args.min_size,
+                                max_size=args.max_size, exts=args.exts)
+        extra = _query_parts(args)
+        if extra:
+            base = [(1.0, m, v) for m, v in (("text", args.text), ("image", args.image), ("audio", args.audio))
+                    if v is not None]
+            hits = eng.search_parts(base + extra, k=args.k, types=args.types, min_relevance=args.min_relevance,
+                                    cutoff=args.cutoff, filters=filters, sort=args.sort)
+        else:
+            hits = eng.search(args.text, image=args.image, audio=args.audio, k=args.k, types=args.types,
+                              min_relevance=args.min_relevance, cutoff=args.cutoff, filters=filters, sort=args.sort)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -358,6 +385,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rec = rep["recommendation"]
     print("recommendation: " + ("none (no space could be evaluated)" if rec is None else f"{rec['model']}: {rec['why']}"))
     return EXIT_OK
+
+
+def _query_parts(args: argparse.Namespace) -> list[tuple[float, str, str]]:
+    """--add / --subtract[-image|-audio] values, each optionally prefixed by a weight: "0.5:people"."""
+    out = []
+    for sign, factor in (("add", 1.0), ("subtract", -1.0)):
+        for m in ("text", "image", "audio"):
+            for raw in getattr(args, f"{sign}_{m}") or []:
+                w, _, rest = raw.partition(":")
+                try:
+                    weight, value = float(w), rest
+                except ValueError:
+                    weight, value = 1.0, raw
+                out.append((factor * weight, m, value))
+    return out
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,7 +21,7 @@ from .ingest.indexer import Indexer, IndexReport
 from .ingest.plan import Plan
 from .ingest.walk import normalise_roots, under
 from .modalities import get_modality, modality_names
-from .query import Query, make_query
+from .query import Filters, Query, check_sort, make_query, parse_filters, parse_types, sort_hits
 from .space.runtime import Space, space_identity
 from .space.precision import TOWERS, describe, parse_precision
 from .space.registry import resolve_model_arg
@@ -42,11 +43,25 @@ class Hit:
     locator: dict[str, Any]
     text: str | None = None
     relevance: float | None = None  # comparable across queries and modalities (see relevance/); None: too few items
+    date: float | None = None       # the file's date: EXIF / tag date, else its mtime (seconds since the epoch)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "score": round(self.score, 6),
                 "relevance": None if self.relevance is None else round(self.relevance, 4),
-                "modality": self.modality, "path": self.path, "id": self.id, "locator": self.locator, "text": self.text}
+                "modality": self.modality, "path": self.path, "id": self.id, "locator": self.locator, "text": self.text,
+                "date": None if self.date is None else
+                datetime.fromtimestamp(self.date, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _filters(filters: Filters | dict[str, Any] | None) -> Filters | None:
+    if filters is None or isinstance(filters, Filters):
+        return filters
+    if not isinstance(filters, dict):
+        raise UsageError(f"filters must be a Filters or a dict, got {type(filters).__name__}")
+    unknown = set(filters) - {"paths", "after", "before", "min_size", "max_size", "exts"}
+    if unknown:
+        raise UsageError(f"unknown filter {sorted(unknown)[0]!r}; valid: paths, after, before, min_size, max_size, exts")
+    return parse_filters(**filters)
 
 
 def _spec_of(model: str | SpaceSpec) -> SpaceSpec:
@@ -339,16 +354,20 @@ class Engine:
 
     def search(self, text: str | None = None, *, image: Any = None, audio: Any = None, k: int = 10,
                types: Iterable[str] | str | None = None, min_relevance: float | None = None,
-               cutoff: str | None = None, **others: Any) -> list[Hit]:
+               cutoff: str | None = None, filters: Filters | dict[str, Any] | None = None, sort: str | None = None,
+               **others: Any) -> list[Hit]:
         """Search by text, an image (path, bytes, PIL image), audio (path, (array, sr)), or a value of another
         registered modality given by its name (``vector=...``); best first. `min_relevance` (0..1) keeps only
         hits at or above that relevance (possibly none); `cutoff="gap"` keeps the hits before the largest
-        drop in relevance, when one stands out."""
+        drop in relevance, when one stands out. `filters` (a `Filters`, or a dict of `parse_filters` arguments:
+        paths, after, before, min_size, max_size, exts) restricts the files; `sort` = relevance (default),
+        date (newest first) or path orders the hits that pass."""
         min_relevance, cutoff = check_min_relevance(min_relevance), check_cutoff(cutoff)
+        filters, sort = _filters(filters), check_sort(sort)
         q = make_query(text=text, image=image, audio=audio, k=k, types=types, **others)
         vec = self.encode_query(q)
         return self.search_vector(vec, k=q.k, types=q.types, query_modality=q.modality,
-                                  min_relevance=min_relevance, cutoff=cutoff)
+                                  min_relevance=min_relevance, cutoff=cutoff, filters=filters, sort=sort)
 
     @property
     def relevance(self) -> RelevanceScorer:
@@ -357,21 +376,27 @@ class Engine:
             self._relevance = RelevanceScorer(self.store, rec.get("fingerprint", ""))
         return self._relevance
 
-    def _filter(self, types: tuple[str, ...]):
-        """The ids of these modalities as a search filter, cached until the vectors change (a commit)."""
+    def _filter(self, types: tuple[str, ...], filters: Filters | None = None):
+        """The ids of these modalities (whose files pass `filters`) as a search filter, cached until the vectors
+        change (a commit); the last 64 filters are kept."""
         from .index.vector_index import IdFilter
 
         state = (self.store.vectors_stamp, self.store.vectors.ntotal, id(self.store.vectors))
         if self.__dict__.get("_filters_state") != state:
             self._filters_state, self._filters = state, {}
-        key = tuple(sorted(types))
+        key = (tuple(sorted(types)), filters if filters is not None and not filters.empty else None)
         if key not in self._filters:
-            self._filters[key] = IdFilter(self.store.catalog.item_ids(types))
+            if len(self._filters) >= 64:
+                self._filters.pop(next(iter(self._filters)))
+            ids = self.store.catalog.item_ids(types) if key[1] is None else \
+                self.store.catalog.item_ids_where(types, key[1])
+            self._filters[key] = IdFilter(ids)
         return self._filters[key]
 
     def search_vector(self, vec: np.ndarray, *, k: int = 10, types: Iterable[str] | None = None,
                       query_modality: str | None = None, min_relevance: float | None = None,
-                      cutoff: str | None = None) -> list[Hit]:
+                      cutoff: str | None = None, filters: Filters | dict[str, Any] | None = None,
+                      sort: str | None = None) -> list[Hit]:
         """Search with a query vector; `query_modality` (the tower that made it) selects the relevance profile
         and calibration of each (query modality -> hit modality) pair.
 
@@ -379,6 +404,7 @@ class Engine:
         relevance (cosines of different modality pairs live on different scales: merging by cosine let one
         modality crowd out the others); where relevance is unknown (fewer than 8 items of a modality), by cosine."""
         min_relevance, cutoff = check_min_relevance(min_relevance), check_cutoff(cutoff)
+        filters, sort = _filters(filters), check_sort(sort)
         vec = np.asarray(vec, np.float32)
         with self._lock:
             if not self.store.holds_lock:  # another process may have committed since
@@ -389,7 +415,7 @@ class Engine:
             fetch = min(k + 16, max(1, self.store.vectors.ntotal))
             found: list[tuple[float, int, str]] = []  # (cosine, id, modality): one search per modality
             for m in mods:
-                allowed = self._filter((m,))
+                allowed = self._filter((m,), filters)
                 if allowed.empty:
                     continue
                 scores, ids = self.store.vectors.search(vec[None, :], fetch, allowed=allowed)
@@ -416,8 +442,8 @@ class Engine:
                 continue
             r = rows[i]
             hits.append(Hit(rank=len(hits) + 1, score=s, modality=r.modality, path=r.path, id=i,
-                            locator=r.locator, text=r.text, relevance=None if np.isnan(r_) else float(r_)))
-        return hits
+                            locator=r.locator, text=r.text, relevance=None if np.isnan(r_) else float(r_), date=r.date))
+        return sort_hits(hits, sort)
 
     def check(self, repair: bool = False) -> dict[str, Any]:
         """Do catalog and vectors agree (every item has exactly one vector and vice versa)?
@@ -455,8 +481,54 @@ class Engine:
         with self._lock:
             return self.store.catalog.items([int(item_id)]).get(int(item_id))
 
+    def search_parts(self, parts: Iterable[tuple[float, str, Any]], *, k: int = 10,
+                     types: Iterable[str] | str | None = None, min_relevance: float | None = None,
+                     cutoff: str | None = None, filters: Filters | dict[str, Any] | None = None,
+                     sort: str | None = None) -> list[Hit]:
+        """A composed query: (weight, modality, value) parts, e.g. [(1, "text", "a dog"), (1, "image", "beach.jpg"),
+        (-0.5, "text", "people")]; modality "item" takes an indexed item's id ("more / less like this").
+
+        Each part is encoded to a unit vector; the weighted sum is normalised and searched. The hits' relevance
+        is read for the modality of the heaviest positive part."""
+        parts = list(parts)
+        if not parts:
+            raise UsageError("give at least one query part")
+        vecs, weights, mods = [], [], []
+        for part in parts:
+            if not (isinstance(part, (tuple, list)) and len(part) == 3):
+                raise UsageError(f"a query part is (weight, modality, value), got {part!r}")
+            w, m, value = part
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w == 0:
+                raise UsageError(f"a part's weight must be a non-zero number, got {w!r}")
+            vecs.append(self._part_vector(m, value))
+            weights.append(float(w))
+            mods.append(self.item(int(value)).modality if m == "item" else m)
+        combined = np.sum([w * v for w, v in zip(weights, vecs)], axis=0)
+        norm = float(np.linalg.norm(combined))
+        if norm < 1e-6:
+            raise UsageError("the query parts cancel out: nothing is left to search for")
+        lead = mods[int(np.argmax(weights))]
+        q = make_query(text="x", k=k, types=types)  # validates k and types
+        result_types = q.types if types is not None else parse_types(None, lead)  # default: the others of the lead
+        return self.search_vector(combined / norm, k=q.k, types=result_types, query_modality=lead,
+                                  min_relevance=min_relevance, cutoff=cutoff, filters=filters, sort=sort)
+
+    def _part_vector(self, modality: str, value: Any) -> np.ndarray:
+        if modality == "item":
+            row = self.item(int(value)) if str(value).lstrip("-").isdigit() else None
+            if row is None:
+                raise ItemNotFoundError(f"no indexed item with id {value}")
+            with self._lock:
+                self.store.refresh_vectors(self.dim)
+                vec = self.store.vectors.reconstruct(np.array([row.id]))[0]
+            return vec / np.linalg.norm(vec)
+        if modality not in modality_names():
+            raise UsageError(f"unknown query part modality {modality!r}; valid: item, {', '.join(modality_names())}")
+        return self.encode_query(make_query(**{modality: value}))
+
     def search_like(self, item_id: int, *, k: int = 10, types: Iterable[str] | str | None = None,
-                    min_relevance: float | None = None, cutoff: str | None = None) -> list[Hit]:
+                    min_relevance: float | None = None, cutoff: str | None = None,
+                    filters: Filters | dict[str, Any] | None = None, sort: str | None = None) -> list[Hit]:
         """"More like this": search with an indexed item's own vector (no re-encoding)."""
         row = self.item(item_id)
         if row is None:
@@ -467,7 +539,7 @@ class Engine:
             vec = self.store.vectors.reconstruct(np.array([row.id]))[0]
         vec = vec / np.linalg.norm(vec)
         return self.search_vector(vec, k=q.k, types=q.types if types is not None else None, query_modality=row.modality,
-                                  min_relevance=min_relevance, cutoff=cutoff)
+                                  min_relevance=min_relevance, cutoff=cutoff, filters=filters, sort=sort)
 
     # ----------------------------------------------------------------- info
     def stats(self) -> dict[str, Any]:

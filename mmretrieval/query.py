@@ -12,6 +12,67 @@ MAX_K = 10_000
 
 
 @dataclass(frozen=True)
+class Filters:
+    """Which files a search may return. Paths are absolute: a folder (everything below), a file, or a glob
+    (`*` also matches across folders, as SQLite's GLOB does); dates are seconds since the epoch (`after`
+    inclusive, `before` exclusive); sizes in bytes (inclusive); extensions lower-case without the dot."""
+
+    paths: tuple[str, ...] = ()
+    after: float | None = None
+    before: float | None = None
+    min_size: int | None = None
+    max_size: int | None = None
+    exts: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return self == Filters()
+
+
+def parse_filters(paths: Iterable[str] | str | None = None, after: Any = None, before: Any = None,
+                  min_size: Any = None, max_size: Any = None, exts: Iterable[str] | str | None = None) -> Filters:
+    """Filters from what a user types: `~/photos`, `*.jpg`, '2023-06-01', '2MB', 'jpg,png'."""
+    from .index.choose import parse_bytes
+
+    def listed(v: Iterable[str] | str | None) -> list[str]:
+        v = [v] if isinstance(v, str) else list(v or [])
+        return [x.strip() for raw in v for x in str(raw).split(",") if x.strip()]
+
+    def absolute(p: str) -> str:
+        p = os.path.expanduser(p)
+        if any(c in p for c in "*?["):
+            return p if os.path.isabs(p) or p.startswith("*") else os.path.join(os.getcwd(), p)
+        return os.path.abspath(p)
+
+    def when(v: Any, name: str) -> float | None:
+        from .modalities.metadata import parse_date
+
+        if v is None or v == "":
+            return None
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        t = parse_date(str(v))
+        if t is None:
+            raise UsageError(f"--{name}: not a date: {v!r} (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)")
+        return t
+
+    def size(v: Any, name: str) -> int | None:
+        if v is None or v == "":
+            return None
+        n = v if isinstance(v, int) and not isinstance(v, bool) else parse_bytes(str(v))
+        if n < 0:
+            raise UsageError(f"--{name} must not be negative")
+        return n
+
+    f = Filters(paths=tuple(absolute(p) for p in listed(paths)), after=when(after, "after"),
+                before=when(before, "before"), min_size=size(min_size, "min-size"), max_size=size(max_size, "max-size"),
+                exts=tuple(e.lower().lstrip(".") for e in listed(exts)))
+    if f.after is not None and f.before is not None and f.after >= f.before:
+        raise UsageError("--after must be earlier than --before")
+    return f
+
+
+@dataclass(frozen=True)
 class Query:
     modality: str
     value: Any
@@ -55,3 +116,27 @@ def make_query(*, text: str | None = None, image: Any = None, audio: Any = None,
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
         raise UsageError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
     return Query(modality, value, parse_types(types, modality), k)
+
+
+SORTS = ("relevance", "date", "path")
+
+
+def check_sort(sort: str | None) -> str:
+    sort = sort or "relevance"
+    if sort not in SORTS:
+        raise UsageError(f"unknown sort {sort!r}; valid: {', '.join(SORTS)}")
+    return sort
+
+
+def sort_hits(hits: list, sort: str) -> list:
+    """Order the hits that passed the cutoff: by relevance (as found), date (newest first), or path; ranks
+    follow the new order."""
+    from dataclasses import replace
+
+    if sort == "date":
+        hits = sorted(hits, key=lambda h: -(h.date if h.date is not None else float("-inf")))
+    elif sort == "path":
+        hits = sorted(hits, key=lambda h: (h.path, h.locator.get("start", 0), h.locator.get("line", 0)))
+    else:
+        return hits
+    return [replace(h, rank=i + 1) for i, h in enumerate(hits)]

@@ -112,3 +112,28 @@ def test_relevance_slider_filters_and_reruns_the_search(page):
                   if "relevance" in t]
         assert values and min(values) >= 0.95
     page.eval_on_selector("#minrel", "e => { e.value = '0'; e.dispatchEvent(new Event('input')); }")
+
+
+def test_the_url_keeps_the_search(page, server):
+    page.goto(server + "/?q=a%20blue%20square&type=image&sort=path")
+    page.wait_for_function("document.getElementById('status').textContent.includes('a blue square')")
+    assert page.input_value("#q") == "a blue square" and page.input_value("#sort") == "path"
+    assert page.is_checked("input[value=image]") and not page.is_checked("input[value=audio]")
+    paths = [p.split("/")[-1] for p in page.eval_on_selector_all(".hit", "els => els.map(e => e.dataset.path)")]
+    assert paths == sorted(paths) and "blue-square.png" in paths
+    page.select_option("#sort", "relevance")
+    page.fill("#q", "a green star")
+    page.press("#q", "Enter")
+    page.wait_for_function("location.search.includes('green')")
+    assert "q=a+green+star" in page.evaluate("location.search")
+    assert page.locator(".hit").first.get_attribute("data-path").endswith("green-star.png")
+
+
+def test_less_like_this_steers_the_query(page, server):
+    page.goto(server + "/?q=a%20red%20circle&type=image")
+    page.wait_for_function("document.getElementById('status').textContent.includes('a red circle')")
+    first = page.locator(".hit").first
+    assert first.get_attribute("data-path").endswith("red-circle.png")
+    first.locator("button.less").click()
+    page.wait_for_function("document.getElementById('status').textContent.includes('− red-circle.png')")
+    assert not page.locator(".hit").first.get_attribute("data-path").endswith("red-circle.png")

@@ -21,6 +21,7 @@ class Decoded:
     hash: str
     items: list[Item]
     note: str | None = None  # something the user should know about an indexed file (e.g. only part of it)
+    meta: dict[str, Any] | None = None  # date, date_source, tags (modalities/metadata.py)
 
 
 def read_and_hash(path: str, size: int) -> tuple[str, bytes | None]:
@@ -52,4 +53,5 @@ class Decoder:
         if m.encoder(self.ctx.space) is None:
             raise DecodeError(m.missing_tower or f"this space has no {m.name} tower")
         items, note = m.decode(data, entry.path, self.ctx)
-        return Decoded(entry, digest, items, note)
+        meta = vars(m.metadata(data, entry.path)) if m.metadata is not None else None
+        return Decoded(entry, digest, items, note, meta)

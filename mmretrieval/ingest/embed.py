@@ -40,6 +40,7 @@ class EmbeddedFile:
     error: str | None = None                           # why it is skipped (about the file)
     note: str | None = None                            # indexed, with something to know (e.g. only in part)
     reuse: bool = False                                # the index already holds vectors for this content
+    meta: dict[str, Any] | None = None                 # date, date_source, tags (modalities/metadata.py)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class _Open:
     vectors: np.ndarray
     missing: int
     note: str | None
+    meta: dict[str, Any] | None = None
     error: str | None = None
 
 
@@ -121,7 +123,7 @@ class Embedder:
             return result
         items = [(it.locator, it.text) for it in result.items]
         f = _Open(result.entry, result.hash, items, np.zeros((len(items), self.space.dim), np.float32),
-                  len(items), result.note)
+                  len(items), result.note, meta=result.meta)
         q = queues.setdefault(result.entry.modality, [])
         q.extend((f, i, it.payload) for i, it in enumerate(result.items))
         return f
@@ -163,7 +165,7 @@ class Embedder:
             elif f.error is not None:
                 yield EmbeddedFile(f.entry, None, self.space.fingerprint, error=f.error)
             else:
-                yield EmbeddedFile(f.entry, f.hash, self.space.fingerprint, f.items, f.vectors, note=f.note)
+                yield EmbeddedFile(f.entry, f.hash, self.space.fingerprint, f.items, f.vectors, note=f.note, meta=f.meta)
 
 
 def _encode(encoder: Any, payloads: list[Any]) -> np.ndarray:

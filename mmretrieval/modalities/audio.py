@@ -9,6 +9,7 @@ import numpy as np
 
 from ..encoders.audio import load_audio, windows
 from .base import DecodeContext, Item, Modality, register_modality
+from .metadata import audio_metadata
 
 # What libsndfile reads, and the containers FFmpeg (PyAV) decodes audio from.
 EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aif", ".aiff", ".aifc", ".au", ".snd",
@@ -79,6 +80,7 @@ AUDIO = register_modality(Modality(
     encode_query=lambda enc, value: enc.encode_clip(value),
     describe=describe,
     thumbnail=thumbnail,
+    metadata=audio_metadata,
     missing_tower="this space has no audio tower (use a space with audio to index sound)",
     media_types={".flac": "audio/flac", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg",
                  ".wav": "audio/wav", ".aif": "audio/aiff", ".aiff": "audio/aiff"},

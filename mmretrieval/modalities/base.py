@@ -61,6 +61,8 @@ class Modality:
     # The skip reason for its files in a space without its tower.
     missing_tower: str = ""
     media_types: dict[str, str] = field(default_factory=dict)  # extension -> content type, where Python's guess is off
+    # (bytes or None, path) -> FileMeta: the date the content was made and its tags (see metadata.py), or None.
+    metadata: Callable[[bytes | None, str], Any] | None = None
 
 
 _REGISTRY: dict[str, Modality] = {}

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..encoders.image import image_extensions, load_image
 from .base import DecodeContext, Item, Modality, register_modality
+from .metadata import image_metadata
 
 
 def decode(data: bytes | None, path: str, ctx: DecodeContext) -> tuple[list[Item], str | None]:
@@ -38,5 +39,6 @@ IMAGE = register_modality(Modality(
     encoder=lambda space: space.image,
     encode_query=lambda enc, value: enc.encode([value])[0],
     thumbnail=thumbnail,
+    metadata=image_metadata,
     media_types={".webp": "image/webp"},
 ))

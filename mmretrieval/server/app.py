@@ -79,9 +79,16 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
     @app.get("/search")
     def search_get(q: str = Query(..., description="text query"), type: list[str] | None = Query(None),
                    k: int = Query(10), min_relevance: float | None = Query(None, ge=0, le=1),
-                   cutoff: str | None = Query(None, description="none or gap")):
+                   cutoff: str | None = Query(None, description="none or gap"),
+                   path: list[str] | None = Query(None, description="folder, file or glob (repeatable)"),
+                   after: str | None = Query(None, description="YYYY-MM-DD[THH:MM]"), before: str | None = Query(None),
+                   min_size: str | None = Query(None), max_size: str | None = Query(None),
+                   ext: list[str] | None = Query(None), sort: str | None = Query(None, description="relevance, date or path")):
+        filters = {"paths": path, "after": after, "before": before, "min_size": min_size, "max_size": max_size,
+                   "exts": ext}
         with lock:
-            return hits(engine.search(q, k=k, types=parse_types(type), min_relevance=min_relevance, cutoff=cutoff))
+            return hits(engine.search(q, k=k, types=parse_types(type), min_relevance=min_relevance, cutoff=cutoff,
+                                      filters=filters, sort=sort))
 
     @app.post("/search")
     async def search_post(request: Request):
@@ -93,7 +100,11 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
             form = await request.form()
             k = _int(form.get("k", 10))
             types = parse_types(form.getlist("types") or form.getlist("type"))
-            cut = {"min_relevance": _relevance(form.get("min_relevance")), "cutoff": form.get("cutoff") or None}
+            cut = {"min_relevance": _relevance(form.get("min_relevance")), "cutoff": form.get("cutoff") or None,
+                   "filters": {"paths": form.getlist("path") or None, "after": form.get("after"),
+                               "before": form.get("before"), "min_size": form.get("min_size"),
+                               "max_size": form.get("max_size"), "exts": form.getlist("ext") or None},
+                   "sort": form.get("sort") or None}
             for field in (m.name for m in modalities() if m.file_query):
                 up = form.get(field)
                 if up is not None and hasattr(up, "read"):
@@ -114,8 +125,11 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
             raise UsageError("the JSON body must be an object: {text | item, types, k}")
         k = _int(body.get("k", 10))
         types = body.get("types")
-        cut = {"min_relevance": _relevance(body.get("min_relevance")), "cutoff": body.get("cutoff")}
+        cut = {"min_relevance": _relevance(body.get("min_relevance")), "cutoff": body.get("cutoff"),
+               "filters": body.get("filters"), "sort": body.get("sort")}
         with lock:
+            if body.get("parts") is not None:
+                return hits(engine.search_parts(_parts(body["parts"]), k=k, types=types, **cut))
             if body.get("item") is not None:
                 return hits(engine.search_like(_int(body["item"]), k=k, types=types, **cut))
             return hits(engine.search(body.get("text"), k=k, types=types, **cut))
@@ -179,6 +193,13 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
         return FileResponse(r.path, media_type=media_type(r.path))
 
     return app
+
+
+def _parts(raw: Any) -> list[tuple[float, str, Any]]:
+    """[{"weight": 1, "modality": "text", "value": "a dog"}, {"weight": -1, "modality": "item", "value": 12}]"""
+    if not isinstance(raw, list) or not all(isinstance(p, dict) for p in raw):
+        raise UsageError('"parts" must be a list of {"weight", "modality", "value"} objects')
+    return [(p.get("weight", 1), p.get("modality"), p.get("value")) for p in raw]
 
 
 def _relevance(v: Any) -> float | None:

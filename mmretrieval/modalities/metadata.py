@@ -1,0 +1,99 @@
+"""What files say about themselves: the date a photo was taken or a recording made, and their tags.
+
+Used for date filters and sorting (`files.date`, with where it came from in `files.date_source`: "exif",
+"tag", or "mtime" when the file says nothing) and, as words, for keyword search. Reading metadata never
+skips a file: anything unreadable is simply absent.
+"""
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+_DATE = re.compile(r"^\s*(\d{4})(?:[-:/](\d{1,2})(?:[-:/](\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?)?)?")
+
+
+@dataclass
+class FileMeta:
+    date: float | None = None         # seconds since the epoch (a naive date-time is read as UTC)
+    date_source: str | None = None    # "exif" or "tag"
+    tags: list[str] = field(default_factory=list)
+
+
+def parse_date(text: str) -> float | None:
+    """'2021:07:04 15:30:00' (EXIF), '2021-07-04T15:30', '2021-07-04', '2021' -> epoch seconds (UTC)."""
+    m = _DATE.match(str(text))
+    if not m:
+        return None
+    y, mo, d, h, mi, s = (int(g) if g else None for g in m.groups())
+    try:
+        when = datetime(y, mo or 1, d or 1, h or 0, mi or 0, s or 0, tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return when.timestamp() if 1800 <= y <= 2200 else None
+
+
+def _text(v: object) -> str | None:
+    if isinstance(v, bytes):
+        if v[:8] in (b"ASCII\0\0\0", b"UNICODE\0", b"JIS\0\0\0\0\0", b"\0" * 8):  # EXIF UserComment's charset
+            v = v[8:].decode("utf-16" if v[:7] == b"UNICODE" else "latin-1", errors="ignore")
+        else:
+            v = v.decode("utf-8", errors="ignore")
+    s = str(v).replace("\x00", " ").strip() if v is not None else ""
+    return s or None
+
+
+def image_metadata(data: bytes | None, path: str) -> FileMeta:
+    from PIL import Image, IptcImagePlugin
+
+    meta = FileMeta()
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
+            exif = im.getexif()
+            sub = exif.get_ifd(0x8769)
+            for raw in (sub.get(36867), sub.get(36868), exif.get(306)):  # DateTimeOriginal, Digitized, DateTime
+                when = parse_date(raw) if raw else None
+                if when is not None:
+                    meta.date, meta.date_source = when, "exif"
+                    break
+            for raw in (exif.get(270), sub.get(37510)):  # ImageDescription, UserComment
+                if (t := _text(raw)) is not None:
+                    meta.tags.append(t)
+            for tag in (0x9C9B, 0x9C9C, 0x9C9E):  # XPTitle, XPComment, XPKeywords (UTF-16LE)
+                raw = exif.get(tag)
+                if raw:
+                    b = bytes(raw) if not isinstance(raw, bytes) else raw
+                    if (t := _text(b.decode("utf-16-le", errors="ignore"))) is not None:
+                        meta.tags.append(t)
+            iptc = IptcImagePlugin.getiptcinfo(im) or {}
+            for key in ((2, 25), (2, 120), (2, 5)):  # keywords, caption, object name
+                vals = iptc.get(key)
+                for v in vals if isinstance(vals, list) else [vals] if vals else []:
+                    if (t := _text(v)) is not None:
+                        meta.tags.append(t)
+    except Exception:  # metadata is a bonus: a file Pillow decoded is indexed with or without it
+        pass
+    return meta
+
+
+AUDIO_TAGS = ("title", "artist", "album", "comment", "description", "genre")
+
+
+def audio_metadata(data: bytes | None, path: str) -> FileMeta:
+    meta = FileMeta()
+    try:
+        import av
+
+        with av.open(io.BytesIO(data) if data is not None else path) as c:
+            tags = {k.lower(): v for k, v in {**c.metadata, **(c.streams.audio[0].metadata if c.streams.audio
+                                                                 else {})}.items()}
+    except Exception:
+        return meta
+    for key in ("date", "creation_time", "year", "tdrc", "tdor"):
+        when = parse_date(tags[key]) if tags.get(key) else None
+        if when is not None:
+            meta.date, meta.date_source = when, "tag"
+            break
+    meta.tags = [t for k in AUDIO_TAGS if (t := _text(tags.get(k))) is not None]
+    return meta
