@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ import numpy as np
 
 from .errors import IndexNotFoundError, MMRError
 
-SCHEMA_VERSION = 2  # 2: files.date, date_source, ext (filters and sorting)
+SCHEMA_VERSION = 2  # 2: files.date, date_source, ext, tags (filters, sorting) and the keyword index (fts)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS files (
     indexed_at REAL NOT NULL,
     date REAL,
     date_source TEXT,
-    ext TEXT
+    ext TEXT,
+    tags TEXT
 );
 CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
 CREATE INDEX IF NOT EXISTS files_date ON files(date);
@@ -49,6 +51,7 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_file ON items(file_id);
 CREATE INDEX IF NOT EXISTS items_modality ON items(modality);
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');
 """
 
 
@@ -142,12 +145,15 @@ class Catalog:
         """Dates and extensions for filters: the file's mtime until a file is indexed again (its EXIF or tag
         date is read then)."""
         with self.transaction():
-            for col in ("date REAL", "date_source TEXT", "ext TEXT"):
+            for col in ("date REAL", "date_source TEXT", "ext TEXT", "tags TEXT"):
                 self.db.execute(f"ALTER TABLE files ADD COLUMN {col}")
             self.db.execute("UPDATE files SET date = mtime_ns / 1e9, date_source = 'mtime'")
             rows = self.db.execute("SELECT id, path FROM files").fetchall()
             self.db.executemany("UPDATE files SET ext=? WHERE id=?", [(extension(r[1]), r[0]) for r in rows])
             self.db.execute("CREATE INDEX IF NOT EXISTS files_date ON files(date)")
+            self.db.execute(_SCHEMA[_SCHEMA.index("CREATE VIRTUAL TABLE"):].split(";")[0])
+            self.db.execute("INSERT INTO fts(rowid, body) SELECT i.id, COALESCE(i.text, '') || char(10) || f.path "
+                            "FROM items i JOIN files f ON f.id = i.file_id")
             self.set_meta("schema_version", "2")
 
     def close(self) -> None:
@@ -219,18 +225,18 @@ class Catalog:
 
     def upsert_file(self, path: str, modality: str, size: int, mtime_ns: int, hash: str | None, status: str,
                     error: str | None = None, space: str | None = None, date: float | None = None,
-                    date_source: str | None = None) -> int:
+                    date_source: str | None = None, tags: Iterable[str] = ()) -> int:
         """`date`: when the content was made (EXIF, a tag); None: the file's mtime stands in."""
         if date is None:
             date, date_source = mtime_ns / 1e9, "mtime"
         row = self.db.execute(
             "INSERT INTO files(path, modality, size, mtime_ns, hash, status, error, space, indexed_at, date, "
-            "date_source, ext) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+            "date_source, ext, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
             "modality=excluded.modality, size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, "
             "status=excluded.status, error=excluded.error, space=excluded.space, indexed_at=excluded.indexed_at, "
-            "date=excluded.date, date_source=excluded.date_source, ext=excluded.ext RETURNING id",
+            "date=excluded.date, date_source=excluded.date_source, ext=excluded.ext, tags=excluded.tags RETURNING id",
             (path, modality, size, mtime_ns, hash, status, error, space, time.time(), date, date_source,
-             extension(path))).fetchone()
+             extension(path), "\n".join(tags) or None)).fetchone()
         return int(row[0])
 
     def move_file(self, file_id: int, new_path: str, size: int, mtime_ns: int) -> None:
@@ -238,17 +244,18 @@ class Catalog:
         self.db.execute("UPDATE files SET path=?, size=?, mtime_ns=?, ext=?, date=CASE WHEN date_source='mtime' "
                         "THEN ? / 1e9 ELSE date END WHERE id=?",
                         (new_path, size, mtime_ns, extension(new_path), mtime_ns, file_id))
+        self._index_words(file_id)  # the path's words changed
 
-    def copy_date(self, src_id: int, dst_id: int) -> None:
-        """A copy of known content takes its EXIF/tag date (an mtime-based date stays the copy's own)."""
+    def copy_metadata(self, src_id: int, dst_id: int) -> None:
+        """A copy of known content takes its tags and its EXIF/tag date (an mtime-based date stays the copy's own)."""
+        self.db.execute("UPDATE files SET tags = (SELECT tags FROM files WHERE id = ?) WHERE id = ?", (src_id, dst_id))
         self.db.execute("UPDATE files SET (date, date_source) = (SELECT date, date_source FROM files WHERE id = ?) "
                         "WHERE id = ? AND (SELECT date_source FROM files WHERE id = ?) IN ('exif', 'tag')",
                         (src_id, dst_id, src_id))
 
     def delete_file(self, file_id: int) -> np.ndarray:
         """Delete a file and its items; returns the removed item ids (to remove from the vector index)."""
-        ids = self.item_ids_of_file(file_id)
-        self.db.execute("DELETE FROM items WHERE file_id=?", (file_id,))
+        ids = self.delete_items_of_file(file_id)
         self.db.execute("DELETE FROM files WHERE id=?", (file_id,))
         return ids
 
@@ -258,6 +265,7 @@ class Catalog:
 
     def delete_items_of_file(self, file_id: int) -> np.ndarray:
         ids = self.item_ids_of_file(file_id)
+        self.db.execute("DELETE FROM fts WHERE rowid IN (SELECT id FROM items WHERE file_id=?)", (file_id,))
         self.db.execute("DELETE FROM items WHERE file_id=?", (file_id,))
         return ids
 
@@ -268,7 +276,37 @@ class Catalog:
             cur = self.db.execute("INSERT INTO items(file_id, modality, ordinal, locator, text) VALUES (?, ?, ?, ?, ?)",
                                   (file_id, modality, ordinal, json.dumps(locator), text))
             ids.append(cur.lastrowid)
+        self._index_words(file_id)
         return np.array(ids, dtype=np.int64)
+
+    def _index_words(self, file_id: int) -> None:
+        """The keyword index of a file's items: each item's text, the file's path (its folder and file names
+        split into words) and the file's tags (EXIF description and keywords, IPTC, audio title/artist...)."""
+        self.db.execute("DELETE FROM fts WHERE rowid IN (SELECT id FROM items WHERE file_id=?)", (file_id,))
+        self.db.execute("INSERT INTO fts(rowid, body) SELECT i.id, COALESCE(i.text, '') || char(10) || f.path || "
+                        "char(10) || COALESCE(f.tags, '') FROM items i JOIN files f ON f.id = i.file_id "
+                        "WHERE i.file_id=?", (file_id,))
+
+    def keyword_index_mismatches(self) -> int:
+        """Items missing from the keyword index plus keyword rows of no item (0: in step; older catalogs: 0)."""
+        if self.version < 2:
+            return 0
+        return int(self.db.execute(
+            "SELECT (SELECT COUNT(*) FROM items WHERE id NOT IN (SELECT rowid FROM fts)) + "
+            "(SELECT COUNT(*) FROM fts WHERE rowid NOT IN (SELECT id FROM items))").fetchone()[0])
+
+    def keyword_search(self, text: str, limit: int) -> list[tuple[int, float]]:
+        """(item id, BM25 score; higher is better) of the items whose words match any word of `text`, best first."""
+        if self.version < 2:
+            raise MMRError("this index was written by an older mmretrieval: run `mmr index` once to build its "
+                           "keyword index")
+        words = re.findall(r"\w+(?:[-.'/]\w+)*", text)
+        if not words:
+            return []
+        query = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+        rows = self.db.execute("SELECT rowid, bm25(fts) FROM fts WHERE fts MATCH ? ORDER BY bm25(fts) LIMIT ?",
+                               (query, limit))
+        return [(int(r[0]), -float(r[1])) for r in rows]
 
     def items_of_file(self, file_id: int) -> list[ItemRow]:
         return self._items("WHERE i.file_id=? ORDER BY i.ordinal", (file_id,))

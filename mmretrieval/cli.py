@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         for m in ("image", "audio"):
             p.add_argument(f"--{sign}-{m}", dest=f"{sign}_{m}", action="append", metavar="[W:]PATH",
                            help=f"{verb} an {m} file to the query; repeatable")
+    p.add_argument("--mode", choices=("vector", "keyword", "hybrid"), default="vector",
+                   help="vector (by meaning, default), keyword (BM25 over passages, file and folder names, tags) or "
+                        "hybrid (both rankings fused): for exact names, codes and numbers")
     p.add_argument("--sort", choices=("relevance", "date", "path"), default="relevance",
                    help="order of the hits that pass: relevance (default), date (newest first) or path")
     p.add_argument("--json", action="store_true", help="print hits as a JSON list")
@@ -299,7 +302,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                                     cutoff=args.cutoff, filters=filters, sort=args.sort)
         else:
             hits = eng.search(args.text, image=args.image, audio=args.audio, k=args.k, types=args.types,
-                              min_relevance=args.min_relevance, cutoff=args.cutoff, filters=filters, sort=args.sort)
+                              min_relevance=args.min_relevance, cutoff=args.cutoff, filters=filters, sort=args.sort,
+                              mode=args.mode)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
         return EXIT_OK

@@ -21,7 +21,7 @@ from .ingest.indexer import Indexer, IndexReport
 from .ingest.plan import Plan
 from .ingest.walk import normalise_roots, under
 from .modalities import get_modality, modality_names
-from .query import Filters, Query, check_sort, make_query, parse_filters, parse_types, sort_hits
+from .query import Filters, Query, check_mode, check_sort, make_query, parse_filters, parse_types, sort_hits
 from .space.runtime import Space, space_identity
 from .space.precision import TOWERS, describe, parse_precision
 from .space.registry import resolve_model_arg
@@ -51,6 +51,26 @@ class Hit:
                 "modality": self.modality, "path": self.path, "id": self.id, "locator": self.locator, "text": self.text,
                 "date": None if self.date is None else
                 datetime.fromtimestamp(self.date, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+KEYWORD_FLOOR = 0.5  # keyword candidates need a BM25 of at least this share of the best match's
+RRF_K = 60  # reciprocal rank fusion's constant (Cormack et al. 2009): 1 / (60 + rank) per ranking
+
+
+def _fuse(vector_order: list[int], keyword_ids: list[int], found: list[tuple[float, int, str]], k: int) -> list[int]:
+    """Candidates (indices into `found`) by reciprocal rank fusion of the vector and keyword rankings, the top
+    half of k of each ranking first (so that neither can push the other's best out of the top k); with no
+    vector ranking, the keyword ranking alone."""
+    pos = {i: j for j, (_, i, _) in enumerate(found)}
+    keyword_order = [pos[i] for i in keyword_ids if i in pos]
+    score: dict[int, float] = {}
+    for ranking in (vector_order, keyword_order):
+        for rank, j in enumerate(ranking):
+            score[j] = score.get(j, 0.0) + 1.0 / (RRF_K + rank + 1)
+    fused = sorted(score, key=lambda j: -score[j])
+    half = (k + 1) // 2
+    first = set(vector_order[:half]) | set(keyword_order[:half])
+    return [j for j in fused if j in first] + [j for j in fused if j not in first]
 
 
 def _filters(filters: Filters | dict[str, Any] | None) -> Filters | None:
@@ -355,19 +375,24 @@ class Engine:
     def search(self, text: str | None = None, *, image: Any = None, audio: Any = None, k: int = 10,
                types: Iterable[str] | str | None = None, min_relevance: float | None = None,
                cutoff: str | None = None, filters: Filters | dict[str, Any] | None = None, sort: str | None = None,
-               **others: Any) -> list[Hit]:
+               mode: str | None = None, **others: Any) -> list[Hit]:
         """Search by text, an image (path, bytes, PIL image), audio (path, (array, sr)), or a value of another
         registered modality given by its name (``vector=...``); best first. `min_relevance` (0..1) keeps only
         hits at or above that relevance (possibly none); `cutoff="gap"` keeps the hits before the largest
         drop in relevance, when one stands out. `filters` (a `Filters`, or a dict of `parse_filters` arguments:
         paths, after, before, min_size, max_size, exts) restricts the files; `sort` = relevance (default),
-        date (newest first) or path orders the hits that pass."""
+        date (newest first) or path orders the hits that pass. `mode`: vector (default), keyword (BM25 over
+        passages, file and folder names and tags) or hybrid (both rankings fused); keyword and hybrid take a text
+        query."""
         min_relevance, cutoff = check_min_relevance(min_relevance), check_cutoff(cutoff)
-        filters, sort = _filters(filters), check_sort(sort)
+        filters, sort, mode = _filters(filters), check_sort(sort), check_mode(mode)
         q = make_query(text=text, image=image, audio=audio, k=k, types=types, **others)
+        if mode != "vector" and q.modality != "text":
+            raise UsageError(f"{mode} search needs a text query (words to match), not {q.modality}")
         vec = self.encode_query(q)
-        return self.search_vector(vec, k=q.k, types=q.types, query_modality=q.modality,
-                                  min_relevance=min_relevance, cutoff=cutoff, filters=filters, sort=sort)
+        return self.search_vector(vec, k=q.k, types=q.types, query_modality=q.modality, min_relevance=min_relevance,
+                                  cutoff=cutoff, filters=filters, sort=sort,
+                                  keywords=q.value if mode != "vector" else None, mode=mode)
 
     @property
     def relevance(self) -> RelevanceScorer:
@@ -396,15 +421,19 @@ class Engine:
     def search_vector(self, vec: np.ndarray, *, k: int = 10, types: Iterable[str] | None = None,
                       query_modality: str | None = None, min_relevance: float | None = None,
                       cutoff: str | None = None, filters: Filters | dict[str, Any] | None = None,
-                      sort: str | None = None) -> list[Hit]:
+                      sort: str | None = None, keywords: str | None = None, mode: str | None = None) -> list[Hit]:
         """Search with a query vector; `query_modality` (the tower that made it) selects the relevance profile
         and calibration of each (query modality -> hit modality) pair.
 
         With several result modalities, each is searched for its own top k and the hits are merged by
         relevance (cosines of different modality pairs live on different scales: merging by cosine let one
-        modality crowd out the others); where relevance is unknown (fewer than 8 items of a modality), by cosine."""
+        modality crowd out the others); where relevance is unknown (fewer than 8 items of a modality), by cosine.
+        `mode` keyword ranks the items whose words match `keywords` by BM25; hybrid fuses that ranking with the
+        vector ranking (reciprocal rank fusion)."""
         min_relevance, cutoff = check_min_relevance(min_relevance), check_cutoff(cutoff)
-        filters, sort = _filters(filters), check_sort(sort)
+        filters, sort, mode = _filters(filters), check_sort(sort), check_mode(mode)
+        if mode != "vector" and not (keywords or "").strip():
+            raise UsageError(f"{mode} search needs the query's text (keywords)")
         vec = np.asarray(vec, np.float32)
         with self._lock:
             if not self.store.holds_lock:  # another process may have committed since
@@ -414,16 +443,27 @@ class Engine:
             # Over-fetch a little: ids whose catalog rows were removed since the vectors were saved are dropped.
             fetch = min(k + 16, max(1, self.store.vectors.ntotal))
             found: list[tuple[float, int, str]] = []  # (cosine, id, modality): one search per modality
-            for m in mods:
-                allowed = self._filter((m,), filters)
-                if allowed.empty:
-                    continue
-                scores, ids = self.store.vectors.search(vec[None, :], fetch, allowed=allowed)
-                found += [(float(s), int(i), m) for s, i in zip(scores[0], ids[0]) if i >= 0]
+            allowed = {m: self._filter((m,), filters) for m in mods}
+            if mode != "keyword":
+                for m in mods:
+                    if allowed[m].empty:
+                        continue
+                    scores, ids = self.store.vectors.search(vec[None, :], fetch, allowed=allowed[m])
+                    found += [(float(s), int(i), m) for s, i in zip(scores[0], ids[0]) if i >= 0]
+            vector_ids = [i for _, i, _ in found]
+            if mode != "vector":  # keyword candidates the vector search did not bring, scored by their cosine
+                matched = self._keyword_candidates(keywords, allowed, max(4 * fetch, 64))
+                seen = set(vector_ids)
+                extra = [(i, m) for i, m in matched if i not in seen]
+                if extra:
+                    vecs = self.store.vectors.reconstruct(np.array([i for i, _ in extra], np.int64))
+                    found += [(float(v @ vec), i, m) for (i, m), v in zip(extra, vecs)]
             rel = self.relevance.relevance(vec, query_modality, [m for _, _, m in found],
                                            np.array([s for s, _, _ in found])) if found else np.empty(0)
             by_cosine = np.isnan(rel).any()
             order = sorted(range(len(found)), key=lambda j: (-found[j][0],) if by_cosine else (-rel[j], -found[j][0]))
+            if mode != "vector":
+                order = _fuse(order if mode == "hybrid" else [], [i for i, _ in matched], found, k)
             order = order[:fetch]
             rows = cat.items([found[j][1] for j in order])  # only the candidates that can make the top k
             order = [j for j in order if found[j][1] in rows][:k]
@@ -469,9 +509,10 @@ class Engine:
                 "duplicate_vector_ids": int(ids.size - np.unique(ids).size),
                 "orphan_vectors": int(np.setdiff1d(ids, cat).size),
                 "items_without_vector": int(np.setdiff1d(cat, ids).size),
+                "keyword_index_mismatches": self.store.catalog.keyword_index_mismatches(),
             }
             report["consistent"] = not (report["duplicate_vector_ids"] or report["orphan_vectors"]
-                                        or report["items_without_vector"])
+                                        or report["items_without_vector"] or report["keyword_index_mismatches"])
             if fixed is not None:
                 report["repaired"] = fixed
             return report
@@ -480,6 +521,23 @@ class Engine:
         """The catalog row of an indexed item (file, modality, locator, passage text), or None."""
         with self._lock:
             return self.store.catalog.items([int(item_id)]).get(int(item_id))
+
+    def _keyword_candidates(self, keywords: str, allowed: dict[str, Any], limit: int) -> list[tuple[int, str]]:
+        """(id, modality) of the items matching the keywords, best BM25 first, within the search's filters."""
+        out = []
+        matches = self.store.catalog.keyword_search(keywords, limit)
+        # Items that match only the query's common words (BM25 far below the best match) carry no keyword
+        # evidence; left in, they outvoted the vector ranking in the fusion (R@10 of meaning queries 1.00 -> 0.99).
+        floor = KEYWORD_FLOOR * matches[0][1] if matches else 0.0
+        for i, bm25 in matches:
+            if bm25 < floor:
+                break
+            for m, filt in allowed.items():
+                byte = i >> 3
+                if byte < filt.n and (filt.bits[byte] >> (i & 7)) & 1:
+                    out.append((i, m))
+                    break
+        return out
 
     def search_parts(self, parts: Iterable[tuple[float, str, Any]], *, k: int = 10,
                      types: Iterable[str] | str | None = None, min_relevance: float | None = None,

@@ -119,6 +119,14 @@ def make_query(*, text: str | None = None, image: Any = None, audio: Any = None,
 
 
 SORTS = ("relevance", "date", "path")
+MODES = ("vector", "keyword", "hybrid")
+
+
+def check_mode(mode: str | None) -> str:
+    mode = mode or "vector"
+    if mode not in MODES:
+        raise UsageError(f"unknown search mode {mode!r}; valid: {', '.join(MODES)}")
+    return mode
 
 
 def check_sort(sort: str | None) -> str:

@@ -210,8 +210,8 @@ def test_http_filters_and_sort(dated):
 
 
 def test_an_index_from_before_dates_is_upgraded_on_write(dated, tmp_path):
-    """Schema 1 had no dates: a writer adds them (the mtime until a file is indexed again); a reader of an
-    old index still filters by mtime."""
+    """Schema 1 had no dates, tags or keyword index: a writer adds them (the mtime until a file is indexed
+    again); a reader of an old index still filters by mtime."""
     import shutil
 
     root, idx, _ = dated
@@ -219,7 +219,8 @@ def test_an_index_from_before_dates_is_upgraded_on_write(dated, tmp_path):
     shutil.copytree(idx, old)
     db = sqlite3.connect(old / "catalog.sqlite")
     db.execute("DROP INDEX files_date")
-    for col in ("date", "date_source", "ext"):
+    db.execute("DROP TABLE fts")
+    for col in ("date", "date_source", "ext", "tags"):
         db.execute(f"ALTER TABLE files DROP COLUMN {col}")
     db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     db.commit()
@@ -232,4 +233,7 @@ def test_an_index_from_before_dates_is_upgraded_on_write(dated, tmp_path):
     assert writer.store.catalog.get_meta("schema_version") == "2"
     assert {os.path.basename(h.path) for h in writer.search("a red circle", types=["image"], filters={"exts": ["png"]})} \
         == {"plain.png"}
+    # the keyword index is built from what the catalog knows (passages and paths; tags come with a re-index)
+    assert [os.path.basename(h.path) for h in writer.search("plain", types=["image"], mode="keyword")] == ["plain.png"]
+    assert writer.check()["consistent"]
     writer.close()

@@ -60,7 +60,7 @@ class Committer:
             report.notes.append((entry.path, f.note))
         meta = f.meta or {}
         file_id = cat.upsert_file(entry.path, entry.modality, entry.size, entry.mtime_ns, f.hash, "indexed", None, fp,
-                                  date=meta.get("date"), date_source=meta.get("date_source"))
+                                  date=meta.get("date"), date_source=meta.get("date_source"), tags=meta.get("tags") or ())
         ids = cat.add_items(file_id, entry.modality, f.items)
         if ids.size:
             vectors.add(ids, np.asarray(f.vectors, np.float32))
@@ -88,7 +88,7 @@ class Committer:
         vecs = vectors.reconstruct(ids) if ids.size else np.empty((0, vectors.dim), np.float32)
         file_id = cat.upsert_file(entry.path, entry.modality, entry.size, entry.mtime_ns, f.hash, "indexed", None,
                                   self.fingerprint)
-        cat.copy_date(src.id, file_id)  # the content's own date (EXIF, tag) is the copy's too
+        cat.copy_metadata(src.id, file_id)  # the content's own date (EXIF, tag) and tags are the copy's too
         new_ids = cat.add_items(file_id, src.modality, [(i.locator, i.text) for i in items])
         if new_ids.size:
             vectors.add(new_ids, vecs / np.linalg.norm(vecs, axis=1, keepdims=True))

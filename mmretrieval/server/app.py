@@ -83,12 +83,13 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
                    path: list[str] | None = Query(None, description="folder, file or glob (repeatable)"),
                    after: str | None = Query(None, description="YYYY-MM-DD[THH:MM]"), before: str | None = Query(None),
                    min_size: str | None = Query(None), max_size: str | None = Query(None),
-                   ext: list[str] | None = Query(None), sort: str | None = Query(None, description="relevance, date or path")):
+                   ext: list[str] | None = Query(None), sort: str | None = Query(None, description="relevance, date or path"),
+                   mode: str | None = Query(None, description="vector, keyword or hybrid")):
         filters = {"paths": path, "after": after, "before": before, "min_size": min_size, "max_size": max_size,
                    "exts": ext}
         with lock:
             return hits(engine.search(q, k=k, types=parse_types(type), min_relevance=min_relevance, cutoff=cutoff,
-                                      filters=filters, sort=sort))
+                                      filters=filters, sort=sort, mode=mode))
 
     @app.post("/search")
     async def search_post(request: Request):
@@ -132,7 +133,7 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
                 return hits(engine.search_parts(_parts(body["parts"]), k=k, types=types, **cut))
             if body.get("item") is not None:
                 return hits(engine.search_like(_int(body["item"]), k=k, types=types, **cut))
-            return hits(engine.search(body.get("text"), k=k, types=types, **cut))
+            return hits(engine.search(body.get("text"), k=k, types=types, mode=body.get("mode"), **cut))
 
     @app.get("/relevance")
     def relevance():

@@ -202,3 +202,35 @@ def generate(out: str | Path, *, seed: int, images_per_class: int, sounds_per_cl
         for r in aud_rows[::5]:
             f.write(f"{r['captions'][0].capitalize()}.\n")
     return files
+
+
+def keyword_corpus(out: str | Path, *, seed: int, n: int = 300) -> list[dict]:
+    """Text documents whose queries hinge on rare exact terms: each describes a shape (words the `tiny` text
+    tower knows) and carries an order code and a customer's name (words it has never seen). Writes `n` files
+    under `out` and returns the queries: "exact" ones (a code, or a name and code) with the one document they
+    name, and "meaning" ones (another wording of a description, no code) with the documents of that
+    description."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    first = ["Marta", "Kofi", "Ines", "Tomasz", "Yuki", "Aarav", "Leila", "Bram", "Sione", "Dagny", "Emeka", "Rosa"]
+    last = ["Okonkwo", "Lindqvist", "Haddad", "Nakamura", "Ferreira", "Kowalczyk", "Abara", "Van Dijk", "Moreau"]
+    docs, queries = [], []
+    for i in range(n):
+        shape, color = _pick(rng, list(SHAPE_WORDS)), _pick(rng, list(COLOR_WORDS))
+        bg, size = _pick(rng, [b for b in BACKGROUNDS if b not in CLASH[color]]), _pick(rng, list(SIZES))
+        caps = image_captions(shape, color, bg, size, 1, rng, n=2)
+        code = f"{chr(65 + rng.integers(26))}{chr(65 + rng.integers(26))}-{rng.integers(1000, 10000)}"
+        name = f"{_pick(rng, first)} {_pick(rng, last)}"
+        name_doc = f"doc{i:04d}.txt"
+        (out / name_doc).write_text(f"Order {code} for {name}: {caps[0]}.\n")
+        docs.append({"file": name_doc, "label": f"{color} {shape}", "code": code, "name": name, "other": caps[1]})
+    for d in docs:
+        queries.append({"kind": "exact", "query": d["code"], "relevant": [d["file"]]})
+        queries.append({"kind": "exact", "query": f"{d['name']} order {d['code']}", "relevant": [d["file"]]})
+    labels: dict[str, list[str]] = {}
+    for d in docs:
+        labels.setdefault(d["label"], []).append(d["file"])
+    for d in docs[: n // 2]:
+        queries.append({"kind": "meaning", "query": d["other"], "relevant": labels[d["label"]]})
+    return queries
