@@ -115,13 +115,20 @@ def test_relevance_slider_filters_and_reruns_the_search(page):
 
 
 def test_the_url_keeps_the_search(page, server):
-    page.goto(server + "/?q=a%20blue%20square&type=image&sort=path")
+    page.goto(server + "/?q=a%20blue%20square&type=image&sort=path&ext=png")
     page.wait_for_function("document.getElementById('status').textContent.includes('a blue square')")
     assert page.input_value("#q") == "a blue square" and page.input_value("#sort") == "path"
+    assert page.input_value("#ext") == "png"
     assert page.is_checked("input[value=image]") and not page.is_checked("input[value=audio]")
     paths = [p.split("/")[-1] for p in page.eval_on_selector_all(".hit", "els => els.map(e => e.dataset.path)")]
     assert paths == sorted(paths) and "blue-square.png" in paths
     page.select_option("#sort", "relevance")
+    page.fill("#ext", "jpg")  # the demo's images are PNGs: nothing passes
+    page.fill("#q", "a blue square")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.getElementById('status').textContent.includes('no results')")
+    assert "ext=jpg" in page.evaluate("location.search")
+    page.fill("#ext", "")
     page.fill("#q", "a green star")
     page.press("#q", "Enter")
     page.wait_for_function("location.search.includes('green')")
