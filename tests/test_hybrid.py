@@ -76,7 +76,22 @@ def test_keyword_index_follows_changes_moves_and_removals(tmp_path, tiny_space_d
     eng.close()
 
 
+def _with_iptc(jpeg: bytes, keywords: list[bytes], caption: bytes) -> bytes:
+    """A JPEG with an IPTC block (Photoshop APP13, resource 0x0404): keywords (2:25) and a caption (2:120)."""
+    import struct
+
+    def dataset(number: int, value: bytes) -> bytes:
+        return b"\x1c\x02" + bytes([number]) + struct.pack(">H", len(value)) + value
+
+    iptc = b"".join(dataset(25, k) for k in keywords) + dataset(120, caption)
+    resource = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc + b"\x00" * (len(iptc) % 2)
+    segment = b"Photoshop 3.0\x00" + resource
+    return jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(segment) + 2) + segment + jpeg[2:]
+
+
 def test_media_tags_are_searchable_words(tmp_path, tiny_space_dir):
+    import io
+
     import soundfile as sf
 
     from mmretrieval.synth import shape_image, tone
@@ -88,6 +103,9 @@ def test_media_tags_are_searchable_words(tmp_path, tiny_space_dir):
     exif[0x9C9E] = "holiday;malta".encode("utf-16-le")   # XPKeywords
     shape_image("orange", "circle", size=96).convert("RGB").save(lib / "IMG_0001.jpg", exif=exif)
     shape_image("blue", "square", size=96).save(lib / "IMG_0002.png")
+    buf = io.BytesIO()
+    shape_image("red", "circle", size=96).convert("RGB").save(buf, "JPEG")
+    (lib / "DSC_7.jpg").write_bytes(_with_iptc(buf.getvalue(), [b"lighthouse", b"Gozo"], b"A red buoy at dawn"))
     with sf.SoundFile(lib / "take3.flac", "w", samplerate=16000, channels=1) as f:
         f.title = "Morning chorus"
         f.artist = "Dagny Lindqvist"
@@ -96,6 +114,7 @@ def test_media_tags_are_searchable_words(tmp_path, tiny_space_dir):
     eng.index([lib])
     kw = lambda q, t: [Path(h.path).name for h in eng.search(q, types=[t], mode="keyword")]  # noqa: E731
     assert kw("Valletta", "image") == ["IMG_0001.jpg"] and kw("malta", "image") == ["IMG_0001.jpg"]
+    assert kw("Gozo", "image") == ["DSC_7.jpg"] and kw("buoy", "image") == ["DSC_7.jpg"]  # IPTC
     assert kw("Lindqvist", "audio")[:1] == ["take3.flac"] and kw("chorus", "audio")[:1] == ["take3.flac"]
     hybrid = [Path(h.path).name for h in eng.search("Valletta", types=["image"], mode="hybrid", k=2)]
     assert hybrid[0] == "IMG_0001.jpg"
