@@ -379,5 +379,20 @@ class Catalog:
         files = {r[0]: r[1] for r in self.db.execute("SELECT status, COUNT(*) FROM files GROUP BY status")}
         return {"items": items, "files_indexed": files.get("indexed", 0), "files_skipped": files.get("skipped", 0)}
 
+    def export_rows(self, modality: str) -> Iterator[dict[str, Any]]:
+        """Every item of a modality with its file's facts, by path then position in the file (for shards)."""
+        rows = self.db.execute(
+            "SELECT i.id, f.path, f.hash, i.ordinal, i.locator, i.text, f.size, f.mtime_ns, f.date, f.date_source, "
+            "f.tags FROM items i JOIN files f ON f.id = i.file_id WHERE i.modality = ? ORDER BY f.path, i.ordinal",
+            (modality,))
+        for r in rows:
+            yield {"item_id": r[0], "path": r[1], "sha256": r[2], "ordinal": r[3],
+                   "locator": json.loads(r[4]) if r[4] else {}, "text": r[5], "size": r[6], "mtime_ns": r[7],
+                   "date": r[8], "date_source": r[9], "tags": r[10]}
+
+    def skipped_rows(self) -> list[dict[str, Any]]:
+        return [{"path": r[0], "modality": r[1], "size": r[2], "mtime_ns": r[3], "error": r[4]} for r in self.db.execute(
+            "SELECT path, modality, size, mtime_ns, error FROM files WHERE status='skipped' ORDER BY path")]
+
     def skipped(self) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self.db.execute("SELECT path, error FROM files WHERE status='skipped' ORDER BY path")]

@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     _add_index_arg(p)
 
+    p = sub.add_parser("export", help="write the index's vectors and metadata as shards in clip-retrieval's layout")
+    p.add_argument("out", metavar="DIR", help="a new or empty folder")
+    _add_index_arg(p)
+
+    p = sub.add_parser("import", help="build an index from shards written by `mmr export` (nothing is re-embedded)")
+    p.add_argument("src", metavar="DIR")
+    _add_index_arg(p)
+
     p = sub.add_parser("compact", help="merge the vector deltas into one base file (also done by itself as they grow)")
     _add_index_arg(p)
 
@@ -511,6 +519,27 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .engine import Engine
+    from .shards import export_shards
+
+    with Engine(_index_dir(args), readonly=True) as eng:
+        m = export_shards(eng, args.out)
+    print(f"exported {sum(m['items'].values())} items (" + ", ".join(f"{k} {v}" for k, v in sorted(m["items"].items()))
+          + f") and {m['skipped']} skipped file(s) to {args.out}")
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .shards import import_shards
+
+    eng, rep = import_shards(args.src, _index_dir(args))
+    with eng:
+        print(f"imported {sum(rep.added.values())} items (" + ", ".join(f"{k} {v}" for k, v in sorted(rep.added.items()))
+              + f"), {len(rep.skipped)} skipped file(s), into {eng.path}")
+    return EXIT_OK
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     from .engine import Engine
 
@@ -629,7 +658,7 @@ def format_eval(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "compact": cmd_compact, "calibrate": cmd_calibrate, "audit": cmd_audit, "compare": cmd_compare, "check": cmd_check, "serve": cmd_serve, "spaces": cmd_spaces, "fetch": cmd_fetch}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "index": cmd_index, "search": cmd_search, "info": cmd_info, "remove": cmd_remove, "compact": cmd_compact, "export": cmd_export, "import": cmd_import, "calibrate": cmd_calibrate, "audit": cmd_audit, "compare": cmd_compare, "check": cmd_check, "serve": cmd_serve, "spaces": cmd_spaces, "fetch": cmd_fetch}
 
 if __name__ == "__main__":
     sys.exit(main())

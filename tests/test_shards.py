@@ -1,0 +1,113 @@
+"""`mmr export` / `mmr import`: an index's vectors and metadata as shards in clip-retrieval's layout (npy +
+row-aligned parquet per modality, a manifest with the space), and an index rebuilt from them equal to the
+original, without re-embedding."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mmretrieval as mmr
+from mmretrieval.cli import main
+from mmretrieval.errors import MMRError, SpaceMismatchError
+from mmretrieval.shards import export_shards, import_shards
+
+pq = pytest.importorskip("pyarrow.parquet")
+DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("shards")
+    lib = root / "lib"
+    import shutil
+
+    shutil.copytree(DEMO, lib)
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = "2018:02:03 04:05:06"
+    exif[270] = "lighthouse at dusk"
+    Image.open(lib / "images" / "red-circle.png").convert("RGB").save(lib / "images" / "tagged.jpg", exif=exif)
+    (lib / "broken.png").write_bytes(b"\x89PNG not really")
+    eng = mmr.Engine(root / "idx", model="tiny")
+    eng.index([lib])
+    manifest = export_shards(eng, root / "out", shard_rows=7)  # small shards: several per modality
+    return root, eng, manifest
+
+
+def _rows(eng):
+    cat = eng.store.catalog
+    ids = cat.item_ids()
+    rows = cat.items(ids.tolist())
+    vecs = eng.store.vectors.reconstruct(ids)
+    return {(r.path, json.dumps(r.locator, sort_keys=True)): (r.modality, r.text, r.date, v)
+            for r, v in zip((rows[i] for i in ids.tolist()), vecs)}
+
+
+def test_layout_is_clip_retrieval_s(exported):
+    root, eng, manifest = exported
+    out = root / "out"
+    assert manifest["space"]["fingerprint"] == eng.space.fingerprint and manifest["skipped"] == 1
+    assert json.loads((out / "manifest.json").read_text())["items"] == eng.stats()["items"]
+    embs = sorted((out / "image" / "img_emb").glob("img_emb_0_*.npy"))
+    assert len(embs) >= 2 and (out / "text" / "text_emb").is_dir() and (out / "audio" / "audio_emb").is_dir()
+    seen_paths: dict[str, str] = {}
+    for modality, folder in (("image", "img_emb"), ("text", "text_emb"), ("audio", "audio_emb")):
+        for emb in sorted((out / modality / folder).glob("*.npy")):
+            vecs = np.load(emb)
+            meta = pq.read_table(out / modality / "metadata" / emb.name.replace(folder, "metadata").replace(".npy",
+                                                                                                            ".parquet"))
+            assert vecs.dtype == np.float32 and vecs.shape[0] == meta.num_rows > 0
+            np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+            cols = meta.column_names
+            assert {"path", "sha256", "locator", "text", "size", "mtime_ns", "date"} <= set(cols)
+            if modality == "image":
+                assert cols[0] == "image_path"  # what clip-retrieval and autofaiss read beside img_emb
+            for p in set(meta.column("path").to_pylist()):
+                assert seen_paths.setdefault(p, emb.name) == emb.name  # a file's items never span two shards
+    assert pq.read_table(out / "skipped.parquet").to_pylist()[0]["path"].endswith("broken.png")
+
+
+def test_import_rebuilds_the_same_index(exported, tmp_path, capsys):
+    root, eng, _ = exported
+    assert main(["import", str(root / "out"), "--index", str(tmp_path / "copy")]) == 0
+    assert "1 skipped" in capsys.readouterr().out
+    copy = mmr.Engine(tmp_path / "copy", readonly=True)
+    a, b = _rows(eng), _rows(copy)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key][:3] == b[key][:3], key  # modality, passage text, date (EXIF kept)
+        np.testing.assert_allclose(a[key][3], b[key][3], atol=1e-6)
+    for q in ("a red circle", "a high rising beep"):
+        assert [h.path for h in eng.search(q, k=10)] == [h.path for h in copy.search(q, k=10)]
+    assert [Path(h.path).name for h in copy.search("lighthouse", types=["image"], mode="keyword")] == ["tagged.jpg"]
+    assert [p for p, _ in copy.skipped()] == [p for p, _ in eng.skipped()]
+    assert copy.check()["consistent"]
+    copy.close()
+    again = import_shards(root / "out", tmp_path / "copy")  # into the same index again: files replaced
+    assert again[0].stats()["items_total"] == eng.stats()["items_total"]
+    again[0].close()
+
+
+def test_import_refuses_another_space_and_damaged_shards(exported, tmp_path, tiny_space_dir, capsys):
+    root, _, _ = exported
+    other = mmr.Engine(tmp_path / "other", model=str(tiny_space_dir))
+    other.close()
+    with pytest.raises(SpaceMismatchError, match="not comparable"):
+        import_shards(root / "out", tmp_path / "other")
+    assert main(["import", str(root / "out"), "--index", str(tmp_path / "other")]) == 1
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(root / "out", bad)
+    emb = sorted((bad / "image" / "img_emb").glob("*.npy"))[0]
+    np.save(emb, np.load(emb)[:-1])
+    with pytest.raises(MMRError, match="damaged"):
+        import_shards(bad, tmp_path / "fresh")
+    with pytest.raises(mmr.UsageError, match="not empty"):
+        export_shards(mmr.Engine(root / "idx", readonly=True), root / "out")
+    assert main(["import", str(tmp_path), "--index", str(tmp_path / "x")]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
