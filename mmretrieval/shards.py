@@ -102,7 +102,7 @@ def read_manifest(src: str | os.PathLike) -> dict[str, Any]:
 
 def read_shards(src: str | os.PathLike, fingerprint: str) -> Iterator[EmbeddedFile]:
     """The files of the shards under `src`, as embedded files of the space with this fingerprint (skips too)."""
-    pa, pq = _pyarrow()
+    _, pq = _pyarrow()
     src = Path(src).expanduser()
     manifest = read_manifest(src)
     for modality, names in manifest["shards"].items():

@@ -166,7 +166,7 @@ def dated(tmp_path_factory, tiny_space_dir):
 
 
 def test_dates_come_from_exif_then_tags_then_mtime(dated):
-    root, idx, eng = dated
+    _, _, eng = dated
     rows = {os.path.basename(r[0]): r[1:] for r in eng.store.catalog.db.execute(
         "SELECT path, date, date_source, ext FROM files")}
     assert rows["exif.jpg"] == (pytest.approx(_ts("2019-05-04T10:00:00")), "exif", "jpg")
@@ -214,7 +214,7 @@ def test_an_index_from_before_dates_is_upgraded_on_write(dated, tmp_path):
     again); a reader of an old index still filters by mtime."""
     import shutil
 
-    root, idx, _ = dated
+    _, idx, _ = dated
     old = tmp_path / "old"
     shutil.copytree(idx, old)
     db = sqlite3.connect(old / "catalog.sqlite")

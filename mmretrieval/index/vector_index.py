@@ -284,14 +284,15 @@ class VectorIndex:
         """The same ids and vectors in an index of another type: nothing is re-embedded."""
         ids, vecs = self.all_vectors()
         vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)  # quantised types drift
-        rng = np.random.default_rng(0)
-        train = vecs[rng.choice(len(vecs), min(len(vecs), max(48 * max(choice.nlist, 1), 10_000)), replace=False)] \
-            if choice.needs_training else None
-        new = VectorIndex.build(choice, self.dim, train)
+        if choice.needs_training:
+            from .build import build_ivf
+
+            step = 250_000  # parts filled side by side, then merged
+            return build_ivf([(ids[s:s + step], vecs[s:s + step]) for s in range(0, len(ids), step)], choice, self.dim,
+                             tune_with=(ids, vecs))
+        new = VectorIndex.build(choice, self.dim)
         for start in range(0, len(ids), 100_000):
             new.index.add_with_ids(np.ascontiguousarray(vecs[start:start + 100_000], np.float32), ids[start:start + 100_000])
-        if choice.needs_training:
-            new.tune_nprobe(ids, vecs, floor=choice.nprobe)
         return new
 
     def tune_nprobe(self, ids: np.ndarray, vecs: np.ndarray, *, target: float = TUNE_RECALL, k: int = 10,

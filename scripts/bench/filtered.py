@@ -52,7 +52,7 @@ def main() -> None:
                 got.append([h.id for h in hits])
             return np.array(times) * 1e3, got
 
-        plain_ms, plain = run(None)
+        plain_ms, _ = run(None)
         filt_ms, filt = run(spec)
         sub = np.flatnonzero(rare)
         recall = np.mean([len(set(g) & set(ids[sub[np.argsort(-(x[sub] @ v))[:10]]].tolist())) / 10

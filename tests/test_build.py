@@ -1,0 +1,59 @@
+"""One IVF from parts: trained once on a sample across all parts, filled part by part, merged; equal to the
+same IVF filled in one go (same quantiser), ids kept; the sample does not favour the first rows."""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from mmretrieval.index import VectorIndex
+from mmretrieval.index.build import build_ivf, sample_rows
+from mmretrieval.index.choose import choose_index
+
+
+def _data(n, d, seed=0):
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((20, d))
+    x = c[rng.integers(20, size=n)] + 0.3 * rng.standard_normal((n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_parts_merged_equal_one_index_with_the_same_quantiser(tmp_path):
+    d, n = 24, 9000
+    x = _data(n, d)
+    ids = np.random.default_rng(1).permutation(10 * n)[:n].astype(np.int64) + 5
+    np.save(tmp_path / "x.npy", x)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")  # shards are read memory-mapped
+    choice = choose_index(n, d, kind="ivf-flat")
+    parts = [(ids[s:s + 2500], mm[s:s + 2500]) for s in range(0, n, 2500)]
+    built = build_ivf(parts, choice, d, workers=2, tune_with=(ids, x))
+    assert built.ntotal == n and set(built.ids().tolist()) == set(ids.tolist())
+    one = faiss.clone_index(built.ivf)  # same trained quantiser, filled in one go
+    one.reset()
+    one.set_direct_map_type(faiss.DirectMap.NoMap)
+    one.add_with_ids(x, ids)
+    one.nprobe = built.ivf.nprobe
+    q = _data(50, d, seed=3)
+    s1, i1 = built.search(q, 10)
+    s2, i2 = one.search(q, 10)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, atol=1e-6)
+    np.testing.assert_allclose(built.reconstruct(ids[[7, 8000]]), x[[7, 8000]], atol=1e-6)  # ids kept
+    assert choice.nprobe <= built.ivf.nprobe  # tuned against exact search, not below the floor
+
+
+def test_the_training_sample_is_spread_across_parts():
+    rows = sample_rows([1000, 1000, 8000], 1000, seed=0)
+    counts = [r.size for r in rows]
+    assert sum(counts) == 1000 and all(np.all(np.diff(r) > 0) for r in rows)
+    assert 60 <= counts[0] <= 140 and 60 <= counts[1] <= 140 and 700 <= counts[2] <= 880  # proportional
+
+
+def test_conversion_uses_it_and_keeps_every_vector():
+    d, n = 16, 6000
+    x = _data(n, d, seed=4)
+    flat = VectorIndex.create(d)
+    flat.add(np.arange(n) * 2, x)
+    ivf = flat.convert(choose_index(n, d, kind="ivf-sq8"))
+    assert ivf.kind == "ivf-sq8" and ivf.ntotal == n
+    got = ivf.reconstruct(np.array([0, 2 * (n - 1)]))
+    assert np.abs(got - x[[0, n - 1]]).max() < 0.02  # 8-bit codes of the same vectors
