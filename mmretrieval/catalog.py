@@ -152,8 +152,7 @@ class Catalog:
             self.db.executemany("UPDATE files SET ext=? WHERE id=?", [(extension(r[1]), r[0]) for r in rows])
             self.db.execute("CREATE INDEX IF NOT EXISTS files_date ON files(date)")
             self.db.execute(_SCHEMA[_SCHEMA.index("CREATE VIRTUAL TABLE"):].split(";")[0])
-            self.db.execute("INSERT INTO fts(rowid, body) SELECT i.id, COALESCE(i.text, '') || char(10) || f.path "
-                            "FROM items i JOIN files f ON f.id = i.file_id")
+            self._index_words()
             self.set_meta("schema_version", "2")
 
     def close(self) -> None:
@@ -279,13 +278,14 @@ class Catalog:
         self._index_words(file_id)
         return np.array(ids, dtype=np.int64)
 
-    def _index_words(self, file_id: int) -> None:
-        """The keyword index of a file's items: each item's text, the file's path (its folder and file names
-        split into words) and the file's tags (EXIF description and keywords, IPTC, audio title/artist...)."""
-        self.db.execute("DELETE FROM fts WHERE rowid IN (SELECT id FROM items WHERE file_id=?)", (file_id,))
+    def _index_words(self, file_id: int | None = None) -> None:
+        """The keyword index of a file's items (or of every item): each item's text, the file's path (its folder
+        and file names split into words) and the file's tags (EXIF description and keywords, IPTC, audio
+        title/artist...)."""
+        where, args = ("WHERE i.file_id=?", (file_id,)) if file_id is not None else ("", ())
+        self.db.execute(f"DELETE FROM fts WHERE rowid IN (SELECT i.id FROM items i {where})", args)
         self.db.execute("INSERT INTO fts(rowid, body) SELECT i.id, COALESCE(i.text, '') || char(10) || f.path || "
-                        "char(10) || COALESCE(f.tags, '') FROM items i JOIN files f ON f.id = i.file_id "
-                        "WHERE i.file_id=?", (file_id,))
+                        f"char(10) || COALESCE(f.tags, '') FROM items i JOIN files f ON f.id = i.file_id {where}", args)
 
     def keyword_index_mismatches(self) -> int:
         """Items missing from the keyword index plus keyword rows of no item (0: in step; older catalogs: 0)."""

@@ -402,11 +402,14 @@ class Engine:
         return self._relevance
 
     def _filter(self, types: tuple[str, ...], filters: Filters | None = None):
-        """The ids of these modalities (whose files pass `filters`) as a search filter, cached until the vectors
-        change (a commit); the last 64 filters are kept."""
+        """The ids of these modalities (whose files pass `filters`) as a search filter, cached until the next
+        commit; the last 64 filters are kept."""
         from .index.vector_index import IdFilter
 
-        state = (self.store.vectors_stamp, self.store.vectors.ntotal, id(self.store.vectors))
+        # The catalog's generation too: a commit that only moves files changes no vector, but path filters
+        # (and dates) must see it.
+        state = (self.store.catalog.get_meta("generation"), self.store.vectors_stamp, self.store.vectors.ntotal,
+                 id(self.store.vectors))
         if self.__dict__.get("_filters_state") != state:
             self._filters_state, self._filters = state, {}
         key = (tuple(sorted(types)), filters if filters is not None and not filters.empty else None)
@@ -450,10 +453,9 @@ class Engine:
                         continue
                     scores, ids = self.store.vectors.search(vec[None, :], fetch, allowed=allowed[m])
                     found += [(float(s), int(i), m) for s, i in zip(scores[0], ids[0]) if i >= 0]
-            vector_ids = [i for _, i, _ in found]
             if mode != "vector":  # keyword candidates the vector search did not bring, scored by their cosine
                 matched = self._keyword_candidates(keywords, allowed, max(4 * fetch, 64))
-                seen = set(vector_ids)
+                seen = {i for _, i, _ in found}
                 extra = [(i, m) for i, m in matched if i not in seen]
                 if extra:
                     vecs = self.store.vectors.reconstruct(np.array([i for i, _ in extra], np.int64))

@@ -237,3 +237,27 @@ def test_an_index_from_before_dates_is_upgraded_on_write(dated, tmp_path):
     assert [os.path.basename(h.path) for h in writer.search("plain", types=["image"], mode="keyword")] == ["plain.png"]
     assert writer.check()["consistent"]
     writer.close()
+
+
+def test_a_move_is_seen_by_path_filters_in_the_writer_and_in_readers(tmp_path, tiny_space_dir):
+    """A commit that only moves a file changes no vector; cached path filters must still follow it."""
+    import shutil
+
+    from mmretrieval.synth import shape_image
+
+    (tmp_path / "lib" / "a").mkdir(parents=True)
+    (tmp_path / "lib" / "b").mkdir()
+    shape_image("red", "circle", size=64).save(tmp_path / "lib" / "a" / "red.png")
+    writer = mmr.Engine(tmp_path / "idx", model=str(tiny_space_dir))
+    writer.index([tmp_path / "lib"])
+    reader = mmr.Engine(tmp_path / "idx", readonly=True)
+    in_b = {"paths": [str(tmp_path / "lib" / "b")]}
+    assert writer.search("a red circle", types=["image"], filters=in_b) == []
+    assert reader.search("a red circle", types=["image"], filters=in_b) == []
+    shutil.move(tmp_path / "lib" / "a" / "red.png", tmp_path / "lib" / "b" / "red.png")
+    assert writer.index([tmp_path / "lib"]).files_moved == 1
+    for eng in (writer, reader):
+        hits = eng.search("a red circle", types=["image"], filters=in_b)
+        assert [os.path.basename(h.path) for h in hits] == ["red.png"] and hits[0].path.startswith(in_b["paths"][0])
+    writer.close()
+    reader.close()

@@ -24,7 +24,8 @@ CLOSE = 0.02
 
 
 def compare(pairs_file: str | Path, models: list[str], precision: str = "auto") -> dict[str, Any]:
-    n_items = len({p.image or p.audio for p in read_pairs(pairs_file)}) + len({p.caption for p in read_pairs(pairs_file)})
+    pairs = read_pairs(pairs_file)
+    n_items = len({p.image or p.audio for p in pairs}) + len({p.caption for p in pairs})
     rows = []
     for name in models:
         row: dict[str, Any] = {"model": name}

@@ -23,7 +23,8 @@ NULL_SAMPLE = 1024
 PROBES = 256
 STALE_SHARE = 0.1   # recompute once a modality's item count moved by more than this share
 # A pair with no probes (the index holds no items of the query's modality, e.g. text queries on a photo
-# library): a best match's z taken as this, measured across the pairs of the shipped `tiny` space.
+# library): a best match's z taken as this, about the middle of the cross-modal pairs measured on the
+# shipped `tiny` space's held-out index (medians 2.2-3.1, spreads 0.15-0.4).
 DEFAULT_TOP1 = (2.9, 0.25)
 
 
@@ -48,7 +49,7 @@ class Profile:
         return any(abs(counts[m] - self.counts[m]) > STALE_SHARE * max(self.counts[m], 1) for m in counts)
 
     def top1_of(self, query_modality: str | None, modality: str) -> tuple[float, float]:
-        return self.top1.get(f"{query_modality}->{modality}", DEFAULT_TOP1)
+        return self.top1.get(pair_key(query_modality, modality), DEFAULT_TOP1)
 
 
 def pair_key(query_modality: str | None, modality: str) -> str:
