@@ -54,6 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="commit what is done every S seconds (default 30); a killed run loses at most that")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="list skipped files with their reasons")
+    g = p.add_argument_group("on a Ray cluster (the `distributed` extra; planning and the commit stay here)")
+    g.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="embed on Ray: the cluster at ADDRESS (host:port, or auto for the one `ray start` "
+                        "began here); alone: $RAY_ADDRESS, else a new local Ray")
+    g.add_argument("--ray-actors", type=int, metavar="N", help="encoder actors (default: the cluster's CPUs / "
+                                                               "--ray-cpus-per-actor)")
+    g.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="C", help="CPUs each actor takes "
+                                                                                    "(fractions allowed; default 1)")
+    g.add_argument("--ray-gpus-per-actor", type=float, default=0.0, metavar="G", help="GPUs each actor takes")
+    g.add_argument("--files-per-shard", type=int, metavar="N",
+                   help="files per shard sent to an actor (default: about 4 shards per actor, at most 1000)")
+    g.add_argument("--keep-shards", action="store_true",
+                   help="keep the embedded shards (INDEX/staging, clip-retrieval's layout) after the commit")
 
     p = sub.add_parser("search", help="search by text, --image or --audio")
     p.add_argument("text", nargs="?", help="text query")
@@ -243,7 +256,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         run = lambda: eng.index(args.paths, batch_size=args.batch_size, workers=args.workers,  # noqa: E731
                                 progress=progress, checkpoint_seconds=args.checkpoint_seconds,
                                 pool_audio=args.pool_audio, index_type=args.index_type,
-                                memory_budget=_budget(args.memory_budget))
+                                memory_budget=_budget(args.memory_budget), ray=_ray_options(args))
         if os.environ.get("MMR_DEBUG") == "1":
             report, log, chatter = run(), None, 0
         else:
@@ -281,6 +294,23 @@ def cmd_index(args: argparse.Namespace) -> int:
             for path in report.ignored:
                 print(f"  {show_path(path)}")
     return EXIT_OK
+
+
+def _ray_options(args: argparse.Namespace):
+    from .ingest.distributed import RayOptions
+
+    given = [f for f in ("ray_actors", "files_per_shard") if getattr(args, f) is not None]
+    given += [f for f in ("ray_gpus_per_actor",) if getattr(args, f)] + (["keep_shards"] if args.keep_shards else [])
+    if args.ray is None:
+        if given or args.ray_cpus_per_actor != 1.0:
+            from .errors import UsageError
+
+            raise UsageError("--ray-actors, --ray-cpus-per-actor, --ray-gpus-per-actor, --files-per-shard and "
+                             "--keep-shards only apply with --ray")
+        return None
+    return RayOptions(address=args.ray or None, actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor,
+                      gpus_per_actor=args.ray_gpus_per_actor, files_per_shard=args.files_per_shard,
+                      keep_shards=args.keep_shards)
 
 
 def _budget(text: str | None) -> int | None:

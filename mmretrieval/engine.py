@@ -16,6 +16,7 @@ from .encoders.image import max_pixels
 from .errors import (DecodeError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError, SpaceMismatchError,
                      UsageError)
 from .ingest.commit import Committer
+from .ingest.distributed import RayOptions
 from .ingest.embed import EmbeddedFile
 from .ingest.indexer import Indexer, IndexReport
 from .ingest.plan import Plan
@@ -30,6 +31,7 @@ from .relevance.cutoff import check_cutoff, check_min_relevance, gap_cut
 from .relevance.scorer import RelevanceScorer
 from .store import Store
 
+STAGING_DIR = "staging"  # under the index: shards embedded on Ray, kept until committed
 DEFAULT_SPACE = os.environ.get("MMR_MODEL", "vit-b-32-openai+wav2clip")
 
 
@@ -174,13 +176,16 @@ class Engine:
     # ----------------------------------------------------------------- indexing
     def index(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,
               progress: bool = False, checkpoint_seconds: float = 30.0, pool_audio: bool = False,
-              index_type: str | None = None, memory_budget: int | None = None) -> IndexReport:
+              index_type: str | None = None, memory_budget: int | None = None,
+              ray: RayOptions | None = None) -> IndexReport:
         """Index (incrementally) every supported file under `paths`.
 
         Long audio becomes one item per window (start/end seconds); `pool_audio` makes it one item per
         file instead (the mean of its window vectors). `index_type` (flat, hnsw, ivf-flat, ivf-sq8, ivf-pq, or
         auto) and `memory_budget` (bytes) are remembered by the index; with neither, the type follows the
-        collection's size (`index.choose.choose_index`), converting without re-embedding when it changes."""
+        collection's size (`index.choose.choose_index`), converting without re-embedding when it changes.
+        `ray`: embed on a Ray cluster (`ingest.distributed`); planning and the commit stay here, and files
+        embedded by an interrupted run (staged under the index's `staging/`) are not embedded again."""
         self._writable()
         paths = list(paths) if not isinstance(paths, (str, os.PathLike)) else [paths]
         if not paths:
@@ -202,12 +207,29 @@ class Engine:
                                   checkpoint_seconds=checkpoint_seconds, progress=progress, pool_audio=pool_audio)
                 indexer.report.repaired = report.repaired
                 self._set_index_policy(index_type, memory_budget)
-                result = indexer.run(roots)
+                embed, staging = None, None
+                if ray is not None:
+                    embed, staging = self._ray_embedder(ray, batch_size, workers or 2, pool_audio)
+                result = indexer.run(roots, embed=embed.stream if embed else None)
+                if embed is not None:
+                    result.distributed = embed.summary
+                    if not ray.keep_shards:
+                        staging.clear()  # committed: the staged copies are of no further use
                 self._fit_index_type()
                 self.relevance.store_profile_if_stale()
                 return result
             finally:
                 self.store.release_lock()
+
+    def _ray_embedder(self, options: RayOptions, batch_size: int, workers: int, pool_audio: bool):
+        from .ingest.distributed import RayEmbedder, _ray
+        from .ingest.staging import Staging
+
+        _ray()  # Ray Data is installed, or the user learns what to install before any work
+        self.space  # noqa: B018  (the weights load, and are checked, here before any node loads them)
+        staging = Staging(self.path / STAGING_DIR, self.store.space_record(), pool_audio)
+        return RayEmbedder(self.spec.to_dict(), self.precision, staging, options, batch_size=batch_size,
+                           workers=workers, pool_audio=pool_audio), staging
 
     def _set_index_policy(self, index_type: str | None, memory_budget: int | None) -> None:
         from .index.choose import KINDS

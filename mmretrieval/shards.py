@@ -47,6 +47,30 @@ def _pyarrow():
     return pa, pq
 
 
+def part_paths(out: Path, modality: str, name: str) -> tuple[Path, Path]:
+    """(embeddings .npy, row-aligned metadata .parquet) of the part called `name` of a modality."""
+    return (out / modality / emb_dir(modality) / f"{emb_dir(modality)}_{name}.npy",
+            out / modality / "metadata" / f"metadata_{name}.parquet")
+
+
+def write_part(out: Path, modality: str, name: str, rows: list[dict], vecs: np.ndarray) -> Path:
+    """One part of a modality: the vectors and their rows (`image_path` first for images, as clip-retrieval
+    writes it; `locator` as JSON). Each file is written under a temporary name and renamed, so a part is
+    either whole or absent. Returns the .npy path."""
+    pa, pq = _pyarrow()
+    emb, meta = part_paths(out, modality, name)
+    emb.parent.mkdir(parents=True, exist_ok=True)
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([{**({"image_path": r["path"]} if modality == "image" else {}), **r,
+                                   "locator": json.dumps(r["locator"])} for r in rows])
+    tmp_meta, tmp_emb = meta.with_suffix(".parquet.tmp"), emb.with_suffix(".tmp.npy")
+    pq.write_table(table, tmp_meta)
+    np.save(tmp_emb, np.ascontiguousarray(vecs, np.float32))
+    os.replace(tmp_meta, meta)
+    os.replace(tmp_emb, emb)
+    return emb
+
+
 def export_shards(engine: Engine, out: str | os.PathLike, *, run: int = 0, shard_rows: int = SHARD_ROWS) -> dict[str, Any]:
     """Write every item's vector and metadata under `out` (which must be empty or new). Returns the manifest."""
     pa, pq = _pyarrow()
@@ -61,13 +85,7 @@ def export_shards(engine: Engine, out: str | os.PathLike, *, run: int = 0, shard
         k = len(shards.get(modality, []))
         vecs = vectors.reconstruct(np.array([r["item_id"] for r in part], np.int64)).astype(np.float32)
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)  # quantised indexes drift
-        emb = out / modality / emb_dir(modality) / f"{emb_dir(modality)}_{run}_{k}.npy"
-        meta = out / modality / "metadata" / f"metadata_{run}_{k}.parquet"
-        emb.parent.mkdir(parents=True, exist_ok=True)
-        meta.parent.mkdir(parents=True, exist_ok=True)
-        np.save(emb, vecs)
-        pq.write_table(pa.Table.from_pylist([{**({"image_path": r["path"]} if modality == "image" else {}), **r,
-                                              "locator": json.dumps(r["locator"])} for r in part]), meta)
+        emb = write_part(out, modality, f"{run}_{k}", part, vecs)
         shards.setdefault(modality, []).append(str(emb.relative_to(out)))
         counts[modality] = counts.get(modality, 0) + len(part)
 
@@ -108,8 +126,8 @@ def read_shards(src: str | os.PathLike, fingerprint: str) -> Iterator[EmbeddedFi
     for modality, names in manifest["shards"].items():
         for name in names:
             emb = src / name
-            meta = emb.parent.parent / "metadata" / emb.name.replace(emb_dir(modality), "metadata").replace(".npy",
-                                                                                                             ".parquet")
+            meta = emb.parent.parent / "metadata" / emb.name.replace(emb_dir(modality), "metadata", 1).replace(
+                ".npy", ".parquet")
             vecs = np.load(emb)
             rows = pq.read_table(meta).to_pylist()
             if len(rows) != vecs.shape[0]:

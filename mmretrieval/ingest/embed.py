@@ -86,6 +86,10 @@ class Embedder:
                                 error=f"unexpected {type(e).__name__}: {str(e)[:200]}")
 
     # ----------------------------------------------------------------- the stream
+    def stream_plan(self, plan: Any) -> Iterator[EmbeddedFile]:
+        """The files a plan says to embed (`plan.todo`), embedded in order."""
+        return self.stream(plan.todo)
+
     def stream(self, entries: Iterable[FileEntry]) -> Iterator[EmbeddedFile]:
         """One `EmbeddedFile` per entry, in order; decoding runs ahead in threads, encoding in batches."""
         entries = list(entries)

@@ -16,13 +16,13 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from ..space.runtime import Space
 from ..store import Store
 from .commit import Committer
-from .embed import ENCODER_BUG, Embedder  # noqa: F401  (ENCODER_BUG: the reason an encoder failure gives)
-from .plan import make_plan
+from .embed import ENCODER_BUG, EmbeddedFile, Embedder  # noqa: F401  (ENCODER_BUG: the reason an encoder failure gives)
+from .plan import Plan, make_plan
 
 
 @dataclass
@@ -43,6 +43,7 @@ class IndexReport:
     ignored: list[str] = field(default_factory=list)     # files of no modality indexed here (by extension below)
     notes: list[tuple[str, str]] = field(default_factory=list)  # indexed, with something to know (path, note)
     seconds: float = 0.0
+    distributed: dict[str, Any] | None = None  # with --ray: shards, actors, nodes, files taken from staged shards
 
     @property
     def ignored_by_ext(self) -> Counter:
@@ -69,6 +70,7 @@ class IndexReport:
             "notes": [{"path": p, "note": n} for p, n in self.notes],
             "seconds": round(self.seconds, 3),
             "items_per_second": round(self.items_per_second, 2),
+            **({"distributed": self.distributed} if self.distributed is not None else {}),
         }
 
 
@@ -84,7 +86,9 @@ class Indexer:
         self.pool_audio = pool_audio
         self.report = IndexReport()
 
-    def run(self, roots: list[str]) -> IndexReport:
+    def run(self, roots: list[str], embed: Callable[[Plan], Iterator[EmbeddedFile]] | None = None) -> IndexReport:
+        """Plan, embed, commit. `embed`: how the plan's files become vectors (in plan order); default: here,
+        in this process (`Embedder`); `distributed.RayEmbedder.stream` embeds them on a Ray cluster."""
         t0 = time.perf_counter()
         store, report = self.store, self.report
         plan = make_plan(store.catalog, roots)
@@ -92,14 +96,15 @@ class Indexer:
         report.still_skipped += plan.still_skipped
         report.skipped += plan.walk_errors
         report.ignored += plan.ignored
-        embedder = Embedder(self.space, batch_size=self.batch_size, workers=self.workers,
-                            pool_audio=self.pool_audio, reusable=plan.reusable)
+        if embed is None:
+            embed = Embedder(self.space, batch_size=self.batch_size, workers=self.workers,
+                             pool_audio=self.pool_audio, reusable=plan.reusable).stream_plan
         committer = Committer(store, plan, self.space.fingerprint, report)
         store.begin()
         last = time.monotonic()
         bar = _progress(len(plan.todo), self.progress)
         try:
-            for f in embedder.stream(plan.todo):
+            for f in embed(plan):
                 committer.apply(f)
                 bar.update(1)
                 if time.monotonic() - last > self.checkpoint_seconds:
