@@ -271,6 +271,10 @@ def cmd_index(args: argparse.Namespace) -> int:
           f"({report.items_per_second:.1f} items/s): {per}")
     print(f"files: {report.files_new} new, {report.files_changed} changed, {report.files_moved} moved, "
           f"{report.files_copied} copied, {report.files_removed} removed, {report.files_unchanged} unchanged")
+    if report.distributed:
+        d = report.distributed
+        print(f"on Ray: {d['files_embedded']} file(s) embedded in {d['shards']} shard(s) by {d['actors']} actor(s) "
+              f"on {len(d['nodes'])} node(s); {d['files_from_staged']} taken from an interrupted run's shards")
     if chatter:
         print(f"decoder messages: {chatter} line(s) in {show_path(str(log))}")
     fixed = {k: v for k, v in report.repaired.items() if v}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
+import pytest
 
 from mmretrieval.index import VectorIndex
 from mmretrieval.index.build import build_ivf, sample_rows
 from mmretrieval.index.choose import choose_index
+from mmretrieval.errors import UsageError
 
 
 def _data(n, d, seed=0):
@@ -57,3 +59,27 @@ def test_conversion_uses_it_and_keeps_every_vector():
     assert ivf.kind == "ivf-sq8" and ivf.ntotal == n
     got = ivf.reconstruct(np.array([0, 2 * (n - 1)]))
     assert np.abs(got - x[[0, n - 1]]).max() < 0.02  # 8-bit codes of the same vectors
+
+
+def test_over_the_memory_budget_the_lists_are_merged_on_disk(tmp_path):
+    d, n = 24, 9000
+    x = _data(n, d, seed=5)
+    ids = np.arange(n, dtype=np.int64) * 3 + 1
+    choice = choose_index(n, d, kind="ivf-flat")
+    parts = [(ids[s:s + 3000], x[s:s + 3000]) for s in range(0, n, 3000)]
+    in_memory = build_ivf(parts, choice, d)
+    budget = n * (4 * d + 8) - 1  # one byte short of the merged lists
+    with pytest.raises(UsageError, match="merge them on disk"):
+        build_ivf(parts, choice, d, memory_budget=budget)
+    on_disk = build_ivf(parts, choice, d, memory_budget=budget, ondisk=tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["index.faiss", "lists.ivfdata"]
+    assert (tmp_path / "m" / "lists.ivfdata").stat().st_size >= n * 4 * d  # the codes live on disk
+    again = faiss.read_index(str(tmp_path / "m" / "index.faiss"))  # a later process reads it back
+    again.nprobe = in_memory.ivf.nprobe
+    q = _data(40, d, seed=6)
+    s1, i1 = in_memory.search(q, 10)
+    for index in (on_disk, VectorIndex(again)):
+        index.ivf.nprobe = in_memory.ivf.nprobe
+        s2, i2 = index.search(q, 10)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_allclose(s1, s2, atol=1e-6)

@@ -8,12 +8,15 @@ vectors from 0). Finally nprobe is tuned to the recall target against exact sear
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import faiss
 import numpy as np
 
+from ..errors import UsageError
 from .vector_index import VectorIndex, _check_vectors
 
 TRAIN_PER_LIST = 48      # training points per IVF list
@@ -28,11 +31,22 @@ def sample_rows(sizes: Sequence[int], n: int, seed: int = 0) -> list[np.ndarray]
     return [pick[(pick >= lo) & (pick < hi)] - lo for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
+def merged_bytes(n: int, code_size: int) -> int:
+    """What the merged inverted lists of `n` vectors hold: each vector's code and its 8-byte id."""
+    return n * (code_size + 8)
+
+
 def build_ivf(parts: Sequence[tuple[np.ndarray, np.ndarray]], choice, dim: int, *, workers: int = 2,
-              seed: int = 0, tune_with: tuple[np.ndarray, np.ndarray] | None = None) -> VectorIndex:
+              seed: int = 0, tune_with: tuple[np.ndarray, np.ndarray] | None = None,
+              memory_budget: int | None = None, ondisk: str | os.PathLike | None = None) -> VectorIndex:
     """An IVF index (`choice` from `choose_index`) holding every part's (ids, vectors); vectors may be memory-
     mapped arrays (only the sampled rows and one part at a time are read). `tune_with`: all (ids, vectors),
-    to tune nprobe against exact search over them (left at the choice's floor without it)."""
+    to tune nprobe against exact search over them (left at the choice's floor without it).
+
+    When the merged lists would exceed `memory_budget` bytes, they are merged on disk instead: each filled
+    part is written to a file under `ondisk` and dropped, and `faiss.contrib.ondisk.merge_ondisk` writes one
+    `lists.ivfdata` there that the returned index reads through the page cache (`index.faiss` beside it is
+    the index to `faiss.read_index` later; read it without IO_FLAG_MMAP, which crashed with faiss 1.15)."""
     sizes = [len(ids) for ids, _ in parts]
     rows = sample_rows(sizes, max(TRAIN_PER_LIST * max(choice.nlist, 1), TRAIN_MIN), seed)
     train = np.concatenate([np.asarray(v[r], np.float32) for (_, v), r in zip(parts, rows)])
@@ -47,12 +61,38 @@ def build_ivf(parts: Sequence[tuple[np.ndarray, np.ndarray]], choice, dim: int, 
                                np.ascontiguousarray(ids[start:start + 100_000], np.int64))
         return index
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        filled = list(pool.map(fill, parts))
-    merged = filled[0] if filled else faiss.clone_index(empty)
-    for other in filled[1:]:
-        merged.merge_from(other, 0)
+    code_size = faiss.extract_index_ivf(empty).code_size
+    if memory_budget is not None and merged_bytes(sum(sizes), code_size) > memory_budget:
+        if ondisk is None:
+            raise UsageError(f"{sum(sizes):,} vectors need {merged_bytes(sum(sizes), code_size) / 2**20:,.0f} MiB "
+                             f"of inverted lists, over the memory budget: give a folder to merge them on disk")
+        merged = _merge_on_disk(empty, parts, fill, Path(ondisk), workers)
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            filled = list(pool.map(fill, parts))
+        merged = filled[0] if filled else faiss.clone_index(empty)
+        for other in filled[1:]:
+            merged.merge_from(other, 0)
     out = VectorIndex(merged)
     if tune_with is not None and merged.ntotal:
         out.tune_nprobe(*tune_with, floor=choice.nprobe)
     return out
+
+
+def _merge_on_disk(empty: faiss.Index, parts, fill, folder: Path, workers: int) -> faiss.Index:
+    from faiss.contrib.ondisk import merge_ondisk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [str(folder / f"part_{k}.faiss") for k in range(len(parts))]
+
+    def fill_to_file(k: int) -> None:
+        faiss.write_index(fill(parts[k]), names[k])  # the filled part is freed once written
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(fill_to_file, range(len(parts))))
+    merged = faiss.clone_index(empty)
+    merge_ondisk(merged, names, str(folder / "lists.ivfdata"))
+    for name in names:
+        os.remove(name)
+    faiss.write_index(merged, str(folder / "index.faiss"))
+    return merged
