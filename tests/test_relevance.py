@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import mmretrieval as mmr
+from mmretrieval.index.choose import ID_BYTES
 from mmretrieval.cli import main
 from mmretrieval.relevance.evaluate import (
     TARGET_PAIRS,
@@ -227,7 +228,7 @@ def test_compare_recommends_the_trained_space(heldout, tiny_space_dir, tmp_path,
     assert names == ["tiny", str(tiny_space_dir)]
     trained, untrained = rep["spaces"]
     assert trained["quality"] > untrained["quality"] + 0.2
-    assert trained["items_per_s"] > 0 and trained["bytes_per_item"] == 4 * trained["dim"] + 16
+    assert trained["items_per_s"] > 0 and trained["bytes_per_item"] == 4 * trained["dim"] + ID_BYTES
     assert rep["recommendation"]["model"] == "tiny" and "P@5" in rep["recommendation"]["why"]
     assert main(["compare", "--pairs", str(small), "--models", "tiny,no-such-space"]) == 0
     out = capsys.readouterr().out

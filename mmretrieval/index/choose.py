@@ -15,7 +15,9 @@ from ..errors import UsageError
 
 KINDS = ("flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq")
 FLAT_UP_TO = 50_000
-ID_BYTES = 16  # the id map: one int64 in the index and one in the reverse map
+# Per vector for its id: the int64 in the index and the id -> position hash table (about 40 bytes measured by
+# scripts/bench/scale_plan.py; 16 had been assumed, and 100 M vectors overshot a budget by 3 GB).
+ID_BYTES = 48
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2_000_000, help="vectors in the measured IVF-PQ index")
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--target", type=int, default=100_000_000)
-    ap.add_argument("--budget-gib", type=float, default=16, help="memory budget of the target's index")
+    ap.add_argument("--budget-gib", type=float, default=20, help="memory budget of the target's index")
     ap.add_argument("--catalog-n", type=int, default=200_000)
     a = ap.parse_args()
     rng = np.random.default_rng(0)
