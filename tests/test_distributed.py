@@ -120,6 +120,15 @@ def test_ray_index_equals_local_and_both_nodes_work(cluster, library, tmp_path):
             table = pq.read_table(meta)
             assert np.load(emb).shape[0] == table.num_rows
             assert (table.column_names[0] == "image_path") == (modality == "image")
+    try:
+        from embedding_reader import EmbeddingReader  # what autofaiss and clip-retrieval read shards with
+    except ImportError:
+        pass
+    else:
+        reader = EmbeddingReader(str(staging / "image" / "img_emb"), file_format="parquet_npy",
+                                 embedding_column="embedding", meta_columns=["image_path"],
+                                 metadata_folder=str(staging / "image" / "metadata"))
+        assert reader.count == r_dist.added["image"] and reader.dimension == dist.dim
     imported, _ = import_shards(staging, tmp_path / "imported")
     assert sorted(r[1:5] for r in snapshot(imported)[1]) == sorted(r[1:5] for r in snapshot(dist)[1])
     for e in (local, dist, imported):
@@ -157,12 +166,13 @@ def test_driver_killed_before_commit_resumes_from_its_shards(cluster, library, t
     env = {**os.environ, **RAY_ENV, "MMR_DEBUG": "1"}
     cmd = [sys.executable, "-m", "mmretrieval.cli", "index", str(library), "--index", str(idx), "--ray", c.address,
            "--ray-cpus-per-actor", "0.5", "--files-per-shard", "1", "--checkpoint-seconds", "100000"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    err = open(tmp_path / "driver.err", "w+")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
     files = idx / "staging" / "files"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and len(list(files.glob("*.parquet"))) < 6:
         time.sleep(0.05)
-    assert proc.poll() is None, "the driver finished before it could be killed"
+    assert proc.poll() is None, "the driver finished before it could be killed: " + (tmp_path / "driver.err").read_text()[-3000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     staged = len(list(files.glob("files_*.parquet")))
@@ -216,6 +226,21 @@ def test_a_worker_node_lost_mid_run_is_survived(cluster, library, tmp_path):
     assert_same(local, dist)
     local.close()
     dist.close()
+
+
+def test_a_node_in_another_space_stops_the_run_with_our_error(cluster, library, tmp_path):
+    from mmretrieval.ingest.distributed import RayEmbedder
+    from mmretrieval.ingest.plan import make_plan
+    from mmretrieval.ingest.staging import Staging
+
+    eng = mmr.Engine(tmp_path / "idx", model="tiny")
+    other = {**eng.store.space_record(), "fingerprint": "0" * 16}  # what the actors will not load
+    embed = RayEmbedder(eng.spec.to_dict(), eng.precision, Staging(tmp_path / "staging", other, False),
+                        RayOptions(**OPTIONS))
+    with pytest.raises(SpaceMismatchError, match="not the index's 0000000000000000"):
+        list(embed.stream(make_plan(eng.store.catalog, [str(library / "demo")])))
+    assert not (tmp_path / "staging" / "files").exists()
+    eng.close()
 
 
 def test_an_actor_refuses_another_space_and_ray_options_are_checked(tmp_path):

@@ -111,3 +111,22 @@ def test_import_refuses_another_space_and_damaged_shards(exported, tmp_path, tin
         export_shards(mmr.Engine(root / "idx", readonly=True), root / "out")
     assert main(["import", str(tmp_path), "--index", str(tmp_path / "x")]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_clip_retrievals_reader_reads_them_as_they_are(exported):
+    """embedding_reader is what autofaiss (`build_index`) and clip-retrieval (`index`) read shards with."""
+    er = pytest.importorskip("embedding_reader")
+    root, eng, _ = exported
+    out = root / "out"
+    reader = er.EmbeddingReader(str(out / "image" / "img_emb"), file_format="parquet_npy",
+                                embedding_column="embedding", meta_columns=["image_path"],
+                                metadata_folder=str(out / "image" / "metadata"))
+    assert reader.count == eng.stats()["items"]["image"] and reader.dimension == eng.dim
+    got = {}
+    for emb, meta in reader(batch_size=5, start=0, end=reader.count):
+        got.update(zip(meta["image_path"], emb))
+    hits = {h.path: h for h in eng.search(image=str(DEMO / "images" / "red-circle.png"), types=["image"], k=50)}
+    assert got.keys() == hits.keys()  # every image, once, with its own vector beside its own path
+    for path, vec in got.items():
+        own = eng.store.vectors.reconstruct(np.array([hits[path].id]))[0]
+        np.testing.assert_allclose(vec, own, atol=1e-6)

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SpaceMismatchError, UsageError
+from .. import errors
+from ..errors import MMRError, SpaceMismatchError, UsageError
 from .embed import EmbeddedFile, Embedder
 from .plan import Plan
 from .staging import Staging
@@ -180,13 +182,38 @@ class RayEmbedder:
                                        threads=max(1, round(o.cpus_per_actor)), reusable=reusable))
         nodes: set[str] = set()
         self.summary.update(actors=actors, files_per_shard=per)
-        for row in ds.iter_rows():
+        rows_out = iter(ds.iter_rows())
+        while True:
+            try:
+                row = next(rows_out)
+            except StopIteration:
+                return
+            except Exception as e:  # Ray wraps what an actor raised: show ours as ours
+                raise _ours(e) from e
             files: list[EmbeddedFile] = pickle.loads(row["files"])
             self.staging.write(str(row["key"]), files)  # durable before it is committed
             nodes.add(str(row["node"]))
             self.summary["shards"] += 1
             self.summary["nodes"] = sorted(nodes)
             yield from files
+
+
+def _ours(e: BaseException) -> BaseException:
+    """The error of ours (a space that differs on a node, missing weights) inside Ray's wrappers, or the
+    wrapper itself as an `MMRError` that says the cluster failed and that a rerun resumes."""
+    seen, x = set(), e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if isinstance(x, MMRError):
+            return type(x)(str(x))
+        x = getattr(x, "cause", None) or x.__cause__
+    # An actor that died in its constructor reaches us only as text (ActorDiedError): find ours in it.
+    m = re.search(r"mmretrieval\.errors\.(\w+): (.+)", str(e))
+    cls = getattr(errors, m.group(1), None) if m else None
+    if isinstance(cls, type) and issubclass(cls, MMRError):
+        return cls(m.group(2).strip())
+    return MMRError(f"the Ray run failed ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}); "
+                    f"shards embedded so far are staged: run the same command again to resume")
 
 
 def _still_valid(f: EmbeddedFile | None, reusable: dict[str, tuple[str, str | None]]) -> EmbeddedFile | None:
