@@ -172,7 +172,7 @@ def test_driver_killed_before_commit_resumes_from_its_shards(cluster, library, t
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and len(list(files.glob("*.parquet"))) < 6:
         time.sleep(0.05)
-    assert proc.poll() is None, "the driver finished before it could be killed: " + (tmp_path / "driver.err").read_text()[-3000:]
+    assert proc.poll() is None, f"the driver ended first: {(tmp_path / 'driver.err').read_text()[-3000:]}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     staged = len(list(files.glob("files_*.parquet")))
