@@ -4,6 +4,7 @@ import logging
 from .engine import Engine, Hit
 from .errors import (DecodeError, IndexLockedError, IndexNotFoundError, MissingWeightsError, MMRError, SpaceError,
                      SpaceMismatchError, UsageError, WeightsMismatchError)
+from .ingest.distributed import RayOptions
 from .ingest.indexer import IndexReport
 from .modalities import Modality, register_modality
 from .query import Filters, parse_filters
@@ -19,5 +20,5 @@ __all__ = [
     "Engine", "Hit", "IndexReport", "SpaceSpec", "ClipSpec", "AudioSpec", "register_space", "list_spaces",
     "resolve_model_arg", "MMRError", "UsageError", "SpaceError", "MissingWeightsError", "SpaceMismatchError",
     "IndexNotFoundError", "IndexLockedError", "DecodeError", "WeightsMismatchError", "Modality", "register_modality",
-    "Filters", "parse_filters",
+    "Filters", "parse_filters", "RayOptions",
 ]
