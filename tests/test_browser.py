@@ -55,12 +55,17 @@ def page(server):
         browser.close()
 
 
+def search(page, q: str) -> None:
+    """Type a query, press Enter, and wait until the page shows its results."""
+    page.fill("#q", q)
+    page.press("#q", "Enter")
+    page.wait_for_function(f"document.getElementById('status').textContent.includes({q!r})")
+
+
 def test_typing_a_query_shows_the_red_circle_first(page):
     # like the CLI, a text query looks in the other modalities by default (text is unchecked)
     assert not page.is_checked("input[value=text]")
-    page.fill("#q", "a red circle")
-    page.press("#q", "Enter")
-    page.wait_for_function("document.getElementById('status').textContent.includes('a red circle')")
+    search(page, "a red circle")
     first = page.locator(".hit").first
     assert first.get_attribute("data-path").endswith("red-circle.png")
     assert first.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")  # the thumbnail loaded
@@ -72,9 +77,7 @@ def test_typing_a_query_shows_the_red_circle_first(page):
 def test_type_filter_and_more_like_this(page):
     page.uncheck("input[value=image]")
     page.check("input[value=audio]")
-    page.fill("#q", "a high rising beep")
-    page.press("#q", "Enter")
-    page.wait_for_function("document.getElementById('status').textContent.includes('a high rising beep')")
+    search(page, "a high rising beep")
     assert page.locator(".hit").first.get_attribute("data-path").endswith("high-rising-beep.flac")
     assert page.locator(".hit:not(.audio)").count() == 0
     assert page.locator(".hit audio").count() > 0
@@ -95,9 +98,7 @@ def test_dropping_an_image_searches_by_it(page):
 def test_relevance_slider_filters_and_reruns_the_search(page):
     page.check("input[value=image]")
     page.check("input[value=audio]")
-    page.fill("#q", "a red circle")
-    page.press("#q", "Enter")
-    page.wait_for_function("document.getElementById('status').textContent.includes('a red circle')")
+    search(page, "a red circle")
     every = page.locator(".hit").count()
     assert every > 1 and "relevance" in page.locator(".hit .meta").last.inner_text()
     page.eval_on_selector("#minrel", "e => { e.value = '0.95'; e.dispatchEvent(new Event('input'));"
