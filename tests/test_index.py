@@ -75,3 +75,33 @@ def test_save_is_atomic_and_a_half_written_file_is_not_loaded(tmp_path):
 
     with pytest.raises(MMRError, match="cannot read"):
         VectorIndex.load(tmp_path / "half.faiss")
+
+
+def test_single_queries_search_on_one_thread_and_restore_the_callers_threads():
+    """A few queries run faiss on the calling thread (torch's spinning workers made threaded ones slow);
+    the caller's thread count comes back, and torch's own stays what it was."""
+    import faiss
+    import torch
+
+    from mmretrieval.index.vector_index import FEW_QUERIES, matvec
+
+    rng = np.random.default_rng(3)
+    vi, ex = VectorIndex.create(16), ExactIndex(16)
+    ids = np.arange(400, dtype=np.int64)
+    vecs = _unit(rng, 400, 16)
+    vi.add(ids, vecs)
+    ex.add(ids, vecs)
+    seen = []
+    real = faiss.omp_set_num_threads
+    prev, torch_threads = faiss.omp_get_max_threads(), torch.get_num_threads()
+    try:
+        faiss.omp_set_num_threads = lambda n: (seen.append(n), real(n))[1]
+        for nq in (1, FEW_QUERIES + 1):
+            q = _unit(rng, nq, 16)
+            np.testing.assert_array_equal(vi.search(q, 5, allowed=ids[::2])[1], ex.search(q, 5, allowed=ids[::2])[1])
+    finally:
+        faiss.omp_set_num_threads = real
+    assert faiss.omp_get_max_threads() == prev and torch.get_num_threads() == torch_threads
+    assert seen == ([1, prev] if prev > 1 else [])  # the batch of FEW_QUERIES + 1 kept the threads
+    np.testing.assert_allclose(matvec(vecs, vecs[:2]), vecs @ vecs[:2].T, atol=1e-6)
+    np.testing.assert_allclose(matvec(vecs, vecs[:9]), vecs @ vecs[:9].T, atol=1e-6)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..index.vector_index import matvec
+
 NULL_SAMPLE = 1024
 PROBES = 256
 STALE_SHARE = 0.1   # recompute once a modality's item count moved by more than this share
@@ -58,7 +60,7 @@ def pair_key(query_modality: str | None, modality: str) -> str:
 
 def null_stats(query: np.ndarray, sample: np.ndarray) -> tuple[float, float]:
     """Mean and std of the query's scores over a modality's null sample."""
-    s = sample @ query
+    s = matvec(sample, query)[:, 0]
     return float(s.mean()), max(float(s.std()), 1e-6)
 
 
