@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmr", description="Search your photos, recordings and documents by meaning, across modalities.")
     parser.add_argument("--version", action="version", version=f"mmretrieval {_version()}")
+    parser.add_argument("--backend", choices=["auto", "torch", "onnx"],
+                        help="runtime of the towers: auto (default, $MMR_BACKEND: the faster one, measured once per "
+                             "tower and CPU), torch, or onnx (ONNX Runtime); it does not change vectors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -191,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 PRECISION_HELP = ("number format of the towers: auto (default, $MMR_PRECISION: bf16 image/audio towers where the "
-                  "CPU has native bf16, else fp32), fp32, bf16, or pairs like image=bf16,text=fp32")
+                  "CPU has native bf16, else fp32), fp32, bf16, int8 (text and image towers, under ONNX Runtime), "
+                  "or pairs like image=int8,text=fp32")
 
 
 def _add_train_args(t: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float) -> None:
@@ -222,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("mmretrieval").setLevel(logging.DEBUG)  # ours in full; libraries' warnings only
     from .errors import MMRError, UsageError
 
+    if args.backend:  # read where towers load: here, in decode/embed workers and on a local Ray
+        os.environ["MMR_BACKEND"] = args.backend
     try:
         return COMMANDS[args.command](args)
     except UsageError as e:

@@ -24,6 +24,7 @@ from .ingest.walk import normalise_roots, under
 from .modalities import get_modality, modality_names
 from .query import Filters, Query, check_mode, check_sort, make_query, parse_filters, parse_types, sort_hits
 from .space.runtime import Space, space_identity
+from .space.backend import parse_backend
 from .space.precision import TOWERS, describe, parse_precision
 from .space.registry import resolve_model_arg
 from .space.spec import SpaceSpec, fingerprint_of
@@ -98,13 +99,16 @@ class Engine:
     ``readonly=True`` opens an existing index for searching only, never taking the writer's lock.
     ``precision`` (auto, fp32, bf16 or tower=format pairs, see `space.precision`) is chosen when the
     index is created (default: auto, by what the CPU does natively) and remembered: an existing
-    index always encodes in its own, and an explicit different one is refused.
+    index always encodes in its own, and an explicit different one is refused. ``backend`` (auto, torch,
+    onnx; None: ``MMR_BACKEND``) picks the runtime of the towers, see `space.backend`; it is not remembered.
     """
 
     def __init__(self, path: str | os.PathLike, model: str | SpaceSpec | None = None, *, readonly: bool = False,
-                 device: str = "cpu", precision: str | dict[str, str] | None = None) -> None:
+                 device: str = "cpu", precision: str | dict[str, str] | None = None,
+                 backend: str | None = None) -> None:
         self.path = Path(os.path.expanduser(os.fspath(path))).resolve()
         self.device = device
+        self.backend = parse_backend(backend)
         self._space: Space | None = None
         self._relevance: RelevanceScorer | None = None
         self._lock = threading.RLock()
@@ -121,7 +125,8 @@ class Engine:
                     f"choose an empty or new folder for the index")
             spec = _spec_of(model or DEFAULT_SPACE)
             self.precision = parse_precision(precision, device)
-            space = Space(spec, device=device, precision=self.precision)  # weights must exist before we create anything
+            space = Space(spec, device=device, precision=self.precision,  # weights must exist before we create anything
+                          backend=self.backend)
             self.store = Store(self.path, create=True)
             self.store.init_space(spec, space.fingerprint, space.dim, precision=describe(self.precision))
             self._space = space
@@ -168,7 +173,7 @@ class Engine:
         """The loaded encoders; loaded on first use and checked against the index's fingerprint."""
         with self._lock:
             if self._space is None:
-                space = Space(self.spec, device=self.device, precision=self.precision)
+                space = Space(self.spec, device=self.device, precision=self.precision, backend=self.backend)
                 self.store.check_space(space.spec.name, space.fingerprint, space.spec.metric)
                 self._space = space
             return self._space

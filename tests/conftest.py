@@ -9,6 +9,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
 os.environ.setdefault("MMR_OFFLINE", "1")
+# Towers run under torch here: an ONNX export per test (each has its own cache) would cost seconds each.
+# test_onnx_runtime.py tests the other runtime, and test_first_run.py the user's default (auto).
+os.environ.setdefault("MMR_BACKEND", "torch")
 
 from tiny_space import make_tiny_space  # noqa: E402
 

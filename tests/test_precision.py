@@ -33,7 +33,7 @@ def test_parse_precision_forms(monkeypatch):
 
 
 @pytest.mark.parametrize("bad, says", [("fp16", "auto, fp32, bf16"), ("video=bf16", "text, image, audio"),
-                                       ("image=int8", "fp32, bf16")])
+                                       ("audio=int8", "for the text and image towers, not audio")])
 def test_bad_precision_names_the_valid_ones(bad, says):
     with pytest.raises(UsageError, match=says):
         parse_precision(bad)

@@ -51,7 +51,7 @@ class UserHome:
         env = {k: v for k, v in os.environ.items()
                if k not in ("MMR_CACHE", "MMR_OFFLINE", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
                             "TORCH_HOME", "XDG_CACHE_HOME", "MMR_INDEX", "XDG_DATA_HOME", "MMR_SPACES_PATH",
-                            "MMR_WAV2CLIP_WEIGHTS", "MMR_PRECISION")}
+                            "MMR_WAV2CLIP_WEIGHTS", "MMR_PRECISION", "MMR_BACKEND")}
         env.update(HOME=str(self.root), HF_HOME=str(self.hf_home), HF_ENDPOINT="http://127.0.0.1:9",
                    PYTHONUNBUFFERED="1")
         return env

@@ -196,9 +196,12 @@ class ImageEncoder(Encoder):
     modality = "image"
 
     def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor], dim: int,
-                 device: torch.device, draft_to: int | None = None) -> None:
+                 device: torch.device, draft_to: int | None = None,
+                 runner: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """`runner`: the tower under another runtime (`encoders.onnx_runtime`), float32 pixels in."""
         super().__init__(dim, device)
         self.model = model
+        self.runner = runner
         self.preprocess = preprocess
         self.draft_to = draft_to  # see load_image; part of the space fingerprint
 
@@ -216,10 +219,12 @@ class ImageEncoder(Encoder):
 
     def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
         x = torch.stack([self.prepare(b) for b in batch])
+        if self.runner is not None:
+            return torch.from_numpy(self.runner(x.float().numpy()))
         return self.model.encode_image(x.to(self.device, self.dtype))
 
     @property
     def dtype(self) -> torch.dtype:
-        """The image tower's weight format (bf16 where the space's precision asks for it)."""
-        return next(self.model.visual.parameters()).dtype
+        """The image tower's input format (bf16 where the space's precision asks for it)."""
+        return torch.float32 if self.runner is not None else next(self.model.visual.parameters()).dtype
 

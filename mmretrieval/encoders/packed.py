@@ -48,29 +48,36 @@ class PackedLinear(nn.Module):
         return y.reshape(*lead, self.out_features)
 
 
-class PackedSelfAttention(nn.Module):
-    """`nn.MultiheadAttention` in self-attention, as open_clip calls it, with packed projections."""
+class SelfAttention(nn.Module):
+    """`nn.MultiheadAttention` in self-attention, as open_clip calls it: projections packed (`pack`), or
+    plain for an ONNX export (MHA traces its sequence length into constants; this keeps it symbolic)."""
 
-    def __init__(self, mha: nn.MultiheadAttention) -> None:
+    def __init__(self, mha: nn.MultiheadAttention, pack: bool = True) -> None:
         super().__init__()
         self.heads = mha.num_heads
         self.batch_first = mha.batch_first
-        self.in_proj = PackedLinear(mha.in_proj_weight, mha.in_proj_bias)
-        self.out_proj = PackedLinear.of(mha.out_proj)
+        if pack:
+            self.in_proj: nn.Module = PackedLinear(mha.in_proj_weight, mha.in_proj_bias)
+            self.out_proj: nn.Module = PackedLinear.of(mha.out_proj)
+        else:
+            self.in_proj = nn.Linear(mha.embed_dim, 3 * mha.embed_dim, bias=mha.in_proj_bias is not None)
+            self.in_proj.weight, self.in_proj.bias = mha.in_proj_weight, mha.in_proj_bias
+            self.out_proj = mha.out_proj
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, need_weights: bool = False,
                 attn_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         x = q if self.batch_first else q.transpose(0, 1)
-        b, n, d = x.shape
-        qkv = self.in_proj(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        b, _, d = x.shape
+        qkv = self.in_proj(x).reshape(b, -1, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if attn_mask is not None and attn_mask.dtype == torch.bool:  # MHA: True = masked out
             attn_mask = torch.zeros(attn_mask.shape, dtype=x.dtype).masked_fill(attn_mask, float("-inf"))
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
-        out = self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+        out = self.out_proj(out.transpose(1, 2).reshape(b, -1, d))
         return (out if self.batch_first else out.transpose(0, 1)), None
 
 
-def _packable(block: nn.Module) -> bool:
+def self_attention_block(block: nn.Module) -> bool:
+    """open_clip's `ResidualAttentionBlock` in plain self-attention: the blocks `SelfAttention` reproduces."""
     from open_clip.transformer import ResidualAttentionBlock
 
     attn = getattr(block, "attn", None)
@@ -82,9 +89,9 @@ def _packable(block: nn.Module) -> bool:
 
 def pack_transformer_blocks(model: nn.Module) -> int:
     """Swap every packable block's projections for packed ones, in place. Returns how many blocks."""
-    blocks = [m for m in model.modules() if _packable(m) and packing_available(m.mlp.c_fc.weight.dtype)]
+    blocks = [m for m in model.modules() if self_attention_block(m) and packing_available(m.mlp.c_fc.weight.dtype)]
     for blk in blocks:
-        blk.attn = PackedSelfAttention(blk.attn)
+        blk.attn = SelfAttention(blk.attn)
         blk.mlp.c_fc = PackedLinear.of(blk.mlp.c_fc)
         blk.mlp.c_proj = PackedLinear.of(blk.mlp.c_proj)
     return len(blocks)

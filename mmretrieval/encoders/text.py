@@ -24,12 +24,16 @@ class TextEncoder(Encoder):
     modality = "text"
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, dim: int, device: torch.device,
-                 trim: bool = True) -> None:
+                 trim: bool = True, runner: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """`runner`: the tower under another runtime (`encoders.onnx_runtime`), trimmed int64 tokens in."""
         super().__init__(dim, device)
         self.model = model
         self.tokenizer = tokenizer
         self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
         self.trim = trim and can_trim(model)
+        if runner is not None and not self.trim:
+            raise UsageError("an exported text tower needs a trimmable (open_clip CLIP) model")
+        self.runner = runner
 
     def encode(self, inputs: Sequence[Any], batch_size: int = 32) -> np.ndarray:
         self.check_args(inputs, batch_size)
@@ -44,6 +48,10 @@ class TextEncoder(Encoder):
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
+            if self.runner is not None:
+                batch = tokens[idx]
+                out[idx] = normalize(torch.from_numpy(self.runner(batch[:, :trimmed_length(batch)].numpy())))
+                continue
             with torch.inference_mode():
                 out[idx] = normalize(encode_text_trimmed(self.model, tokens[idx].to(self.device)))
         return out
@@ -78,11 +86,18 @@ def can_trim(model: torch.nn.Module) -> bool:
             and getattr(model, "text_pool_type", "argmax") in ("argmax", "eos", "first"))
 
 
-def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """open_clip's CLIP.encode_text, run only over the first L positions (L = longest text in the batch)."""
+def trimmed_length(tokens: torch.Tensor) -> int:
+    """Positions up to the last non-padding token of any text in the batch."""
+    return int((tokens != 0).any(dim=0).nonzero().max()) + 1 if tokens.numel() else 1
+
+
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor, n: Any = None) -> torch.Tensor:
+    """open_clip's CLIP.encode_text, run only over the first L positions (L = longest text in the batch).
+    `n` given (the ONNX export passes the input's symbolic length): tokens are taken as already trimmed."""
     from open_clip.transformer import text_global_pool
 
-    n = int((tokens != 0).any(dim=0).nonzero().max()) + 1 if tokens.numel() else 1
+    if n is None:
+        n = trimmed_length(tokens)
     tokens = tokens[:, :n]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:n].to(cast_dtype)

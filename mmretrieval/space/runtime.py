@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ..errors import SpaceError, UnsupportedModalityError, UsageError
+from .backend import parse_backend
 from .precision import parse_precision, reduced
 from .spec import SpaceSpec, fingerprint_of
 from .towers import IMAGE_DECODE, clip_configs, tower_family  # noqa: F401  (re-exported for callers)
@@ -54,16 +55,21 @@ class Space:
     """A loaded shared space: one encoder per modality, all into the same L2-normalised space."""
 
     def __init__(self, spec: SpaceSpec, *, device: str = "cpu", num_threads: int | None = None,
-                 precision: str | dict[str, str] = "fp32", inference: bool = True) -> None:
+                 precision: str | dict[str, str] = "fp32", inference: bool = True,
+                 backend: str | None = None) -> None:
         """`precision`: ``fp32`` (the reference, the default here), ``bf16``, ``auto`` (by what the CPU
         does natively, see `space.precision`) or ``tower=format`` pairs; the index remembers its own.
-        `inference=False` keeps the model trainable: no prepacked weights (see `encoders.packed`)."""
+        `inference=False` keeps the model trainable: no prepacked weights (see `encoders.packed`).
+        `backend`: auto (the faster runtime per tower, measured once; see `space.backend`), torch or onnx;
+        None reads ``MMR_BACKEND``. Which one ran is in `backends` (it does not move vectors)."""
         if num_threads:
             torch.set_num_threads(num_threads)
         self.spec = spec
         self.device = torch.device(device)
         self.inference = inference
         self.precision = parse_precision(precision, device)
+        self.backend = parse_backend(backend if inference else "torch")  # training needs torch's modules
+        self.backends: dict[str, str] = {}
         towers = tower_identities(spec, self)  # resolves the weights once; the loads below reuse them
         self.identity = space_identity(spec, precision=self.precision, towers=towers)
         self.fingerprint = fingerprint_of(self.identity)

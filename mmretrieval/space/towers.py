@@ -23,7 +23,7 @@ from ..encoders.packed import pack_transformer_blocks
 from ..encoders.text import TextEncoder
 from ..errors import MissingWeightsError, SpaceError, WeightsMismatchError
 from .precision import DTYPES
-from .weights import ResolvedClip, file_sha256, resolve_audio_weights, resolve_clip
+from .weights import ResolvedClip, cache_root, file_sha256, resolve_audio_weights, resolve_clip
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,7 @@ class OpenClipFamily(TowerFamily):
         pre_cfg = clip_configs(resolved)[1]
         preprocess = _image_transform(pre_cfg)
         model.eval()
+        runners = _onnx_runners(model, tower, space)  # exported from the fp32 modules, before they change
         _cast_towers(model, space.precision)
         if space.inference and space.device.type == "cpu":
             pack_transformer_blocks(model)
@@ -133,9 +134,11 @@ class OpenClipFamily(TowerFamily):
         space.resolved, space.model, space.preprocess, space.tokenizer, space.dim = (resolved, model, preprocess,
                                                                                      tokenizer, dim)
         size = pre_cfg["size"]
-        return {"text": TextEncoder(model, tokenizer, dim, space.device),
-                "image": ImageEncoder(model, preprocess, dim, space.device,
-                                      draft_to=2 * (min(size) if isinstance(size, (list, tuple)) else int(size)))}
+        encoders = {"text": TextEncoder(model, tokenizer, dim, space.device, runner=runners.get("text")),
+                    "image": ImageEncoder(model, preprocess, dim, space.device, runner=runners.get("image"),
+                                          draft_to=2 * (min(size) if isinstance(size, (list, tuple)) else int(size)))}
+        _settle_backends(encoders, runners, tower, space)
+        return encoders
 
 
 class AudioFamily(TowerFamily):
@@ -183,6 +186,60 @@ def _create_clip(resolved: ResolvedClip, device: torch.device, space_name: str) 
             f"{resolved.model_name}: {text.splitlines()[0][:300]}") from None
 
 
+def _backend_key(tower: TowerSpec, space: Any, modality: str) -> str:
+    from ..encoders.onnx_runtime import cpu_signature
+
+    return f"{space.tower_fingerprints[tower.name]}|{modality}|{space.precision[modality]}|{cpu_signature()}"
+
+
+def _onnx_runners(model: torch.nn.Module, tower: TowerSpec, space: Any) -> dict[str, Any]:
+    """The towers that run (or may run, if measured faster) under ONNX Runtime, exported and verified."""
+    from ..encoders import onnx_runtime as ort
+    from .backend import backend_for, remembered
+
+    space.backends = getattr(space, "backends", {})
+    runners: dict[str, Any] = {}
+    usable = space.device.type == "cpu" and ort.available() and ort.exportable(model)
+    for modality in ("text", "image"):
+        choice = backend_for(space.backend, space.precision[modality], usable)
+        if choice is None:  # auto, fp32: the faster one, measured once per tower and CPU
+            choice = remembered(cache_root() / "backends.json", _backend_key(tower, space, modality)) or "measure"
+        if choice != "torch" and not usable:
+            why = ("ONNX Runtime is not installed (pip install onnxruntime onnx)" if not ort.available() else
+                   f"the {space.device.type} device" if space.device.type != "cpu" else
+                   f"{type(model).__name__} cannot be exported (open_clip CLIP models can)")
+            raise SpaceError(f"space {space.spec.name!r}: {modality} in {space.precision[modality]} needs ONNX "
+                             f"Runtime, but {why}")
+        space.backends[modality] = choice
+        if choice != "torch":
+            runners[modality] = ort.load_tower(model, modality, space.precision[modality],
+                                               space.tower_fingerprints[tower.name], cache_root())
+    return runners
+
+
+def _settle_backends(encoders: dict[str, Any], runners: dict[str, Any], tower: TowerSpec, space: Any) -> None:
+    """Where fp32 was left to measurement: time torch and ONNX Runtime on the tower's own workload (a
+    one-text query; a batch of 8 images), remember the faster, keep only it."""
+    from ..encoders.onnx_runtime import timed
+    from .backend import remember
+
+    for modality, enc in encoders.items():
+        if space.backends.get(modality) != "measure":
+            continue
+        if modality == "text":
+            work = ["a photo of a dog running on the beach"]
+        else:
+            size = enc.model.visual.image_size
+            h, w = (size, size) if isinstance(size, int) else tuple(size)
+            work = list(torch.randn(8, 3, h, w, generator=torch.Generator().manual_seed(0)))
+        seconds = {"onnx": timed(lambda: enc.encode(work))}
+        enc.runner = None
+        seconds["torch"] = timed(lambda: enc.encode(work))
+        choice = remember(cache_root() / "backends.json", _backend_key(tower, space, modality), seconds)
+        enc.runner = runners[modality] if choice == "onnx" else None
+        space.backends[modality] = choice
+
+
 def _image_transform(pre: dict[str, Any]):
     """open_clip's own inference transform for a final preprocessing config."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
@@ -194,9 +251,9 @@ def _image_transform(pre: dict[str, Any]):
 def _cast_towers(model: torch.nn.Module, precision: dict[str, str]) -> None:
     """Store the image and text towers' weights in their format (bf16 weights, not autocast: casting
     the weights on every call made autocast slower than fp32 on the image tower)."""
-    if precision["image"] != "fp32":
+    if precision["image"] == "bf16":
         model.visual.to(DTYPES[precision["image"]])
-    if precision["text"] != "fp32":
+    if precision["text"] == "bf16":
         dtype = DTYPES[precision["text"]]
         if hasattr(model, "text") and isinstance(model.text, torch.nn.Module):  # CustomTextCLIP
             model.text.to(dtype)

@@ -1,0 +1,62 @@
+"""Which runtime computes each tower: torch or ONNX Runtime, chosen by what measures faster here.
+
+The backend does not move vectors beyond float rounding (an fp32 export matches torch to ~2e-7), so
+it is not part of the fingerprint: an index built with one is searched with the other. It is a choice
+for fp32 towers: the other precisions have one runtime each (bf16: torch; int8: ONNX Runtime). For fp32,
+``auto`` times both on the tower's own workload (a one-text query for text, a batch for images) the
+first time a tower is loaded on a CPU and remembers the winner under the cache
+(``MMR_CACHE``/backends.json, by tower fingerprint and CPU), so later loads cost nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from ..errors import UsageError
+from ..index.segments import atomic_write
+
+BACKENDS = ("auto", "torch", "onnx")
+ENV = "MMR_BACKEND"
+
+
+def parse_backend(value: str | None) -> str:
+    """``auto`` (None/empty: the ``MMR_BACKEND`` environment variable, else auto), ``torch`` or ``onnx``."""
+    if value is None or not str(value).strip():
+        value = os.environ.get(ENV, "") or "auto"
+    v = str(value).strip().lower()
+    if v not in BACKENDS:
+        raise UsageError(f"bad backend {value!r}; valid: {', '.join(BACKENDS)}")
+    return v
+
+
+def backend_for(requested: str, precision: str, onnx_available: bool) -> str | None:
+    """torch or onnx where the rules decide; None where fp32 must be measured (auto with both present).
+    The backend is a choice for fp32 towers only: bf16 always runs under torch, int8 under ONNX Runtime."""
+    if precision in ("int8", "bf16"):
+        return "onnx" if precision == "int8" else "torch"
+    if requested != "auto":
+        return requested
+    return None if onnx_available else "torch"
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def remembered(path: Path, key: str) -> str | None:
+    """The backend measured faster for `key` before, if any."""
+    choice = _read(path).get(key, {}).get("choice")
+    return choice if choice in ("torch", "onnx") else None
+
+
+def remember(path: Path, key: str, seconds: dict[str, float]) -> str:
+    """Record a measurement (backend -> seconds) for `key`; returns the faster backend."""
+    choice = min(seconds, key=seconds.get)
+    known = _read(path)
+    known[key] = {"choice": choice, "seconds": {k: round(v, 5) for k, v in seconds.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(known, indent=1, sort_keys=True)))
+    return choice

@@ -1,0 +1,123 @@
+"""The ONNX Runtime backend: exported from the space's own modules, verified, cached, chosen by measurement;
+int8 as a precision of its own (in the fingerprint), fp32 as a backend (not: same vectors)."""
+import json
+
+import numpy as np
+import pytest
+
+import mmretrieval as mmr
+from mmretrieval.cli import main
+from mmretrieval.encoders import onnx_runtime
+from mmretrieval.errors import SpaceError, UsageError
+from mmretrieval.space.backend import parse_backend
+from mmretrieval.space.runtime import Space
+from mmretrieval.train.corpus import generate
+from test_precision import _top10_same_up_to_ties
+
+pytestmark = pytest.mark.skipif(not onnx_runtime.available(), reason="onnxruntime is a dependency; missing here")
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    root = tmp_path_factory.mktemp("heldout")
+    generate(root, seed=2000, images_per_class=4, sounds_per_class=1)
+    rows = [json.loads(line) for line in (root / "pairs.jsonl").read_text().splitlines()]
+    texts = sorted({r["caption"] for r in rows})
+    images = sorted({str(root / r["image"]) for r in rows if r.get("image")})
+    return texts, images
+
+
+@pytest.fixture(scope="module")
+def reference(heldout):
+    texts, images = heldout
+    ref = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="torch")
+    return ref.text.encode(texts), ref.image.encode(images), ref.fingerprint
+
+
+def test_fp32_export_gives_torch_vectors_and_is_cached(heldout, reference, tmp_path, monkeypatch):
+    texts, images = heldout
+    t_ref, i_ref, fp = reference
+    sp = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
+    assert sp.backends == {"text": "onnx", "image": "onnx"}
+    assert sp.fingerprint == fp  # the runtime does not move vectors: same fingerprint, same index
+    assert np.abs(sp.text.encode(texts) - t_ref).max() < 1e-5  # texts of every length, batched and trimmed
+    assert np.abs(sp.image.encode(images) - i_ref).max() < 1e-5
+    files = sorted(p.name for p in (tmp_path / "cache" / "onnx").rglob("*") if p.is_file())
+    assert files == ["image.fp32.json", "image.fp32.onnx", "text.fp32.json", "text.fp32.onnx"]
+    # a second load reads the cache: no export, no verification
+    monkeypatch.setattr(onnx_runtime, "_export", lambda *a: pytest.fail("exported again"))
+    monkeypatch.setattr(onnx_runtime, "verify", lambda *a: pytest.fail("verified again"))
+    again = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
+    np.testing.assert_array_equal(again.text.encode(texts[:5]), sp.text.encode(texts[:5]))
+
+
+def test_int8_towers_close_to_fp32_on_shipped_heldout(heldout, reference):
+    texts, images = heldout
+    t_ref, i_ref, fp = reference
+    sp = Space(mmr.resolve_model_arg("tiny"), precision="int8")
+    assert (sp.precision["text"], sp.precision["image"]) == ("int8", "int8")
+    assert sp.identity["precision"]["image"] == sp.identity["precision"]["text"] == "int8" and sp.fingerprint != fp
+    t8, i8 = sp.text.encode(texts), sp.image.encode(images)
+    assert np.einsum("ij,ij->i", t8, t_ref).min() >= 0.999
+    assert np.einsum("ij,ij->i", i8, i_ref).min() >= 0.999
+    # int8 moves vectors ~10x more than bf16 (cosine ~0.9996 vs ~0.99995): swaps of items whose reference
+    # scores are within 0.02 (measured: up to 0.014) count as near-ties here, 0.01 for bf16
+    _top10_same_up_to_ties(t_ref @ i_ref.T, t_ref @ i8.T, eps=0.02)
+    _top10_same_up_to_ties(i_ref @ t_ref.T, i8 @ t_ref.T, eps=0.02)
+    _top10_same_up_to_ties(t_ref @ i_ref.T, t8 @ i8.T, eps=0.02)
+
+
+def test_auto_measures_once_and_remembers(tmp_path, monkeypatch):
+    spec = mmr.resolve_model_arg("tiny")
+    sp = Space(spec, precision="fp32", backend="auto")
+    known = json.loads((tmp_path / "cache" / "backends.json").read_text())
+    assert len(known) == 2 and {k.split("|")[1] for k in known} == {"text", "image"}
+    for key, rec in known.items():
+        assert set(rec["seconds"]) == {"torch", "onnx"} and rec["seconds"][rec["choice"]] == min(rec["seconds"].values())
+        modality = key.split("|")[1]
+        assert sp.backends[modality] == rec["choice"]
+        assert (getattr(sp, modality).runner is not None) == (rec["choice"] == "onnx")
+    # remembered: a later load measures nothing, and follows the record
+    monkeypatch.setattr(onnx_runtime, "timed", lambda *a, **k: pytest.fail("measured again"))
+    key = next(k for k in known if "|text|" in k)
+    known[key]["choice"] = "torch"
+    (tmp_path / "cache" / "backends.json").write_text(json.dumps(known))
+    again = Space(spec, precision="fp32", backend="auto")
+    assert again.backends["text"] == "torch" and again.text.runner is None
+    # bf16 is torch's and int8 ONNX Runtime's: nothing to measure
+    assert Space(spec, precision="image=bf16,text=int8").backends == {"text": "onnx", "image": "torch"}
+
+
+def test_backend_errors_say_what_works(monkeypatch):
+    spec = mmr.resolve_model_arg("tiny")
+    with pytest.raises(UsageError, match="valid: auto, torch, onnx"):
+        parse_backend("tensorrt")
+    # the backend chooses for fp32 towers; bf16 has only torch, int8 only ONNX Runtime
+    assert Space(spec, precision="image=int8", backend="torch").backends == {"text": "torch", "image": "onnx"}
+    assert Space(spec, precision="image=bf16", backend="onnx").backends == {"text": "onnx", "image": "torch"}
+    monkeypatch.setattr(onnx_runtime, "FP32_MAX_DIFF", -1.0)  # an export that does not reproduce torch is refused
+    with pytest.raises(SpaceError, match="does not reproduce the torch one.*--backend torch"):
+        Space(spec, precision="fp32", backend="onnx")
+    monkeypatch.setattr(onnx_runtime, "available", lambda: False)
+    with pytest.raises(SpaceError, match="needs ONNX Runtime, but ONNX Runtime is not installed"):
+        Space(spec, precision="image=int8")
+    assert Space(spec, precision="fp32", backend="auto").backends == {"text": "torch", "image": "torch"}
+
+
+def test_cli_backend_onnx_searches_an_index_made_with_torch(tmp_path, capsys, monkeypatch):
+    from media import make_media
+
+    monkeypatch.setenv("MMR_BACKEND", "torch")  # main() sets it from --backend; restored after the test
+    make_media(tmp_path / "media")
+    media = tmp_path / "media"
+    idx = str(tmp_path / "idx")
+    assert main(["--backend", "torch", "index", str(media), "--index", idx, "--model", "tiny", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["--backend", "onnx", "search", "a red circle", "--index", idx, "--json", "--type", "image"]) == 0
+    by_onnx = json.loads(capsys.readouterr().out)
+    assert len(by_onnx) >= 3
+    assert main(["--backend", "torch", "search", "a red circle", "--index", idx, "--json", "--type", "image"]) == 0
+    by_torch = json.loads(capsys.readouterr().out)
+    assert [h["path"] for h in by_onnx] == [h["path"] for h in by_torch]
+    assert np.allclose([h["score"] for h in by_onnx], [h["score"] for h in by_torch], atol=1e-5)
+    assert list((tmp_path / "cache" / "onnx").rglob("text.fp32.onnx"))  # the text query ran under ONNX Runtime
