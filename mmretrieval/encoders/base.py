@@ -36,12 +36,16 @@ class Encoder(ABC):
         return out
 
     @abstractmethod
-    def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
+    def _encode_batch(self, batch: list[Any]) -> torch.Tensor | np.ndarray:
         """Return un-normalised embeddings ``[len(batch), dim]``."""
 
 
-def normalize(emb: torch.Tensor) -> np.ndarray:
-    v = F.normalize(emb.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
+def normalize(emb: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(emb, np.ndarray):  # from another runtime: no torch op (it would wake torch's thread pool)
+        v = emb.astype(np.float32, copy=False)
+        v = v / np.maximum(np.sqrt(np.einsum("ij,ij->i", v, v))[:, None], 1e-12)
+    else:
+        v = F.normalize(emb.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
     if not np.isfinite(v).all():
         raise FloatingPointError("encoder produced non-finite values")
     return v

@@ -217,10 +217,10 @@ class ImageEncoder(Encoder):
         raise UsageError(f"image inputs must be paths, bytes, PIL images or preprocessed tensors, "
                          f"got {type(item).__name__}")
 
-    def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
+    def _encode_batch(self, batch: list[Any]) -> torch.Tensor | np.ndarray:
         x = torch.stack([self.prepare(b) for b in batch])
         if self.runner is not None:
-            return torch.from_numpy(self.runner(x.float().numpy()))
+            return self.runner(x.float().numpy())
         return self.model.encode_image(x.to(self.device, self.dtype))
 
     @property
