@@ -9,7 +9,8 @@ ships with this repository. Its index type is the one `mmr index` chooses for th
 and nprobe-tuned as it would be). Measured warm, in one process, per size:
 
 - text in -> top-10 hits out: `Engine.search("...")` (tokenize, text tower, filtered search over the
-  image/audio items, catalog rows for the hits), p50/p95 over distinct queries;
+  image/audio items, catalog rows for the hits), p50/p95 over distinct queries; and the same with each
+  text tower runtime side by side: torch fp32, ONNX Runtime fp32 (same vectors), ONNX Runtime int8;
 - image in -> top-10 hits out: `Engine.search(image=path)` on 1-MP JPEGs (decode, image tower, search);
 - the search alone, and the same search on an exact flat index: the baseline, side by side;
 - recall@10 of the engine's filtered search against exact filtered search (queries near the data).
@@ -31,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 import mmretrieval as mmr  # before faiss: see the note on OpenMP in mmretrieval/index/vector_index.py
+from mmretrieval.space.runtime import Space
 import faiss  # noqa: E402
 
 IMAGE_SHARE = 0.8
@@ -164,6 +166,18 @@ def main() -> None:
                 ts.append(time.perf_counter() - t0)
                 assert len(hits) == 10
             t50, t95 = percentiles(ts)
+            # the same text queries with each text tower runtime (e2e = tower + the engine's search from its vector)
+            by_tower = {}
+            for label, prec, backend in (("torch fp32", "fp32", "torch"), ("onnx fp32", "fp32", "onnx"),
+                                         ("onnx int8", "text=int8", "onnx")):
+                text = Space(eng.spec, precision=prec, backend=backend).text
+                text.encode(TEXTS[:2])
+                ts = []
+                for q_text in TEXTS:
+                    t0 = time.perf_counter()
+                    eng.search_vector(text.encode([q_text])[0], k=10, types=["image", "audio"], query_modality="text")
+                    ts.append(time.perf_counter() - t0)
+                by_tower[label] = percentiles(ts)[0]
             ts = []
             for p in qimages:
                 t0 = time.perf_counter()
@@ -172,6 +186,7 @@ def main() -> None:
             i50, i95 = percentiles(ts)
             rows.append({"n": n, "budget": budget, "index": eng.store.vectors.description, "vector_MB": vec_bytes / 2**20,
                          "text_e2e_p50_ms": t50, "text_e2e_p95_ms": t95, "image_e2e_p50_ms": i50, "image_e2e_p95_ms": i95,
+                         "text_e2e_p50_ms_by_tower": by_tower,
                          "search_p50_ms": s50, "search_p95_ms": s95, "exact_flat_search_p50_ms": f50,
                          "recall@10": recall, "fill_s": fill_s, "convert_s": convert_s})
             prec = eng.stats()["space"]["precision"]
@@ -186,6 +201,10 @@ def main() -> None:
               f"{r['search_p50_ms']:8.2f}{r['exact_flat_search_p50_ms']:8.2f}{r['recall@10']:8.3f}")
     print("(ms; e2e = p50 of Engine.search end to end, warm; search = engine search from a query vector; "
           "exact = faiss flat search on the same vectors, the baseline)")
+    labels = list(rows[0]["text_e2e_p50_ms_by_tower"])
+    print(f"\ntext query e2e p50 by text tower runtime (ms)\n{'items':>9}" + "".join(f"{x:>13}" for x in labels))
+    for r in rows:
+        print(f"{r['n']:>9}" + "".join(f"{r['text_e2e_p50_ms_by_tower'][x]:13.2f}" for x in labels))
     print(json.dumps({"bench": "query", "model": a.model, "precision": prec, "rows": rows}))
 
 
