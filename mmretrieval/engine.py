@@ -24,6 +24,7 @@ from .ingest.walk import normalise_roots, under
 from .modalities import get_modality, modality_names
 from .query import Filters, Query, check_mode, check_sort, make_query, parse_filters, parse_types, sort_hits
 from .space.runtime import Space, space_identity
+from .space.towers import JPEG_DRAFT, JPEG_DRAFT_BEFORE
 from .space.backend import parse_backend
 from .space.precision import TOWERS, describe, parse_precision
 from .space.registry import resolve_model_arg
@@ -125,21 +126,24 @@ class Engine:
                     f"choose an empty or new folder for the index")
             spec = _spec_of(model or DEFAULT_SPACE)
             self.precision = parse_precision(precision, device)
+            self.jpeg_draft = JPEG_DRAFT
             space = Space(spec, device=device, precision=self.precision,  # weights must exist before we create anything
-                          backend=self.backend)
+                          backend=self.backend, jpeg_draft=self.jpeg_draft)
             self.store = Store(self.path, create=True)
-            self.store.init_space(spec, space.fingerprint, space.dim, precision=describe(self.precision))
+            self.store.init_space(spec, space.fingerprint, space.dim, precision=describe(self.precision),
+                                  jpeg_draft=self.jpeg_draft)
             self._space = space
         else:
             self.store = Store(self.path, readonly=readonly)
             rec = self.store.space_record() or {}
             self.precision = parse_precision(rec.get("precision", "fp32"), device)  # older indexes: fp32
+            self.jpeg_draft = int(rec.get("jpeg_draft", JPEG_DRAFT_BEFORE))
             if precision is not None:
                 self._check_precision(parse_precision(precision, device))
             if model is not None:
                 spec = _spec_of(model)
                 try:
-                    fp = fingerprint_of(space_identity(spec, precision=self.precision))
+                    fp = fingerprint_of(space_identity(spec, precision=self.precision, jpeg_draft=self.jpeg_draft))
                 except MissingWeightsError:
                     stored = self.store.stored_spec()
                     if stored is not None and (stored.clip, stored.audio) == (spec.clip, spec.audio):
@@ -173,7 +177,8 @@ class Engine:
         """The loaded encoders; loaded on first use and checked against the index's fingerprint."""
         with self._lock:
             if self._space is None:
-                space = Space(self.spec, device=self.device, precision=self.precision, backend=self.backend)
+                space = Space(self.spec, device=self.device, precision=self.precision, backend=self.backend,
+                              jpeg_draft=self.jpeg_draft)
                 self.store.check_space(space.spec.name, space.fingerprint, space.spec.metric)
                 self._space = space
             return self._space
@@ -233,7 +238,8 @@ class Engine:
         _ray()  # Ray Data is installed, or the user learns what to install before any work
         self.space  # noqa: B018  (the weights load, and are checked, here before any node loads them)
         staging = Staging(self.path / STAGING_DIR, self.store.space_record(), pool_audio)
-        return RayEmbedder(self.spec.to_dict(), self.precision, staging, options, batch_size=batch_size,
+        return RayEmbedder(self.spec.to_dict(), self.precision, staging, options, jpeg_draft=self.jpeg_draft,
+                           batch_size=batch_size,
                            workers=workers, pool_audio=pool_audio), staging
 
     def _set_index_policy(self, index_type: str | None, memory_budget: int | None) -> None:
@@ -638,6 +644,7 @@ class Engine:
             "index": str(self.path),
             "space": {"name": spec.get("name"), "fingerprint": rec.get("fingerprint"), "metric": rec.get("metric"),
                       "dim": rec.get("dim"), "clip": spec.get("clip"), "precision": describe(self.precision),
+                      "jpeg_draft": self.jpeg_draft,
                       "audio": None if not spec.get("audio") else spec["audio"].get("config", {}).get("arch")},
             "items": counts["items"],
             "items_total": sum(counts["items"].values()),

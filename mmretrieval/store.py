@@ -73,9 +73,12 @@ class Store:
         rec = self.space_record()
         return None if rec is None else SpaceSpec.from_dict(rec["spec"])
 
-    def init_space(self, spec: SpaceSpec, fingerprint: str, dim: int, precision: str = "fp32") -> None:
+    def init_space(self, spec: SpaceSpec, fingerprint: str, dim: int, precision: str = "fp32",
+                   jpeg_draft: int | None = None) -> None:
         rec = {"spec": spec.to_dict(), "fingerprint": fingerprint, "dim": dim, "metric": spec.metric,
                "precision": precision}
+        if jpeg_draft is not None:
+            rec["jpeg_draft"] = jpeg_draft
         with self.catalog.transaction():
             self.catalog.set_meta("space", json.dumps(rec))
         (self.root / "space.json").write_text(json.dumps(rec, indent=2))

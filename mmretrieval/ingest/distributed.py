@@ -75,13 +75,14 @@ class EncoderActor:
     """One loaded space on a Ray worker; embeds one shard of files per row of a batch."""
 
     def __init__(self, spec: dict[str, Any], precision: dict[str, str], fingerprint: str, batch_size: int,
-                 workers: int, pool_audio: bool, threads: int, reusable: dict[str, tuple[str, str | None]]) -> None:
+                 workers: int, pool_audio: bool, threads: int, reusable: dict[str, tuple[str, str | None]],
+                 jpeg_draft: int = 1) -> None:
         import ray
 
         from ..space.runtime import Space
         from ..space.spec import SpaceSpec
 
-        self.space = Space(SpaceSpec.from_dict(spec), precision=precision, num_threads=threads)
+        self.space = Space(SpaceSpec.from_dict(spec), precision=precision, num_threads=threads, jpeg_draft=jpeg_draft)
         if self.space.fingerprint != fingerprint:
             raise SpaceMismatchError(
                 f"on node {ray.get_runtime_context().get_node_id()[:12]}, space {spec['name']!r} loads with "
@@ -107,6 +108,7 @@ class RayEmbedder:
     precision: dict[str, str]
     staging: Staging
     options: RayOptions = field(default_factory=RayOptions)
+    jpeg_draft: int = 1
     batch_size: int = 32
     workers: int = 2
     pool_audio: bool = False
@@ -179,7 +181,8 @@ class RayEmbedder:
             fn_constructor_kwargs=dict(spec=self.spec, precision=self.precision,
                                        fingerprint=self.staging.fingerprint, batch_size=self.batch_size,
                                        workers=self.workers, pool_audio=self.pool_audio,
-                                       threads=max(1, round(o.cpus_per_actor)), reusable=reusable))
+                                       threads=max(1, round(o.cpus_per_actor)), reusable=reusable,
+                                       jpeg_draft=self.jpeg_draft))
         nodes: set[str] = set()
         self.summary.update(actors=actors, files_per_shard=per)
         rows_out = iter(ds.iter_rows())

@@ -191,6 +191,7 @@ class EmbedTask:
     batch_size: int = 32
     workers: int = 2
     pool_audio: bool = False
+    jpeg_draft: int = 1                   # the index's Engine.jpeg_draft (1 = space.towers.JPEG_DRAFT)
 
 
 _SPACES: dict[str, Any] = {}
@@ -203,10 +204,11 @@ def run_embed_task(task: EmbedTask) -> list[EmbeddedFile]:
     from ..space.runtime import Space
     from ..space.spec import SpaceSpec
 
-    key = json.dumps([task.space, task.precision], sort_keys=True, default=str)
+    key = json.dumps([task.space, task.precision, task.jpeg_draft], sort_keys=True, default=str)
     space = _SPACES.get(key)
     if space is None:
-        space = _SPACES[key] = Space(SpaceSpec.from_dict(task.space), precision=task.precision)
+        space = _SPACES[key] = Space(SpaceSpec.from_dict(task.space), precision=task.precision,
+                                     jpeg_draft=task.jpeg_draft)
     emb = Embedder(space, batch_size=task.batch_size, workers=task.workers, pool_audio=task.pool_audio,
                    reusable=task.reusable)
     return list(emb.stream(task.entries))

@@ -10,7 +10,7 @@ from ..errors import SpaceError, UnsupportedModalityError, UsageError
 from .backend import parse_backend
 from .precision import parse_precision, reduced
 from .spec import SpaceSpec, fingerprint_of
-from .towers import IMAGE_DECODE, clip_configs, tower_family  # noqa: F401  (re-exported for callers)
+from .towers import IMAGE_DECODE, JPEG_DRAFT, check_jpeg_draft, clip_configs, tower_family  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,9 @@ FINGERPRINT_VERSION = 1
 class _Pending:
     """What identity() needs of a space before it is built (the spec; resolved weights are cached on it)."""
 
-    def __init__(self, spec: SpaceSpec) -> None:
+    def __init__(self, spec: SpaceSpec, jpeg_draft: int = JPEG_DRAFT) -> None:
         self.spec = spec
+        self.jpeg_draft = jpeg_draft
 
 
 def tower_identities(spec: SpaceSpec, holder: Any = None) -> dict[str, dict[str, Any]]:
@@ -31,14 +32,14 @@ def tower_identities(spec: SpaceSpec, holder: Any = None) -> dict[str, dict[str,
 
 
 def space_identity(spec: SpaceSpec, resolved: Any = None, precision: dict[str, str] | None = None,
-                   *, towers: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                   *, towers: dict[str, dict[str, Any]] | None = None, jpeg_draft: int = JPEG_DRAFT) -> dict[str, Any]:
     """Everything that decides where vectors land; its hash is the fingerprint. Needs the weights.
 
     Each tower's family contributes its part (`towers`, from `tower_identities`, or computed here).
     `precision` (tower -> fp32/bf16) enters only for towers not in fp32, so the reference keeps the
     fingerprint it had before precision was recorded."""
     if towers is None:
-        holder = _Pending(spec)
+        holder = _Pending(spec, check_jpeg_draft(jpeg_draft))
         if resolved is not None:
             holder.__dict__.setdefault("_resolved", {})["clip"] = resolved
         towers = tower_identities(spec, holder)
@@ -56,12 +57,13 @@ class Space:
 
     def __init__(self, spec: SpaceSpec, *, device: str = "cpu", num_threads: int | None = None,
                  precision: str | dict[str, str] = "fp32", inference: bool = True,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, jpeg_draft: int = JPEG_DRAFT) -> None:
         """`precision`: ``fp32`` (the reference, the default here), ``bf16``, ``auto`` (by what the CPU
         does natively, see `space.precision`) or ``tower=format`` pairs; the index remembers its own.
         `inference=False` keeps the model trainable: no prepacked weights (see `encoders.packed`).
         `backend`: auto (the faster runtime per tower, measured once; see `space.backend`), torch or onnx;
-        None reads ``MMR_BACKEND``. Which one ran is in `backends` (it does not move vectors)."""
+        None reads ``MMR_BACKEND``. Which one ran is in `backends` (it does not move vectors).
+        `jpeg_draft`: JPEGs decode to at least this many times the model's input size (see `towers`)."""
         if num_threads:
             torch.set_num_threads(num_threads)
         self.spec = spec
@@ -70,6 +72,7 @@ class Space:
         self.precision = parse_precision(precision, device)
         self.backend = parse_backend(backend if inference else "torch")  # training needs torch's modules
         self.backends: dict[str, str] = {}
+        self.jpeg_draft = check_jpeg_draft(jpeg_draft)
         towers = tower_identities(spec, self)  # resolves the weights once; the loads below reuse them
         self.identity = space_identity(spec, precision=self.precision, towers=towers)
         self.fingerprint = fingerprint_of(self.identity)
