@@ -49,7 +49,8 @@ def test_cli_end_to_end(tmp_path, media, tiny_space_dir, capsys):
     info = json.loads(out)
     assert code == 0 and info["space"]["name"] == "test-tiny" and info["files_skipped"] == 5
     assert info["index_type"] == "flat" and info["bytes_on_disk"] > 0
-    assert info["space"]["precision"] in ("fp32", "text=fp32,image=bf16,audio=bf16")  # auto: by the CPU
+    assert info["space"]["precision"] in ("fp32", "text=fp32,image=bf16,audio=bf16", "text=fp32,image=int8,audio=bf16",
+                                          "text=fp32,image=int8,audio=fp32")  # auto: by the CPU
 
     # second run: nothing new; MMR_INDEX stands in for --index
     os.environ["MMR_INDEX"] = str(idx)

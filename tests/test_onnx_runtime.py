@@ -73,7 +73,8 @@ def test_auto_measures_once_and_remembers(tmp_path, monkeypatch):
     known = json.loads((tmp_path / "cache" / "backends.json").read_text())
     assert len(known) == 2 and {k.split("|")[1] for k in known} == {"text", "image"}
     for key, rec in known.items():
-        assert set(rec["seconds"]) == {"torch", "onnx"} and rec["seconds"][rec["choice"]] == min(rec["seconds"].values())
+        assert set(rec["seconds"]) == {"torch", "onnx"}
+        assert rec["seconds"][rec["choice"]] == min(rec["seconds"].values())
         modality = key.split("|")[1]
         assert sp.backends[modality] == rec["choice"]
         assert (getattr(sp, modality).runner is not None) == (rec["choice"] == "onnx")
@@ -121,3 +122,36 @@ def test_cli_backend_onnx_searches_an_index_made_with_torch(tmp_path, capsys, mo
     assert [h["path"] for h in by_onnx] == [h["path"] for h in by_torch]
     assert np.allclose([h["score"] for h in by_onnx], [h["score"] for h in by_torch], atol=1e-5)
     assert list((tmp_path / "cache" / "onnx").rglob("text.fp32.onnx"))  # the text query ran under ONNX Runtime
+
+
+def test_auto_int8_for_images_is_measured_once_per_cpu_and_remembered(tmp_path, monkeypatch):
+    from mmretrieval.space import backend
+
+    calls = []
+
+    def fake(dtype):
+        calls.append(dtype)
+        return {"int8": 0.010, "bfloat16": 0.0105}  # int8 faster, but not by the 10 % margin
+
+    monkeypatch.setattr(onnx_runtime, "int8_speedup", fake)
+    backend.int8_faster.cache_clear()
+    try:
+        assert backend.int8_faster(True) is False and len(calls) == 1
+        known = json.loads((tmp_path / "cache" / "backends.json").read_text())
+        (key, rec), = known.items()
+        assert key.startswith("int8-vs-torch|") and key.endswith("|bf16") and rec["choice"] == "torch"
+        backend.int8_faster.cache_clear()  # a new process: the record answers, nothing is measured
+        assert backend.int8_faster(True) is False and len(calls) == 1
+        monkeypatch.setattr(onnx_runtime, "int8_speedup", lambda dtype: {"int8": 0.005, "float32": 0.02})
+        assert backend.int8_faster(False) is True  # another key (torch in fp32): measured, int8 wins
+        assert mmr.space.precision.auto_precision(native_bf16=False)["image"] == "int8"
+    finally:
+        backend.int8_faster.cache_clear()
+
+
+def test_int8_calibration_runs_here():
+    """The real measurement: both sides run and take time (which wins depends on the CPU)."""
+    import torch
+
+    seconds = onnx_runtime.int8_speedup(torch.float32, rows=64, width=128)
+    assert set(seconds) == {"int8", "float32"} and all(0 < v < 1 for v in seconds.values())

@@ -15,17 +15,22 @@ from mmretrieval.space.precision import auto_precision, describe, parse_precisio
 from mmretrieval.train.corpus import generate
 
 
-def test_auto_follows_native_bf16():
-    assert auto_precision(native_bf16=True) == {"text": "fp32", "image": "bf16", "audio": "bf16"}
-    assert auto_precision(native_bf16=False) == {"text": "fp32", "image": "fp32", "audio": "fp32"}
-    assert parse_precision("auto", native_bf16=False) == {"text": "fp32", "image": "fp32", "audio": "fp32"}
+def test_auto_follows_native_bf16_and_measured_int8():
+    assert auto_precision(native_bf16=True, int8_faster=False) == {"text": "fp32", "image": "bf16", "audio": "bf16"}
+    assert auto_precision(native_bf16=False, int8_faster=False) == {"text": "fp32", "image": "fp32", "audio": "fp32"}
+    assert auto_precision(native_bf16=True, int8_faster=True) == {"text": "fp32", "image": "int8", "audio": "bf16"}
+    assert parse_precision("auto", native_bf16=False, int8_faster=False) == {"text": "fp32", "image": "fp32",
+                                                                              "audio": "fp32"}
+    assert auto_precision("cuda", native_bf16=True, int8_faster=True) == {t: "fp32" for t in ("text", "image", "audio")}
 
 
 def test_parse_precision_forms(monkeypatch):
     assert parse_precision("bf16") == {"text": "bf16", "image": "bf16", "audio": "bf16"}
     assert parse_precision("FP32") == {"text": "fp32", "image": "fp32", "audio": "fp32"}
-    assert parse_precision("text=bf16", native_bf16=False) == {"text": "bf16", "image": "fp32", "audio": "fp32"}
+    assert parse_precision("text=bf16", native_bf16=False, int8_faster=False) == {"text": "bf16", "image": "fp32",
+                                                                                   "audio": "fp32"}
     assert parse_precision("image=fp32,audio=bf16", native_bf16=True)["image"] == "fp32"
+    assert parse_precision("int8") == {"text": "int8", "image": "int8", "audio": "fp32"}  # no int8 audio tower
     monkeypatch.setenv("MMR_PRECISION", "bf16")
     assert parse_precision(None)["text"] == "bf16"
     for p in ({"text": "fp32", "image": "bf16", "audio": "fp32"}, {"text": "bf16", "image": "bf16", "audio": "bf16"}):

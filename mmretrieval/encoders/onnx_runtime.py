@@ -238,3 +238,34 @@ def cpu_signature() -> str:
     import platform
 
     return f"{name or platform.processor() or platform.machine()}|{os.cpu_count()}|{torch.get_num_threads()}"
+
+
+def int8_speedup(torch_dtype: torch.dtype, rows: int = 400, width: int = 768) -> dict[str, float]:
+    """Seconds of one transformer MLP block of ViT-B's width (rows = 8 images x 50 tokens) in torch (packed,
+    `torch_dtype`) and in ONNX Runtime int8: the calibration behind ``auto`` choosing int8 for images."""
+    import tempfile
+
+    from .packed import PackedLinear, packing_available
+
+    g = torch.Generator().manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)).eval()
+    x = torch.randn(rows, width, generator=g)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "mlp.onnx", Path(tmp) / "mlp.int8.onnx"
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(mlp, (x,), str(src), dynamo=False, input_names=["x"], output_names=["y"],
+                              opset_version=OPSET)
+        _quantize(src, dst)
+        int8 = OrtTower(dst, "x")
+        xs = x.numpy()
+        seconds = {"int8": timed(lambda: int8(xs), repeats=5)}
+    ref = mlp.to(torch_dtype)
+    if packing_available(torch_dtype):
+        ref = nn.Sequential(PackedLinear.of(ref[0]), ref[1], PackedLinear.of(ref[2]))
+    xt = x.to(torch_dtype)
+    with torch.inference_mode():
+        seconds[str(torch_dtype).removeprefix("torch.")] = timed(lambda: ref(xt), repeats=5)
+    return seconds

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from ..errors import UsageError
 from ..index.segments import atomic_write
@@ -60,3 +61,29 @@ def remember(path: Path, key: str, seconds: dict[str, float]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(known, indent=1, sort_keys=True)))
     return choice
+
+
+# int8 must beat torch's best other format by this much to be chosen: it moves vectors more (cosine ~0.9996).
+INT8_MARGIN = 1.1
+
+
+@lru_cache(maxsize=None)
+def int8_faster(native_bf16: bool) -> bool:
+    """Does ONNX Runtime's int8 beat torch (bf16 where native, else fp32) on this CPU? Measured once per CPU
+    on a ViT-B-sized block (`encoders.onnx_runtime.int8_speedup`, ~1 s) and remembered beside the backends."""
+    from ..encoders import onnx_runtime as ort
+    from .weights import cache_root
+
+    if not ort.available():
+        return False
+    path = cache_root() / "backends.json"
+    key = f"int8-vs-torch|{ort.cpu_signature()}|{'bf16' if native_bf16 else 'fp32'}"
+    choice = remembered(path, key)
+    if choice is None:
+        import torch
+
+        seconds = ort.int8_speedup(torch.bfloat16 if native_bf16 else torch.float32)
+        other = next(v for k, v in seconds.items() if k != "int8")
+        # recorded as the backend that computes the faster format
+        choice = remember(path, key, {"onnx": seconds["int8"] * INT8_MARGIN, "torch": other})
+    return choice == "onnx"

@@ -1,4 +1,4 @@
-"""Which number format each tower computes in: chosen by what the CPU does natively, overridable.
+"""Which number format each tower computes in: chosen by what the CPU does (natively, and measured), overridable.
 
 bf16 halves the bytes each weight costs and runs on native bf16 dot-product units (AVX512-BF16,
 AMX); where those exist the image tower runs ~2.5x faster with vectors within cosine 0.9999 of fp32.
@@ -8,8 +8,12 @@ The text tower stays fp32 under ``auto``: its fast path is held to a max abs dif
 from open_clip's reference, which bf16 rounding exceeds (~2e-3). Ask for ``text=bf16`` (or ``bf16``)
 to trade that for ~2x faster text queries.
 
-``int8`` runs a tower under ONNX Runtime with dynamically quantised weights (`encoders.onnx_runtime`):
-faster than bf16 on CPUs without AMX, further from fp32 (cosine ~0.999); asked for, never automatic yet.
+``int8`` runs a tower under ONNX Runtime with dynamically quantised weights (`encoders.onnx_runtime`),
+further from fp32 (cosine ~0.9996 on the shipped space's held-out images). ``auto`` picks it for the image
+tower where a short calibration (`space.backend.int8_faster`, once per CPU, remembered) measured it faster
+than torch's bf16/fp32 by 10 %: on this project's 2-core Zen 4 (AVX512-BF16, VNNI, no AMX) the ViT-B-32
+image tower ran 46 img/s in int8 against ~40 in bf16. ``int8`` alone means the text and image towers in
+int8 and audio in fp32 (there is no int8 audio tower yet).
 
 Reduced precision moves vectors slightly, so a tower's precision is part of the space fingerprint
 (fp32, the reference, is left out so that fp32 fingerprints stay what they always were).
@@ -57,33 +61,40 @@ def _cpuinfo_flags() -> set[str]:
     return set()
 
 
-def auto_precision(device: str = "cpu", native_bf16: bool | None = None) -> dict[str, str]:
-    """What ``auto`` means on this machine (see the module doc for why text stays fp32)."""
+def auto_precision(device: str = "cpu", native_bf16: bool | None = None,
+                   int8_faster: bool | None = None) -> dict[str, str]:
+    """What ``auto`` means on this machine (see the module doc for why text stays fp32): the image tower in
+    int8 where ONNX Runtime's int8 measured faster than torch here, else bf16 where native; audio bf16
+    where native (no int8 audio tower yet)."""
+    if not str(device).startswith("cpu"):
+        return {"text": "fp32", "image": "fp32", "audio": "fp32"}
     native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
-    reduced = "bf16" if (str(device).startswith("cpu") and native) else "fp32"
-    return {"text": "fp32", "image": reduced, "audio": reduced}
+    if int8_faster is None:
+        from .backend import int8_faster as measured
+
+        int8_faster = measured(native)
+    reduced = "bf16" if native else "fp32"
+    return {"text": "fp32", "image": "int8" if int8_faster else reduced, "audio": reduced}
 
 
 def parse_precision(value: str | dict[str, str] | None, device: str = "cpu",
-                    native_bf16: bool | None = None) -> dict[str, str]:
+                    native_bf16: bool | None = None, int8_faster: bool | None = None) -> dict[str, str]:
     """Resolve a precision request to one format per tower.
 
     Accepts ``auto`` (or None/empty: the ``MMR_PRECISION`` environment variable, else auto), ``fp32``,
-    ``bf16`` (every tower), ``int8`` (the towers that have it, see `INT8_TOWERS`), or a comma list of ``tower=format`` laid over auto, e.g. ``text=bf16``.
+    ``bf16`` (every tower), ``int8`` (the towers that have it, see `INT8_TOWERS`; audio fp32), or a comma
+    list of ``tower=format`` laid over auto, e.g. ``text=bf16``.
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         value = os.environ.get(ENV, "auto") or "auto"
-    base = auto_precision(device, native_bf16)
+    v = value.strip().lower() if isinstance(value, str) else ""
+    if v in FORMATS:  # the whole space in one format: nothing of auto's needed (nor measured)
+        return {t: v if (v != "int8" or t in INT8_TOWERS) else "fp32" for t in TOWERS}
     if isinstance(value, dict):
         items = list(value.items())
+    elif v == "auto":
+        items = []
     else:
-        v = value.strip().lower()
-        if v == "auto":
-            return base
-        if v == "int8":  # every tower that has it; the others keep auto's
-            return {t: "int8" if t in INT8_TOWERS else base[t] for t in TOWERS}
-        if v in FORMATS:
-            return {t: v for t in TOWERS}
         items = []
         for part in v.split(","):
             if "=" not in part:
@@ -91,7 +102,7 @@ def parse_precision(value: str | dict[str, str] | None, device: str = "cpu",
                                  f"like 'image=bf16,text=fp32' (towers: {', '.join(TOWERS)})")
             k, f = (s.strip() for s in part.split("=", 1))
             items.append((k, f))
-    out = dict(base)
+    chosen: dict[str, str] = {}
     for k, f in items:
         if k not in TOWERS:
             raise UsageError(f"bad precision: unknown tower {k!r}; valid: {', '.join(TOWERS)}")
@@ -102,8 +113,10 @@ def parse_precision(value: str | dict[str, str] | None, device: str = "cpu",
         if f == "int8" and k not in INT8_TOWERS:
             raise UsageError(f"int8 is available for the {' and '.join(INT8_TOWERS)} towers, not {k}; "
                              f"valid for {k}: auto, fp32, bf16")
-        out[k] = f
-    return out
+        chosen[k] = f
+    if "image" in chosen and int8_faster is None:
+        int8_faster = False  # only the image tower's auto depends on it: no calibration when it is given
+    return {**auto_precision(device, native_bf16, int8_faster), **chosen}
 
 
 def describe(precision: dict[str, str]) -> str:

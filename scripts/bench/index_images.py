@@ -5,7 +5,7 @@
 The folder: 12-MP JPEGs (photo-like, with EXIF orientation) and 1-MP PNGs, generated. The naive loop is
 what clip-retrieval/rclip do: PIL full decode + open_clip preprocess + fp32 `encode_image` in batches.
 Also measured in the same run: model-only throughput at the precision our index chose (`--precision`,
-default auto: bf16 where the CPU has native bf16), decode-only throughput of our decode path on all
+default auto: bf16 where the CPU has native bf16; image=int8 runs the tower under ONNX Runtime), decode-only throughput of our decode path on all
 cores, and the serial bound 1/(1/decode + 1/model) (decode and model share the same cores). Table +
 JSON line.
 """
@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--jpegs", type=int, default=60)
     ap.add_argument("--pngs", type=int, default=12)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--precision", default="auto", help="our side's precision (auto, fp32, bf16, tower=format)")
+    ap.add_argument("--precision", default="auto", help="our side's precision (auto, fp32, bf16, int8, tower=format)")
     ap.add_argument("--repeats", type=int, default=2, help="runs of each side, alternated; the best counts")
     a = ap.parse_args()
     import open_clip
@@ -99,14 +99,13 @@ def main() -> None:
         cos = np.einsum("ij,ij->i", ours[upright], naive[upright])
 
         # bounds, same run: the model alone at our precision, and our decode path alone on all cores
-        enc = eng.space.image
-        x = torch.randn(a.batch_size, 3, 224, 224, dtype=enc.dtype)
-        with torch.inference_mode():
-            enc.model.encode_image(x[:2])
-            t = time.perf_counter()
-            for _ in range(2):
-                enc.model.encode_image(x)
-            model_rate = 2 * a.batch_size / (time.perf_counter() - t)
+        enc = eng.space.image  # the tower as the index runs it: torch (fp32/bf16) or ONNX Runtime (int8)
+        x = list(torch.randn(a.batch_size, 3, 224, 224))
+        enc.encode(x[:2])
+        t = time.perf_counter()
+        for _ in range(2):
+            enc.encode(x, batch_size=a.batch_size)
+        model_rate = 2 * a.batch_size / (time.perf_counter() - t)
         from concurrent.futures import ThreadPoolExecutor
 
         cpus = os.cpu_count() or 1
