@@ -155,3 +155,15 @@ def test_int8_calibration_runs_here():
 
     seconds = onnx_runtime.int8_speedup(torch.float32, rows=64, width=128)
     assert set(seconds) == {"int8", "float32"} and all(0 < v < 1 for v in seconds.values())
+
+
+def test_int8_vectors_do_not_depend_on_batch_mates(heldout):
+    """Dynamic int8 scales activations per call: items run one by one, so a file embeds the same alone,
+    in any batch, here or on another worker."""
+    texts, images = heldout
+    sp = Space(mmr.resolve_model_arg("tiny"), precision="int8")
+    alone = np.stack([sp.image.encode([p])[0] for p in images[:6]])
+    np.testing.assert_array_equal(sp.image.encode(images[:6], batch_size=6), alone)
+    np.testing.assert_array_equal(sp.image.encode(images[3:6] + images[:3], batch_size=4)[[3, 4, 5, 0, 1, 2]], alone)
+    short, long_ = texts[0], max(texts, key=len)
+    np.testing.assert_array_equal(sp.text.encode([short, long_])[0], sp.text.encode([short])[0])

@@ -49,9 +49,11 @@ class TextEncoder(Encoder):
         ids = tokens.numpy()  # the runner's path stays in numpy: a torch op right after it cost ~0.5 ms
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            if self.runner is not None:
-                batch = ids[idx]
-                out[idx] = normalize(self.runner(batch[:, :int(np.flatnonzero((batch != 0).any(0)).max()) + 1]))
+            if self.runner is not None:  # per item where the runner asks (int8): each text at its own length
+                rows = [idx[i:i + 1] for i in range(len(idx))] if getattr(self.runner, "per_item", False) else [idx]
+                for r in rows:
+                    batch = ids[r]
+                    out[r] = normalize(self.runner(batch[:, :int(np.flatnonzero((batch != 0).any(0)).max()) + 1]))
                 continue
             with torch.inference_mode():
                 out[idx] = normalize(encode_text_trimmed(self.model, tokens[idx].to(self.device)))
