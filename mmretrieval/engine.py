@@ -125,10 +125,10 @@ class Engine:
                     f"{self.path} is a non-empty folder that holds no mmretrieval index; "
                     f"choose an empty or new folder for the index")
             spec = _spec_of(model or DEFAULT_SPACE)
-            self.precision = parse_precision(precision, device)
             self.jpeg_draft = JPEG_DRAFT
-            space = Space(spec, device=device, precision=self.precision,  # weights must exist before we create anything
+            space = Space(spec, device=device, precision=precision,  # weights must exist before we create anything
                           backend=self.backend, jpeg_draft=self.jpeg_draft)
+            self.precision = space.precision  # auto resolved by the space (which knows what its towers can run)
             self.store = Store(self.path, create=True)
             self.store.init_space(spec, space.fingerprint, space.dim, precision=describe(self.precision),
                                   jpeg_draft=self.jpeg_draft)

@@ -22,6 +22,10 @@ class WeightsMismatchError(SpaceError):
     """A weights file does not fit the architecture its space describes."""
 
 
+class UnsupportedPrecisionError(SpaceError):
+    """A tower cannot compute in the precision asked for (int8 needs ONNX Runtime and an exportable model)."""
+
+
 class SpaceMismatchError(MMRError):
     """An index was opened or queried with a different space or metric than it was built with."""
 

@@ -167,3 +167,22 @@ def test_int8_vectors_do_not_depend_on_batch_mates(heldout):
     np.testing.assert_array_equal(sp.image.encode(images[3:6] + images[:3], batch_size=4)[[3, 4, 5, 0, 1, 2]], alone)
     short, long_ = texts[0], max(texts, key=len)
     np.testing.assert_array_equal(sp.text.encode([short, long_])[0], sp.text.encode([short])[0])
+
+
+def test_auto_int8_falls_back_where_a_model_cannot_be_exported(tmp_path, monkeypatch):
+    """auto picks int8 by the CPU before the model is built; a model the export does not cover (e.g. an
+    open_clip CustomTextCLIP) gets auto's other choice, and the index records what ran. Asked-for int8 fails."""
+    from mmretrieval.errors import UnsupportedPrecisionError
+    from mmretrieval.space import backend
+
+    monkeypatch.setattr(backend, "int8_faster", lambda native: True)
+    monkeypatch.setattr(onnx_runtime, "exportable", lambda model: False)
+    spec = mmr.resolve_model_arg("tiny")
+    sp = Space(spec, precision="auto")
+    assert sp.precision["image"] in ("bf16", "fp32") and sp.backends["image"] == "torch"
+    eng = mmr.Engine(tmp_path / "idx", model="tiny")
+    assert eng.precision["image"] in ("bf16", "fp32") and eng.space.fingerprint == sp.fingerprint
+    assert "int8" not in json.loads((tmp_path / "idx" / "space.json").read_text())["precision"]
+    eng.close()
+    with pytest.raises(UnsupportedPrecisionError, match="image in int8 needs ONNX Runtime, but CLIP cannot be exported"):
+        Space(spec, precision="image=int8")

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..errors import SpaceError, UnsupportedModalityError, UsageError
+from ..errors import SpaceError, UnsupportedModalityError, UnsupportedPrecisionError, UsageError
 from .backend import parse_backend
 from .precision import parse_precision, reduced
 from .spec import SpaceSpec, fingerprint_of
@@ -63,16 +63,30 @@ class Space:
         `inference=False` keeps the model trainable: no prepacked weights (see `encoders.packed`).
         `backend`: auto (the faster runtime per tower, measured once; see `space.backend`), torch or onnx;
         None reads ``MMR_BACKEND``. Which one ran is in `backends` (it does not move vectors).
-        `jpeg_draft`: JPEGs decode to at least this many times the model's input size (see `towers`)."""
+        `jpeg_draft`: JPEGs decode to at least this many times the model's input size (see `towers`).
+        Where ``auto`` chose int8 for a tower that cannot run it (a model ONNX export does not cover),
+        the space is built with auto's other choice; an explicit int8 there is an error."""
         if num_threads:
             torch.set_num_threads(num_threads)
         self.spec = spec
         self.device = torch.device(device)
         self.inference = inference
-        self.precision = parse_precision(precision, device)
         self.backend = parse_backend(backend if inference else "torch")  # training needs torch's modules
-        self.backends: dict[str, str] = {}
         self.jpeg_draft = check_jpeg_draft(jpeg_draft)
+        self.precision = parse_precision(precision, device)
+        try:
+            self._load()
+        except UnsupportedPrecisionError:
+            fallback = parse_precision(precision, device, int8_faster=False)
+            if fallback == self.precision:
+                raise
+            log.info("space %s: int8 is not available for its towers; using %s", spec.name, fallback)
+            self.precision = fallback
+            self._load()
+
+    def _load(self) -> None:
+        spec = self.spec
+        self.backends: dict[str, str] = {}
         towers = tower_identities(spec, self)  # resolves the weights once; the loads below reuse them
         self.identity = space_identity(spec, precision=self.precision, towers=towers)
         self.fingerprint = fingerprint_of(self.identity)

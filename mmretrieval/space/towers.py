@@ -21,7 +21,7 @@ from ..encoders.audio import AudioEncoder
 from ..encoders.image import ImageEncoder
 from ..encoders.packed import pack_transformer_blocks
 from ..encoders.text import TextEncoder
-from ..errors import MissingWeightsError, SpaceError, WeightsMismatchError
+from ..errors import MissingWeightsError, SpaceError, UnsupportedPrecisionError, WeightsMismatchError
 from .precision import DTYPES
 from .weights import ResolvedClip, cache_root, file_sha256, resolve_audio_weights, resolve_clip
 
@@ -211,7 +211,6 @@ def _onnx_runners(model: torch.nn.Module, tower: TowerSpec, space: Any) -> dict[
     from ..encoders import onnx_runtime as ort
     from .backend import backend_for, remembered
 
-    space.backends = getattr(space, "backends", {})
     runners: dict[str, Any] = {}
     usable = space.device.type == "cpu" and ort.available() and ort.exportable(model)
     for modality in ("text", "image"):
@@ -222,8 +221,9 @@ def _onnx_runners(model: torch.nn.Module, tower: TowerSpec, space: Any) -> dict[
             why = ("ONNX Runtime is not installed (pip install onnxruntime onnx)" if not ort.available() else
                    f"the {space.device.type} device" if space.device.type != "cpu" else
                    f"{type(model).__name__} cannot be exported (open_clip CLIP models can)")
-            raise SpaceError(f"space {space.spec.name!r}: {modality} in {space.precision[modality]} needs ONNX "
-                             f"Runtime, but {why}")
+            error = UnsupportedPrecisionError if space.precision[modality] == "int8" else SpaceError
+            raise error(f"space {space.spec.name!r}: {modality} in {space.precision[modality]} needs ONNX "
+                        f"Runtime, but {why}")
         space.backends[modality] = choice
         if choice != "torch":
             runners[modality] = ort.load_tower(model, modality, space.precision[modality],
