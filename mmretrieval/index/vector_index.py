@@ -121,10 +121,9 @@ class VectorIndex:
     def _set_index(self, index: faiss.Index) -> None:
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
-            # One query at a time is the engine's case: split its probed lists over the threads (mode 1)
-            # rather than parallelising over queries (mode 0, one thread for one query). 1 M x 512,
-            # nprobe 80, filtered: 4.1 -> 2.3 ms on 2 cores.
-            ivf.parallel_mode = 1
+            # faiss's default parallel mode (over queries) stays: a few queries run on one thread (see
+            # FEW_QUERIES; splitting one query's lists over threads, 2.3 ms alone at 1 M, took 28 ms right
+            # after a tower), and batches are best split by query.
             if ivf.direct_map.type != faiss.DirectMap.Hashtable:
                 ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct and remove by id
         self.index = index
