@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
 os.environ.setdefault("MMR_OFFLINE", "1")
+# Module- and session-scoped fixtures run outside the per-test cache below: they get one of their own, so no
+# test writes to the user's ~/.cache/mmretrieval (ONNX exports, calibrations, weight hashes).
+_SESSION_CACHE = tempfile.mkdtemp(prefix="mmr-test-cache-")
+os.environ["MMR_CACHE"] = _SESSION_CACHE
+atexit.register(shutil.rmtree, _SESSION_CACHE, True)
 # Towers run under torch here: an ONNX export per test (each has its own cache) would cost seconds each.
 # test_onnx_runtime.py tests the other runtime, and test_first_run.py the user's default (auto).
 os.environ.setdefault("MMR_BACKEND", "torch")

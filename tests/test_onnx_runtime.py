@@ -45,10 +45,18 @@ def test_fp32_export_gives_torch_vectors_and_is_cached(heldout, reference, tmp_p
     files = sorted(p.name for p in (tmp_path / "cache" / "onnx").rglob("*") if p.is_file())
     assert files == ["image.fp32.json", "image.fp32.onnx", "text.fp32.json", "text.fp32.onnx"]
     # a second load reads the cache: no export, no verification
+    export, verify = onnx_runtime._export, onnx_runtime.verify
     monkeypatch.setattr(onnx_runtime, "_export", lambda *a: pytest.fail("exported again"))
     monkeypatch.setattr(onnx_runtime, "verify", lambda *a: pytest.fail("verified again"))
     again = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
     np.testing.assert_array_equal(again.text.encode(texts[:5]), sp.text.encode(texts[:5]))
+    monkeypatch.setattr(onnx_runtime, "_export", export)
+    monkeypatch.setattr(onnx_runtime, "verify", verify)
+    # a damaged cached file is exported again, not a crash
+    (cached,) = (tmp_path / "cache" / "onnx").rglob("image.fp32.onnx")
+    cached.write_bytes(b"not an onnx model")
+    healed = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
+    assert np.abs(healed.image.encode(images[:4]) - i_ref[:4]).max() < 1e-5 and cached.stat().st_size > 1000
 
 
 def test_int8_towers_close_to_fp32_on_shipped_heldout(heldout, reference):
@@ -184,5 +192,6 @@ def test_auto_int8_falls_back_where_a_model_cannot_be_exported(tmp_path, monkeyp
     assert eng.precision["image"] in ("bf16", "fp32") and eng.space.fingerprint == sp.fingerprint
     assert "int8" not in json.loads((tmp_path / "idx" / "space.json").read_text())["precision"]
     eng.close()
-    with pytest.raises(UnsupportedPrecisionError, match="image in int8 needs ONNX Runtime, but CLIP cannot be exported"):
+    with pytest.raises(UnsupportedPrecisionError,
+                       match="image in int8 needs ONNX Runtime, but CLIP cannot be exported"):
         Space(spec, precision="image=int8")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import time
 from functools import lru_cache
@@ -26,7 +27,9 @@ from ..errors import SpaceError
 from ..index.segments import atomic_write
 from .packed import SelfAttention, self_attention_block
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # of what we export (its graph, its checks): part of the cache folder's name
 OPSET = 17
 # What an export must reproduce before it is used: fp32 to float rounding; int8 to the issue's bar.
 FP32_MAX_DIFF = 1e-4     # max abs difference of normalised vectors
@@ -57,7 +60,8 @@ class OrtTower:
     `per_item` (int8): dynamic quantisation scales the activations by the range of the whole call, so an
     item's vector would depend on the items batched with it (cosine 0.9998 between batch 1 and 32, enough
     to make the same file embed differently here and on a Ray worker). Items then run one by one: the
-    vector depends on the item alone, at the same throughput (ViT-B-32: ~45 img/s either way on 2 cores)."""
+    vector depends on the item alone, at a cost that varied by run (ViT-B-32 on 2 cores: 45 img/s item by
+    item against 40-55 batched in one run; 30 against 46 in the index_images benchmark's)."""
 
     def __init__(self, path: Path, input_name: str, threads: int | None = None, per_item: bool = False) -> None:
         import onnxruntime as ort
@@ -202,12 +206,17 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
         raise SpaceError("ONNX Runtime is not installed (pip install onnxruntime onnx); use --backend torch")
     if modality not in INPUTS or precision not in ("fp32", "int8"):
         raise SpaceError(f"no ONNX Runtime {modality} tower in {precision}")
-    folder = cache / "onnx" / key / versions()
+    folder = cache / "onnx" / key / f"v{FORMAT_VERSION}-{versions()}"
     path = folder / f"{modality}.{precision}.onnx"
-    meta = folder / f"{modality}.{precision}.json"
+    meta = folder / f"{modality}.{precision}.json"  # written last: the export was verified
     per_item = precision == "int8"
     if path.exists() and meta.exists():
-        return OrtTower(path, INPUTS[modality], threads, per_item)
+        try:
+            return OrtTower(path, INPUTS[modality], threads, per_item)
+        except Exception as e:  # damaged in the cache (onnxruntime raises its own types): export again
+            log.warning("cached ONNX tower %s does not load (%s); exporting it again", path, e)
+            for stale in (meta, path, folder / f"{modality}.fp32.onnx"):
+                stale.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     fp32 = folder / f"{modality}.fp32.onnx"
@@ -251,7 +260,8 @@ def cpu_signature() -> str:
 
 def int8_speedup(torch_dtype: torch.dtype, rows: int = 400, width: int = 768) -> dict[str, float]:
     """Seconds of one transformer MLP block of ViT-B's width (rows = 8 images x 50 tokens) in torch (packed,
-    `torch_dtype`) and in ONNX Runtime int8: the calibration behind ``auto`` choosing int8 for images."""
+    `torch_dtype`, one batch) and in ONNX Runtime int8 (image by image): the calibration behind ``auto``
+    choosing int8 for images."""
     import tempfile
 
     from .packed import PackedLinear, packing_available
@@ -266,11 +276,12 @@ def int8_speedup(torch_dtype: torch.dtype, rows: int = 400, width: int = 768) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(mlp, (x,), str(src), dynamo=False, input_names=["x"], output_names=["y"],
-                              opset_version=OPSET)
+                              dynamic_axes={"x": {0: "rows"}, "y": {0: "rows"}}, opset_version=OPSET)
         _quantize(src, dst)
         int8 = OrtTower(dst, "x")
         xs = x.numpy()
-        seconds = {"int8": timed(lambda: int8(xs), repeats=5)}
+        # item by item, as int8 towers run (see OrtTower.per_item): one image's 50 tokens a call
+        seconds = {"int8": timed(lambda: [int8(xs[i:i + 50]) for i in range(0, rows, 50)], repeats=5)}
     ref = mlp.to(torch_dtype)
     if packing_available(torch_dtype):
         ref = nn.Sequential(PackedLinear.of(ref[0]), ref[1], PackedLinear.of(ref[2]))

@@ -12,7 +12,8 @@ to trade that for ~2x faster text queries.
 further from fp32 (cosine ~0.9996 on the shipped space's held-out images). ``auto`` picks it for the image
 tower where a short calibration (`space.backend.int8_faster`, once per CPU, remembered) measured it faster
 than torch's bf16/fp32 by 10 %: on this project's 2-core Zen 4 (AVX512-BF16, VNNI, no AMX) the ViT-B-32
-image tower ran 46 img/s in int8 against ~40 in bf16. ``int8`` alone means the text and image towers in
+image tower ran 46 img/s in int8 (batched; 30-47 item by item, as int8 runs) against ~37-43
+in bf16. ``int8`` alone means the text and image towers in
 int8 and audio in fp32 (there is no int8 audio tower yet).
 
 Reduced precision moves vectors slightly, so a tower's precision is part of the space fingerprint

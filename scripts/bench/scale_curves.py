@@ -129,21 +129,25 @@ def engine_row(tmp: Path, model: str, n: int, rate: float) -> dict:
 
 
 class _Generated:
-    """A part of synthetic vectors made on demand (the 10 M never exist at once); the last part is kept."""
+    """A part of synthetic vectors made on demand (the 10 M never exist at once); one part is kept at a time,
+    shared by all parts (each part kept its own at first, and 20 parts of 1 GB ran out of memory)."""
+
+    _last: tuple[int, np.ndarray] | None = None
 
     def __init__(self, n: int, dim: int, seed: int, centres: np.ndarray) -> None:
         self.n, self.dim, self.seed, self.centres = n, dim, seed, centres
         self.shape = (n, dim)
-        self._cache: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, key):
-        if self._cache is None or self._cache[0] != self.seed:
-            self._cache = (self.seed, clustered(self.n, self.dim, np.random.default_rng(self.seed), self.centres))
-        out = self._cache[1][key]
-        return out
+        last = _Generated._last
+        if last is None or last[0] != self.seed:
+            _Generated._last = None  # free the previous part before making this one
+            last = _Generated._last = (self.seed, clustered(self.n, self.dim, np.random.default_rng(self.seed),
+                                                            self.centres))
+        return last[1][key]
 
 
 def ten_million(tmp: Path, dim: int, n: int = 10_000_000, part: int = 500_000) -> dict:
@@ -159,6 +163,7 @@ def ten_million(tmp: Path, dim: int, n: int = 10_000_000, part: int = 500_000) -
     index = build_ivf(parts, choice, dim, workers=1, memory_budget=256 << 20, ondisk=tmp / "ten-million")
     build_s = time.perf_counter() - t
     del index, parts
+    _Generated._last = None
     q = clustered(200, dim, np.random.default_rng(99), centres)
     np.save(tmp / "q.npy", q)
     out = subprocess.run([sys.executable, "-c", PROBE_IVF, str(tmp / "ten-million" / "index.faiss"),
