@@ -98,7 +98,7 @@ class Engine:
     ``Engine(path, model=...)`` creates the index when the folder holds none (``model`` defaults to
     the default space); an existing index remembers its space, and a different ``model`` is refused.
     ``readonly=True`` opens an existing index for searching only, never taking the writer's lock.
-    ``precision`` (auto, fp32, bf16 or tower=format pairs, see `space.precision`) is chosen when the
+    ``precision`` (auto, fp32, bf16, int8 or tower=format pairs, see `space.precision`) is chosen when the
     index is created (default: auto, by what the CPU does natively) and remembered: an existing
     index always encodes in its own, and an explicit different one is refused. ``backend`` (auto, torch,
     onnx; None: ``MMR_BACKEND``) picks the runtime of the towers, see `space.backend`; it is not remembered.

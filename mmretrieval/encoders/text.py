@@ -53,7 +53,7 @@ class TextEncoder(Encoder):
                 rows = [idx[i:i + 1] for i in range(len(idx))] if getattr(self.runner, "per_item", False) else [idx]
                 for r in rows:
                     batch = ids[r]
-                    out[r] = normalize(self.runner(batch[:, :int(np.flatnonzero((batch != 0).any(0)).max()) + 1]))
+                    out[r] = normalize(self.runner(batch[:, :trimmed_length(batch)]))
                 continue
             with torch.inference_mode():
                 out[idx] = normalize(encode_text_trimmed(self.model, tokens[idx].to(self.device)))
@@ -89,9 +89,10 @@ def can_trim(model: torch.nn.Module) -> bool:
             and getattr(model, "text_pool_type", "argmax") in ("argmax", "eos", "first"))
 
 
-def trimmed_length(tokens: torch.Tensor) -> int:
-    """Positions up to the last non-padding token of any text in the batch."""
-    return int((tokens != 0).any(dim=0).nonzero().max()) + 1 if tokens.numel() else 1
+def trimmed_length(tokens: torch.Tensor | np.ndarray) -> int:
+    """Positions up to the last non-padding token of any text in the batch (numpy in: no torch op)."""
+    used = np.flatnonzero(np.asarray((tokens != 0).any(0)))
+    return int(used.max()) + 1 if used.size else 1
 
 
 def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor, n: Any = None) -> torch.Tensor:

@@ -13,6 +13,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
+
 from ..errors import UsageError
 from ..index.segments import atomic_write
 

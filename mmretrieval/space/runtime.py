@@ -36,7 +36,7 @@ def space_identity(spec: SpaceSpec, resolved: Any = None, precision: dict[str, s
     """Everything that decides where vectors land; its hash is the fingerprint. Needs the weights.
 
     Each tower's family contributes its part (`towers`, from `tower_identities`, or computed here).
-    `precision` (tower -> fp32/bf16) enters only for towers not in fp32, so the reference keeps the
+    `precision` (tower -> fp32/bf16/int8) enters only for towers not in fp32, so the reference keeps the
     fingerprint it had before precision was recorded."""
     if towers is None:
         holder = _Pending(spec, check_jpeg_draft(jpeg_draft))
