@@ -73,6 +73,12 @@ def test_int8_towers_close_to_fp32_on_shipped_heldout(heldout, reference):
     _top10_same_up_to_ties(t_ref @ i_ref.T, t_ref @ i8.T, eps=0.02)
     _top10_same_up_to_ties(i_ref @ t_ref.T, i8 @ t_ref.T, eps=0.02)
     _top10_same_up_to_ties(t_ref @ i_ref.T, t8 @ i8.T, eps=0.02)
+    # the patch embedding stays fp32 (ONNX Runtime's ConvInteger was slow and quantises raw pixels)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(sp.image.runner.path), load_external_data=False).graph.node}
+    assert "Conv" in ops and "ConvInteger" not in ops and "DynamicQuantizeMatMul" not in ops
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
 
 
 def test_auto_measures_once_and_remembers(tmp_path, monkeypatch):
