@@ -500,7 +500,9 @@ class Engine:
             if mode != "vector":
                 order = _fuse(order if mode == "hybrid" else [], [i for i, _ in matched], found, k)
             order = order[:fetch]
-            rows = cat.items([found[j][1] for j in order])  # only the candidates that can make the top k
+            rows = cat.items([found[j][1] for j in order[:k]])  # the top k; more only where rows vanished
+            if len(rows) < min(k, len(order)):
+                rows.update(cat.items([found[j][1] for j in order[k:]]))
             order = [j for j in order if found[j][1] in rows][:k]
         found, rel = [found[j][:2] for j in order], rel[order]
         keep = np.ones(len(found), bool)

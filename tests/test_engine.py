@@ -105,6 +105,20 @@ def test_reconcile_after_interrupted_commit(tmp_path, media, tiny_space_dir):
     assert victim.path in {h.path for h in eng.search("x", types=["image"], k=100)}
 
 
+def test_hits_whose_rows_vanish_are_replaced(tmp_path, media, tiny_space_dir):
+    """Rows are fetched for the top k only; an item whose row vanished after the id filter was made (another
+    process's commit) is dropped and the next candidates fill the k slots."""
+    eng = mmr.Engine(tmp_path / "idx", model=str(tiny_space_dir))
+    eng.index([media["red"].parent])
+    n = len(eng.store.catalog.item_ids(("image",)))
+    before = eng.search("x", types=["image"], k=2)
+    assert n >= 3 and len(before) == 2
+    eng.store.catalog.db.execute("DELETE FROM items WHERE id=?", (before[0].id,))  # behind the filter's back
+    after = eng.search("x", types=["image"], k=2)
+    assert [h.id for h in after][:1] == [before[1].id] and len(after) == 2 and before[0].id not in {h.id for h in after}
+    eng.close()
+
+
 def test_space_without_audio_skips_audio_with_reason(tmp_path, media, tiny_space_noaudio_dir):
     eng = mmr.Engine(tmp_path / "idx", model=str(tiny_space_noaudio_dir))
     rep = eng.index([media["wav"].parent])

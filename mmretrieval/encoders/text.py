@@ -44,9 +44,9 @@ class TextEncoder(Encoder):
             if not isinstance(t, str):
                 raise UsageError(f"text inputs must be strings, got {type(t).__name__}")
         tokens = self.tokenizer(texts)
-        order = np.argsort((tokens != 0).sum(dim=1).numpy(), kind="stable")  # similar lengths together
+        ids = tokens.numpy()  # the runner's path stays in numpy: a torch op right before it cost ~0.5-1 ms
+        order = np.argsort((ids != 0).sum(axis=1), kind="stable")  # similar lengths together
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        ids = tokens.numpy()  # the runner's path stays in numpy: a torch op right after it cost ~0.5 ms
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             if self.runner is not None:  # per item where the runner asks (int8): each text at its own length
