@@ -23,7 +23,12 @@ class WeightsMismatchError(SpaceError):
 
 
 class UnsupportedPrecisionError(SpaceError):
-    """A tower cannot compute in the precision asked for (int8 needs ONNX Runtime and an exportable model)."""
+    """A tower cannot compute in the precision asked for (int8 needs ONNX Runtime and an exportable model, and
+    must keep its vectors close to fp32). `tower`: which one (text, image or audio), where known."""
+
+    def __init__(self, message: str, tower: str | None = None) -> None:
+        super().__init__(message)
+        self.tower = tower
 
 
 class SpaceMismatchError(MMRError):

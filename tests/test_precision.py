@@ -30,15 +30,16 @@ def test_parse_precision_forms(monkeypatch):
     assert parse_precision("text=bf16", native_bf16=False, int8_faster=False) == {"text": "bf16", "image": "fp32",
                                                                                    "audio": "fp32"}
     assert parse_precision("image=fp32,audio=bf16", native_bf16=True)["image"] == "fp32"
-    assert parse_precision("int8") == {"text": "int8", "image": "int8", "audio": "fp32"}  # no int8 audio tower
+    assert parse_precision("int8") == {"text": "int8", "image": "int8", "audio": "fp32"}  # audio's int8 by name only
+    assert parse_precision("audio=int8", native_bf16=True, int8_faster=False)["audio"] == "int8"
     monkeypatch.setenv("MMR_PRECISION", "bf16")
     assert parse_precision(None)["text"] == "bf16"
     for p in ({"text": "fp32", "image": "bf16", "audio": "fp32"}, {"text": "bf16", "image": "bf16", "audio": "bf16"}):
         assert parse_precision(describe(p)) == p
 
 
-@pytest.mark.parametrize("bad, says", [("fp16", "auto, fp32, bf16"), ("video=bf16", "text, image, audio"),
-                                       ("audio=int8", "for the text and image towers, not audio")])
+@pytest.mark.parametrize("bad, says", [("fp16", "auto, fp32, bf16, int8"), ("video=bf16", "text, image, audio"),
+                                       ("audio=int4", "auto, fp32, bf16, int8")])
 def test_bad_precision_names_the_valid_ones(bad, says):
     with pytest.raises(UsageError, match=says):
         parse_precision(bad)

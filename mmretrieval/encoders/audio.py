@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -139,9 +139,13 @@ class AudioEncoder(Encoder):
     modality = "audio"
 
     def __init__(self, tower: torch.nn.Module, spec: AudioSpec, dim: int, device: torch.device,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32,
+                 runner: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """`runner`: the tower's network under another runtime (int8, `encoders.onnx_runtime`): the front
+        end (`tower.features`) runs here in fp32, its output goes to the runner."""
         super().__init__(dim, device)
         self.tower = tower
+        self.runner = runner
         # bf16 runs under autocast: the spectrogram front end stays fp32, convolutions and linears go bf16
         # (1.9x on the Wav2CLIP tower where the CPU has native bf16, cosine 0.99999 to fp32).
         self.dtype = dtype
@@ -205,6 +209,13 @@ class AudioEncoder(Encoder):
         raise UsageError(f"audio inputs must be paths, (array, sample_rate) pairs or 1-D arrays at "
                          f"{self.sample_rate} Hz, got {type(item).__name__}")
 
+    def calibration_features(self, seed: int = 0, batch: int = 4) -> list[np.ndarray]:
+        """`tower.features` of `calibration_waves` at the tower's window length, in batches."""
+        waves = calibration_waves(self.sample_rate, int(round(self.spec.window_s * self.sample_rate)), seed=seed)
+        with torch.inference_mode():
+            return [self.tower.features(torch.from_numpy(waves[i:i + batch]).to(self.device)).float().cpu().numpy()
+                    for i in range(0, len(waves), batch)]
+
     def encode_pooled(self, window_waves: list[np.ndarray]) -> np.ndarray:
         """One vector for a whole clip: the normalised mean of its windows' vectors."""
         v = self.encode(list(window_waves)).mean(axis=0)
@@ -225,9 +236,50 @@ class AudioEncoder(Encoder):
             by_len.setdefault(w.size, []).append(i)
         for idx in by_len.values():
             x = torch.from_numpy(np.stack([waves[i] for i in idx])).to(self.device)
+            if self.runner is not None:
+                out[idx] = torch.from_numpy(self.runner(self.tower.features(x).float().cpu().numpy()))
+                continue
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
                 out[idx] = self.tower(x).float().cpu()
         return out
+
+
+def calibration_waves(sample_rate: int, samples: int, n: int = 16, seed: int = 0) -> np.ndarray:
+    """`n` synthetic clips spanning what an audio tower hears, for static int8's activation scales: tones and
+    chords, white and brown noise, chirps, clicks, speech-like bursts, near-silence, from -60 to 0 dBFS.
+    Synthetic, so any space can calibrate without data; the scales only need to cover real ranges."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / sample_rate
+    nyq = sample_rate / 2
+    out = np.empty((n, samples), np.float32)
+    for i in range(n):
+        kind = i % 8
+        if kind == 0:  # a chord of harmonics
+            f0 = rng.uniform(60, 800)
+            x = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6)) / h for h in range(1, 6) if f0 * h < nyq)
+        elif kind == 1:
+            x = rng.standard_normal(samples)
+        elif kind == 2:  # brown noise: most energy low
+            x = np.cumsum(rng.standard_normal(samples))
+            x -= np.convolve(x, np.ones(512) / 512, mode="same")
+        elif kind == 3:  # a chirp across the band
+            f = np.geomspace(50, 0.9 * nyq, samples)
+            x = np.sin(2 * np.pi * np.cumsum(f) / sample_rate)
+        elif kind == 4:  # clicks
+            x = np.zeros(samples)
+            x[rng.integers(0, samples, 40)] = rng.uniform(-1, 1, 40)
+        elif kind == 5:  # bursts of a modulated tone with noise: speech-like envelopes
+            env = np.clip(np.sin(2 * np.pi * rng.uniform(2, 6) * t), 0, None) ** 2
+            x = env * (np.sin(2 * np.pi * rng.uniform(100, 300) * t * (1 + 0.1 * np.sin(2 * np.pi * 3 * t)))
+                       + 0.3 * rng.standard_normal(samples))
+        elif kind == 6:  # near-silence
+            x = 1e-3 * rng.standard_normal(samples)
+        else:  # a tone over noise
+            x = np.sin(2 * np.pi * rng.uniform(200, 4000) * t) + 0.5 * rng.standard_normal(samples)
+        x = np.asarray(x, np.float64)
+        peak = np.abs(x).max() or 1.0
+        out[i] = (x / peak * 10 ** (rng.uniform(-60, 0) / 20)).astype(np.float32)
+    return out
 
 
 def _shortest_accepted(tower: torch.nn.Module, device: torch.device, longest: int) -> int:

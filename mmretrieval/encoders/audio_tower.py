@@ -54,10 +54,16 @@ class ConvAudioTower(nn.Module):
         self.body = nn.Sequential(*layers)
         self.proj = nn.Sequential(nn.Linear(2 * c_in, 2 * c_in), nn.ReLU(inplace=True), nn.Linear(2 * c_in, embed_dim))
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        x = self.body(self.norm(self.frontend(wave)))
+    def features(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.frontend(wave)
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.body(self.norm(features))
         x = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
         return self.proj(x)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.features(wave))
 
 
 def _wav2clip(**kwargs: Any) -> nn.Module:
@@ -66,7 +72,14 @@ def _wav2clip(**kwargs: Any) -> nn.Module:
     return Wav2CLIPTower(**kwargs)
 
 
+# A tower is ``forward(wave) = embed(features(wave))`` where it can: `features` (the signal processing: STFT,
+# mel, log, standardising) stays in torch, `embed` (the network) is what int8 exports (`encoders.onnx_runtime`).
 AUDIO_ARCHS: dict[str, Callable[..., nn.Module]] = {"conv": ConvAudioTower, "wav2clip": _wav2clip}
+
+
+def splits(tower: nn.Module) -> bool:
+    """Does `tower` separate its signal front end (`features`) from its network (`embed`)?"""
+    return callable(getattr(tower, "features", None)) and callable(getattr(tower, "embed", None))
 
 
 def build_audio_tower(config: dict[str, Any]) -> nn.Module:

@@ -46,13 +46,19 @@ class Wav2CLIPEncoder(ResNet):
         self.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
         del self.fc  # Wav2CLIP has no classifier head
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def features(self, wave: torch.Tensor) -> torch.Tensor:
+        """The standardised log power spectrogram ``[B, 1, 257, frames]``."""
         x = torch.log(self.spectrogram(wave.unsqueeze(1)) + 1e-7)
         dims = tuple(range(1, x.ndim))
-        x = (x - x.mean(dim=dims, keepdim=True)) / (x.std(dim=dims, keepdim=True) + 1e-9)
+        return (x - x.mean(dim=dims, keepdim=True)) / (x.std(dim=dims, keepdim=True) + 1e-9)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.features(wave))
 
 
 class _MLP(nn.Module):
@@ -77,8 +83,14 @@ class Wav2CLIPTower(nn.Module):
         self.audio_encoder = Wav2CLIPEncoder()
         self.audio_transform = _MLP()
 
+    def features(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.audio_encoder.features(wave)
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        return self.audio_transform(self.audio_encoder.trunk(features))
+
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.audio_transform(self.audio_encoder(wave))
+        return self.embed(self.features(wave))
 
     @classmethod
     def select_state(cls, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -166,8 +166,23 @@ class AudioFamily(TowerFamily):
 
     def load(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
         path = resolve_audio_weights(tower.config.weights, space.spec.name)
-        return {"audio": AudioEncoder.from_weights(path, tower.config, space.dim, space.device,
-                                                   dtype=DTYPES[space.precision["audio"]])}
+        precision = space.precision["audio"]
+        enc = AudioEncoder.from_weights(path, tower.config, space.dim, space.device,
+                                        dtype=DTYPES.get(precision, torch.float32))
+        space.backends["audio"] = "torch"
+        if precision == "int8":  # the network under ONNX Runtime, static int8; the front end stays in torch
+            from ..encoders import onnx_runtime as ort
+            from ..encoders.audio_tower import splits
+
+            why = _no_onnx(space, splits(enc.tower), f"its {tower.config.config.get('arch')!r} tower does not "
+                                                     f"split its front end (features/embed)")
+            if why:
+                raise UnsupportedPrecisionError(f"space {space.spec.name!r}: audio in int8 needs ONNX Runtime, "
+                                                f"but {why}", "audio")
+            enc.runner = ort.load_tower(enc.tower, "audio", "int8", space.tower_fingerprints[tower.name],
+                                        cache_root(), calibration=enc.calibration_features)
+            space.backends["audio"] = "onnx"
+        return {"audio": enc}
 
 
 register_tower_family(OpenClipFamily())
@@ -206,24 +221,36 @@ def _backend_key(tower: TowerSpec, space: Any, modality: str) -> str:
     return f"{space.tower_fingerprints[tower.name]}|{modality}|{space.precision[modality]}|{cpu_signature()}"
 
 
+def _no_onnx(space: Any, model_ok: bool, model_why: str) -> str | None:
+    """Why a tower cannot run under ONNX Runtime here (None: it can)."""
+    from ..encoders import onnx_runtime as ort
+
+    if not ort.available():
+        return "ONNX Runtime is not installed (pip install onnxruntime onnx)"
+    if space.device.type != "cpu":
+        return f"the {space.device.type} device"
+    return None if model_ok else model_why
+
+
 def _onnx_runners(model: torch.nn.Module, tower: TowerSpec, space: Any) -> dict[str, Any]:
     """The towers that run (or may run, if measured faster) under ONNX Runtime, exported and verified."""
     from ..encoders import onnx_runtime as ort
     from .backend import backend_for, remembered
 
     runners: dict[str, Any] = {}
-    usable = space.device.type == "cpu" and ort.available() and ort.exportable(model)
+    why = _no_onnx(space, ort.available() and ort.exportable(model),
+                   f"{type(model).__name__} cannot be exported (open_clip CLIP models can)")
+    usable = why is None
     for modality in ("text", "image"):
         choice = backend_for(space.backend, space.precision[modality], usable)
         if choice is None:  # auto, fp32: the faster one, measured once per tower and CPU
             choice = remembered(cache_root() / "backends.json", _backend_key(tower, space, modality)) or "measure"
         if choice != "torch" and not usable:
-            why = ("ONNX Runtime is not installed (pip install onnxruntime onnx)" if not ort.available() else
-                   f"the {space.device.type} device" if space.device.type != "cpu" else
-                   f"{type(model).__name__} cannot be exported (open_clip CLIP models can)")
-            error = UnsupportedPrecisionError if space.precision[modality] == "int8" else SpaceError
-            raise error(f"space {space.spec.name!r}: {modality} in {space.precision[modality]} needs ONNX "
-                        f"Runtime, but {why}")
+            message = (f"space {space.spec.name!r}: {modality} in {space.precision[modality]} needs ONNX Runtime, "
+                       f"but {why}")
+            if space.precision[modality] == "int8":
+                raise UnsupportedPrecisionError(message, modality)
+            raise SpaceError(message)
         space.backends[modality] = choice
         if choice != "torch":
             runners[modality] = ort.load_tower(model, modality, space.precision[modality],
