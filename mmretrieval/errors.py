@@ -24,11 +24,7 @@ class WeightsMismatchError(SpaceError):
 
 class UnsupportedPrecisionError(SpaceError):
     """A tower cannot compute in the precision asked for (int8 needs ONNX Runtime and an exportable model, and
-    must keep its vectors close to fp32). `tower`: which one (text, image or audio), where known."""
-
-    def __init__(self, message: str, tower: str | None = None) -> None:
-        super().__init__(message)
-        self.tower = tower
+    must keep the tower's vectors close to fp32)."""
 
 
 class SpaceMismatchError(MMRError):

@@ -13,9 +13,10 @@ part of the fingerprint) while the fp32 export is a backend (same vectors to 2e-
 Audio towers are convolution nets, where dynamic quantisation is slow (ONNX Runtime's ConvInteger: the
 Wav2CLIP tower ran 11 windows/s against 46 in fp32). Their int8 is static instead: weights per output
 channel, activations at scales fixed by a calibration on synthetic signals (`encoders.audio.calibration_waves`),
-so a clip's vector does not depend on its batch mates and batches run whole (Wav2CLIP on 2 Zen 4 cores:
-90 windows/s against 84 in torch bf16 and 37 in fp32, cosine 0.9998 to fp32). Only the network is
-exported (the tower's `embed`); the signal front end (`features`: STFT, mel, log) stays in torch.
+so a clip's vector does not depend on its batch mates and batches run whole (Wav2CLIP's tower on 2 Zen 4
+cores, `scripts/bench/index_audio.py`: 137 windows/s against 61 in torch bf16 and 29 in fp32, cosine 0.9996
+to fp32). Only the network is exported (the tower's `embed`); the signal front end (`features`: STFT, mel,
+log) stays in torch.
 """
 from __future__ import annotations
 
@@ -261,7 +262,7 @@ def verify(tower: OrtTower, model: nn.Module, modality: str, precision: str,
     if precision == "int8" and worst_cos < (AUDIO_INT8_MIN_COSINE if modality == "audio" else INT8_MIN_COSINE):
         raise UnsupportedPrecisionError(
             f"int8 does not keep the {modality} tower's vectors close to fp32 (min cosine {worst_cos:.5f} on "
-            f"held-out probes); use fp32 or bf16 for {modality}", modality)
+            f"held-out probes); use fp32 or bf16 for {modality}")
     if precision == "fp32" and worst_diff > FP32_MAX_DIFF:
         raise SpaceError(f"the ONNX Runtime {modality} tower ({precision}) does not reproduce the torch one "
                          f"(max diff {worst_diff:.2e}, min cosine {worst_cos:.5f}); use --backend torch")
@@ -284,8 +285,9 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
     path = folder / f"{modality}.{precision}.onnx"
     meta = folder / f"{modality}.{precision}.json"  # written last: the export was verified
     per_item = precision == "int8" and modality != "audio"  # static int8 (audio) does not depend on batch mates
-    if meta.exists() and json.loads(meta.read_text()).get("refused"):
-        raise UnsupportedPrecisionError(json.loads(meta.read_text())["refused"], modality)
+    refused = json.loads(meta.read_text()).get("refused") if meta.exists() else None
+    if refused:
+        raise UnsupportedPrecisionError(refused)
     if path.exists() and meta.exists():
         try:
             return OrtTower(path, INPUTS[modality], threads, per_item)

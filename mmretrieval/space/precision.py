@@ -20,7 +20,7 @@ Audio int8 is asked for by name only (``audio=int8``). It is static (see `encode
 (Wav2CLIP's tower: 137 windows/s against 61 in bf16 here), but how far it moves a clip depends on the clip:
 an export is refused below cosine 0.999 on held-out synthetic signals (the shipped tiny tower: 0.996 there,
 0.985 on its held-out clips), and one that passed (ViT-B-32-sized placeholder Wav2CLIP weights) still gave
-0.997 on a real test clip. ``auto`` therefore keeps audio in bf16/fp32.
+0.997 on a test clip. ``auto`` therefore keeps audio in bf16/fp32.
 
 Reduced precision moves vectors slightly, so a tower's precision is part of the space fingerprint
 (fp32, the reference, is left out so that fp32 fingerprints stay what they always were).

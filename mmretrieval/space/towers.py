@@ -178,7 +178,7 @@ class AudioFamily(TowerFamily):
                                                      f"split its front end (features/embed)")
             if why:
                 raise UnsupportedPrecisionError(f"space {space.spec.name!r}: audio in int8 needs ONNX Runtime, "
-                                                f"but {why}", "audio")
+                                                f"but {why}")
             enc.runner = ort.load_tower(enc.tower, "audio", "int8", space.tower_fingerprints[tower.name],
                                         cache_root(), calibration=enc.calibration_features)
             space.backends["audio"] = "onnx"
@@ -249,7 +249,7 @@ def _onnx_runners(model: torch.nn.Module, tower: TowerSpec, space: Any) -> dict[
             message = (f"space {space.spec.name!r}: {modality} in {space.precision[modality]} needs ONNX Runtime, "
                        f"but {why}")
             if space.precision[modality] == "int8":
-                raise UnsupportedPrecisionError(message, modality)
+                raise UnsupportedPrecisionError(message)
             raise SpaceError(message)
         space.backends[modality] = choice
         if choice != "torch":
