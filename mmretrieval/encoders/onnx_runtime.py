@@ -114,37 +114,23 @@ def _export_copy(model: nn.Module) -> nn.Module:
     return m
 
 
-class _Text(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+class _Tower(nn.Module):
+    """What a tower computes from its input (tokens, pixels, audio features), as one module to export."""
+
+    def __init__(self, model: nn.Module, modality: str) -> None:
         super().__init__()
         self.model = model
+        self.modality = modality
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        from .text import encode_text_trimmed
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.modality == "text":  # tokens already trimmed: their length stays symbolic in the export
+            from .text import encode_text_trimmed
 
-        return encode_text_trimmed(self.model, tokens, n=tokens.shape[1])
-
-
-class _Image(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixels)
-
-
-class _Audio(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(features)
+            return encode_text_trimmed(self.model, x, n=x.shape[1])
+        return self.model.encode_image(x) if self.modality == "image" else self.model.embed(x)
 
 
 INPUTS = {"text": "tokens", "image": "pixels", "audio": "features"}
-WRAPPERS = {"text": _Text, "image": _Image, "audio": _Audio}
 
 
 def _probe(modality: str, model: nn.Module, calibration: list[np.ndarray] | None = None) -> torch.Tensor:
@@ -168,7 +154,7 @@ def _probe(modality: str, model: nn.Module, calibration: list[np.ndarray] | None
 
 
 def _export(model: nn.Module, modality: str, path: Path, probe: torch.Tensor) -> None:
-    wrapped = WRAPPERS[modality](model)
+    wrapped = _Tower(model, modality)
     axes = {INPUTS[modality]: {0: "batch", 1: "tokens"} if modality == "text" else
             {0: "batch", 3: "frames"} if modality == "audio" else {0: "batch"}, "vectors": {0: "batch"}}
 
@@ -254,7 +240,7 @@ def verify(tower: OrtTower, model: nn.Module, modality: str, precision: str,
     worst_diff, worst_cos = 0.0, 1.0
     for p in probes:
         with torch.inference_mode():
-            ref = WRAPPERS[modality](model)(p).float().numpy()
+            ref = _Tower(model, modality)(p).float().numpy()
         got = tower(p.numpy())
         a, b = _unit(ref), _unit(got)
         worst_diff = max(worst_diff, float(np.abs(a - b).max()))
