@@ -246,11 +246,9 @@ def _onnx_runners(model: torch.nn.Module, tower: TowerSpec, space: Any) -> dict[
         if choice is None:  # auto, fp32: the faster one, measured once per tower and CPU
             choice = remembered(cache_root() / "backends.json", _backend_key(tower, space, modality)) or "measure"
         if choice != "torch" and not usable:
-            message = (f"space {space.spec.name!r}: {modality} in {space.precision[modality]} needs ONNX Runtime, "
-                       f"but {why}")
-            if space.precision[modality] == "int8":
-                raise UnsupportedPrecisionError(message)
-            raise SpaceError(message)
+            error = UnsupportedPrecisionError if space.precision[modality] == "int8" else SpaceError
+            raise error(f"space {space.spec.name!r}: {modality} in {space.precision[modality]} needs ONNX "
+                        f"Runtime, but {why}")
         space.backends[modality] = choice
         if choice != "torch":
             runners[modality] = ort.load_tower(model, modality, space.precision[modality],
