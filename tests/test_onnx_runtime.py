@@ -266,5 +266,10 @@ def test_int8_audio_is_refused_where_it_moves_vectors(tmp_path, monkeypatch):
         Space(spec, precision="audio=int8")
     assert not calls  # the refusal was remembered
     assert Space(spec, precision="int8").precision["audio"] == "fp32"  # int8 alone: text and image
+    from mmretrieval.encoders import audio_tower
+
+    monkeypatch.setattr(audio_tower, "splits", lambda tower: False)  # an arch without features/embed
+    with pytest.raises(UnsupportedPrecisionError, match="'conv' tower does not split its front end"):
+        Space(spec, precision="audio=int8")
     monkeypatch.setattr(backend, "int8_faster", lambda native: True)
     assert Space(spec, precision="auto", backend="torch").precision["audio"] in ("bf16", "fp32")
