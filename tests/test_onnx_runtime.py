@@ -59,6 +59,16 @@ def test_fp32_export_gives_torch_vectors_and_is_cached(heldout, reference, tmp_p
     assert np.abs(healed.image.encode(images[:4]) - i_ref[:4]).max() < 1e-5 and cached.stat().st_size > 1000
 
 
+def test_exports_are_shared_by_spaces_that_differ_only_in_input_preparation(tmp_path, monkeypatch):
+    """Two decode scales, two fingerprints, one network: one set of ONNX exports."""
+    monkeypatch.setenv("MMR_CACHE", str(tmp_path / "cache"))
+    spec = mmr.resolve_model_arg("tiny")
+    one = Space(spec, precision="image=int8,audio=fp32", jpeg_draft=1)
+    two = Space(spec, precision="image=int8,audio=fp32", jpeg_draft=2)
+    assert one.fingerprint != two.fingerprint and one.image.runner.path == two.image.runner.path
+    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 1
+
+
 def test_int8_towers_close_to_fp32_on_shipped_heldout(heldout, reference):
     texts, images = heldout
     t_ref, i_ref, fp = reference

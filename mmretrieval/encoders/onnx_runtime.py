@@ -2,8 +2,8 @@
 networks (static int8).
 
 A tower is exported once from the very module the space loaded (its real weights), verified against
-that module on probe inputs, and cached by the tower's fingerprint under the project's cache
-(``MMR_CACHE``/onnx), so a later load reads the file. int8 is ONNX Runtime's dynamic quantisation of
+that module on probe inputs, and cached by the fingerprint of its network and weights under the project's
+cache (``MMR_CACHE``/onnx), so a later load reads the file. int8 is ONNX Runtime's dynamic quantisation of
 the fp32 export (weights int8 per tensor, activations quantised per call; convolutions stay fp32, see
 `_quantize`): on this project's 2-core
 Zen 4 it ran the ViT-B-32 image tower ~1.5x faster than bf16 torch and a short text query ~3x faster
@@ -259,10 +259,10 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
                threads: int | None = None,
                calibration: Callable[[int], list[np.ndarray]] | None = None) -> OrtTower:
     """The tower `modality` of `model` under ONNX Runtime in `precision` (fp32 or int8), exported and
-    verified on first use and cached under `cache/key` (`key`: the tower's fingerprint). Audio (int8 only):
-    `model` is the audio tower, `calibration(seed)` batches of its `features` (seed 0: the export's
-    scales; seed 1: held-out probes; called only when the tower is exported). An int8 export that fails
-    its check is remembered as refused: later loads raise `UnsupportedPrecisionError` at once."""
+    verified on first use and cached under `cache/key` (`key`: a fingerprint of the network and its
+    weights). Audio (int8 only): `model` is the audio tower, `calibration(seed)` batches of its `features`
+    (seed 0: the export's scales; seed 1: held-out probes; called only when the tower is exported). An int8
+    export that fails its check is remembered as refused: later loads raise `UnsupportedPrecisionError`."""
     if not available():
         raise SpaceError("ONNX Runtime is not installed (pip install onnxruntime onnx); use --backend torch")
     if modality not in INPUTS or precision not in ("fp32", "int8") or (modality == "audio" and precision != "int8"):

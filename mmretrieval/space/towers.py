@@ -221,6 +221,15 @@ def _backend_key(tower: TowerSpec, space: Any, modality: str) -> str:
     return f"{space.tower_fingerprints[tower.name]}|{modality}|{space.precision[modality]}|{cpu_signature()}"
 
 
+def _export_key(tower: TowerSpec, space: Any) -> str:
+    """Where a tower's ONNX exports are cached: its network and weights, not how its inputs are decoded and
+    prepared (indexes of one model at two JPEG decode scales share their exports)."""
+    from .spec import fingerprint_of
+
+    part = tower_family(tower.family).identity(tower, space)
+    return fingerprint_of({k: v for k, v in part.items() if k not in ("preprocess", "image_decode")})
+
+
 def _no_onnx(space: Any, model_ok: bool, model_why: str) -> str | None:
     """Why a tower cannot run under ONNX Runtime here (None: it can)."""
     from ..encoders import onnx_runtime as ort
@@ -241,6 +250,7 @@ def _onnx_runners(model: torch.nn.Module, tower: TowerSpec, space: Any) -> dict[
     why = _no_onnx(space, ort.available() and ort.exportable(model),
                    f"{type(model).__name__} cannot be exported (open_clip CLIP models can)")
     usable = why is None
+    key = _export_key(tower, space) if usable else ""
     for modality in ("text", "image"):
         choice = backend_for(space.backend, space.precision[modality], usable)
         if choice is None:  # auto, fp32: the faster one, measured once per tower and CPU
@@ -251,8 +261,7 @@ def _onnx_runners(model: torch.nn.Module, tower: TowerSpec, space: Any) -> dict[
                         f"Runtime, but {why}")
         space.backends[modality] = choice
         if choice != "torch":
-            runners[modality] = ort.load_tower(model, modality, space.precision[modality],
-                                               space.tower_fingerprints[tower.name], cache_root())
+            runners[modality] = ort.load_tower(model, modality, space.precision[modality], key, cache_root())
     return runners
 
 
