@@ -49,7 +49,9 @@ def test_fp32_export_gives_torch_vectors_and_is_cached(heldout, reference, tmp_p
     monkeypatch.setattr(onnx_runtime, "_export", lambda *a: pytest.fail("exported again"))
     monkeypatch.setattr(onnx_runtime, "verify", lambda *a: pytest.fail("verified again"))
     again = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
+    assert again.text.runner._session is None and again.image.runner._session is None  # opened at first use
     np.testing.assert_array_equal(again.text.encode(texts[:5]), sp.text.encode(texts[:5]))
+    assert again.text.runner._session is not None and again.image.runner._session is None  # a text search
     monkeypatch.setattr(onnx_runtime, "_export", export)
     monkeypatch.setattr(onnx_runtime, "verify", verify)
     # a damaged cached file is exported again, not a crash

@@ -24,6 +24,7 @@ import copy
 import json
 import logging
 import os
+import threading
 import time
 from contextlib import contextmanager
 from functools import lru_cache
@@ -77,18 +78,35 @@ class OrtTower:
     vector depends on the item alone, at a cost that varied by run (ViT-B-32 on 2 cores: 45 img/s item by
     item against 40-55 batched in one run; 30 against 46 in the index_images benchmark's)."""
 
-    def __init__(self, path: Path, input_name: str, threads: int | None = None, per_item: bool = False) -> None:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads or torch.get_num_threads())
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
+    def __init__(self, path: Path, input_name: str, threads: int | None = None, per_item: bool = False,
+                 lazy: bool = False) -> None:
+        """`lazy`: open the session at the first call (0.2-1.3 s for ViT-B-32's towers), so a process that
+        searches by text never pays for the image tower's; else now (a damaged file fails here)."""
         self.path = Path(path)
         self.input_name = input_name
         self.per_item = per_item
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.threads = int(threads or torch.get_num_threads())
+        self._session: Any = None
+        self._opening = threading.Lock()
+        if not lazy:
+            self._open()
+
+    @property
+    def session(self) -> Any:
+        return self._session if self._session is not None else self._open()
+
+    def _open(self) -> Any:
+        import onnxruntime as ort
+
+        with self._opening:
+            if self._session is None:
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = self.threads
+                so.inter_op_num_threads = 1
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                so.log_severity_level = 3
+                self._session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+            return self._session
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.per_item and len(x) > 1:
@@ -271,12 +289,13 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
     path = folder / f"{modality}.{precision}.onnx"
     meta = folder / f"{modality}.{precision}.json"  # written last: the export was verified
     per_item = precision == "int8" and modality != "audio"  # static int8 (audio) does not depend on batch mates
-    refused = json.loads(meta.read_text()).get("refused") if meta.exists() else None
-    if refused:
-        raise UnsupportedPrecisionError(refused)
+    record = json.loads(meta.read_text()) if meta.exists() else {}
+    if record.get("refused"):
+        raise UnsupportedPrecisionError(record["refused"])
     if path.exists() and meta.exists():
-        try:
-            return OrtTower(path, INPUTS[modality], threads, per_item)
+        try:  # the file as exported (its size recorded): opened at first use; else now, to catch damage
+            return OrtTower(path, INPUTS[modality], threads, per_item,
+                            lazy=record.get("bytes") == path.stat().st_size)
         except Exception as e:  # damaged in the cache (onnxruntime raises its own types): export again
             log.warning("cached ONNX tower %s does not load (%s); exporting it again", path, e)
             for stale in (meta, path, folder / f"{modality}.fp32.onnx"):
@@ -300,7 +319,8 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
         atomic_write(meta, lambda tmp: Path(tmp).write_text(refusal))
         path.unlink(missing_ok=True)
         raise
-    info = {"version": FORMAT_VERSION, "seconds": round(time.perf_counter() - t, 2), **check}
+    info = {"version": FORMAT_VERSION, "seconds": round(time.perf_counter() - t, 2), "bytes": path.stat().st_size,
+            **check}
     atomic_write(meta, lambda tmp: Path(tmp).write_text(json.dumps(info)))
     return tower
 
