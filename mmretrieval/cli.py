@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, metavar="N")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="decode threads (default: cores, max 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--index-type", choices=["auto", "flat", "hnsw", "ivf-flat", "ivf-sq8", "ivf-pq"],
+    p.add_argument("--index-type", choices=["auto", "flat", "hnsw", "ivf-fp16", "ivf-flat", "ivf-sq8", "ivf-pq"],
                    help="vector index type (remembered; default auto: exact flat while small, IVF as it grows); "
                         "changing it converts the index without re-embedding")
     p.add_argument("--memory-budget", metavar="SIZE", help="keep the vector index under SIZE (e.g. 600M): "

@@ -191,8 +191,8 @@ class Engine:
         """Index (incrementally) every supported file under `paths`.
 
         Long audio becomes one item per window (start/end seconds); `pool_audio` makes it one item per
-        file instead (the mean of its window vectors). `index_type` (flat, hnsw, ivf-flat, ivf-sq8, ivf-pq, or
-        auto) and `memory_budget` (bytes) are remembered by the index; with neither, the type follows the
+        file instead (the mean of its window vectors). `index_type` (flat, hnsw, ivf-fp16, ivf-flat, ivf-sq8,
+        ivf-pq, or auto) and `memory_budget` (bytes) are remembered by the index; with neither, the type follows the
         collection's size (`index.choose.choose_index`), converting without re-embedding when it changes.
         `ray`: embed on a Ray cluster (`ingest.distributed`); planning and the commit stay here, and files
         embedded by an interrupted run (staged under the index's `staging/`) are not embedded again."""
@@ -263,7 +263,7 @@ class Engine:
 
     def _fit_index_type(self) -> None:
         """Convert the vector index when the policy or the collection's size calls for another type."""
-        from .index.choose import choose_index, nlist_for
+        from .index.choose import choose_index, estimate_bytes, nlist_for
 
         cat, vectors = self.store.catalog, self.store.vectors
         pinned = cat.get_meta("index_type")
@@ -274,7 +274,12 @@ class Engine:
         current = vectors.kind
         ivf = vectors.ivf
         stale = ivf is not None and choice.needs_training and nlist_for(n) >= 4 * ivf.nlist
-        if (choice.kind == current and not stale) or (choice.needs_training and n < max(choice.nlist, 1)):
+        # An ivf-flat index built before ivf-fp16 became the default stays as it is (its scores are exact) while it
+        # fits the budget, until its lists go stale and it is rebuilt anyway.
+        same = choice.kind == current or (
+            pinned in (None, "auto") and (choice.kind, current) == ("ivf-fp16", "ivf-flat")
+            and (not budget or estimate_bytes("ivf-flat", n, self.dim) <= int(budget)))
+        if (same and not stale) or (choice.needs_training and n < max(choice.nlist, 1)):
             return
         self.store.vectors = vectors.convert(choice)
         self.store.begin()

@@ -13,8 +13,12 @@ def test_choice_is_a_pure_function_of_size_and_memory():
     assert choose_index(1_000, 512).kind == "flat"
     assert choose_index(49_999, 512).kind == "flat"
     big = choose_index(1_000_000, 512)
-    assert big.kind == "ivf-flat" and big.nlist == 4096 and big.nprobe >= 16
+    assert big.kind == "ivf-fp16" and big.factory == "IVF4096,SQfp16" and big.nlist == 4096 and big.nprobe >= 16
+    assert choose_index(1_000_000, 512, kind="ivf-flat").factory == "IVF4096,Flat"  # exact lists, on request
+    assert estimate_bytes("ivf-fp16", 1_000_000, 512) < estimate_bytes("ivf-flat", 1_000_000, 512) * 0.55
+    assert choose_index(1_000_000, 512, memory_budget=parse_bytes("1.5G")).kind == "ivf-fp16"
     assert choose_index(1_000_000, 512, memory_budget=parse_bytes("600M")).kind == "ivf-sq8"
+    assert choose_index(10_000, 512, memory_budget=parse_bytes("15M")).kind == "ivf-fp16"  # flat (21 MB) does not fit
     assert estimate_bytes("ivf-sq8", 1_000_000, 512) <= 600 * 2**20  # the compact 1 M × 512 target
     pq = choose_index(1_000_000, 512, memory_budget=parse_bytes("100M"))
     assert pq.kind == "ivf-pq" and pq.est_bytes <= parse_bytes("100M")
@@ -34,7 +38,8 @@ def _clustered(n, d, seed=0):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("kind,min_recall", [("ivf-flat", 0.95), ("ivf-sq8", 0.95), ("hnsw", 0.95), ("ivf-pq", 0.8)])
+@pytest.mark.parametrize("kind,min_recall", [("ivf-fp16", 0.95), ("ivf-flat", 0.95), ("ivf-sq8", 0.95), ("hnsw", 0.95),
+                                             ("ivf-pq", 0.8)])
 def test_approximate_types_against_exact_search(kind, min_recall, tmp_path):
     d, n = 32, 8000 if kind == "ivf-pq" else 20000
     x = _clustered(n, d)
@@ -56,6 +61,12 @@ def test_approximate_types_against_exact_search(kind, min_recall, tmp_path):
 
     r, _ = recall()
     assert r >= min_recall, r
+    if kind in ("ivf-fp16", "ivf-flat"):  # the scores of what both found: exact, or to half precision
+        s_a, i_a = approx.search(q, 10)
+        s_b, i_b = exact.search(q, 10)
+        diffs = [abs(a - dict(zip(ib, sb))[i]) for sa, ia, sb, ib in zip(s_a, i_a, s_b, i_b)
+                 for a, i in zip(sa, ia) if i in set(ib)]
+        assert len(diffs) > 900 and max(diffs) < (1e-4 if kind == "ivf-fp16" else 1e-5), max(diffs)
     allowed = ids[::4]
     r, got = recall(allowed)
     assert r >= min_recall - 0.05 and np.isin(got[got >= 0], allowed).all()
@@ -96,6 +107,50 @@ def test_engine_converts_on_request_without_re_embedding(tmp_path, tiny_space_di
     eng = mmr.Engine(tmp_path / "idx", readonly=True)
     assert eng.stats()["index_type"] == "flat" and eng.check()["consistent"]
     assert main(["index", str(tmp_path / "media"), "--index", str(tmp_path / "idx"), "--memory-budget", "lots"]) == 2
+
+
+def test_ivf_flat_indexes_are_kept_until_a_budget_or_staleness_calls_for_a_rebuild(tmp_path, tiny_space_dir,
+                                                                                    monkeypatch):
+    """ivf-fp16 is the default IVF now; an index built as ivf-flat under the auto policy is not converted
+    just for that (its scores are exact), but is where a memory budget it exceeds is set. Nothing is re-embedded."""
+    from mmretrieval.index import choose
+    from mmretrieval.ingest.embed import EmbeddedFile
+    from mmretrieval.ingest.walk import FileEntry
+
+    monkeypatch.setattr(choose, "FLAT_UP_TO", 300)  # IVF sizes without 50 k items
+    (tmp_path / "empty").mkdir()
+    n, rng = 1200, np.random.default_rng(4)
+
+    def filled(name: str, index_type: str | None) -> mmr.Engine:
+        eng = mmr.Engine(tmp_path / name, model=str(tiny_space_dir))
+        eng.index([tmp_path / "empty"], index_type=index_type)
+        x = _clustered(n, eng.dim, seed=6)
+        eng.add_embeddings([EmbeddedFile(FileEntry(f"/synthetic/{i:05d}.jpg", "image", 1, 1), f"{i:064x}",
+                                         eng.space.fingerprint, [({"width": 1, "height": 1}, None)], x[i:i + 1])
+                            for i in range(n)])
+        return eng
+
+    fresh = filled("fresh", None)
+    assert fresh.stats()["index_type"] == "ivf-fp16"
+    fresh.close()
+    eng = filled("old", "ivf-flat")
+    assert eng.stats()["index_type"] == "ivf-flat"
+    q = rng.standard_normal(eng.dim).astype(np.float32)
+    q /= np.linalg.norm(q)
+    eng.index([tmp_path / "empty"], index_type="auto")
+    assert eng.stats()["index_type"] == "ivf-flat"  # kept: auto alone does not rebuild it
+    budget = (choose.estimate_bytes("ivf-fp16", n, eng.dim) + choose.estimate_bytes("ivf-flat", n, eng.dim)) // 2
+    eng.index([tmp_path / "empty"], memory_budget=budget)
+    assert eng.stats()["index_type"] == "ivf-fp16" and eng.store.vectors.ntotal == n and eng.check()["consistent"]
+    eng.store.vectors.ivf.nprobe = eng.store.vectors.ivf.nlist  # both answers exact up to half precision
+    after = eng.search_vector(q, k=5)
+    eng.close()
+    eng = filled("exact", "ivf-flat")
+    eng.store.vectors.ivf.nprobe = eng.store.vectors.ivf.nlist
+    exact = eng.search_vector(q, k=5)
+    assert [h.id for h in after] == [h.id for h in exact] and len(exact) == 5
+    np.testing.assert_allclose([h.score for h in after], [h.score for h in exact], atol=1e-4)
+    eng.close()
 
 
 def test_ivf_nprobe_is_tuned_to_the_recall_target(tmp_path):

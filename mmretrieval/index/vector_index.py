@@ -228,12 +228,14 @@ class VectorIndex:
 
     @property
     def kind(self) -> str:
-        """flat, hnsw, ivf-flat, ivf-sq8 or ivf-pq (see `choose.py`)."""
+        """flat, hnsw, ivf-fp16, ivf-flat, ivf-sq8 or ivf-pq (see `choose.py`)."""
         inner = self._inner
         if isinstance(inner, faiss.IndexHNSW):
             return "hnsw"
+        if isinstance(inner, faiss.IndexIVFScalarQuantizer):
+            return "ivf-fp16" if inner.sq.qtype == faiss.ScalarQuantizer.QT_fp16 else "ivf-sq8"
         if isinstance(inner, faiss.IndexIVF):
-            return {"IndexIVFFlat": "ivf-flat", "IndexIVFScalarQuantizer": "ivf-sq8"}.get(type(inner).__name__, "ivf-pq")
+            return "ivf-flat" if isinstance(inner, faiss.IndexIVFFlat) else "ivf-pq"
         return "flat"
 
     @property

@@ -1,7 +1,7 @@
 """Warm end-to-end query latency through `Engine.search` at 10 k, 100 k and 1 M items, and recall@10.
 
     python scripts/bench/query.py [--sizes 10000,100000,1000000] [--model vit-b-32 | tiny]
-                                  [--precision auto] [--compact]
+                                  [--precision auto] [--compact] [--baseline-index ivf-flat]
 
 Each size is a real index folder (catalog + vectors): the items are synthetic (clustered unit vectors,
 80 % images and 20 % text passages, one file per 1,000 items) since no library of a million photos
@@ -16,7 +16,9 @@ and nprobe-tuned as it would be). Measured warm, in one process, per size:
 - recall@10 of the engine's filtered search against exact filtered search (queries near the data).
 
 `--model vit-b-32` uses ViT-B-32 with random weights saved to a checkpoint (the same cost as real
-ones, which cannot be downloaded here). `--compact` adds a 1 M row under a 600 MB memory budget.
+ones, which cannot be downloaded here). `--compact` adds a 1 M row under a 600 MB memory budget;
+`--baseline-index` (default ivf-flat, the type chosen before ivf-fp16; `none` to skip) adds a row at the
+largest size with that index type pinned, the baseline for the default type side by side.
 Prints a table and a JSON line.
 """
 from __future__ import annotations
@@ -95,10 +97,11 @@ def main() -> None:
     ap.add_argument("--precision", default=None, help="for the new indexes (default auto)")
     ap.add_argument("--queries", type=int, default=200, help="recall queries")
     ap.add_argument("--compact", action="store_true", help="add a 1 M row under a 600 MB memory budget")
+    ap.add_argument("--baseline-index", default="ivf-flat", help="index type of a baseline row at the largest size")
     a = ap.parse_args()
     import torch
 
-    rows = []
+    rows, kept = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = a.model
@@ -112,17 +115,21 @@ def main() -> None:
         (tmp / "q").mkdir()
         (tmp / "empty").mkdir()
         qimages = make_query_images(tmp / "q", 20)
-        runs = [(int(s), None) for s in a.sizes.split(",")]
+        runs = [(int(s), None, None) for s in a.sizes.split(",")]
+        largest = max(n for n, _, _ in runs)
+        if a.baseline_index != "none":
+            runs.append((largest, None, a.baseline_index))
         if a.compact:
-            runs.append((max(n for n, _ in runs), "600M"))
-        for n, budget in runs:
-            eng = mmr.Engine(tmp / f"idx-{n}-{budget}", model=model, precision=a.precision)
+            runs.append((largest, "600M", None))
+        for n, budget, pinned in runs:
+            eng = mmr.Engine(tmp / f"idx-{n}-{budget}-{pinned}", model=model, precision=a.precision)
             dim = eng.dim
             rng = np.random.default_rng(0)
             centers = rng.standard_normal((1000, dim))
             x = clustered(n, dim, rng, centers)
             modality = np.where((np.arange(n) // 1000) % 5 < 5 * IMAGE_SHARE, "image", "text")
-            eng.index([tmp / "empty"], memory_budget=None if budget is None else int(600 * 2**20))  # the policy
+            eng.index([tmp / "empty"], memory_budget=None if budget is None else int(600 * 2**20),
+                      index_type=pinned)  # the policy
             t = time.perf_counter()
             ids = fill(eng, x, modality)  # commits, then fits the index type (training IVF, tuning nprobe)
             fill_s = time.perf_counter() - t
@@ -190,6 +197,12 @@ def main() -> None:
                          "search_p50_ms": s50, "search_p95_ms": s95, "exact_flat_search_p50_ms": f50,
                          "recall@10": recall, "fill_s": fill_s, "convert_s": convert_s})
             prec = eng.stats()["space"]["precision"]
+            if n == largest and budget is None:
+                kept[pinned] = eng  # for the side-by-side run below
+            else:
+                eng.close()
+        side = side_by_side(kept, a.baseline_index) if len(kept) == 2 else None
+        for eng in kept.values():
             eng.close()
     print(f"model {a.model}, precision {prec}, torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}; "
           f"items {int(IMAGE_SHARE * 100)} % image / {100 - int(IMAGE_SHARE * 100)} % text")
@@ -205,7 +218,39 @@ def main() -> None:
     print(f"\ntext query e2e p50 by text tower runtime (ms)\n{'items':>9}" + "".join(f"{x:>13}" for x in labels))
     for r in rows:
         print(f"{r['n']:>9}" + "".join(f"{r['text_e2e_p50_ms_by_tower'][x]:13.2f}" for x in labels))
-    print(json.dumps({"bench": "query", "model": a.model, "precision": prec, "rows": rows}))
+    if side is not None:
+        print(f"\nside by side at {largest:,} items, queries alternating between the two indexes (text e2e p50 ms, "
+              f"ONNX Runtime text tower as the index runs it, and with the other runtimes by their vectors):")
+        for label, r in side.items():
+            print(f"  {label:<12}" + "".join(f"  {k} {v:6.2f}" for k, v in r.items()))
+    print(json.dumps({"bench": "query", "model": a.model, "precision": prec, "rows": rows, "side_by_side": side}))
+
+
+def side_by_side(engines: dict, baseline: str) -> dict[str, dict[str, float]]:
+    """Text queries end to end on the default index and the baseline one, alternating query by query (the
+    machine's speed drifts; run one after the other, the two rows above differ by that drift too): with the
+    engine's own `search`, and with each text tower runtime's vector."""
+    towers = {"onnx fp32": ("fp32", "onnx"), "onnx int8": ("text=int8", "onnx")}
+    default, base = engines[None], engines[baseline]
+    encoders = {k: Space(default.spec, precision=p, backend=b).text for k, (p, b) in towers.items()}
+    times: dict[str, dict[str, list[float]]] = {lab: {k: [] for k in ("search", *towers)}
+                                                for lab in ("default", baseline)}
+    for eng in (default, base):
+        eng.search(TEXTS[0])
+    for enc in encoders.values():
+        enc.encode(TEXTS[:2])
+    for _ in range(3):
+        for text in TEXTS:
+            for lab, eng in (("default", default), (baseline, base)):
+                t0 = time.perf_counter()
+                eng.search(text, k=10)
+                times[lab]["search"].append(time.perf_counter() - t0)
+                for k, enc in encoders.items():
+                    t0 = time.perf_counter()
+                    eng.search_vector(enc.encode([text])[0], k=10, types=["image", "audio"], query_modality="text")
+                    times[lab][k].append(time.perf_counter() - t0)
+    label = default.store.vectors.kind
+    return {(label if lab == "default" else lab): {k: percentiles(v)[0] for k, v in t.items()} for lab, t in times.items()}
 
 
 if __name__ == "__main__":
