@@ -187,6 +187,18 @@ def test_int8_calibration_runs_here():
     assert set(seconds) == {"int8", "float32"} and all(0 < v < 1 for v in seconds.values())
 
 
+def test_tower_sessions_stop_spinning_after_each_run(heldout):
+    """A session's pool spinning after its run slowed the next tower's (2x alternating image and text)."""
+    texts, images = heldout
+    sp = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
+    sp.text.encode(texts[:2])
+    sp.image.encode(images[:2])
+    for t in (sp.text, sp.image):
+        opts = t.runner.session.get_session_options()
+        assert opts.get_session_config_entry("session.force_spinning_stop") == "1"
+        assert opts.intra_op_num_threads == t.runner.threads
+
+
 def test_int8_vectors_do_not_depend_on_batch_mates(heldout):
     """Dynamic int8 scales activations per call: items run one by one, so a file embeds the same alone,
     in any batch, here or on another worker."""
