@@ -109,6 +109,9 @@ class IndexedContents(Mapping[str, FileRow]):
             "SELECT COUNT(DISTINCT hash) FROM files WHERE status='indexed' AND hash IS NOT NULL").fetchone()[0])
 
 
+MMAP_BYTES = 1 << 30  # address space, not memory: pages are read in as touched
+
+
 class Catalog:
     FILE = "catalog.sqlite"
 
@@ -123,6 +126,9 @@ class Catalog:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        # Reads through a memory map instead of a read() per page: a search's rows for 10 random items of a 1 M-item
+        # catalog (137 MB) took 1.9 ms, 0.2 ms mapped. Writes still go through SQLite's pager and journal.
+        self.db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         self.db.row_factory = sqlite3.Row
         self.db.isolation_level = None  # explicit transactions only
         if create:
