@@ -240,7 +240,9 @@ def main() -> None:
               f"{r['text_e2e_p50_ms']:9.2f}{r['search_p50_ms']:8.2f}{r['index_rss_MB']:8.0f}"
               f"{r['with_towers_rss_MB']:8.0f}{r['disk_MB']:9.0f}")
     if big:
-        print(f"{big['n']:>10}  {'(an earlier run) ' if big.get('earlier_run') else ''}{big['index']}: build {big['build_s']:.0f} s, query {big['query_p50_ms']:.2f} ms, "
+        earlier = "(an earlier run) " if big.get("earlier_run") else ""
+        print(f"{big['n']:>10}  {earlier}{big['index']}: build {big['build_s']:.0f} s, "
+              f"query {big['query_p50_ms']:.2f} ms, "
               f"RSS {big['rss_MB']:.0f} MB ({big['rss_after_queries_MB']:.0f} after 200 queries), "
               f"disk {big['disk_MB']:.0f} MB")
     print("(* projected: items / the measured embedding rate; everything else measured)")
