@@ -250,7 +250,8 @@ def side_by_side(engines: dict, baseline: str) -> dict[str, dict[str, float]]:
                     eng.search_vector(enc.encode([text])[0], k=10, types=["image", "audio"], query_modality="text")
                     times[lab][k].append(time.perf_counter() - t0)
     label = default.store.vectors.kind
-    return {(label if lab == "default" else lab): {k: percentiles(v)[0] for k, v in t.items()} for lab, t in times.items()}
+    return {(label if lab == "default" else lab): {k: percentiles(v)[0] for k, v in t.items()}
+            for lab, t in times.items()}
 
 
 if __name__ == "__main__":
