@@ -183,6 +183,13 @@ class Engine:
                 self._space = space
             return self._space
 
+    def prepare(self) -> None:
+        """Load the space and open every tower's runtime now, so that the first query does not wait for them (a
+        server calls it in the background as it starts)."""
+        space = self.space
+        for modality in space.modalities:
+            space.encoder(modality).prepare()
+
     # ----------------------------------------------------------------- indexing
     def index(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,
               progress: bool = False, checkpoint_seconds: float = 30.0, pool_audio: bool = False,

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import mmretrieval as mmr  # noqa: E402
 from media import make_media  # noqa: E402
-from mmretrieval.server.app import create_app  # noqa: E402
+from mmretrieval.server.app import create_app, warm_up  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +114,27 @@ def test_space_mismatch_is_409(index, tiny_space_dir, tmp_path):
     eng.index([index[1]["red"]])
     eng.close()
     make_tiny_space(space, seed=5)  # the weights under the index changed
-    c = TestClient(create_app(tmp_path / "idx"))
-    r = c.get("/search", params={"q": "x"})
+    app = create_app(tmp_path / "idx")
+    warm_up(app.state.engine).join(timeout=120)  # `mmr serve` warms up: it meets the error and leaves it to the query
+    r = TestClient(app).get("/search", params={"q": "x"})
     assert r.status_code == 409 and "fingerprint" in r.json()["error"]
+
+
+def test_serve_loads_the_space_and_opens_the_towers_in_the_background(index, monkeypatch):
+    """The server listens at once; the weights load and the ONNX sessions open behind it, not in the first query."""
+    monkeypatch.setenv("MMR_BACKEND", "onnx")
+    app = create_app(index[0])
+    eng = app.state.engine
+    assert eng._space is None  # nothing loaded by starting the app
+    warm_up(eng).join(timeout=120)
+    assert eng._space is not None
+    runners = [eng.space.encoder(m).runner for m in ("text", "image")]
+    assert all(r is not None and r._session is not None for r in runners)
+    client = TestClient(app)
+    assert client.get("/search", params={"q": "a red circle", "k": 3}).status_code == 200
+    with open(index[1]["blue"], "rb") as f:
+        r = client.post("/search", files={"image": ("q.png", f, "image/png")}, data={"types": "image", "k": "2"})
+    assert r.status_code == 200 and r.json()[0]["path"] == str(index[1]["blue"])
 
 
 def test_token_auth(index):

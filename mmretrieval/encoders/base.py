@@ -35,6 +35,13 @@ class Encoder(ABC):
             out[start:start + len(chunk)] = normalize(emb)
         return out
 
+    def prepare(self) -> None:
+        """Do now what the first `encode` would do once (open its ONNX Runtime session: 0.2-1.3 s for ViT-B-32's
+        towers). Safe from another thread."""
+        opener = getattr(getattr(self, "runner", None), "open", None)
+        if opener is not None:
+            opener()
+
     @abstractmethod
     def _encode_batch(self, batch: list[Any]) -> torch.Tensor | np.ndarray:
         """Return un-normalised embeddings ``[len(batch), dim]``."""

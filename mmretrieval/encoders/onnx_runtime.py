@@ -95,6 +95,10 @@ class OrtTower:
     def session(self) -> Any:
         return self._session if self._session is not None else self._open()
 
+    def open(self) -> None:
+        """Open the session now rather than at the first call (see `Encoder.prepare`)."""
+        self.session  # noqa: B018
+
     def _open(self) -> Any:
         import onnxruntime as ort
 

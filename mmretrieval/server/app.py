@@ -3,6 +3,7 @@ size) and map the engine's typed errors to status codes; the engine does the res
 # No `from __future__ import annotations` here: FastAPI reads the route annotations at run time.
 
 import hmac
+import logging
 import os
 import tempfile
 import threading
@@ -20,6 +21,7 @@ STATUS = [(UsageError, 422), (DecodeError, 422), (ItemNotFoundError, 404), (Inde
           (SpaceMismatchError, 409), (IndexLockedError, 423), (MissingWeightsError, 503), (SpaceError, 500),
           (MMRError, 500)]
 PAGE = Path(__file__).with_name("page.html")
+log = logging.getLogger(__name__)
 
 
 class UploadTooLarge(MMRError):
@@ -241,4 +243,20 @@ def serve(index: str, *, host: str = "127.0.0.1", port: int = 8000, token: str |
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         raise UsageError(f"binding to {host} exposes your files: give --token (or MMR_TOKEN) so requests must carry it")
     app = create_app(index, token=token, max_upload=max_upload)
+    warm_up(app.state.engine)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def warm_up(engine: Engine) -> threading.Thread:
+    """Load the space and open its towers' runtimes in the background while the server starts listening: the
+    first query otherwise waited for them (ViT-B-32: seconds for the weights, 0.2-1.3 s per ONNX session). A
+    failure here is left to the first query, which meets it again and gets its status code."""
+    def run() -> None:
+        try:
+            engine.prepare()
+        except Exception:  # noqa: BLE001
+            log.debug("warm-up failed; the first query will say why", exc_info=True)
+
+    thread = threading.Thread(target=run, name="mmr-warm-up", daemon=True)
+    thread.start()
+    return thread
