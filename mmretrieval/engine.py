@@ -186,9 +186,8 @@ class Engine:
     def prepare(self) -> None:
         """Load the space and open every tower's runtime now, so that the first query does not wait for them (a
         server calls it in the background as it starts)."""
-        space = self.space
-        for modality in space.modalities:
-            space.encoder(modality).prepare()
+        for encoder in self.space.encoders.values():
+            encoder.prepare()
 
     # ----------------------------------------------------------------- indexing
     def index(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,
