@@ -49,9 +49,9 @@ def test_fp32_export_gives_torch_vectors_and_is_cached(heldout, reference, tmp_p
     monkeypatch.setattr(onnx_runtime, "_export", lambda *a: pytest.fail("exported again"))
     monkeypatch.setattr(onnx_runtime, "verify", lambda *a: pytest.fail("verified again"))
     again = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
-    assert again.text.runner._session is None and again.image.runner._session is None  # opened at first use
+    assert not again.text.runner._sessions and not again.image.runner._sessions  # opened at first use
     np.testing.assert_array_equal(again.text.encode(texts[:5]), sp.text.encode(texts[:5]))
-    assert again.text.runner._session is not None and again.image.runner._session is None  # a text search
+    assert again.text.runner._sessions and not again.image.runner._sessions  # a text search
     monkeypatch.setattr(onnx_runtime, "_export", export)
     monkeypatch.setattr(onnx_runtime, "verify", verify)
     # a damaged cached file is exported again, not a crash
@@ -88,9 +88,32 @@ def test_int8_towers_close_to_fp32_on_shipped_heldout(heldout, reference):
     # the patch embedding stays fp32 (ONNX Runtime's ConvInteger was slow and quantises raw pixels)
     import onnx
 
-    ops = {n.op_type for n in onnx.load(str(sp.image.runner.path), load_external_data=False).graph.node}
-    assert "Conv" in ops and "ConvInteger" not in ops and "DynamicQuantizeMatMul" not in ops
-    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    def ops(path):
+        return {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+
+    assert "Conv" in ops(sp.image.runner.path) and "ConvInteger" not in ops(sp.image.runner.path)
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops(sp.image.runner.path)  # one item: the plain graph
+    # a batch: activations scaled per item (onnx_int8.scales_per_item), each item as if alone
+    assert {"MatMulInteger", "QuantizeLinear"} <= ops(sp.image.runner.batched)
+    assert "DynamicQuantizeLinear" not in ops(sp.image.runner.batched)
+    for runner in (sp.text.runner, sp.image.runner):
+        assert runner.equal_shapes and not runner.per_item
+    assert np.array_equal(i8[:5], np.concatenate([sp.image.encode([f]) for f in images[:5]]))
+    assert np.array_equal(t8, np.concatenate([sp.text.encode([t]) for t in texts]))  # lengths mixed
+    runner, calls = sp.text.runner, []
+
+    class Spy:
+        per_item, equal_shapes = runner.per_item, runner.equal_shapes
+
+        def __call__(self, x):
+            calls.append(x.shape)
+            return runner(x)
+
+    sp.text.runner = Spy()
+    sp.text.encode(["a red circle", "a blue square", "a small red circle on grey"])
+    (two, width), (one, other) = sorted(calls, reverse=True)  # one call per length, each at its length
+    assert (two, one) == (2, 1) and width < other
+    assert {runner.path, runner.batched} <= set(runner._sessions)  # one text: the plain graph; two: batched
 
 
 def test_auto_measures_once_and_remembers(tmp_path, monkeypatch):
@@ -285,7 +308,7 @@ def test_int8_audio_is_refused_where_it_moves_vectors(tmp_path, monkeypatch):
     (meta,) = (tmp_path / "cache" / "onnx").rglob("audio.int8.json")
     assert "refused" in json.loads(meta.read_text())
     calls = []
-    monkeypatch.setattr(onnx_runtime, "_quantize_static", lambda *a: calls.append(a))
+    monkeypatch.setattr(onnx_runtime, "quantize_static", lambda *a: calls.append(a))
     with pytest.raises(UnsupportedPrecisionError, match="min cosine"):
         Space(spec, precision="audio=int8")
     assert not calls  # the refusal was remembered

@@ -129,7 +129,7 @@ def test_serve_loads_the_space_and_opens_the_towers_in_the_background(index, mon
     warm_up(eng).join(timeout=120)
     assert eng._space is not None
     runners = [eng.space.encoder(m).runner for m in ("text", "image")]
-    assert all(r is not None and r._session is not None for r in runners)
+    assert all(r is not None and r.path in r._sessions for r in runners)
     client = TestClient(app)
     assert client.get("/search", params={"q": "a red circle", "k": 3}).status_code == 200
     with open(index[1]["blue"], "rb") as f:

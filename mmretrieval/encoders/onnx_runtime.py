@@ -4,8 +4,8 @@ networks (static int8).
 A tower is exported once from the very module the space loaded (its real weights), verified against
 that module on probe inputs, and cached by the fingerprint of its network and weights under the project's
 cache (``MMR_CACHE``/onnx), so a later load reads the file. int8 is ONNX Runtime's dynamic quantisation of
-the fp32 export (weights int8 per tensor, activations quantised per call; convolutions stay fp32, see
-`_quantize`): on this project's 2-core
+the fp32 export (weights int8 per tensor, activations quantised per item; convolutions stay fp32, see
+`onnx_int8`): on this project's 2-core
 Zen 4 it ran the ViT-B-32 image tower ~1.5x faster than bf16 torch and a short text query ~3x faster
 than fp32, at a cosine of ~0.999 to fp32, so it is a precision of its own (it moves vectors: it is
 part of the fingerprint) while the fp32 export is a backend (same vectors to 2e-7: it is not).
@@ -26,10 +26,9 @@ import logging
 import os
 import threading
 import time
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -37,11 +36,12 @@ from torch import nn
 
 from ..errors import SpaceError, UnsupportedPrecisionError
 from ..index.segments import atomic_write
+from .onnx_int8 import quantize_dynamic, quantize_static
 from .packed import SelfAttention, self_attention_block
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # of what we export (its graph, its checks, the int8 recipe): part of the cache folder's name
+FORMAT_VERSION = 3  # of what we export (its graph, its checks, the int8 recipe): part of the cache folder's name
 OPSET = 17
 # What an export must reproduce before it is used: fp32 to float rounding; int8 to the issue's bar.
 FP32_MAX_DIFF = 1e-4     # max abs difference of normalised vectors
@@ -72,38 +72,46 @@ def versions() -> str:
 class OrtTower:
     """One exported tower: ``x -> un-normalised vectors`` (numpy in, numpy out).
 
-    `per_item` (int8): dynamic quantisation scales the activations by the range of the whole call, so an
-    item's vector would depend on the items batched with it (cosine 0.9998 between batch 1 and 32, enough
-    to make the same file embed differently here and on a Ray worker). Items then run one by one: the
-    vector depends on the item alone, at a cost that varied by run (ViT-B-32 on 2 cores: 45 img/s item by
-    item against 40-55 batched in one run; 30 against 46 in the index_images benchmark's)."""
+    Dynamic int8 (ONNX Runtime's) scales a call's activations by their range over the whole call, so an
+    item's vector would depend on its batch mates. One item runs the plain graph (`path`, its fused kernels:
+    a one-text query 3.5 ms where the rewritten graph took 4.6); a batch runs `batched`, the same graph with
+    the range taken per item (`onnx_int8.scales_per_item`), which gives each item the vector it gets alone
+    (checked when exported). `equal_shapes`: padding is part of an item's range, so texts batch only with
+    texts of their length. `per_item`: an int8 tower without a batched graph runs a batch item by item."""
 
     def __init__(self, path: Path, input_name: str, threads: int | None = None, per_item: bool = False,
-                 lazy: bool = False) -> None:
-        """`lazy`: open the session at the first call (0.2-1.3 s for ViT-B-32's towers), so a process that
-        searches by text never pays for the image tower's; else now (a damaged file fails here)."""
+                 lazy: bool = False, batched: Path | None = None) -> None:
+        """`lazy`: open the sessions at their first call (0.2-1.3 s for ViT-B-32's towers), so a process that
+        searches by text never pays for the image tower's; else the plain one now (a damaged file fails here)."""
         self.path = Path(path)
+        self.batched = Path(batched) if batched is not None else None
         self.input_name = input_name
         self.per_item = per_item
         self.threads = int(threads or torch.get_num_threads())
-        self._session: Any = None
+        self._sessions: dict[Path, Any] = {}
         self._opening = threading.Lock()
         if not lazy:
-            self._open()
+            self.open()
+
+    @property
+    def equal_shapes(self) -> bool:
+        return self.batched is not None
 
     @property
     def session(self) -> Any:
-        return self._session if self._session is not None else self._open()
+        """The plain graph's session (one item, or any batch of an fp32 or static int8 tower)."""
+        return self._sessions.get(self.path) or self._open(self.path)
 
     def open(self) -> None:
-        """Open the session now rather than at the first call (see `Encoder.prepare`)."""
+        """Open the plain session now rather than at the first call (see `Encoder.prepare`): queries are one
+        item; an index run opens the batched one with its first batch."""
         self.session  # noqa: B018
 
-    def _open(self) -> Any:
+    def _open(self, path: Path) -> Any:
         import onnxruntime as ort
 
         with self._opening:
-            if self._session is None:
+            if path not in self._sessions:
                 so = ort.SessionOptions()
                 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 so.log_severity_level = 3
@@ -116,10 +124,13 @@ class OrtTower:
                 # (One global pool did as well, but once set ONNX Runtime refuses every session with a pool of
                 # its own in the process, its static quantiser's and other libraries' included.)
                 so.add_session_config_entry("session.force_spinning_stop", "1")
-                self._session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
-            return self._session
+                self._sessions[path] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            return self._sessions[path]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if len(x) > 1 and self.batched is not None:
+            session = self._sessions.get(self.batched) or self._open(self.batched)
+            return session.run(None, {self.input_name: x})[0]
         if self.per_item and len(x) > 1:
             return np.concatenate([self.session.run(None, {self.input_name: x[i:i + 1]})[0] for i in range(len(x))])
         return self.session.run(None, {self.input_name: x})[0]
@@ -198,59 +209,6 @@ def _export(model: nn.Module, modality: str, path: Path, probe: torch.Tensor) ->
     atomic_write(path, write)
 
 
-def _quantize(src: Path, dst: Path) -> None:
-    """Dynamic int8 of every MatMul (and embedding table); convolutions stay fp32: ONNX Runtime's ConvInteger
-    took 4.5 ms of a 30 ms ViT-B-32 image for a patch embedding that costs 0.2 GFLOP, and quantising raw
-    pixels is where int8 loses the most (per-image int8 ran 39 img/s with it in fp32, 34 without, same
-    cosine to fp32). The vectors move by less than int8 kernels differ between CPUs: the fingerprint
-    (precision int8) stays; the cache folder's version does not."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    convs = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node if n.op_type == "Conv"]
-    with _quiet_quantiser():
-        atomic_write(dst, lambda tmp: quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8,
-                                                       nodes_to_exclude=convs))
-
-
-@contextmanager
-def _quiet_quantiser() -> Iterator[None]:
-    """ONNX Runtime's quantiser logs advice and shape notes on the root logger (consider pre-processing, an
-    axis out of range for a 1-D weight it then quantises per tensor): nothing a user of `mmr` acts on."""
-    def theirs(record: logging.LogRecord) -> bool:
-        return "/onnxruntime/quantization/" not in record.pathname.replace("\\", "/")
-
-    root = logging.getLogger()
-    root.addFilter(theirs)
-    try:
-        yield
-    finally:
-        root.removeFilter(theirs)
-
-
-def _quantize_static(src: Path, dst: Path, batches: list[np.ndarray], input_name: str) -> None:
-    """Static int8 (QDQ): weights per output channel, activation scales from `batches` (min/max)."""
-    import tempfile
-
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{input_name: b} for b in batches])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"  # shapes inferred and BatchNorm folded, as the quantiser expects
-        with _quiet_quantiser():
-            quant_pre_process(str(src), str(pre))
-            atomic_write(dst, lambda out: quantize_static(str(pre), out, Reader(), quant_format=QuantFormat.QDQ,
-                                                          per_channel=True, activation_type=QuantType.QUInt8,
-                                                          weight_type=QuantType.QInt8))
-
-
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -284,6 +242,18 @@ def verify(tower: OrtTower, model: nn.Module, modality: str, precision: str,
     return {"max_abs_diff": worst_diff, "min_cosine": worst_cos}
 
 
+def batch_independent(tower: OrtTower, model: nn.Module, modality: str) -> bool:
+    """Does a batch of inputs of one shape (the batched graph) give each item the vector it gets alone (the
+    plain graph), to float rounding? What a per-item int8 graph promises (`onnx_int8.scales_per_item`),
+    checked on the exported files: a graph whose batch is not its first axis fails, and runs item by item."""
+    probe = _probe(modality, model).numpy()
+    if modality == "text":  # the probe's full-length texts (its first is shorter: padded)
+        probe = probe[1:]
+    together = _unit(tower(probe))
+    alone = _unit(np.concatenate([tower(probe[i:i + 1]) for i in range(len(probe))]))
+    return float(np.abs(together - alone).max()) <= 1e-6
+
+
 def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache: Path,
                threads: int | None = None,
                calibration: Callable[[int], list[np.ndarray]] | None = None) -> OrtTower:
@@ -299,39 +269,51 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
     folder = cache / "onnx" / key / f"v{FORMAT_VERSION}-{versions()}"
     path = folder / f"{modality}.{precision}.onnx"
     meta = folder / f"{modality}.{precision}.json"  # written last: the export was verified
-    per_item = precision == "int8" and modality != "audio"  # static int8 (audio) does not depend on batch mates
     record = json.loads(meta.read_text()) if meta.exists() else {}
     if record.get("refused"):
         raise UnsupportedPrecisionError(record["refused"])
-    if path.exists() and meta.exists():
-        try:  # the file as exported (its size recorded): opened at first use; else now, to catch damage
-            return OrtTower(path, INPUTS[modality], threads, per_item,
-                            lazy=record.get("bytes") == path.stat().st_size)
+    batched = folder / f"{modality}.{precision}.batched.onnx"  # int8, activations scaled per item
+    fp32 = folder / f"{modality}.fp32.onnx"
+    sizes = {path: record.get("bytes"), batched: record.get("batched_bytes")}
+    if meta.exists() and all(f.exists() for f, size in sizes.items() if size):
+        try:  # the files as exported (their sizes recorded): opened at first use; else now, to catch damage
+            intact = all(f.stat().st_size == size for f, size in sizes.items() if size)
+            return OrtTower(path, INPUTS[modality], threads, bool(record.get("per_item")), lazy=intact,
+                            batched=batched if sizes[batched] else None)
         except Exception as e:  # damaged in the cache (onnxruntime raises its own types): export again
             log.warning("cached ONNX tower %s does not load (%s); exporting it again", path, e)
-            for stale in (meta, path, folder / f"{modality}.fp32.onnx"):
-                stale.unlink(missing_ok=True)
+    if meta.exists():  # damaged, or a file of the export gone: all of it again
+        for stale in (meta, path, batched, fp32):
+            stale.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     batches = calibration(0) if calibration is not None else None
-    fp32 = folder / f"{modality}.fp32.onnx"
     if not fp32.exists():
         copy_ = _export_copy(model) if modality != "audio" else copy.deepcopy(model).float().eval()
         _export(copy_, modality, fp32, _probe(modality, model, batches))
+    scaled = False  # fp32 and static int8 (audio) do not depend on batch mates
     if precision == "int8" and modality == "audio":
-        _quantize_static(fp32, path, list(batches or []), INPUTS[modality])
+        quantize_static(fp32, path, list(batches or []), INPUTS[modality])
     elif precision == "int8":
-        _quantize(fp32, path)
-    tower = OrtTower(path, INPUTS[modality], threads, per_item)
+        scaled = quantize_dynamic(fp32, path, batched)
+    tower = OrtTower(path, INPUTS[modality], threads, per_item=precision == "int8" and modality != "audio")
     try:
         check = verify(tower, model, modality, precision, calibration(1) if calibration is not None else None)
+        if scaled:
+            tower.batched = batched
+            if batch_independent(tower, model, modality):
+                tower.per_item = False
+            else:
+                tower.batched = None
+                batched.unlink()
     except UnsupportedPrecisionError as e:
         refusal = json.dumps({"version": FORMAT_VERSION, "refused": str(e)})
         atomic_write(meta, lambda tmp: Path(tmp).write_text(refusal))
         path.unlink(missing_ok=True)
+        batched.unlink(missing_ok=True)
         raise
     info = {"version": FORMAT_VERSION, "seconds": round(time.perf_counter() - t, 2), "bytes": path.stat().st_size,
-            **check}
+            "per_item": tower.per_item, "batched_bytes": batched.stat().st_size if tower.batched else None, **check}
     atomic_write(meta, lambda tmp: Path(tmp).write_text(json.dumps(info)))
     return tower
 
@@ -365,15 +347,15 @@ def cpu_signature() -> str:
 
 def int8_speedup(torch_dtype: torch.dtype, rows: int = 400, width: int = 768) -> dict[str, float]:
     """Seconds of one transformer MLP block of ViT-B's width (rows = 8 images x 50 tokens) in torch (packed,
-    `torch_dtype`, one batch) and in ONNX Runtime int8 (image by image): the calibration behind ``auto``
-    choosing int8 for images."""
+    `torch_dtype`) and in ONNX Runtime int8 (scales per image, as int8 towers run), one batch each: the
+    calibration behind ``auto`` choosing int8 for images."""
     import tempfile
 
     from .packed import PackedLinear, packing_available
 
     g = torch.Generator().manual_seed(0)
     mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)).eval()
-    x = torch.randn(rows, width, generator=g)
+    x = torch.randn(max(1, rows // 50), 50, width, generator=g)
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "mlp.onnx", Path(tmp) / "mlp.int8.onnx"
         import warnings
@@ -381,16 +363,16 @@ def int8_speedup(torch_dtype: torch.dtype, rows: int = 400, width: int = 768) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(mlp, (x,), str(src), dynamo=False, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "rows"}, "y": {0: "rows"}}, opset_version=OPSET)
-        _quantize(src, dst)
-        int8 = OrtTower(dst, "x")
+                              dynamic_axes={"x": {0: "items"}, "y": {0: "items"}}, opset_version=OPSET)
+        batched = Path(tmp) / "mlp.int8.batched.onnx"
+        scaled = quantize_dynamic(src, dst, batched)
+        int8 = OrtTower(dst, "x", per_item=not scaled, batched=batched if scaled else None)
         xs = x.numpy()
-        # item by item, as int8 towers run (see OrtTower.per_item): one image's 50 tokens a call
-        seconds = {"int8": timed(lambda: [int8(xs[i:i + 50]) for i in range(0, rows, 50)], repeats=5)}
+        seconds = {"int8": timed(lambda: int8(xs), repeats=5)}
     ref = mlp.to(torch_dtype)
     if packing_available(torch_dtype):
         ref = nn.Sequential(PackedLinear.of(ref[0]), ref[1], PackedLinear.of(ref[2]))
-    xt = x.to(torch_dtype)
+    xt = x.reshape(-1, width).to(torch_dtype)
     with torch.inference_mode():
         seconds[str(torch_dtype).removeprefix("torch.")] = timed(lambda: ref(xt), repeats=5)
     return seconds

@@ -45,13 +45,13 @@ class TextEncoder(Encoder):
                 raise UsageError(f"text inputs must be strings, got {type(t).__name__}")
         tokens = self.tokenizer(texts)
         ids = tokens.numpy()  # the runner's path stays in numpy: a torch op right before it cost ~0.5-1 ms
-        order = np.argsort((ids != 0).sum(axis=1), kind="stable")  # similar lengths together
+        lengths = ids.shape[1] - np.argmax((ids != 0)[:, ::-1], axis=1)  # up to the last non-padding token
+        order = np.argsort(lengths, kind="stable")  # similar lengths together
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            if self.runner is not None:  # per item where the runner asks (int8): each text at its own length
-                rows = [idx[i:i + 1] for i in range(len(idx))] if getattr(self.runner, "per_item", False) else [idx]
-                for r in rows:
+            if self.runner is not None:
+                for r in _runs(idx, lengths, self.runner):
                     batch = ids[r]
                     out[r] = normalize(self.runner(batch[:, :trimmed_length(batch)]))
                 continue
@@ -79,6 +79,17 @@ class TextEncoder(Encoder):
     @property
     def max_passage_tokens(self) -> int:
         return self.context_length - 2  # start and end markers
+
+
+def _runs(idx: np.ndarray, lengths: np.ndarray, runner: Any) -> list[np.ndarray]:
+    """The calls a batch `idx` (sorted by length) makes to an exported tower: one, or where int8 scales each
+    text by its own activations (padding included: `OrtTower.equal_shapes`), one per length; a tower whose
+    scales span the call (`per_item`), one per text. Each text then runs at its own length, as alone."""
+    if getattr(runner, "per_item", False):
+        return [idx[i:i + 1] for i in range(len(idx))]
+    if getattr(runner, "equal_shapes", False):
+        return np.split(idx, np.flatnonzero(np.diff(lengths[idx])) + 1)
+    return [idx]
 
 
 def can_trim(model: torch.nn.Module) -> bool:
