@@ -114,6 +114,10 @@ def test_int8_towers_close_to_fp32_on_shipped_heldout(heldout, reference):
     (two, width), (one, other) = sorted(calls, reverse=True)  # one call per length, each at its length
     assert (two, one) == (2, 1) and width < other
     assert {runner.path, runner.batched} <= set(runner._sessions)  # one text: the plain graph; two: batched
+    # a damaged batched graph is caught as the cache is read, and exported again
+    sp.image.runner.batched.write_bytes(b"not an onnx model")
+    healed = Space(mmr.resolve_model_arg("tiny"), precision="int8")
+    assert np.array_equal(healed.image.encode(images), i8) and healed.image.runner.batched.stat().st_size > 1000
 
 
 def test_auto_measures_once_and_remembers(tmp_path, monkeypatch):

@@ -82,7 +82,7 @@ class OrtTower:
     def __init__(self, path: Path, input_name: str, threads: int | None = None, per_item: bool = False,
                  lazy: bool = False, batched: Path | None = None) -> None:
         """`lazy`: open the sessions at their first call (0.2-1.3 s for ViT-B-32's towers), so a process that
-        searches by text never pays for the image tower's; else the plain one now (a damaged file fails here)."""
+        searches by text never pays for the image tower's; else both now (a damaged file fails here)."""
         self.path = Path(path)
         self.batched = Path(batched) if batched is not None else None
         self.input_name = input_name
@@ -91,7 +91,9 @@ class OrtTower:
         self._sessions: dict[Path, Any] = {}
         self._opening = threading.Lock()
         if not lazy:
-            self.open()
+            for graph in (self.path, self.batched):
+                if graph is not None:
+                    self._open(graph)
 
     @property
     def equal_shapes(self) -> bool:
