@@ -52,8 +52,7 @@ class TextEncoder(Encoder):
             idx = order[start:start + batch_size]
             if self.runner is not None:
                 for r in _runs(idx, lengths, self.runner):
-                    batch = ids[r]
-                    out[r] = normalize(self.runner(batch[:, :trimmed_length(batch)]))
+                    out[r] = normalize(self.runner(ids[r, :int(lengths[r].max())]))
                 continue
             with torch.inference_mode():
                 out[idx] = normalize(encode_text_trimmed(self.model, tokens[idx].to(self.device)))
