@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="space for a new index: a registered name (see `mmr spaces`), a space folder, or "
                         "OPENCLIP_MODEL[:TAG_OR_CHECKPOINT]; an existing index remembers its own")
     p.add_argument("--batch-size", type=int, default=32, metavar="N")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="decode threads (default: cores, max 4)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="decode threads (default: cores, max 4; where an int8 image tower runs on the CPU each also "
+                        "encodes the images it decodes, and the default is the tower's cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--index-type", choices=["auto", "flat", "hnsw", "ivf-fp16", "ivf-flat", "ivf-sq8", "ivf-pq"],
                    help="vector index type (remembered; default auto: exact flat while small, IVF as it grows); "

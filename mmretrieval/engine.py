@@ -219,13 +219,13 @@ class Engine:
                 report = IndexReport()
                 report.repaired = self.store.reconcile()
                 indexer = Indexer(self.store, self.space, batch_size=batch_size,
-                                  workers=workers or max(1, min(4, os.cpu_count() or 1)),
+                                  workers=workers or None,
                                   checkpoint_seconds=checkpoint_seconds, progress=progress, pool_audio=pool_audio)
                 indexer.report.repaired = report.repaired
                 self._set_index_policy(index_type, memory_budget)
                 embed, staging = None, None
                 if ray is not None:
-                    embed, staging = self._ray_embedder(ray, batch_size, workers or 2, pool_audio)
+                    embed, staging = self._ray_embedder(ray, batch_size, workers or None, pool_audio)
                 result = indexer.run(roots, embed=embed.stream if embed else None)
                 if embed is not None:
                     result.distributed = embed.summary
@@ -237,7 +237,7 @@ class Engine:
             finally:
                 self.store.release_lock()
 
-    def _ray_embedder(self, options: RayOptions, batch_size: int, workers: int, pool_audio: bool):
+    def _ray_embedder(self, options: RayOptions, batch_size: int, workers: int | None, pool_audio: bool):
         from .ingest.distributed import RayEmbedder, _ray
         from .ingest.staging import Staging
 

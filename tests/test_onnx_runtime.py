@@ -1,6 +1,7 @@
 """The ONNX Runtime backend: exported from the space's own modules, verified, cached, chosen by measurement;
 int8 as a precision of its own (in the fingerprint), fp32 as a backend (not: same vectors)."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -118,6 +119,81 @@ def test_int8_towers_close_to_fp32_on_shipped_heldout(heldout, reference):
     sp.image.runner.batched.write_bytes(b"not an onnx model")
     healed = Space(mmr.resolve_model_arg("tiny"), precision="int8")
     assert np.array_equal(healed.image.encode(images), i8) and healed.image.runner.batched.stat().st_size > 1000
+
+
+def test_int8_images_are_encoded_by_the_threads_that_decode_them(heldout, tmp_path, monkeypatch):
+    """Indexing, each decode thread encodes the images it decoded, one at a time on its core (a session
+    without a pool): the same vectors as a batch and as a query, no batched graph opened; a failure there
+    skips that file alone and the run goes on."""
+    import shutil
+    import threading
+    from pathlib import Path
+
+    from mmretrieval.encoders.onnx_runtime import OrtTower
+    from mmretrieval.ingest.embed import ENCODER_BUG, Embedder
+
+    _, images = heldout
+    d = tmp_path / "photos"
+    d.mkdir()
+    for f in images[:12]:
+        shutil.copy(f, d / Path(f).name)
+    fresh = Space(mmr.resolve_model_arg("tiny"), precision="image=int8").image  # exported (and verified) here
+    eng = mmr.Engine(tmp_path / "idx", model="tiny", precision="image=int8")
+    runner = eng.space.image.runner
+    assert eng.space.image.per_core() == runner.threads >= 1 and eng.space.text.per_core() == 0
+    assert Embedder(eng.space).workers == runner.threads  # as many workers as the tower's cores
+    assert Embedder(Space(mmr.resolve_model_arg("tiny"), precision="fp32")).workers == min(4, os.cpu_count())
+    real, threads = OrtTower.on_this_thread, set()
+
+    def spy(self, x):
+        threads.add(threading.current_thread().name)
+        return real(self, x)
+
+    monkeypatch.setattr(OrtTower, "on_this_thread", spy)
+    rep = eng.index([d])
+    assert rep.added["image"] == 12 and threads and all(t.startswith("mmr-decode") for t in threads)
+    assert set(runner._sessions) == {(runner.path, 1)}  # neither the batched graph nor the query's session
+    ids = {h.path: h.id for h in eng.search("x", k=20, types=["image"])}
+    files = sorted(str(p) for p in d.iterdir())
+    stored = eng.store.vectors.reconstruct(np.array([ids[f] for f in files]))
+    assert np.array_equal(stored, fresh.encode(files))  # batched graph, 12 at once
+    assert np.array_equal(stored[:3], np.concatenate([fresh.encode([f]) for f in files[:3]]))  # as queries
+
+    bad = eng.space.image.prepare(files[4]).numpy()
+
+    def flaky(self, x):
+        if np.array_equal(x[0], bad):
+            raise RuntimeError("onnxruntime: [ShapeInferenceError] something internal")
+        return real(self, x)
+
+    monkeypatch.setattr(OrtTower, "on_this_thread", flaky)
+    again = mmr.Engine(tmp_path / "idx2", model="tiny", precision="image=int8")
+    rep = again.index([d])
+    assert rep.added["image"] == 11 and rep.skipped == [(files[4], ENCODER_BUG)] and again.check()["consistent"]
+
+
+def test_long_int8_texts_run_one_per_core_with_the_vectors_they_get_alone(heldout, monkeypatch):
+    """Texts at or above `PER_CORE_MIN_TOKENS` (the shipped space's are shorter: the bar is lowered here) run
+    item by item, one per thread, each as if alone; shorter ones keep their batched call."""
+    from mmretrieval.encoders import text as text_module
+
+    texts, _ = heldout
+    sp = Space(mmr.resolve_model_arg("tiny"), precision="text=int8")
+    alone = np.concatenate([sp.text.encode([t]) for t in texts])
+    lengths = sorted(len(sp.text.tokenizer.encode(t)) for t in texts)
+    monkeypatch.setattr(text_module, "PER_CORE_MIN_TOKENS", lengths[len(lengths) // 2] + 2)
+    runner, calls = sp.text.runner, []
+    real = type(runner).across_cores
+
+    def spy(self, items):
+        calls.extend(len(x) for x in items)
+        return real(self, items)
+
+    monkeypatch.setattr(type(runner), "across_cores", spy)
+    assert np.array_equal(sp.text.encode(texts), alone)
+    assert calls and min(calls) >= text_module.PER_CORE_MIN_TOKENS and len(set(calls)) > 1  # lengths mixed
+    assert len(calls) < len(texts)  # the shorter ones were batched
+    assert {(runner.path, 1), runner.batched} <= set(runner._sessions)
 
 
 def test_auto_measures_once_and_remembers(tmp_path, monkeypatch):

@@ -35,6 +35,15 @@ class Encoder(ABC):
             out[start:start + len(chunk)] = normalize(emb)
         return out
 
+    def per_core(self) -> int:
+        """Cores to encode on item by item, each item on the thread that decoded it (`ingest.embed`), where
+        that is faster than batches over every core and gives the same vectors; 0: batches."""
+        return 0
+
+    def encode_here(self, inputs: Sequence[Any]) -> np.ndarray:
+        """`encode`, each item alone on the calling thread (where `per_core` says so)."""
+        raise NotImplementedError(f"{type(self).__name__} encodes in batches")
+
     def prepare(self) -> None:
         """Do now what the first `encode` would do once (open its ONNX Runtime session: 0.2-1.3 s for ViT-B-32's
         towers). Safe from another thread."""

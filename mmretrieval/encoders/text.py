@@ -10,6 +10,7 @@ import torch
 
 from ..errors import UsageError
 from .base import Encoder, normalize
+from .onnx_runtime import PER_CORE_MIN_TOKENS
 
 
 class TextEncoder(Encoder):
@@ -51,7 +52,12 @@ class TextEncoder(Encoder):
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             if self.runner is not None:
-                for r in _runs(idx, lengths, self.runner):
+                if getattr(self.runner, "scaled_per_item", False):  # long texts one per core, each at its length
+                    long = idx[lengths[idx] >= PER_CORE_MIN_TOKENS]
+                    if len(long) > 1:
+                        out[long] = normalize(self.runner.across_cores([ids[i, :lengths[i]] for i in long]))
+                        idx = idx[lengths[idx] < PER_CORE_MIN_TOKENS]
+                for r in _runs(idx, lengths, self.runner) if len(idx) else []:
                     out[r] = normalize(self.runner(ids[r, :int(lengths[r].max())]))
                 continue
             with torch.inference_mode():

@@ -75,7 +75,7 @@ class EncoderActor:
     """One loaded space on a Ray worker; embeds one shard of files per row of a batch."""
 
     def __init__(self, spec: dict[str, Any], precision: dict[str, str], fingerprint: str, batch_size: int,
-                 workers: int, pool_audio: bool, threads: int, reusable: dict[str, tuple[str, str | None]],
+                 workers: int | None, pool_audio: bool, threads: int, reusable: dict[str, tuple[str, str | None]],
                  jpeg_draft: int = 1) -> None:
         import ray
 
@@ -110,7 +110,7 @@ class RayEmbedder:
     options: RayOptions = field(default_factory=RayOptions)
     jpeg_draft: int = 1
     batch_size: int = 32
-    workers: int = 2
+    workers: int | None = None  # decode threads per actor (None: the Embedder's default)
     pool_audio: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
 

@@ -10,6 +10,7 @@ single writer (`commit.Committer`, or `Engine.add_embeddings` for vectors made e
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,13 +60,20 @@ class _Open:
 
 class Embedder:
     """Decode + encode for one loaded space. `reusable`: content hash -> (modality, path or None) of
-    vectors the index already holds; such files are hashed but not decoded (moves and copies)."""
+    vectors the index already holds; such files are hashed but not decoded (moves and copies).
 
-    def __init__(self, space: Any, *, batch_size: int = 32, workers: int = 2, pool_audio: bool = False,
+    A modality whose encoder runs best one item per core (`Encoder.per_core`: int8 images on the CPU) is
+    encoded by the worker that decoded the file, and the workers are then as many as those cores; the
+    others are batched on the calling thread. `workers` (default: as many as the cores a per-core encoder
+    uses, else the cores up to 4) overrides."""
+
+    def __init__(self, space: Any, *, batch_size: int = 32, workers: int | None = None, pool_audio: bool = False,
                  reusable: dict[str, tuple[str, str | None]] | None = None) -> None:
         self.space = space
         self.batch_size = max(1, batch_size)
-        self.workers = max(1, workers)
+        self.per_core = {m for m, enc in space.encoders.items() if enc is not None and enc.per_core()}
+        cores = max([space.encoder(m).per_core() for m in self.per_core], default=min(4, os.cpu_count() or 1))
+        self.workers = max(1, workers if workers is not None else cores)
         self.decoder = Decoder(space, pool_audio=pool_audio)
         self.reusable = reusable or {}
 
@@ -76,7 +84,8 @@ class Embedder:
             known = self.reusable.get(digest)
             if known is not None and known[0] == entry.modality and known[1] != entry.path:
                 return EmbeddedFile(entry, digest, self.space.fingerprint, reuse=True)
-            return self.decoder.decode(entry, digest, data)
+            decoded = self.decoder.decode(entry, digest, data)
+            return self._encode_here(decoded) if entry.modality in self.per_core else decoded
         except DecodeError as e:
             return EmbeddedFile(entry, None, self.space.fingerprint, error=str(e))
         except MemoryError:
@@ -84,6 +93,15 @@ class Embedder:
         except Exception as e:  # one bad file never ends the run
             return EmbeddedFile(entry, None, self.space.fingerprint,
                                 error=f"unexpected {type(e).__name__}: {str(e)[:200]}")
+
+    def _encode_here(self, d: Decoded) -> EmbeddedFile:
+        items = [(it.locator, it.text) for it in d.items]
+        try:
+            vectors = self.space.encoder(d.entry.modality).encode_here([it.payload for it in d.items])
+        except Exception:  # decoding vetted the file: ours to fix (the log has the trace), the run goes on
+            log.exception("encoding %s failed", d.entry.path)
+            return EmbeddedFile(d.entry, None, self.space.fingerprint, error=ENCODER_BUG)
+        return EmbeddedFile(d.entry, d.hash, self.space.fingerprint, items, vectors, note=d.note, meta=d.meta)
 
     # ----------------------------------------------------------------- the stream
     def stream_plan(self, plan: Any) -> Iterator[EmbeddedFile]:
@@ -189,7 +207,7 @@ class EmbedTask:
     entries: tuple[FileEntry, ...]
     reusable: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     batch_size: int = 32
-    workers: int = 2
+    workers: int | None = None
     pool_audio: bool = False
     jpeg_draft: int = 1                   # the index's Engine.jpeg_draft (1 = space.towers.JPEG_DRAFT)
 

@@ -75,12 +75,12 @@ class IndexReport:
 
 
 class Indexer:
-    def __init__(self, store: Store, space: Space, *, batch_size: int = 32, workers: int = 2,
+    def __init__(self, store: Store, space: Space, *, batch_size: int = 32, workers: int | None = None,
                  checkpoint_seconds: float = 30.0, progress: bool = False, pool_audio: bool = False) -> None:
         self.store = store
         self.space = space
         self.batch_size = batch_size
-        self.workers = max(1, workers)
+        self.workers = workers  # None: the Embedder's default
         self.checkpoint_seconds = checkpoint_seconds
         self.progress = progress
         self.pool_audio = pool_audio
