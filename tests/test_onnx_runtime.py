@@ -142,6 +142,8 @@ def test_int8_images_are_encoded_by_the_threads_that_decode_them(heldout, tmp_pa
     runner = eng.space.image.runner
     assert eng.space.image.per_core() == runner.threads >= 1 and eng.space.text.per_core() == 0
     assert Embedder(eng.space).workers == runner.threads  # as many workers as the tower's cores
+    wide = OrtTower(runner.path, "pixels", onnx_runtime.PER_CORE_MAX_CORES + 1, lazy=True, batched=runner.batched)
+    assert wide.per_core == 0  # on many cores every item would read all the weights: batches stay
     assert Embedder(Space(mmr.resolve_model_arg("tiny"), precision="fp32")).workers == min(4, os.cpu_count())
     real, threads = OrtTower.on_this_thread, set()
 

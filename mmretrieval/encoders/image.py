@@ -225,16 +225,16 @@ class ImageEncoder(Encoder):
 
     def per_core(self) -> int:
         """A dynamic int8 ViT under ONNX Runtime with enough tokens for a core (`PER_CORE_MIN_TOKENS`; ViT-B-32:
-        50): a 12-MP photo takes ~20 ms of a core to decode and ~33 ms to encode, so each core decoding and
-        encoding its own photos keeps both busy, where batches over all cores waited on their slowest thread
-        whenever a decode thread ran (`index_images` on 2 Zen 4 cores: 27.2 against 24.8 img/s, the same
-        vectors)."""
+        50), on few cores (`OrtTower.per_core`). A 12-MP photo takes ~20 ms of a core to decode and ~33 ms to
+        encode, so each core decoding and encoding its own photos keeps both busy, where batches over all cores
+        waited on their slowest thread whenever a decode thread ran (`index_images` on 2 Zen 4 cores: 27.2
+        against 24.8 img/s, the same vectors)."""
         from .onnx_runtime import PER_CORE_MIN_TOKENS
 
-        runner, grid = self.runner, getattr(getattr(self.model, "visual", None), "grid_size", None)
-        if runner is None or not getattr(runner, "scaled_per_item", False) or grid is None:
+        grid = getattr(getattr(self.model, "visual", None), "grid_size", None)
+        if self.runner is None or grid is None or int(np.prod(grid)) + 1 < PER_CORE_MIN_TOKENS:
             return 0
-        return runner.threads if int(np.prod(grid)) + 1 >= PER_CORE_MIN_TOKENS else 0
+        return int(getattr(self.runner, "per_core", 0))
 
     def encode_here(self, inputs: Sequence[Any]) -> np.ndarray:
         self.check_args(inputs, 1)

@@ -56,6 +56,10 @@ AUDIO_INT8_MIN_COSINE = 0.999
 # against batches of 32 over both: texts of 8 tokens 408 vs 702, 40: 157 vs 150, 48: 129 vs 119, 64: 101 vs
 # 72, 77: 80 vs 55; images (50 tokens) 61.5 vs 59.7, and decoding then runs beside them (`ingest.embed`).
 PER_CORE_MIN_TOKENS = 48
+# ...and on at most this many cores: one per core, each core reads all the weights for every item (ViT-B-32's
+# int8 image tower: 88 MB, ~2.6 GB/s a core here), where a batch reads them once for all its items; beyond it
+# cores would contend for memory bandwidth (measured here on 2 only), so batches over every core stay.
+PER_CORE_MAX_CORES = 4
 
 
 @lru_cache(maxsize=1)
@@ -110,9 +114,10 @@ class OrtTower:
         return self.batched is not None
 
     @property
-    def scaled_per_item(self) -> bool:
-        """Dynamic int8: each item's activations take their own scale, so an item alone gets its batch vector."""
-        return self.per_item or self.batched is not None
+    def per_core(self) -> int:
+        """Cores to run items on one by one (`on_this_thread`, `across_cores`), 0 for none: dynamic int8, whose
+        items take their own scales (an item alone gets its batch vector), on up to `PER_CORE_MAX_CORES`."""
+        return self.threads if (self.per_item or self.batched is not None) and self.threads <= PER_CORE_MAX_CORES else 0
 
     @property
     def session(self) -> Any:

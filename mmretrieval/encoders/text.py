@@ -52,7 +52,7 @@ class TextEncoder(Encoder):
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             if self.runner is not None:
-                if getattr(self.runner, "scaled_per_item", False):  # long texts one per core, each at its length
+                if getattr(self.runner, "per_core", 0):  # long texts one per core, each at its length
                     long = idx[lengths[idx] >= PER_CORE_MIN_TOKENS]
                     if len(long) > 1:
                         out[long] = normalize(self.runner.across_cores([ids[i, :lengths[i]] for i in long]))
