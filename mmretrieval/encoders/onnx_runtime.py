@@ -126,7 +126,8 @@ class OrtTower:
 
     def open(self) -> None:
         """Open the plain session now rather than at the first call (see `Encoder.prepare`): queries are one
-        item; an index run opens the batched one with its first batch."""
+        item; an index run opens what it uses (the batched graph, or the one-thread session of `per_core`) at
+        its first batch."""
         self.session  # noqa: B018
 
     def _open(self, path: Path, threads: int | None = None) -> Any:

@@ -71,9 +71,10 @@ class Embedder:
                  reusable: dict[str, tuple[str, str | None]] | None = None) -> None:
         self.space = space
         self.batch_size = max(1, batch_size)
-        self.per_core = {m for m, enc in space.encoders.items() if enc is not None and enc.per_core()}
-        cores = max([space.encoder(m).per_core() for m in self.per_core], default=min(4, os.cpu_count() or 1))
-        self.workers = max(1, workers if workers is not None else cores)
+        cores = {m: enc.per_core() for m, enc in space.encoders.items() if enc is not None}
+        self.per_core = {m for m, n in cores.items() if n}
+        default = max((n for n in cores.values() if n), default=min(4, os.cpu_count() or 1))
+        self.workers = max(1, workers if workers is not None else default)
         self.decoder = Decoder(space, pool_audio=pool_audio)
         self.reusable = reusable or {}
 
