@@ -284,6 +284,26 @@ def test_auto_int8_for_images_is_measured_once_per_cpu_and_remembered(tmp_path, 
         backend.int8_faster.cache_clear()
 
 
+def test_a_stall_in_one_round_does_not_decide_a_calibration():
+    """`race` keeps each contender's best round: a VM stall during one block no longer picks the slower side."""
+    import time
+
+    calls = {"stalled": 0}
+
+    def stalled():  # 20 ms through the first round (its warm-up and 5 timed calls), then 1 ms
+        calls["stalled"] += 1
+        time.sleep(0.02 if calls["stalled"] <= 6 else 0.001)
+
+    def steady():
+        time.sleep(0.005)
+
+    best = onnx_runtime.race({"stalled": stalled, "steady": steady}, rounds=3, repeats=5, budget_s=10)
+    assert best["stalled"] < 0.004 < 0.005 <= best["steady"] and calls["stalled"] == 18
+    calls["stalled"] = 0
+    onnx_runtime.race({"stalled": stalled, "steady": steady}, rounds=3, repeats=5, budget_s=0)
+    assert calls["stalled"] == 6  # the budget spent after one round: no more
+
+
 def test_int8_calibration_runs_here():
     """The real measurement: both sides run and take time (which wins depends on the CPU)."""
     import torch

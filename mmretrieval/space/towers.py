@@ -13,7 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -268,7 +268,7 @@ def _onnx_runners(model: torch.nn.Module, tower: TowerSpec, space: Any) -> dict[
 def _settle_backends(encoders: dict[str, Any], runners: dict[str, Any], tower: TowerSpec, space: Any) -> None:
     """Where fp32 was left to measurement: time torch and ONNX Runtime on the tower's own workload (a
     one-text query; a batch of 8 images), remember the faster, keep only it."""
-    from ..encoders.onnx_runtime import timed
+    from ..encoders.onnx_runtime import race
     from .backend import remember
 
     for modality, enc in encoders.items():
@@ -280,9 +280,15 @@ def _settle_backends(encoders: dict[str, Any], runners: dict[str, Any], tower: T
             size = enc.model.visual.image_size
             h, w = (size, size) if isinstance(size, int) else tuple(size)
             work = list(torch.randn(8, 3, h, w, generator=torch.Generator().manual_seed(0)))
-        seconds = {"onnx": timed(lambda: enc.encode(work))}
-        enc.runner = None
-        seconds["torch"] = timed(lambda: enc.encode(work))
+
+        def by(runner: Any, enc: Any = enc, work: list = work) -> Callable[[], Any]:
+            def run() -> None:
+                enc.runner = runner
+                enc.encode(work)
+            return run
+
+        # ViT-B-32's batch of fp32 images takes ~0.4 s a call: one round spends the budget (a text query, 3 rounds)
+        seconds = race({"onnx": by(runners[modality]), "torch": by(None)}, repeats=3, budget_s=2.0)
         choice = remember(cache_root() / "backends.json", _backend_key(tower, space, modality), seconds)
         enc.runner = runners[modality] if choice == "onnx" else None
         space.backends[modality] = choice
