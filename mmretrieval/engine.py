@@ -187,7 +187,7 @@ class Engine:
         """Load the space and open every tower's runtime now, so that the first query does not wait for them (a
         server calls it in the background as it starts)."""
         for encoder in self.space.encoders.values():
-            encoder.prepare()
+            encoder.warm_up()
 
     # ----------------------------------------------------------------- indexing
     def index(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,

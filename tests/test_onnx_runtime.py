@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 import mmretrieval as mmr
 from mmretrieval.cli import main
@@ -60,6 +61,61 @@ def test_fp32_export_gives_torch_vectors_and_is_cached(heldout, reference, tmp_p
     cached.write_bytes(b"not an onnx model")
     healed = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
     assert np.abs(healed.image.encode(images[:4]) - i_ref[:4]).max() < 1e-5 and cached.stat().st_size > 1000
+
+
+def test_towers_run_from_cached_exports_without_building_the_torch_model(heldout, reference, monkeypatch):
+    """The torch modules (~1.3 s and ~1.2 GB for ViT-B-32) are built only where something needs them: not for
+    queries and indexing when every tower runs from a cached export; a tower left in torch builds them at its
+    first use, and training gets them through `Space.model`."""
+    from mmretrieval.space import towers
+
+    texts, images = heldout
+    t_ref, i_ref, _ = reference
+    spec = mmr.resolve_model_arg("tiny")
+    Space(spec, precision="fp32", backend="onnx")  # exports both towers (builds the model once for that)
+    create, built = towers._create_clip, []
+    monkeypatch.setattr(towers, "_create_clip", lambda *a: built.append(a) or create(*a))
+
+    sp = Space(spec, precision="fp32", backend="onnx")
+    assert np.abs(sp.text.encode(texts) - t_ref).max() < 1e-5
+    assert np.abs(sp.image.encode(images) - i_ref).max() < 1e-5
+    assert built == [] and not sp.text.model_built and not sp.image.model_built
+    assert sp.dim == t_ref.shape[1]
+    model = sp.model  # training and evaluation reach for it: built now, once, ready for inference
+    assert len(built) == 1 and sp.model is model and sp.text.model is model and sp.image.model is model
+    assert sp.image.tokens == int(np.prod(model.visual.grid_size)) + 1  # read from the config, as the model has it
+
+    Space(spec, precision="image=int8,audio=fp32", backend="onnx")  # exported
+    built.clear()  # an index run of photos, int8 one per core: the decode threads encode, nothing is built
+    int8 = Space(spec, precision="image=int8,audio=fp32", backend="onnx")
+    assert int8.image.per_core() > 0
+    np.testing.assert_array_equal(int8.image.encode_here(images[:3]), int8.image.encode(images[:3]))
+    assert built == []
+
+    built.clear()  # text from its export, images in torch (bf16): a text query still builds nothing
+    mixed = Space(spec, precision="image=bf16,text=fp32,audio=fp32", backend="onnx")
+    assert mixed.backends["image"] == "torch" and mixed.backends["text"] == "onnx"
+    np.testing.assert_array_equal(mixed.text.encode(texts[:3]), sp.text.encode(texts[:3]))
+    assert built == []
+    assert (mixed.image.encode(images[:2]) * i_ref[:2]).sum(1).min() > 0.999 and len(built) == 1
+    assert next(mixed.model.visual.parameters()).dtype == torch.bfloat16  # cast as the precision says
+
+
+def test_a_servers_warm_up_opens_every_towers_runtime(tmp_path):
+    """`mmr serve` warms up in the background; the image tower's warm-up used to raise (a name clash with
+    `ImageEncoder.prepare(item)`, swallowed there), so the first image query still opened its session."""
+    from mmretrieval.server.app import warm_up
+
+    def engine() -> mmr.Engine:
+        return mmr.Engine(tmp_path / "idx", model="tiny", precision="image=int8,audio=fp32", backend="onnx")
+
+    first = engine()
+    assert first.space.image.runner._sessions  # exported and verified here: its sessions opened
+    first.close()
+    eng = engine()  # a server's: towers read back from the cache, sessions opened at first use
+    warm_up(eng).join(timeout=300)
+    assert eng.space.text.runner._sessions and eng.space.image.runner._sessions
+    eng.close()
 
 
 def test_exports_are_shared_by_spaces_that_differ_only_in_input_preparation(tmp_path, monkeypatch):

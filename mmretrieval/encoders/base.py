@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,25 @@ class Encoder(ABC):
     def __init__(self, dim: int, device: torch.device) -> None:
         self.dim = dim
         self.device = device
+        self._model: torch.nn.Module | Callable[[], torch.nn.Module] | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The tower's torch module. Given as a loader (`space.towers`: every tower of the space runs from a
+        cached ONNX Runtime export), it is built only when something needs it (the torch path, training)."""
+        if self._model is not None and not isinstance(self._model, torch.nn.Module):
+            self._model = self._model()
+        if self._model is None:
+            raise AttributeError(f"{type(self).__name__} has no torch model")
+        return self._model
+
+    @model.setter
+    def model(self, model: torch.nn.Module | Callable[[], torch.nn.Module]) -> None:
+        self._model = model
+
+    @property
+    def model_built(self) -> bool:
+        return isinstance(self._model, torch.nn.Module)
 
     def check_args(self, inputs: Sequence[Any], batch_size: int) -> None:
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
@@ -44,12 +63,14 @@ class Encoder(ABC):
         """`encode`, each item alone on the calling thread (where `per_core` says so)."""
         raise NotImplementedError(f"{type(self).__name__} encodes in batches")
 
-    def prepare(self) -> None:
+    def warm_up(self) -> None:
         """Do now what the first `encode` would do once (open its ONNX Runtime session: 0.2-1.3 s for ViT-B-32's
-        towers). Safe from another thread."""
+        towers; or build its torch module). Safe from another thread."""
         opener = getattr(getattr(self, "runner", None), "open", None)
         if opener is not None:
             opener()
+        elif self._model is not None:
+            self.model  # noqa: B018 (built now if it was left to first use)
 
     @abstractmethod
     def _encode_batch(self, batch: list[Any]) -> torch.Tensor | np.ndarray:

@@ -195,13 +195,17 @@ def _unidentified_reason(fp: Any) -> str:
 class ImageEncoder(Encoder):
     modality = "image"
 
-    def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor], dim: int,
-                 device: torch.device, draft_to: int | None = None,
-                 runner: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
-        """`runner`: the tower under another runtime (`encoders.onnx_runtime`), float32 pixels in."""
+    def __init__(self, model: torch.nn.Module | Callable[[], torch.nn.Module],
+                 preprocess: Callable[[Image.Image], torch.Tensor], dim: int, device: torch.device,
+                 draft_to: int | None = None, runner: Callable[[np.ndarray], np.ndarray] | None = None,
+                 tokens: int | None = None) -> None:
+        """`runner`: the tower under another runtime (`encoders.onnx_runtime`), float32 pixels in. `model`: the
+        module, or a loader of it (see `Encoder.model`). `tokens`: a ViT's patches + 1 (None: read from the
+        module, if it is a ViT)."""
         super().__init__(dim, device)
         self.model = model
         self.runner = runner
+        self.tokens = tokens
         self.preprocess = preprocess
         self.draft_to = draft_to  # see load_image; part of the space fingerprint
 
@@ -231,8 +235,12 @@ class ImageEncoder(Encoder):
         cores, side by side: 6-11 % faster, the same vectors)."""
         from .onnx_runtime import PER_CORE_MIN_TOKENS
 
-        grid = getattr(getattr(self.model, "visual", None), "grid_size", None)
-        if self.runner is None or grid is None or int(np.prod(grid)) + 1 < PER_CORE_MIN_TOKENS:
+        if self.runner is None:
+            return 0
+        if self.tokens is None:
+            grid = getattr(getattr(self.model, "visual", None), "grid_size", None)
+            self.tokens = int(np.prod(grid)) + 1 if grid is not None else 0
+        if self.tokens < PER_CORE_MIN_TOKENS:
             return 0
         return int(getattr(self.runner, "per_core", 0))
 

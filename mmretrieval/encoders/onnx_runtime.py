@@ -125,7 +125,7 @@ class OrtTower:
         return self._sessions.get(self.path) or self._open(self.path)
 
     def open(self) -> None:
-        """Open the plain session now rather than at the first call (see `Encoder.prepare`): queries are one
+        """Open the plain session now rather than at the first call (see `Encoder.warm_up`): queries are one
         item; an index run opens what it uses (the batched graph, or the one-thread session of `per_core`) at
         its first batch."""
         self.session  # noqa: B018
@@ -291,37 +291,54 @@ def batch_independent(tower: OrtTower, model: nn.Module, modality: str) -> bool:
     return float(np.abs(together - alone).max()) <= 1e-6
 
 
+def _files(modality: str, precision: str, key: str, cache: Path) -> dict[str, Path]:
+    folder = cache / "onnx" / key / f"v{FORMAT_VERSION}-{versions()}"
+    return {"folder": folder, "path": folder / f"{modality}.{precision}.onnx",
+            "meta": folder / f"{modality}.{precision}.json",  # written last: the export was verified
+            "batched": folder / f"{modality}.{precision}.batched.onnx",  # int8, activations scaled per item
+            "fp32": folder / f"{modality}.fp32.onnx"}
+
+
+def cached_tower(modality: str, precision: str, key: str, cache: Path, threads: int | None = None) -> OrtTower | None:
+    """The tower `load_tower` exported before (no model needed: a space whose towers all run from here never
+    builds its torch modules), or None where it is not in the cache (or was damaged there: its files are
+    removed, to be exported again). An int8 export that was refused raises `UnsupportedPrecisionError`."""
+    if not available():
+        raise SpaceError("ONNX Runtime is not installed (pip install onnxruntime onnx); use --backend torch")
+    f = _files(modality, precision, key, cache)
+    record = json.loads(f["meta"].read_text()) if f["meta"].exists() else {}
+    if record.get("refused"):
+        raise UnsupportedPrecisionError(record["refused"])
+    sizes = {f["path"]: record.get("bytes"), f["batched"]: record.get("batched_bytes")}
+    if f["meta"].exists() and all(g.exists() for g, size in sizes.items() if size):
+        try:  # the files as exported (their sizes recorded): opened at first use; else now, to catch damage
+            intact = all(g.stat().st_size == size for g, size in sizes.items() if size)
+            return OrtTower(f["path"], INPUTS[modality], threads, bool(record.get("per_item")), lazy=intact,
+                            batched=f["batched"] if sizes[f["batched"]] else None)
+        except Exception as e:  # damaged in the cache (onnxruntime raises its own types): export again
+            log.warning("cached ONNX tower %s does not load (%s); exporting it again", f["path"], e)
+    if f["meta"].exists():  # damaged, or a file of the export gone: all of it again
+        for stale in (f["meta"], f["path"], f["batched"], f["fp32"]):
+            stale.unlink(missing_ok=True)
+    return None
+
+
 def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache: Path,
                threads: int | None = None,
                calibration: Callable[[int], list[np.ndarray]] | None = None) -> OrtTower:
     """The tower `modality` of `model` under ONNX Runtime in `precision` (fp32 or int8), exported and
     verified on first use and cached under `cache/key` (`key`: a fingerprint of the network and its
-    weights). Audio (int8 only): `model` is the audio tower, `calibration(seed)` batches of its `features`
-    (seed 0: the export's scales; seed 1: held-out probes; called only when the tower is exported). An int8
-    export that fails its check is remembered as refused: later loads raise `UnsupportedPrecisionError`."""
-    if not available():
-        raise SpaceError("ONNX Runtime is not installed (pip install onnxruntime onnx); use --backend torch")
+    weights; `cached_tower` reads it back). Audio (int8 only): `model` is the audio tower, `calibration(seed)`
+    batches of its `features` (seed 0: the export's scales; seed 1: held-out probes; called only when the
+    tower is exported). An int8 export that fails its check is remembered as refused: later loads raise
+    `UnsupportedPrecisionError`."""
     if modality not in INPUTS or precision not in ("fp32", "int8") or (modality == "audio" and precision != "int8"):
         raise SpaceError(f"no ONNX Runtime {modality} tower in {precision}")
-    folder = cache / "onnx" / key / f"v{FORMAT_VERSION}-{versions()}"
-    path = folder / f"{modality}.{precision}.onnx"
-    meta = folder / f"{modality}.{precision}.json"  # written last: the export was verified
-    record = json.loads(meta.read_text()) if meta.exists() else {}
-    if record.get("refused"):
-        raise UnsupportedPrecisionError(record["refused"])
-    batched = folder / f"{modality}.{precision}.batched.onnx"  # int8, activations scaled per item
-    fp32 = folder / f"{modality}.fp32.onnx"
-    sizes = {path: record.get("bytes"), batched: record.get("batched_bytes")}
-    if meta.exists() and all(f.exists() for f, size in sizes.items() if size):
-        try:  # the files as exported (their sizes recorded): opened at first use; else now, to catch damage
-            intact = all(f.stat().st_size == size for f, size in sizes.items() if size)
-            return OrtTower(path, INPUTS[modality], threads, bool(record.get("per_item")), lazy=intact,
-                            batched=batched if sizes[batched] else None)
-        except Exception as e:  # damaged in the cache (onnxruntime raises its own types): export again
-            log.warning("cached ONNX tower %s does not load (%s); exporting it again", path, e)
-    if meta.exists():  # damaged, or a file of the export gone: all of it again
-        for stale in (meta, path, batched, fp32):
-            stale.unlink(missing_ok=True)
+    cached = cached_tower(modality, precision, key, cache, threads)
+    if cached is not None:
+        return cached
+    f = _files(modality, precision, key, cache)
+    folder, path, meta, batched, fp32 = f["folder"], f["path"], f["meta"], f["batched"], f["fp32"]
     folder.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     batches = calibration(0) if calibration is not None else None

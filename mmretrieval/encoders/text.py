@@ -24,14 +24,17 @@ class TextEncoder(Encoder):
 
     modality = "text"
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, dim: int, device: torch.device,
-                 trim: bool = True, runner: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
-        """`runner`: the tower under another runtime (`encoders.onnx_runtime`), trimmed int64 tokens in."""
+    def __init__(self, model: torch.nn.Module | Callable[[], torch.nn.Module], tokenizer: Any, dim: int,
+                 device: torch.device, trim: bool = True,
+                 runner: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """`runner`: the tower under another runtime (`encoders.onnx_runtime`), trimmed int64 tokens in.
+        `model`: the module, or a loader of it where a runner is given (see `Encoder.model`): text towers are
+        exported only from trimmable models."""
         super().__init__(dim, device)
         self.model = model
         self.tokenizer = tokenizer
         self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
-        self.trim = trim and can_trim(model)
+        self.trim = trim and (runner is not None and not self.model_built or can_trim(self.model))
         if runner is not None and not self.trim:
             raise UsageError("an exported text tower needs a trimmable (open_clip CLIP) model")
         self.runner = runner

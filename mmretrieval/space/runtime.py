@@ -100,6 +100,15 @@ class Space:
         self.audio = self.encoders.get("audio")
 
     @property
+    def model(self) -> torch.nn.Module:
+        """The open_clip model (what training and evaluation reach for), built at its first use: a space whose
+        towers run from cached ONNX Runtime exports does not build it for encoding."""
+        clip = self.__dict__.get("clip_model")
+        if clip is None:
+            raise AttributeError(f"space {self.spec.name!r} has no open_clip model")
+        return clip()
+
+    @property
     def modalities(self) -> tuple[str, ...]:
         """The registered modalities this space has a tower for."""
         from ..modalities import modalities

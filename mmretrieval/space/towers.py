@@ -10,6 +10,7 @@ registered with `register_tower_family`.
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -130,29 +131,70 @@ class OpenClipFamily(TowerFamily):
         import open_clip
 
         resolved = self.resolved(tower, space)
-        model = _create_clip(resolved, space.device, space.spec.name)
+        model_cfg, pre_cfg = clip_configs(resolved)
         # The transform is built from the config resolved above (the tag's mean/std/interpolation/resize
         # mode), not threaded through open_clip's keyword arguments, which change between releases.
-        pre_cfg = clip_configs(resolved)[1]
         preprocess = _image_transform(pre_cfg)
-        model.eval()
-        runners = _onnx_runners(model, tower, space)  # exported from the fp32 modules, before they change
-        _cast_towers(model, space.precision)
-        if space.inference and space.device.type == "cpu":
-            pack_transformer_blocks(model)
+        clip = ClipModel(resolved, space)
+        runners = _onnx_runners(clip, tower, space)  # exported from the fp32 modules, before they change
         tokenizer = open_clip.get_tokenizer(resolved.model_name)
-        dim = int(model.text_projection.shape[-1] if getattr(model, "text_projection", None) is not None
-                  and isinstance(model.text_projection, torch.Tensor) else _probe_dim(model))
-        # What training and evaluation reach for on the space.
-        space.resolved, space.model, space.preprocess, space.tokenizer, space.dim = (resolved, model, preprocess,
-                                                                                     tokenizer, dim)
+        dim = model_cfg.get("embed_dim")
+        if not isinstance(dim, int):
+            model = clip()
+            dim = int(model.text_projection.shape[-1] if getattr(model, "text_projection", None) is not None
+                      and isinstance(model.text_projection, torch.Tensor) else _probe_dim(model))
+        # What training and evaluation reach for on the space (`Space.model` builds the model at first use).
+        space.resolved, space.clip_model, space.preprocess, space.tokenizer, space.dim = (resolved, clip, preprocess,
+                                                                                          tokenizer, dim)
         size = pre_cfg["size"]
-        encoders = {"text": TextEncoder(model, tokenizer, dim, space.device, runner=runners.get("text")),
-                    "image": ImageEncoder(model, preprocess, dim, space.device, runner=runners.get("image"),
+        # The encoders get the loader: where towers run from cached exports the torch modules (~1.3 s and ~1.2 GB
+        # for ViT-B-32, most of a one-off text query's time and memory) are built only if something needs them.
+        encoders = {"text": TextEncoder(clip, tokenizer, dim, space.device, runner=runners.get("text")),
+                    "image": ImageEncoder(clip, preprocess, dim, space.device, runner=runners.get("image"),
                                           draft_to=space.jpeg_draft * (min(size) if isinstance(size, (list, tuple))
-                                                                        else int(size)))}
+                                                                        else int(size)),
+                                          tokens=_vit_tokens(model_cfg))}
         _settle_backends(encoders, runners, tower, space)
         return encoders
+
+
+class ClipModel:
+    """An open_clip tower's torch model, built once, when first needed: for an export (`fp32`: the modules as
+    loaded) or for torch inference and training (`()`: cast to the space's precision, weights prepacked)."""
+
+    def __init__(self, resolved: ResolvedClip, space: Any) -> None:
+        self._resolved, self._space = resolved, space
+        self._loaded: torch.nn.Module | None = None
+        self._ready: torch.nn.Module | None = None
+        self._lock = threading.RLock()
+
+    def fp32(self) -> torch.nn.Module:
+        with self._lock:
+            if self._ready is not None:
+                raise SpaceError("the torch model was already cast for inference: export before building it")
+            if self._loaded is None:
+                self._loaded = _create_clip(self._resolved, self._space.device, self._space.spec.name).eval()
+            return self._loaded
+
+    def __call__(self) -> torch.nn.Module:
+        with self._lock:
+            if self._ready is None:
+                model = self.fp32()
+                _cast_towers(model, self._space.precision)
+                if self._space.inference and self._space.device.type == "cpu":
+                    pack_transformer_blocks(model)
+                self._ready, self._loaded = model, None
+            return self._ready
+
+
+def _vit_tokens(model_cfg: dict[str, Any]) -> int | None:
+    """Patches + 1 of an open_clip ViT image tower from its config (None: not a plain open_clip ViT)."""
+    v = model_cfg.get("vision_cfg", {})
+    if "timm_model_name" in v or not isinstance(v.get("layers"), int) or "patch_size" not in v:
+        return None
+    size, patch = v.get("image_size", 224), v["patch_size"]
+    size, patch = (size, size) if isinstance(size, int) else size, (patch, patch) if isinstance(patch, int) else patch
+    return (size[0] // patch[0]) * (size[1] // patch[1]) + 1
 
 
 class AudioFamily(TowerFamily):
@@ -174,8 +216,9 @@ class AudioFamily(TowerFamily):
             from ..encoders import onnx_runtime as ort
             from ..encoders.audio_tower import splits
 
-            why = _no_onnx(space, splits(enc.tower), f"its {tower.config.config.get('arch')!r} tower does not "
-                                                     f"split its front end (features/embed)")
+            why = _no_onnx(space) or (None if splits(enc.tower) else f"its {tower.config.config.get('arch')!r} "
+                                                                       f"tower does not split its front end "
+                                                                       f"(features/embed)")
             if why:
                 raise UnsupportedPrecisionError(f"space {space.spec.name!r}: audio in int8 needs ONNX Runtime, "
                                                 f"but {why}")
@@ -230,38 +273,51 @@ def _export_key(tower: TowerSpec, space: Any) -> str:
     return fingerprint_of({k: v for k, v in part.items() if k not in ("preprocess", "image_decode")})
 
 
-def _no_onnx(space: Any, model_ok: bool, model_why: str) -> str | None:
-    """Why a tower cannot run under ONNX Runtime here (None: it can)."""
+def _no_onnx(space: Any) -> str | None:
+    """Why no tower can run under ONNX Runtime here (None: it can, if its model exports)."""
     from ..encoders import onnx_runtime as ort
 
     if not ort.available():
         return "ONNX Runtime is not installed (pip install onnxruntime onnx)"
     if space.device.type != "cpu":
         return f"the {space.device.type} device"
-    return None if model_ok else model_why
+    return None
 
 
-def _onnx_runners(model: torch.nn.Module, tower: TowerSpec, space: Any) -> dict[str, Any]:
-    """The towers that run (or may run, if measured faster) under ONNX Runtime, exported and verified."""
+def _not_exportable(model: torch.nn.Module, modality: str) -> str | None:
+    from ..encoders import onnx_runtime as ort
+    from ..encoders.text import can_trim
+
+    if ort.exportable(model) and (modality != "text" or can_trim(model)):
+        return None
+    return f"{type(model).__name__} cannot be exported (open_clip CLIP models can)"
+
+
+def _onnx_runners(clip: ClipModel, tower: TowerSpec, space: Any) -> dict[str, Any]:
+    """The towers that run (or may run, if measured faster) under ONNX Runtime: read back from the cache where
+    they were exported before (the model is then not built), else exported from `clip` and verified."""
     from ..encoders import onnx_runtime as ort
     from .backend import backend_for, remembered
 
     runners: dict[str, Any] = {}
-    why = _no_onnx(space, ort.available() and ort.exportable(model),
-                   f"{type(model).__name__} cannot be exported (open_clip CLIP models can)")
-    usable = why is None
-    key = _export_key(tower, space) if usable else ""
+    runtime_why = _no_onnx(space)
+    key = _export_key(tower, space) if runtime_why is None else ""
     for modality in ("text", "image"):
-        choice = backend_for(space.backend, space.precision[modality], usable)
+        precision = space.precision[modality]
+        why, cached = runtime_why, None
+        if why is None and backend_for(space.backend, precision, True) != "torch":
+            cached = ort.cached_tower(modality, precision, key, cache_root())
+            if cached is None:  # to be exported: can this model be?
+                why = _not_exportable(clip.fp32(), modality)
+        choice = backend_for(space.backend, precision, why is None)
         if choice is None:  # auto, fp32: the faster one, measured once per tower and CPU
             choice = remembered(cache_root() / "backends.json", _backend_key(tower, space, modality)) or "measure"
-        if choice != "torch" and not usable:
-            error = UnsupportedPrecisionError if space.precision[modality] == "int8" else SpaceError
-            raise error(f"space {space.spec.name!r}: {modality} in {space.precision[modality]} needs ONNX "
-                        f"Runtime, but {why}")
+        if choice != "torch" and why is not None:
+            error = UnsupportedPrecisionError if precision == "int8" else SpaceError
+            raise error(f"space {space.spec.name!r}: {modality} in {precision} needs ONNX Runtime, but {why}")
         space.backends[modality] = choice
         if choice != "torch":
-            runners[modality] = ort.load_tower(model, modality, space.precision[modality], key, cache_root())
+            runners[modality] = cached or ort.load_tower(clip.fp32(), modality, precision, key, cache_root())
     return runners
 
 
