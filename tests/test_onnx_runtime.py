@@ -72,7 +72,8 @@ def test_towers_run_from_cached_exports_without_building_the_torch_model(heldout
     texts, images = heldout
     t_ref, i_ref, _ = reference
     spec = mmr.resolve_model_arg("tiny")
-    Space(spec, precision="fp32", backend="onnx")  # exports both towers (builds the model once for that)
+    first = Space(spec, precision="fp32", backend="onnx")  # exports both towers (builds the model for that)
+    assert first.clip_model._loaded is None and first.clip_model._ready is None  # and lets it go
     create, built = towers._create_clip, []
     monkeypatch.setattr(towers, "_create_clip", lambda *a: built.append(a) or create(*a))
 

@@ -238,3 +238,30 @@ def test_clip_weights_that_do_not_fit_the_model(tiny_space_dir, capsys, tmp_path
     assert main(["index", str(tmp_path / "m"), "--index", str(tmp_path / "idx2"), "--model", f"ViT-B-32:{ckpt}"]) == 1
     err = capsys.readouterr().err
     assert str(ckpt) in err and "internal error" not in err
+
+
+def test_the_weights_hash_cache_forgets_files_that_changed_or_went(tmp_path):
+    """Checkpoints are hashed once per (path, size, mtime); entries of replaced or deleted files (benchmarks'
+    temporary checkpoints) used to stay in ~/.cache/mmretrieval/weights-sha256.json forever."""
+    import os
+
+    from mmretrieval.space.weights import file_sha256
+
+    cache = tmp_path / "cache" / "weights-sha256.json"
+    a, b, c = (tmp_path / n for n in ("a.pt", "b.pt", "c.pt"))
+    a.write_bytes(b"first weights")
+    b.write_bytes(b"kept weights")
+    assert file_sha256(a) == hashlib.sha256(b"first weights").hexdigest()
+    file_sha256(b)
+    assert len(json.loads(cache.read_text())) == 2
+    a.write_bytes(b"other weights, same path")
+    os.utime(a, ns=(1, 1))  # another mtime, whatever the clock's resolution
+    assert file_sha256(a) == hashlib.sha256(b"other weights, same path").hexdigest()
+    known = json.loads(cache.read_text())
+    assert len(known) == 2 and sorted(known.values()) == sorted(
+        hashlib.sha256(x).hexdigest() for x in (b"other weights, same path", b"kept weights"))
+    a.unlink()
+    c.write_bytes(b"new")
+    file_sha256(c)
+    assert sorted(json.loads(cache.read_text()).values()) == sorted(
+        hashlib.sha256(x).hexdigest() for x in (b"kept weights", b"new"))

@@ -61,6 +61,8 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()
+    # entries of files since changed or gone (a replaced checkpoint, a benchmark's temporary one) go with it
+    cache = {k: v for k, v in cache.items() if _still_there(k)}
     cache[key] = digest
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +72,16 @@ def file_sha256(path: str | Path) -> str:
     except OSError:
         pass  # the cache is an optimisation only
     return digest
+
+
+def _still_there(key: str) -> bool:
+    """Is the file of a `file_sha256` cache key still there, at that size and modification time?"""
+    try:
+        path, size, mtime = key.rsplit("|", 2)
+        st = os.stat(path)
+        return st.st_size == int(size) and st.st_mtime_ns == int(mtime)
+    except (OSError, ValueError):
+        return False
 
 
 def _hf_candidates(hf_hub: str) -> tuple[str, list[str]]:
