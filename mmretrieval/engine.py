@@ -128,6 +128,7 @@ class Engine:
             self.jpeg_draft = JPEG_DRAFT
             space = Space(spec, device=device, precision=precision,  # weights must exist before we create anything
                           backend=self.backend, jpeg_draft=self.jpeg_draft)
+            dict(space.encoders)  # and every tower load: one that cannot is an error before the index exists
             self.precision = space.precision  # auto resolved by the space (which knows what its towers can run)
             self.store = Store(self.path, create=True)
             self.store.init_space(spec, space.fingerprint, space.dim, precision=describe(self.precision),
@@ -184,8 +185,8 @@ class Engine:
             return self._space
 
     def prepare(self) -> None:
-        """Load the space and open every tower's runtime now, so that the first query does not wait for them (a
-        server calls it in the background as it starts)."""
+        """Load the space and every tower, and open their runtimes now, so that the first query does not wait for
+        them (a server calls it in the background as it starts)."""
         for encoder in self.space.encoders.values():
             encoder.warm_up()
 

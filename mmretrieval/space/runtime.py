@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -52,6 +54,53 @@ def space_identity(spec: SpaceSpec, resolved: Any = None, precision: dict[str, s
     return ident
 
 
+class Encoders(Mapping[str, Any]):
+    """modality -> encoder of a space. The first tower loads with the space (it sets the space's dimension); the
+    others at the first need of one of their modalities, so that a text query does not load an audio tower
+    (with librosa's and scipy's imports: ~1.6 s of a one-off `mmr search`); iterating loads every tower (an
+    index run, a server's warm-up: a tower that cannot load fails there, before any file is read). A tower
+    in int8 loads with the space too: where int8 is refused, ``auto`` must know it then to choose again."""
+
+    def __init__(self, space: Space, towers: tuple[Any, ...] | list[Any]) -> None:
+        self._space = space
+        self._loaded: dict[str, Any] = {}
+        self._pending = list(towers)
+        self._lock = threading.RLock()
+        for i, tower in enumerate(list(self._pending)):
+            if i == 0 or any(space.precision.get(m) == "int8" for m in tower.modalities):
+                self._load(tower)
+
+    def _load(self, tower: Any) -> None:
+        with self._lock:
+            if tower in self._pending:
+                self._loaded.update(tower_family(tower.family).load(tower, self._space))
+                self._pending.remove(tower)
+
+    def _load_all(self) -> None:
+        for tower in list(self._pending):
+            self._load(tower)
+
+    def __getitem__(self, modality: str) -> Any:
+        if modality not in self._loaded:
+            for tower in list(self._pending):
+                if modality in tower.modalities:
+                    self._load(tower)
+        return self._loaded[modality]
+
+    def __iter__(self) -> Iterator[str]:
+        self._load_all()
+        return iter(dict(self._loaded))
+
+    def __len__(self) -> int:
+        self._load_all()
+        return len(self._loaded)
+
+    @property
+    def loaded(self) -> dict[str, Any]:
+        """The encoders loaded so far (nothing more is loaded)."""
+        return dict(self._loaded)
+
+
 class Space:
     """A loaded shared space: one encoder per modality, all into the same L2-normalised space."""
 
@@ -62,7 +111,7 @@ class Space:
         does natively, see `space.precision`) or ``tower=format`` pairs; the index remembers its own.
         `inference=False` keeps the model trainable: no prepacked weights (see `encoders.packed`).
         `backend`: auto (the faster runtime per tower, measured once; see `space.backend`), torch or onnx;
-        None reads ``MMR_BACKEND``. Which one ran is in `backends` (it does not move vectors).
+        None reads ``MMR_BACKEND``. Which one runs each loaded tower is in `backends` (it does not move vectors).
         `jpeg_draft`: JPEGs decode to at least this many times the model's input size (see `towers`).
         Where ``auto`` chose int8 for a tower that cannot run it (a model ONNX export does not cover),
         the space is built with auto's other choice; an explicit int8 there is an error."""
@@ -92,12 +141,19 @@ class Space:
         self.fingerprint = fingerprint_of(self.identity)
         # One fingerprint per tower: which towers two spaces share (their vectors for those modalities agree).
         self.tower_fingerprints = {name: fingerprint_of(part) for name, part in towers.items()}
-        self.encoders: dict[str, Any] = {}
-        for tower in spec.towers:  # in order: the first (open_clip) sets the space's dimension
-            self.encoders.update(tower_family(tower.family).load(tower, self))
-        self.text = self.encoders.get("text")
-        self.image = self.encoders.get("image")
-        self.audio = self.encoders.get("audio")
+        self.encoders = Encoders(self, spec.towers)
+
+    @property
+    def text(self) -> Any:
+        return self.encoders.get("text")
+
+    @property
+    def image(self) -> Any:
+        return self.encoders.get("image")
+
+    @property
+    def audio(self) -> Any:
+        return self.encoders.get("audio")
 
     @property
     def model(self) -> torch.nn.Module:
