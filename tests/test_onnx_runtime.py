@@ -67,6 +67,17 @@ def test_fp32_export_gives_torch_vectors_and_is_cached(heldout, reference, tmp_p
     cached.write_bytes(b"not an onnx model")
     healed = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
     assert np.abs(healed.image.encode(images[:4]) - i_ref[:4]).max() < 1e-5 and cached.stat().st_size > 1000
+    # damaged in place, same size (it used to load and give wrong vectors): refused at first use, then exported
+    # again by the next load
+    (text,) = (tmp_path / "cache" / "onnx").rglob("text.fp32.onnx")
+    data = bytearray(text.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = b"\xff" * 4096
+    text.write_bytes(bytes(data))
+    damaged = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
+    with pytest.raises(SpaceError, match="is damaged.*run the command again"):
+        damaged.text.encode(texts[:2])
+    again = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
+    assert np.abs(again.text.encode(texts) - t_ref).max() < 1e-5 and text.read_bytes() != bytes(data)
 
 
 def test_towers_run_from_cached_exports_without_building_the_torch_model(heldout, reference, monkeypatch):

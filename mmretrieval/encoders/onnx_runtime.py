@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -93,14 +94,20 @@ class OrtTower:
     files to decode and encode (`ingest.embed`)."""
 
     def __init__(self, path: Path, input_name: str, threads: int | None = None, per_item: bool = False,
-                 lazy: bool = False, batched: Path | None = None) -> None:
+                 lazy: bool = False, batched: Path | None = None, checksums: dict[Path, int] | None = None,
+                 record: Path | None = None) -> None:
         """`lazy`: open the sessions at their first call (0.2-1.3 s for ViT-B-32's towers), so a process that
-        searches by text never pays for the image tower's; else both now (a damaged file fails here)."""
+        searches by text never pays for the image tower's; else both now (a damaged file fails here).
+        `checksums`: CRC-32 of each graph file as exported, checked as it is first opened (a file damaged in
+        place gave wrong vectors silently); on a mismatch the file and `record` (the export's record) are
+        removed, so the next load exports the tower again."""
         self.path = Path(path)
         self.batched = Path(batched) if batched is not None else None
         self.input_name = input_name
         self.per_item = per_item
         self.threads = int(threads or torch.get_num_threads())
+        self._unchecked = dict(checksums or {})
+        self._record = record
         self._sessions: dict[Path | tuple[Path, int], Any] = {}
         self._opening = threading.Lock()
         self._cores: ThreadPoolExecutor | None = None
@@ -148,7 +155,23 @@ class OrtTower:
                 # (One global pool did as well, but once set ONNX Runtime refuses every session with a pool of
                 # its own in the process, its static quantiser's and other libraries' included.)
                 so.add_session_config_entry("session.force_spinning_stop", "1")
-                self._sessions[key] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                expected = self._unchecked.get(path)
+                if expected is None:
+                    self._sessions[key] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                    return self._sessions[key]
+                # the checksum on another thread while the session is built (crc32 lets go of the GIL): ~0.1 s
+                # for a 250 MB tower, hidden behind the session's own ~0.3 s
+                with ThreadPoolExecutor(1) as pool:
+                    crc = pool.submit(checksum, path)
+                    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                if crc.result() != expected:
+                    if self._record is not None:
+                        self._record.unlink(missing_ok=True)
+                        path.unlink(missing_ok=True)
+                    raise SpaceError(f"the cached ONNX Runtime tower {path} is damaged (its checksum is not the "
+                                     f"export's); it is exported again at the next start: run the command again")
+                del self._unchecked[path]
+                self._sessions[key] = session
             return self._sessions[key]
 
     def on_this_thread(self, x: np.ndarray) -> np.ndarray:
@@ -291,6 +314,16 @@ def batch_independent(tower: OrtTower, model: nn.Module, modality: str) -> bool:
     return float(np.abs(together - alone).max()) <= 1e-6
 
 
+def checksum(path: Path) -> int:
+    """CRC-32 of a file, read in blocks into one buffer (no copy of a 250 MB tower in memory)."""
+    buf = bytearray(8 << 20)
+    view, crc = memoryview(buf), 0
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            crc = zlib.crc32(view[:n], crc)
+    return crc
+
+
 def _files(modality: str, precision: str, key: str, cache: Path) -> dict[str, Path]:
     folder = cache / "onnx" / key / f"v{FORMAT_VERSION}-{versions()}"
     return {"folder": folder, "path": folder / f"{modality}.{precision}.onnx",
@@ -313,8 +346,10 @@ def cached_tower(modality: str, precision: str, key: str, cache: Path, threads: 
     if f["meta"].exists() and all(g.exists() for g, size in sizes.items() if size):
         try:  # the files as exported (their sizes recorded): opened at first use; else now, to catch damage
             intact = all(g.stat().st_size == size for g, size in sizes.items() if size)
+            sums = {f["path"]: record.get("crc32"), f["batched"]: record.get("batched_crc32")}
             return OrtTower(f["path"], INPUTS[modality], threads, bool(record.get("per_item")), lazy=intact,
-                            batched=f["batched"] if sizes[f["batched"]] else None)
+                            batched=f["batched"] if sizes[f["batched"]] else None, record=f["meta"],
+                            checksums={g: c for g, c in sums.items() if c is not None})
         except Exception as e:  # damaged in the cache (onnxruntime raises its own types): export again
             log.warning("cached ONNX tower %s does not load (%s); exporting it again", f["path"], e)
     if f["meta"].exists():  # damaged, or a file of the export gone: all of it again
@@ -367,7 +402,8 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
         batched.unlink(missing_ok=True)
         raise
     info = {"version": FORMAT_VERSION, "seconds": round(time.perf_counter() - t, 2), "bytes": path.stat().st_size,
-            "per_item": tower.per_item, "batched_bytes": batched.stat().st_size if tower.batched else None, **check}
+            "per_item": tower.per_item, "batched_bytes": batched.stat().st_size if tower.batched else None,
+            "crc32": checksum(path), "batched_crc32": checksum(batched) if tower.batched else None, **check}
     atomic_write(meta, lambda tmp: Path(tmp).write_text(json.dumps(info)))
     return tower
 
