@@ -265,3 +265,34 @@ def test_the_weights_hash_cache_forgets_files_that_changed_or_went(tmp_path):
     file_sha256(c)
     assert sorted(json.loads(cache.read_text()).values()) == sorted(
         hashlib.sha256(x).hexdigest() for x in (b"kept weights", b"new"))
+
+
+def test_missing_weights_without_a_network_say_so_at_once(empty_hub, monkeypatch):
+    """Offline, huggingface_hub retried every candidate file with backoff: a first `mmr index` waited ~46 s
+    before saying the weights are missing. The host is tried once first; through a proxy, the download is."""
+    import time
+
+    import huggingface_hub.constants
+    import open_clip
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("MMR_OFFLINE", raising=False)
+    for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    tried = []
+    monkeypatch.setattr(open_clip, "download_pretrained", lambda cfg, **kw: tried.append(cfg) or pytest.fail("tried"))
+    t = time.perf_counter()
+    with pytest.raises(MissingWeightsError, match=r"no network to download them \(127.0.0.1:9 does not answer"):
+        resolve_clip("ViT-B-32", "openai")
+    assert time.perf_counter() - t < 5 and tried == []
+
+    def unavailable(cfg, **kw):
+        tried.append(cfg)
+        raise OSError("407 Proxy Authentication Required")
+
+    monkeypatch.setattr(open_clip, "download_pretrained", unavailable)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")  # only the download can tell: it is tried
+    with pytest.raises(MissingWeightsError, match="download failed: 407 Proxy"):
+        resolve_clip("ViT-B-32", "openai")
+    assert len(tried) == 1

@@ -84,6 +84,31 @@ def _still_there(key: str) -> bool:
         return False
 
 
+def _unreachable(cfg: dict[str, Any], timeout: float = 3.0) -> str | None:
+    """Why the host a tag downloads from does not answer (None: it does, or a proxy stands between). Without
+    a network, huggingface_hub retried each candidate file with backoff (~23 s each: a first `mmr index` waited
+    46 s to say the weights are missing); a connection attempt says so at once."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlparse
+
+    if cfg.get("hf_hub"):
+        from huggingface_hub import constants
+
+        url = constants.ENDPOINT
+    else:
+        url = cfg.get("url") or ""
+    u = urlparse(url)
+    if not u.hostname or urllib.request.getproxies().get(u.scheme):
+        return None  # through a proxy only the download itself can tell
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        socket.create_connection((u.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{u.hostname}:{port} does not answer: {e.strerror or type(e).__name__}"
+    return None
+
+
 def _hf_candidates(hf_hub: str) -> tuple[str, list[str]]:
     model_id, filename = os.path.split(hf_hub)  # "org/repo/" means the default file name
     filename = filename or "open_clip_pytorch_model.bin"
@@ -234,7 +259,10 @@ def resolve_clip(model: str, pretrained: str | None, cache_dir: str | None = Non
     path, looked = _find_cached(cfg, cache_dir, model, pretrained)
     if path is None:
         reason = "offline (MMR_OFFLINE/HF_HUB_OFFLINE is set)" if download else "not downloaded"
-        if download and not offline():
+        unreachable = _unreachable(cfg) if download and not offline() else None
+        if unreachable:
+            reason = f"there is no network to download them ({unreachable})"
+        elif download and not offline():
             try:
                 path = open_clip.download_pretrained(cfg, cache_dir=cache_dir)
             except Exception as e:  # any network or hub failure means: not available
