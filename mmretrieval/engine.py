@@ -128,7 +128,7 @@ class Engine:
             self.jpeg_draft = JPEG_DRAFT
             space = Space(spec, device=device, precision=precision,  # weights must exist before we create anything
                           backend=self.backend, jpeg_draft=self.jpeg_draft)
-            dict(space.encoders)  # and every tower load: one that cannot is an error before the index exists
+            dict(space.encoders)  # and every tower must load: one that cannot is an error before the index exists
             self.precision = space.precision  # auto resolved by the space (which knows what its towers can run)
             self.store = Store(self.path, create=True)
             self.store.init_space(spec, space.fingerprint, space.dim, precision=describe(self.precision),
