@@ -21,8 +21,8 @@ class Encoder(ABC):
 
     @property
     def model(self) -> torch.nn.Module:
-        """The tower's torch module. Given as a loader (`space.towers`: every tower of the space runs from a
-        cached ONNX Runtime export), it is built only when something needs it (the torch path, training)."""
+        """The tower's torch module. Given as a loader (the open_clip family gives one: towers read back from
+        cached ONNX Runtime exports never need the module), it is built at first use (the torch path, training)."""
         if self._model is not None and not isinstance(self._model, torch.nn.Module):
             self._model = self._model()
         if self._model is None:

@@ -30,7 +30,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -324,12 +324,20 @@ def checksum(path: Path) -> int:
     return crc
 
 
-def _files(modality: str, precision: str, key: str, cache: Path) -> dict[str, Path]:
-    folder = cache / "onnx" / key / f"v{FORMAT_VERSION}-{versions()}"
-    return {"folder": folder, "path": folder / f"{modality}.{precision}.onnx",
-            "meta": folder / f"{modality}.{precision}.json",  # written last: the export was verified
-            "batched": folder / f"{modality}.{precision}.batched.onnx",  # int8, activations scaled per item
-            "fp32": folder / f"{modality}.fp32.onnx"}
+class _Export(NamedTuple):
+    """The files of one exported tower in the cache."""
+
+    folder: Path
+    path: Path     # the graph (one item; any batch of an fp32 or static int8 tower)
+    meta: Path     # its record, written last: the export was verified
+    batched: Path  # dynamic int8: the graph with activations scaled per item
+    fp32: Path     # what int8 is quantised from
+
+    @classmethod
+    def of(cls, modality: str, precision: str, key: str, cache: Path) -> _Export:
+        folder = cache / "onnx" / key / f"v{FORMAT_VERSION}-{versions()}"
+        return cls(folder, folder / f"{modality}.{precision}.onnx", folder / f"{modality}.{precision}.json",
+                   folder / f"{modality}.{precision}.batched.onnx", folder / f"{modality}.fp32.onnx")
 
 
 def cached_tower(modality: str, precision: str, key: str, cache: Path, threads: int | None = None) -> OrtTower | None:
@@ -338,22 +346,22 @@ def cached_tower(modality: str, precision: str, key: str, cache: Path, threads: 
     removed, to be exported again). An int8 export that was refused raises `UnsupportedPrecisionError`."""
     if not available():
         raise SpaceError("ONNX Runtime is not installed (pip install onnxruntime onnx); use --backend torch")
-    f = _files(modality, precision, key, cache)
-    record = json.loads(f["meta"].read_text()) if f["meta"].exists() else {}
+    f = _Export.of(modality, precision, key, cache)
+    record = json.loads(f.meta.read_text()) if f.meta.exists() else {}
     if record.get("refused"):
         raise UnsupportedPrecisionError(record["refused"])
-    sizes = {f["path"]: record.get("bytes"), f["batched"]: record.get("batched_bytes")}
-    if f["meta"].exists() and all(g.exists() for g, size in sizes.items() if size):
+    sizes = {f.path: record.get("bytes"), f.batched: record.get("batched_bytes")}
+    if f.meta.exists() and all(g.exists() for g, size in sizes.items() if size):
         try:  # the files as exported (their sizes recorded): opened at first use; else now, to catch damage
             intact = all(g.stat().st_size == size for g, size in sizes.items() if size)
-            sums = {f["path"]: record.get("crc32"), f["batched"]: record.get("batched_crc32")}
-            return OrtTower(f["path"], INPUTS[modality], threads, bool(record.get("per_item")), lazy=intact,
-                            batched=f["batched"] if sizes[f["batched"]] else None, record=f["meta"],
+            sums = {f.path: record.get("crc32"), f.batched: record.get("batched_crc32")}
+            return OrtTower(f.path, INPUTS[modality], threads, bool(record.get("per_item")), lazy=intact,
+                            batched=f.batched if sizes[f.batched] else None, record=f.meta,
                             checksums={g: c for g, c in sums.items() if c is not None})
         except Exception as e:  # damaged in the cache (onnxruntime raises its own types): export again
-            log.warning("cached ONNX tower %s does not load (%s); exporting it again", f["path"], e)
-    if f["meta"].exists():  # damaged, or a file of the export gone: all of it again
-        for stale in (f["meta"], f["path"], f["batched"], f["fp32"]):
+            log.warning("cached ONNX tower %s does not load (%s); exporting it again", f.path, e)
+    if f.meta.exists():  # damaged, or a file of the export gone: all of it again
+        for stale in (f.meta, f.path, f.batched, f.fp32):
             stale.unlink(missing_ok=True)
     return None
 
@@ -372,8 +380,7 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
     cached = cached_tower(modality, precision, key, cache, threads)
     if cached is not None:
         return cached
-    f = _files(modality, precision, key, cache)
-    folder, path, meta, batched, fp32 = f["folder"], f["path"], f["meta"], f["batched"], f["fp32"]
+    folder, path, meta, batched, fp32 = _Export.of(modality, precision, key, cache)
     folder.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     batches = calibration(0) if calibration is not None else None
