@@ -99,7 +99,8 @@ def _unreachable(cfg: dict[str, Any], timeout: float = 3.0) -> str | None:
     else:
         url = cfg.get("url") or ""
     u = urlparse(url)
-    if not u.hostname or urllib.request.getproxies().get(u.scheme):
+    proxies = urllib.request.getproxies()
+    if not u.hostname or proxies.get(u.scheme) or proxies.get("all"):
         return None  # through a proxy only the download itself can tell
     port = u.port or (443 if u.scheme == "https" else 80)
     try:
