@@ -263,3 +263,33 @@ def test_without_ray_installed_the_error_says_what_to_install(tmp_path, monkeypa
         eng.index([library / "demo"], ray=RayOptions())
     assert eng.stats()["items_total"] == 0
     eng.close()
+
+
+def test_a_shard_written_but_not_yet_listed_is_found_again(tmp_path, tiny_space_dir):
+    """A run killed between a shard's files table and the manifest that lists it: the shard is whole (its files
+    table is written last) and is used, not embedded again."""
+    from mmretrieval.ingest.embed import Embedder
+    from mmretrieval.ingest.staging import Staging
+    from mmretrieval.ingest.walk import FileEntry
+
+    eng = mmr.Engine(tmp_path / "idx", model=str(tiny_space_dir))
+    media = tmp_path / "media"
+    media.mkdir()
+    entries = []
+    for i, text in enumerate(["a red circle", "a blue star"]):
+        p = media / f"{i}.txt"
+        p.write_text(text)
+        entries.append(FileEntry(str(p), "text", p.stat().st_size, p.stat().st_mtime_ns))
+    files = list(Embedder(eng.space).stream(entries))
+    record = eng.store.space_record()
+    stage = Staging(tmp_path / "staging", record, False)
+    stage.write("a", files[:1])
+    manifest = (tmp_path / "staging" / "manifest.json").read_text()
+    stage.write("b", files[1:])
+    (tmp_path / "staging" / "manifest.json").write_text(manifest)  # as if killed before listing "b"
+    again = Staging(tmp_path / "staging", record, False)
+    assert again.shards == ["a", "b"]
+    found = again.find(entries[1])
+    assert found is not None and np.array_equal(found.vectors, files[1].vectors)
+    assert again.parts["text"] == ["text/text_emb/text_emb_a.npy", "text/text_emb/text_emb_b.npy"]
+    eng.close()

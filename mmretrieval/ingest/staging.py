@@ -59,10 +59,25 @@ class Staging:
                 self.shards = [k for k in m.get("staged", []) if self._files_path(k).is_file()]
                 self.parts = {mod: [p for p in names if (self.root / p).is_file()]
                               for mod, names in m.get("shards", {}).items()}
+                self._adopt_unlisted()
         _, pq = _pyarrow()
         for k in self.shards:
             for r in pq.read_table(self._files_path(k), columns=["path", "size", "mtime_ns", "modality"]).to_pylist():
                 self._where[(r["path"], r["size"], r["mtime_ns"], r["modality"])] = k
+
+    def _adopt_unlisted(self) -> None:
+        """Shards whose files table was written but not yet listed (a run killed between the two writes): the
+        files table comes last, so such a shard is whole, and this space's (the manifest before it says so)."""
+        listed = set(self.shards)
+        for path in sorted((self.root / "files").glob("files_*.parquet")):
+            key = path.stem[len("files_"):]
+            if key in listed:
+                continue
+            self.shards.append(key)
+            for modality in sorted(d.name for d in self.root.iterdir() if d.is_dir() and d.name != "files"):
+                emb = part_paths(self.root, modality, key)[0]
+                if emb.is_file():
+                    self.parts.setdefault(modality, []).append(str(emb.relative_to(self.root)))
 
     @property
     def fingerprint(self) -> str:
