@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=["auto", "torch", "onnx"],
                         help="runtime of the towers: auto (default, $MMR_BACKEND: the faster one, measured once per "
                              "tower and CPU), torch, or onnx (ONNX Runtime); it does not change vectors")
+    parser.add_argument("--device", metavar="DEVICE",
+                        help="where the towers compute: auto (default, $MMR_DEVICE: a CUDA GPU for index and eval "
+                             "where torch sees one, the CPU for queries), cpu, cuda or cuda:N")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -195,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-PRECISION_HELP = ("number format of the towers: auto (default, $MMR_PRECISION: bf16 image/audio towers where the "
-                  "CPU has native bf16, else fp32), fp32, bf16, int8 (text and image towers, under ONNX Runtime), "
+PRECISION_HELP = ("number format of the towers: auto (default, $MMR_PRECISION: on a CPU an int8 image tower where "
+                  "measured faster, else bf16 image/audio towers where the CPU has native bf16, else fp32; on a GPU "
+                  "fp16 image/audio towers), fp32, bf16, fp16, int8 (text and image towers, under ONNX Runtime), "
                   "or pairs like image=int8,text=fp32")
 
 
@@ -250,6 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def _device(args: argparse.Namespace, bulk: bool = True) -> str:
+    from .space.device import parse_device
+
+    return parse_device(args.device, bulk=bulk)
+
+
 def _err(msg: str) -> None:
     print(f"mmr: {msg}", file=sys.stderr)
 
@@ -260,7 +270,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .quiet import captured_output, count_lines
 
     progress = not args.no_progress and sys.stderr.isatty()
-    with Engine(_index_dir(args), model=args.model, precision=args.precision) as eng:
+    with Engine(_index_dir(args), model=args.model, precision=args.precision, device=_device(args)) as eng:
         run = lambda: eng.index(args.paths, batch_size=args.batch_size, workers=args.workers,  # noqa: E731
                                 progress=progress, checkpoint_seconds=args.checkpoint_seconds,
                                 pool_audio=args.pool_audio, index_type=args.index_type,
@@ -341,7 +351,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .engine import Engine
     from .query import parse_filters
 
-    with Engine(_index_dir(args), readonly=True) as eng:
+    with Engine(_index_dir(args), readonly=True, device=_device(args, bulk=False)) as eng:
         filters = parse_filters(paths=args.paths, after=args.after, before=args.before, min_size=args.min_size,
                                 max_size=args.max_size, exts=args.exts)
         extra = _query_parts(args)
@@ -596,7 +606,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server.app import serve
 
     print(f"serving {_index_dir(args)} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-    serve(_index_dir(args), host=args.host, port=args.port, token=args.token, max_upload=args.max_upload)
+    serve(_index_dir(args), host=args.host, port=args.port, token=args.token, max_upload=args.max_upload,
+          device=_device(args, bulk=False))
     return EXIT_OK
 
 
@@ -667,7 +678,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .space.registry import resolve_model_arg
     from .train.evaluate import evaluate
 
-    report = evaluate(Space(resolve_model_arg(args.model), precision=args.precision or "auto"), args.pairs)
+    report = evaluate(Space(resolve_model_arg(args.model), precision=args.precision or "auto", device=_device(args)),
+                      args.pairs)
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK

@@ -102,6 +102,8 @@ class Engine:
     index is created (default: auto, by what the CPU does natively) and remembered: an existing
     index always encodes in its own, and an explicit different one is refused. ``backend`` (auto, torch,
     onnx; None: ``MMR_BACKEND``) picks the runtime of the towers, see `space.backend`; it is not remembered.
+    ``device`` (cpu, cuda, cuda:N; see `space.device.parse_device` for auto) is where the towers compute; a new
+    index's ``auto`` precision follows it (fp16 image and audio towers on a GPU), an existing one keeps its own.
     """
 
     def __init__(self, path: str | os.PathLike, model: str | SpaceSpec | None = None, *, readonly: bool = False,

@@ -74,7 +74,7 @@ def test_cli_errors_are_one_line(tmp_path, media, tiny_space_dir, capsys):
         (["search", "x", "--index", tmp_path / "nothing"], 1, "not an mmretrieval index"),
         (["index", media["red"], "--index", tmp_path / "i2", "--model", "no-such-space"], 1, "not a registered space"),
         (["index", media["red"], "--index", idx, "--model", "ViT-B-32:laion2b_s34b_b79k"], 1, "built in space"),
-        (["index", media["red"], "--index", tmp_path / "i3", "--precision", "fp16"], 2, "use auto, fp32, bf16"),
+        (["index", media["red"], "--index", tmp_path / "i3", "--precision", "fp8"], 2, "use auto, fp32, bf16, fp16"),
         (["index", media["red"], "--index", idx, "--precision", "bf16"], 1, "encodes with precision"),
     ]
     for args, want_code, want in cases:

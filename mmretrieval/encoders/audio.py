@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import DecodeError, UsageError, WeightsMismatchError
-from .audio_tower import build_audio_tower
+from .audio_tower import build_audio_tower, splits
 from .base import Encoder
 
 if TYPE_CHECKING:  # encoders do not import the space layer; the space builds them
@@ -146,8 +146,8 @@ class AudioEncoder(Encoder):
         super().__init__(dim, device)
         self.tower = tower
         self.runner = runner
-        # bf16 runs under autocast: the spectrogram front end stays fp32, convolutions and linears go bf16
-        # (1.9x on the Wav2CLIP tower where the CPU has native bf16, cosine 0.99999 to fp32).
+        # bf16 and fp16 run under autocast: the spectrogram front end (`features`) stays fp32, convolutions and
+        # linears go bf16/fp16 (bf16: 1.9x on the Wav2CLIP tower where the CPU has native bf16, cosine 0.99999).
         self.dtype = dtype
         self.spec = spec
         self.sample_rate = spec.sample_rate
@@ -239,8 +239,12 @@ class AudioEncoder(Encoder):
             if self.runner is not None:
                 out[idx] = torch.from_numpy(self.runner(self.tower.features(x).float().cpu().numpy()))
                 continue
+            if splits(self.tower):  # the signal front end in fp32: a mel power can pass fp16's range (65504)
+                x, net = self.tower.features(x), self.tower.embed
+            else:
+                net = self.tower
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-                out[idx] = self.tower(x).float().cpu()
+                out[idx] = net(x).float().cpu()
         return out
 
 

@@ -77,6 +77,18 @@ class Encoder(ABC):
         """Return un-normalised embeddings ``[len(batch), dim]``."""
 
 
+def to_device(tensors: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Stack a batch onto `device` in `dtype`. To a GPU it goes through page-locked (pinned) host memory, so the
+    copy runs by DMA without a staging copy, and is cast there rather than on the CPU."""
+    if device.type != "cuda":
+        return torch.stack(list(tensors)).to(device, dtype)
+    first = tensors[0]
+    # torch's caching host allocator hands the same pinned block back once the copy from it is done
+    host = torch.empty((len(tensors), *first.shape), dtype=first.dtype, pin_memory=True)
+    torch.stack(list(tensors), out=host)
+    return host.to(device, non_blocking=True).to(dtype)
+
+
 def normalize(emb: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(emb, np.ndarray):  # from another runtime: no torch op (it would wake torch's thread pool)
         v = emb.astype(np.float32, copy=False)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import DecodeError, UsageError
-from .base import Encoder, normalize
+from .base import Encoder, normalize, to_device
 
 try:  # HEIC/HEIF (iPhone photos) through the optional `heif` extra
     import pillow_heif
@@ -222,10 +222,10 @@ class ImageEncoder(Encoder):
                          f"got {type(item).__name__}")
 
     def _encode_batch(self, batch: list[Any]) -> torch.Tensor | np.ndarray:
-        x = torch.stack([self.prepare(b) for b in batch])
+        pixels = [self.prepare(b) for b in batch]
         if self.runner is not None:
-            return self.runner(x.float().numpy())
-        return self.model.encode_image(x.to(self.device, self.dtype))
+            return self.runner(torch.stack(pixels).float().numpy())
+        return self.model.encode_image(to_device(pixels, self.device, self.dtype))
 
     def per_core(self) -> int:
         """A dynamic int8 ViT under ONNX Runtime with enough tokens for a core (`PER_CORE_MIN_TOKENS`; ViT-B-32:

@@ -64,7 +64,9 @@ class TextEncoder(Encoder):
                     out[r] = normalize(self.runner(ids[r, :int(lengths[r].max())]))
                 continue
             with torch.inference_mode():
-                out[idx] = normalize(encode_text_trimmed(self.model, tokens[idx].to(self.device)))
+                part = tokens[idx]
+                n = trimmed_length(part)  # here, before the copy: on a GPU it would wait for the device
+                out[idx] = normalize(encode_text_trimmed(self.model, part[:, :n].to(self.device), n))
         return out
 
     def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
@@ -110,7 +112,8 @@ def can_trim(model: torch.nn.Module) -> bool:
 
 def trimmed_length(tokens: torch.Tensor | np.ndarray) -> int:
     """Positions up to the last non-padding token of any text in the batch (numpy in: no torch op)."""
-    used = np.flatnonzero(np.asarray((tokens != 0).any(0)))
+    used = (tokens != 0).any(0)
+    used = np.flatnonzero(used.cpu().numpy() if isinstance(used, torch.Tensor) else used)
     return int(used.max()) + 1 if used.size else 1
 
 

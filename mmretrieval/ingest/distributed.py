@@ -82,7 +82,9 @@ class EncoderActor:
         from ..space.runtime import Space
         from ..space.spec import SpaceSpec
 
-        self.space = Space(SpaceSpec.from_dict(spec), precision=precision, num_threads=threads, jpeg_draft=jpeg_draft)
+        device = "cuda" if ray.get_gpu_ids() else "cpu"  # Ray shows an actor only the GPUs it was given
+        self.space = Space(SpaceSpec.from_dict(spec), device=device, precision=precision, num_threads=threads,
+                           jpeg_draft=jpeg_draft)
         if self.space.fingerprint != fingerprint:
             raise SpaceMismatchError(
                 f"on node {ray.get_runtime_context().get_node_id()[:12]}, space {spec['name']!r} loads with "

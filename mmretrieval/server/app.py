@@ -28,14 +28,15 @@ class UploadTooLarge(MMRError):
     pass
 
 
-def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD):
+def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD,
+               device: str = "cpu"):
     try:
         from fastapi import FastAPI, Query, Request
         from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     except ImportError:  # pragma: no cover - depends on the install
         raise UsageError("the server needs the optional extra: pip install 'mmretrieval[server]'") from None
 
-    engine = Engine(index, readonly=True)
+    engine = Engine(index, readonly=True, device=device)
     lock = threading.Lock()  # one engine, one SQLite connection, one model: requests take turns
     thumbs = engine.path / "thumbnails"
     app = FastAPI(title="mmretrieval", version="0.1.0",
@@ -235,14 +236,14 @@ async def _read_limited(upload, limit: int) -> bytes:
 
 
 def serve(index: str, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          max_upload: int = DEFAULT_MAX_UPLOAD) -> None:
+          max_upload: int = DEFAULT_MAX_UPLOAD, device: str = "cpu") -> None:
     try:
         import uvicorn
     except ImportError:
         raise UsageError("the server needs the optional extra: pip install 'mmretrieval[server]'") from None
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         raise UsageError(f"binding to {host} exposes your files: give --token (or MMR_TOKEN) so requests must carry it")
-    app = create_app(index, token=token, max_upload=max_upload)
+    app = create_app(index, token=token, max_upload=max_upload, device=device)
     warm_up(app.state.engine)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

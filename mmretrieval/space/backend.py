@@ -2,7 +2,7 @@
 
 The backend does not move vectors beyond float rounding (an fp32 export matches torch to ~2e-7), so
 it is not part of the fingerprint: an index built with one is searched with the other. It is a choice
-for fp32 towers: the other precisions have one runtime each (bf16: torch; int8: ONNX Runtime). For fp32,
+for fp32 towers: the other precisions have one runtime each (bf16, fp16: torch; int8: ONNX Runtime). For fp32,
 ``auto`` times both on the tower's own workload (a one-text query for text, a batch for images) the
 first time a tower is loaded on a CPU and remembers the winner under the cache
 (``MMR_CACHE``/backends.json, by tower fingerprint and CPU), so later loads cost nothing.
@@ -33,8 +33,8 @@ def parse_backend(value: str | None) -> str:
 
 def backend_for(requested: str, precision: str, onnx_available: bool) -> str | None:
     """torch or onnx where the rules decide; None where fp32 must be measured (auto with both present).
-    The backend is a choice for fp32 towers only: bf16 always runs under torch, int8 under ONNX Runtime."""
-    if precision in ("int8", "bf16"):
+    The backend is a choice for fp32 towers only: bf16 and fp16 run under torch, int8 under ONNX Runtime."""
+    if precision in ("int8", "bf16", "fp16"):
         return "onnx" if precision == "int8" else "torch"
     if requested != "auto":
         return requested

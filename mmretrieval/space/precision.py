@@ -22,6 +22,12 @@ an export is refused below cosine 0.999 on held-out synthetic signals (the shipp
 0.985 on its held-out clips), and one that passed (ViT-B-32-sized placeholder Wav2CLIP weights) still gave
 0.997 on a test clip. ``auto`` therefore keeps audio in bf16/fp32.
 
+``fp16`` is the GPU's format: ``auto`` on a CUDA device runs the image and audio towers in fp16 (what
+clip-retrieval does there; cosine >= 0.999 to fp32, `tests/test_cuda.py`) and keeps text in fp32, so an
+index built on a GPU answers text queries on a CPU exactly as one built there. On a CPU (an fp16 index
+queried or updated without a GPU) an fp16 tower keeps fp16-rounded weights and computes in fp32
+(`space.towers.fp16_on_cpu`): CPUs without AVX512-FP16 compute fp16 itself ~10x slower than bf16.
+
 Reduced precision moves vectors slightly, so a tower's precision is part of the space fingerprint
 (fp32, the reference, is left out so that fp32 fingerprints stay what they always were).
 """
@@ -35,8 +41,8 @@ import torch
 from ..errors import UsageError
 
 TOWERS = ("text", "image", "audio")
-FORMATS = ("fp32", "bf16", "int8")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # the formats torch computes in
+FORMATS = ("fp32", "bf16", "fp16", "int8")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the formats torch computes in
 # int8 is ONNX Runtime's (see encoders.onnx_runtime): open_clip towers, and audio towers that split their
 # front end from their network (`encoders.audio_tower.splits`) where asked for by name (``audio=int8``).
 INT8_ALONE = ("text", "image")  # what a bare ``int8`` means
@@ -72,10 +78,10 @@ def _cpuinfo_flags() -> set[str]:
 def auto_precision(device: str = "cpu", native_bf16: bool | None = None,
                    int8_faster: bool | None = None) -> dict[str, str]:
     """What ``auto`` means on this machine (see the module doc for why text stays fp32 and audio is not
-    int8): the image tower in int8 where ONNX Runtime's int8 measured faster than torch here, else bf16
-    where native; audio bf16 where native."""
+    int8): on a GPU, image and audio in fp16; on a CPU, the image tower in int8 where ONNX Runtime's int8
+    measured faster than torch here, else bf16 where native; audio bf16 where native."""
     if not str(device).startswith("cpu"):
-        return {"text": "fp32", "image": "fp32", "audio": "fp32"}
+        return {"text": "fp32", "image": "fp16", "audio": "fp16"}
     native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
     if int8_faster is None:
         from .backend import int8_faster as measured
@@ -90,7 +96,7 @@ def parse_precision(value: str | dict[str, str] | None, device: str = "cpu",
     """Resolve a precision request to one format per tower.
 
     Accepts ``auto`` (or None/empty: the ``MMR_PRECISION`` environment variable, else auto), ``fp32``,
-    ``bf16`` (every tower), ``int8`` (the text and image towers; audio fp32), or a comma
+    ``bf16``, ``fp16`` (every tower), ``int8`` (the text and image towers; audio fp32), or a comma
     list of ``tower=format`` laid over auto, e.g. ``text=bf16``.
     """
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -106,7 +112,7 @@ def parse_precision(value: str | dict[str, str] | None, device: str = "cpu",
         items = []
         for part in v.split(","):
             if "=" not in part:
-                raise UsageError(f"bad precision {value!r}: use auto, fp32, bf16, int8 or tower=format pairs "
+                raise UsageError(f"bad precision {value!r}: use auto, {', '.join(FORMATS)} or tower=format pairs "
                                  f"like 'image=bf16,text=fp32' (towers: {', '.join(TOWERS)})")
             k, f = (s.strip() for s in part.split("=", 1))
             items.append((k, f))

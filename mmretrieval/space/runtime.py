@@ -113,6 +113,7 @@ class Space:
         `backend`: auto (the faster runtime per tower, measured once; see `space.backend`), torch or onnx;
         None reads ``MMR_BACKEND``. Which one runs each loaded tower is in `backends` (it does not move vectors).
         `jpeg_draft`: JPEGs decode to at least this many times the model's input size (see `towers`).
+        `device`: cpu, cuda or cuda:N (`space.device`); int8 towers run under ONNX Runtime on the CPU whatever it is.
         Where ``auto`` chose int8 for a tower that cannot run it (a model ONNX export does not cover),
         the space is built with auto's other choice; an explicit int8 there is an error."""
         if num_threads:

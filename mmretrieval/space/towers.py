@@ -10,6 +10,7 @@ registered with `register_tower_family`.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
@@ -25,6 +26,9 @@ from ..encoders.text import TextEncoder
 from ..errors import MissingWeightsError, SpaceError, UnsupportedPrecisionError, WeightsMismatchError
 from .precision import DTYPES
 from .weights import ResolvedClip, cache_root, file_sha256, resolve_audio_weights, resolve_clip
+
+log = logging.getLogger(__name__)
+REDUCED = ("bf16", "fp16")  # the formats a torch tower's weights are cast to
 
 
 @dataclass(frozen=True)
@@ -174,15 +178,16 @@ class ClipModel:
         with self._lock:
             if self._ready is not None:
                 raise SpaceError("the torch model was already cast for inference: export before building it")
-            if self._loaded is None:
-                self._loaded = _create_clip(self._resolved, self._space.device, self._space.spec.name).eval()
+            if self._loaded is None:  # on the CPU: exports trace there, and a GPU gets the model cast (below)
+                self._loaded = _create_clip(self._resolved, torch.device("cpu"), self._space.spec.name).eval()
             return self._loaded
 
     def __call__(self) -> torch.nn.Module:
         with self._lock:
             if self._ready is None:
                 model = self.fp32()
-                _cast_towers(model, self._space.precision)
+                _cast_towers(model, self._space.precision, self._space.device)
+                model.to(self._space.device)
                 if self._space.inference and self._space.device.type == "cpu":
                     pack_transformer_blocks(model)
                 self._ready, self._loaded = model, None
@@ -216,19 +221,24 @@ class AudioFamily(TowerFamily):
     def load(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
         path = resolve_audio_weights(tower.config.weights, space.spec.name)
         precision = space.precision["audio"]
-        enc = AudioEncoder.from_weights(path, tower.config, space.dim, space.device,
-                                        dtype=DTYPES.get(precision, torch.float32))
+        device = space.device if precision != "int8" else torch.device("cpu")  # int8: ONNX Runtime, on the CPU
+        emulated = precision == "fp16" and device.type == "cpu"
+        enc = AudioEncoder.from_weights(path, tower.config, space.dim, device,
+                                        dtype=torch.float32 if emulated else DTYPES.get(precision, torch.float32))
+        if emulated:
+            fp16_on_cpu(enc.tower)
         space.backends["audio"] = "torch"
         if precision == "int8":  # the network under ONNX Runtime, static int8; the front end stays in torch
             from ..encoders import onnx_runtime as ort
             from ..encoders.audio_tower import splits
 
-            why = _no_onnx(space) or (None if splits(enc.tower) else f"its {tower.config.config.get('arch')!r} "
+            why = _no_onnx(space, "int8") or (None if splits(enc.tower) else f"its {tower.config.config.get('arch')!r} "
                                                                        f"tower does not split its front end "
                                                                        f"(features/embed)")
             if why:
                 raise UnsupportedPrecisionError(f"space {space.spec.name!r}: audio in int8 needs ONNX Runtime, "
                                                 f"but {why}")
+            _note_cpu_tower(space, "audio")
             enc.runner = ort.load_tower(enc.tower, "audio", "int8", space.tower_fingerprints[tower.name],
                                         cache_root(), calibration=enc.calibration_features)
             space.backends["audio"] = "onnx"
@@ -280,15 +290,23 @@ def _export_key(tower: TowerSpec, space: Any) -> str:
     return fingerprint_of({k: v for k, v in part.items() if k not in ("preprocess", "image_decode")})
 
 
-def _no_onnx(space: Any) -> str | None:
-    """Why no tower can run under ONNX Runtime here (None: it can, if its model exports)."""
+def _no_onnx(space: Any, precision: str = "fp32") -> str | None:
+    """Why a tower in `precision` cannot run under ONNX Runtime here (None: it can, if its model exports).
+    ONNX Runtime computes on the CPU: on another device only int8 towers use it (an index built in int8 on a
+    CPU, updated on a GPU machine, keeps its vectors; its other towers run on the GPU)."""
     from ..encoders import onnx_runtime as ort
 
     if not ort.available():
         return "ONNX Runtime is not installed (pip install onnxruntime onnx)"
-    if space.device.type != "cpu":
-        return f"the {space.device.type} device"
+    if space.device.type != "cpu" and precision != "int8":
+        return f"the {space.device.type} device (ONNX Runtime runs the towers on the CPU)"
     return None
+
+
+def _note_cpu_tower(space: Any, modality: str) -> None:
+    if space.device.type != "cpu":
+        log.warning("space %s: the %s tower is in int8, which runs under ONNX Runtime on the CPU, not the %s "
+                    "device (this index was built in int8)", space.spec.name, modality, space.device.type)
 
 
 def _not_exportable(model: torch.nn.Module, modality: str) -> str | None:
@@ -307,11 +325,10 @@ def _onnx_runners(clip: ClipModel, tower: TowerSpec, space: Any) -> dict[str, An
     from .backend import backend_for, remembered
 
     runners: dict[str, Any] = {}
-    runtime_why = _no_onnx(space)
-    key = _export_key(tower, space) if runtime_why is None else ""
+    key = _export_key(tower, space) if _no_onnx(space, "int8") is None else ""
     for modality in ("text", "image"):
         precision = space.precision[modality]
-        why, cached = runtime_why, None
+        why, cached = _no_onnx(space, precision), None
         if why is None and backend_for(space.backend, precision, True) != "torch":
             cached = ort.cached_tower(modality, precision, key, cache_root())
             if cached is None:  # to be exported: can this model be?
@@ -324,6 +341,7 @@ def _onnx_runners(clip: ClipModel, tower: TowerSpec, space: Any) -> dict[str, An
             raise error(f"space {space.spec.name!r}: {modality} in {precision} needs ONNX Runtime, but {why}")
         space.backends[modality] = choice
         if choice != "torch":
+            _note_cpu_tower(space, modality)
             runners[modality] = cached or ort.load_tower(clip.fp32(), modality, precision, key, cache_root())
     return runners
 
@@ -365,26 +383,45 @@ def _image_transform(pre: dict[str, Any]):
     return image_transform_v2(PreprocessCfg(**{k: v for k, v in pre.items() if k in known}), is_train=False)
 
 
-def _cast_towers(model: torch.nn.Module, precision: dict[str, str]) -> None:
-    """Store the image and text towers' weights in their format (bf16 weights, not autocast: casting
-    the weights on every call made autocast slower than fp32 on the image tower)."""
-    if precision["image"] == "bf16":
-        model.visual.to(DTYPES[precision["image"]])
-    if precision["text"] == "bf16":
-        dtype = DTYPES[precision["text"]]
+def _cast_towers(model: torch.nn.Module, precision: dict[str, str], device: torch.device) -> None:
+    """Store the image and text towers' weights in their format (bf16/fp16 weights, not autocast: casting
+    the weights on every call made autocast slower than fp32 on the image tower). fp16 on a CPU: see
+    `fp16_on_cpu`."""
+    def cast(module: torch.nn.Module | torch.Tensor, fmt: str) -> Any:
+        if fmt == "fp16" and device.type == "cpu":
+            return fp16_on_cpu(module)
+        return module.to(DTYPES[fmt])
+
+    if precision["image"] in REDUCED:
+        cast(model.visual, precision["image"])
+    fmt = precision["text"]
+    if fmt in REDUCED:
         if hasattr(model, "text") and isinstance(model.text, torch.nn.Module):  # CustomTextCLIP
-            model.text.to(dtype)
+            cast(model.text, fmt)
             return
         for name in ("token_embedding", "transformer", "ln_final"):
-            getattr(model, name).to(dtype)
+            cast(getattr(model, name), fmt)
         for name in ("positional_embedding", "text_projection", "attn_mask"):
             t = getattr(model, name, None)
             if isinstance(t, torch.nn.Parameter):
-                t.data = t.data.to(dtype)
+                t.data = cast(t.data, fmt)
             elif isinstance(t, torch.Tensor):
-                setattr(model, name, t.to(dtype))
+                setattr(model, name, cast(t, fmt))
             elif isinstance(t, torch.nn.Module):
-                t.to(dtype)
+                cast(t, fmt)
+
+
+def fp16_on_cpu(module: torch.nn.Module | torch.Tensor) -> Any:
+    """An fp16 tower on a CPU (an index built on a GPU, queried or updated without one): its weights rounded to
+    fp16, computed in fp32. CPUs without AVX512-FP16 compute fp16 ~10x slower than bf16 (ViT-B-32 here: 3.9
+    img/s against 40); the vectors differ from a GPU's fp16 ones by activation rounding alone (cosine >= 0.9999,
+    `tests/test_cuda.py`), as a GPU's differ from another GPU's."""
+    if isinstance(module, torch.Tensor):
+        return module.to(torch.float16).to(module.dtype) if module.is_floating_point() else module
+    for t in [*module.parameters(), *module.buffers()]:
+        if t.is_floating_point():
+            t.data = t.data.to(torch.float16).to(t.dtype)
+    return module
 
 
 def _probe_dim(model: torch.nn.Module) -> int:
