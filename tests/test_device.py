@@ -19,11 +19,17 @@ from mmretrieval.space.device import parse_device
 from mmretrieval.space.runtime import Space
 
 
+def _gpus(monkeypatch, *capabilities, archs=("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120")):
+    monkeypatch.setattr(devices, "cuda_devices", lambda: len(capabilities))
+    monkeypatch.setattr(devices, "gpu", lambda i: (f"GPU {i}", capabilities[i]))
+    monkeypatch.setattr(devices, "build_archs", lambda: list(archs))
+
+
 def test_auto_takes_a_gpu_for_bulk_work_only(monkeypatch):
     monkeypatch.delenv("MMR_DEVICE", raising=False)
-    monkeypatch.setattr(devices, "cuda_devices", lambda: 0)
+    _gpus(monkeypatch)
     assert parse_device(None) == parse_device("auto") == parse_device("auto", bulk=False) == "cpu"
-    monkeypatch.setattr(devices, "cuda_devices", lambda: 2)
+    _gpus(monkeypatch, (9, 0), (9, 0))
     assert parse_device("auto") == "cuda"
     assert parse_device("auto", bulk=False) == "cpu"  # a query: CUDA's start costs more than the query
     assert parse_device(" CUDA:1 ") == "cuda:1"
@@ -34,14 +40,29 @@ def test_auto_takes_a_gpu_for_bulk_work_only(monkeypatch):
 
 
 def test_a_gpu_that_is_not_there_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(devices, "cuda_devices", lambda: 0)
+    _gpus(monkeypatch)
     with pytest.raises(UsageError, match="torch sees no CUDA GPU here .*use --device cpu"):
         parse_device("cuda")
-    monkeypatch.setattr(devices, "cuda_devices", lambda: 1)
+    _gpus(monkeypatch, (8, 6))
     with pytest.raises(UsageError, match="sees 1 CUDA GPU"):
         parse_device("cuda:1")
     with pytest.raises(UsageError, match="valid: auto, cpu, cuda or cuda:N"):
         parse_device("gpu")
+
+
+def test_a_gpu_this_torch_has_no_kernels_for(monkeypatch):
+    """pip's CUDA 13 torch has no kernels for Pascal or Volta: torch only warns, then fails at the first kernel."""
+    assert devices.runs_on((9, 0), ["sm_80", "sm_90a"]) and devices.runs_on((8, 9), ["sm_80"])
+    assert not devices.runs_on((6, 1), ["sm_75", "sm_80", "sm_90"]) and not devices.runs_on((8, 0), ["sm_86"])
+    assert devices.runs_on((12, 1), ["sm_90", "compute_120"]) and not devices.runs_on((9, 0), ["compute_100"])
+    assert devices.runs_on((6, 1), [])  # a build that lists nothing: nothing to check
+    _gpus(monkeypatch, (6, 1), (8, 9))
+    assert parse_device("auto") == "cuda:1"  # the one it can run on
+    with pytest.raises(UsageError, match=r"cuda \(GPU 0, compute capability 6.1\): torch .* carries no kernels"):
+        parse_device("cuda")
+    assert parse_device("cuda:1") == "cuda:1"
+    _gpus(monkeypatch, (6, 1))
+    assert parse_device("auto") == "cpu"
 
 
 def test_cli_device_without_a_gpu(tmp_path, tiny_space_dir):
