@@ -232,9 +232,9 @@ class AudioFamily(TowerFamily):
             from ..encoders import onnx_runtime as ort
             from ..encoders.audio_tower import splits
 
-            why = _no_onnx(space, "int8") or (None if splits(enc.tower) else f"its {tower.config.config.get('arch')!r} "
-                                                                       f"tower does not split its front end "
-                                                                       f"(features/embed)")
+            arch = tower.config.config.get("arch")
+            why = _no_onnx(space, "int8") or (None if splits(enc.tower) else
+                                              f"its {arch!r} tower does not split its front end (features/embed)")
             if why:
                 raise UnsupportedPrecisionError(f"space {space.spec.name!r}: audio in int8 needs ONNX Runtime, "
                                                 f"but {why}")
