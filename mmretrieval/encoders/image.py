@@ -254,6 +254,6 @@ class ImageEncoder(Encoder):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The image tower's input format (bf16 where the space's precision asks for it)."""
+        """The image tower's input format (bf16 or fp16 where the space's precision asks for it)."""
         return torch.float32 if self.runner is not None else next(self.model.visual.parameters()).dtype
 

@@ -107,8 +107,8 @@ class Space:
     def __init__(self, spec: SpaceSpec, *, device: str = "cpu", num_threads: int | None = None,
                  precision: str | dict[str, str] = "fp32", inference: bool = True,
                  backend: str | None = None, jpeg_draft: int = JPEG_DRAFT) -> None:
-        """`precision`: ``fp32`` (the reference, the default here), ``bf16``, ``auto`` (by what the CPU
-        does natively, see `space.precision`) or ``tower=format`` pairs; the index remembers its own.
+        """`precision`: ``fp32`` (the reference, the default here), ``bf16``, ``fp16``, ``int8``, ``auto`` (by
+        what the device does, see `space.precision`) or ``tower=format`` pairs; the index remembers its own.
         `inference=False` keeps the model trainable: no prepacked weights (see `encoders.packed`).
         `backend`: auto (the faster runtime per tower, measured once; see `space.backend`), torch or onnx;
         None reads ``MMR_BACKEND``. Which one runs each loaded tower is in `backends` (it does not move vectors).
