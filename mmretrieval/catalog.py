@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -61,6 +61,20 @@ _FILE_COLS = "id, path, modality, size, mtime_ns, hash, status, error, space"
 def extension(path: str) -> str:
     """The lower-case extension without the dot ('' for none): what `--ext` matches."""
     return os.path.splitext(path)[1].lower().lstrip(".")
+
+
+class ItemRecord(NamedTuple):
+    """An item as it is written: where it sits in its file, its text (passages), and its modality (None: the
+    file's). A file's items may be of several modalities (a document's passages and figures)."""
+
+    locator: dict[str, Any]
+    text: str | None
+    modality: str | None = None
+
+
+def item_modality(item: tuple, file_modality: str) -> str:
+    """An item's modality: its own, else its file's (items given as (locator, text) pairs)."""
+    return (item[2] if len(item) > 2 else None) or file_modality
 
 
 @dataclass(frozen=True)
@@ -275,11 +289,13 @@ class Catalog:
         return ids
 
     # --- items
-    def add_items(self, file_id: int, modality: str, entries: list[tuple[dict[str, Any], str | None]]) -> np.ndarray:
+    def add_items(self, file_id: int, modality: str, entries: Iterable[ItemRecord | tuple]) -> np.ndarray:
+        """Insert a file's items in order; `modality` is theirs where an entry names none."""
         ids = []
-        for ordinal, (locator, text) in enumerate(entries):
+        for ordinal, entry in enumerate(entries):
+            r = ItemRecord(*entry)
             cur = self.db.execute("INSERT INTO items(file_id, modality, ordinal, locator, text) VALUES (?, ?, ?, ?, ?)",
-                                  (file_id, modality, ordinal, json.dumps(locator), text))
+                                  (file_id, r.modality or modality, ordinal, json.dumps(r.locator), r.text))
             ids.append(cur.lastrowid)
         self._index_words(file_id)
         return np.array(ids, dtype=np.int64)
@@ -386,15 +402,17 @@ class Catalog:
         return {"items": items, "files_indexed": files.get("indexed", 0), "files_skipped": files.get("skipped", 0)}
 
     def export_rows(self, modality: str) -> Iterator[dict[str, Any]]:
-        """Every item of a modality with its file's facts, by path then position in the file (for shards)."""
+        """Every item of a modality with its file's facts, by path then position in the file (for shards). A file's
+        items may be of several modalities: each row names the file's own modality and how many items it has."""
         rows = self.db.execute(
             "SELECT i.id, f.path, f.hash, i.ordinal, i.locator, i.text, f.size, f.mtime_ns, f.date, f.date_source, "
-            "f.tags FROM items i JOIN files f ON f.id = i.file_id WHERE i.modality = ? ORDER BY f.path, i.ordinal",
+            "f.tags, f.modality, (SELECT COUNT(*) FROM items j WHERE j.file_id = f.id) "
+            "FROM items i JOIN files f ON f.id = i.file_id WHERE i.modality = ? ORDER BY f.path, i.ordinal",
             (modality,))
         for r in rows:
             yield {"item_id": r[0], "path": r[1], "sha256": r[2], "ordinal": r[3],
                    "locator": json.loads(r[4]) if r[4] else {}, "text": r[5], "size": r[6], "mtime_ns": r[7],
-                   "date": r[8], "date_source": r[9], "tags": r[10]}
+                   "date": r[8], "date_source": r[9], "tags": r[10], "file_modality": r[11], "file_items": r[12]}
 
     def skipped_rows(self) -> list[dict[str, Any]]:
         return [{"path": r[0], "modality": r[1], "size": r[2], "mtime_ns": r[3], "error": r[4]} for r in self.db.execute(

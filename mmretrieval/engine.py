@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from .encoders.image import max_pixels
 from .errors import (DecodeError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError, SpaceMismatchError,
                      UsageError)
 from .ingest.commit import Committer
-from .ingest.distributed import RayOptions
+from .options import RayOptions
 from .ingest.embed import EmbeddedFile
 from .ingest.indexer import Indexer, IndexReport
 from .ingest.plan import Plan
@@ -26,11 +26,13 @@ from .query import Filters, Query, check_mode, check_sort, make_query, parse_fil
 from .space.runtime import Space, space_identity
 from .space.towers import JPEG_DRAFT, JPEG_DRAFT_BEFORE
 from .space.backend import parse_backend
+from .space.device import parse_device
 from .space.precision import TOWERS, describe, parse_precision
 from .space.registry import resolve_model_arg
 from .space.spec import SpaceSpec, fingerprint_of
 from .relevance.cutoff import check_cutoff, check_min_relevance, gap_cut
 from .relevance.scorer import RelevanceScorer
+from .index.vectors_stream import CHUNK, VectorChunk, unit_rows
 from .store import Store
 
 STAGING_DIR = "staging"  # under the index: shards embedded on Ray, kept until committed
@@ -102,7 +104,7 @@ class Engine:
     index is created (default: auto, by what the CPU does natively) and remembered: an existing
     index always encodes in its own, and an explicit different one is refused. ``backend`` (auto, torch,
     onnx; None: ``MMR_BACKEND``) picks the runtime of the towers, see `space.backend`; it is not remembered.
-    ``device`` (cpu, cuda, cuda:N; see `space.device.parse_device` for auto) is where the towers compute; a new
+    ``device`` (auto, cpu, cuda, cuda:N; `space.device.parse_device`) is where the towers compute; a new
     index's ``auto`` precision follows it (fp16 image and audio towers on a GPU), an existing one keeps its own.
     """
 
@@ -110,7 +112,7 @@ class Engine:
                  device: str = "cpu", precision: str | dict[str, str] | None = None,
                  backend: str | None = None) -> None:
         self.path = Path(os.path.expanduser(os.fspath(path))).resolve()
-        self.device = device
+        self.device = device = parse_device(device)  # auto: a usable GPU if there is one (bulk work), else the CPU
         self.backend = parse_backend(backend)
         self._space: Space | None = None
         self._relevance: RelevanceScorer | None = None
@@ -272,6 +274,7 @@ class Engine:
 
     def _fit_index_type(self) -> None:
         """Convert the vector index when the policy or the collection's size calls for another type."""
+        from .index.build import convert
         from .index.choose import choose_index, estimate_bytes, nlist_for
 
         cat, vectors = self.store.catalog, self.store.vectors
@@ -290,7 +293,7 @@ class Engine:
             and (not budget or estimate_bytes("ivf-flat", n, self.dim) <= int(budget)))
         if (same and not stale) or (choice.needs_training and n < max(choice.nlist, 1)):
             return
-        self.store.vectors = vectors.convert(choice)
+        self.store.vectors = convert(vectors, choice)
         self.store.begin()
         self.store.checkpoint()
 
@@ -593,12 +596,16 @@ class Engine:
     def search_parts(self, parts: Iterable[tuple[float, str, Any]], *, k: int = 10,
                      types: Iterable[str] | str | None = None, min_relevance: float | None = None,
                      cutoff: str | None = None, filters: Filters | dict[str, Any] | None = None,
-                     sort: str | None = None) -> list[Hit]:
+                     sort: str | None = None, mode: str | None = None) -> list[Hit]:
         """A composed query: (weight, modality, value) parts, e.g. [(1, "text", "a dog"), (1, "image", "beach.jpg"),
         (-0.5, "text", "people")]; modality "item" takes an indexed item's id ("more / less like this").
 
         Each part is encoded to a unit vector; the weighted sum is normalised and searched. The hits' relevance
-        is read for the modality of the heaviest positive part."""
+        is read for the modality of the heaviest positive part. `mode` can only be vector: a weighted sum of
+        vectors has no words to match."""
+        if check_mode(mode) != "vector":
+            raise UsageError(f"{mode} search takes one plain text query, not a composed one (--add, --subtract, "
+                             f"parts): compose in vector mode, or search the words alone")
         parts = list(parts)
         if not parts:
             raise UsageError("give at least one query part")
@@ -630,7 +637,7 @@ class Engine:
             with self._lock:
                 self.store.refresh_vectors(self.dim)
                 vec = self.store.vectors.reconstruct(np.array([row.id]))[0]
-            return vec / np.linalg.norm(vec)
+            return unit_rows(vec)
         if modality not in modality_names():
             raise UsageError(f"unknown query part modality {modality!r}; valid: item, {', '.join(modality_names())}")
         return self.encode_query(make_query(**{modality: value}))
@@ -645,10 +652,27 @@ class Engine:
         q = make_query(text="x", k=k, types=types)  # validates k and types
         with self._lock:
             self.store.refresh_vectors(self.dim)
-            vec = self.store.vectors.reconstruct(np.array([row.id]))[0]
-        vec = vec / np.linalg.norm(vec)
+            vec = unit_rows(self.store.vectors.reconstruct(np.array([row.id]))[0])
         return self.search_vector(vec, k=q.k, types=q.types if types is not None else None, query_modality=row.modality,
                                   min_relevance=min_relevance, cutoff=cutoff, filters=filters, sort=sort)
+
+    def vectors(self, types: Iterable[str] | str | None = None, *, chunk: int = CHUNK,
+                stored: bool = False) -> Iterator[VectorChunk]:
+        """Every stored vector with its item's id and modality, `chunk` at a time, modality by modality (`types`:
+        these only), ids ascending within each: for reading the whole collection (export, audits, clusters)
+        without holding it decoded at once. Vectors are float32 unit rows; `stored=True` gives them as the index
+        holds them where it holds floats (float16 in ivf-fp16), without renormalising."""
+        mods = parse_types(types, "") if types is not None else None
+        with self._lock:
+            if not self.store.holds_lock:
+                self.store.refresh_vectors(self.dim)
+            cat, vectors = self.store.catalog, self.store.vectors
+            present = np.sort(vectors.ids())
+            names = mods or tuple(sorted(cat.counts()["items"]))
+            plan = [(m, np.intersect1d(cat.item_ids((m,)), present)) for m in names]
+        for m, ids in plan:
+            for part, vecs in vectors.iter_vectors(ids, chunk=chunk, stored=stored):
+                yield VectorChunk(part, np.full(part.size, m, dtype=object), vecs)
 
     # ----------------------------------------------------------------- info
     def stats(self) -> dict[str, Any]:

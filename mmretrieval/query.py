@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .errors import UsageError
-from .modalities import get_modality, modality_names
 
 MAX_K = 10_000
 
@@ -82,6 +81,8 @@ class Query:
 
 def parse_types(types: Iterable[str] | str | None, query_modality: str) -> tuple[str, ...]:
     """Result modalities: as given, or by default every modality other than the query's."""
+    from .modalities import modality_names
+
     names = modality_names()
     if types is None:
         return tuple(m for m in names if m != query_modality)
@@ -103,6 +104,8 @@ def parse_types(types: Iterable[str] | str | None, query_modality: str) -> tuple
 def make_query(*, text: str | None = None, image: Any = None, audio: Any = None, k: int = 10,
                types: Iterable[str] | str | None = None, **others: Any) -> Query:
     """One query: `text`, `image`, `audio`, or a value for another registered modality by its name."""
+    from .modalities import get_modality, modality_names
+
     given = [(m, v) for m, v in {"text": text, "image": image, "audio": audio, **others}.items() if v is not None]
     if len(given) != 1:
         raise UsageError(f"give exactly one query: {', '.join(modality_names())}")

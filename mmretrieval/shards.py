@@ -9,7 +9,8 @@ other tools read, `mmr import` builds an index from such shards (vectors are not
     DIR/skipped.parquet                                files that were skipped, with the reason
 
 `image_path` is the column clip-retrieval and autofaiss expect beside `img_emb`; the other columns carry what
-the catalog needs to rebuild an index (file size, mtime, date, tags; each item's locator and text). Needs
+the catalog needs to rebuild an index (file size, mtime, date, tags; each item's locator and text; the file's own
+modality and item count, since one file's items may be of several modalities and so in several shards). Needs
 pyarrow (the `shards` extra).
 """
 from __future__ import annotations
@@ -17,63 +18,24 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .catalog import ItemRecord
 from .errors import MMRError, UsageError
 from .ingest.embed import EmbeddedFile
 from .ingest.walk import FileEntry
+from .shard_format import FORMAT, SHARD_ROWS, emb_dir, pyarrow, write_part
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-FORMAT = "mmretrieval-shards/1"
-EMB_DIR = {"image": "img_emb", "text": "text_emb"}  # clip-retrieval's names; other modalities: <modality>_emb
-SHARD_ROWS = 100_000
-
-
-def emb_dir(modality: str) -> str:
-    return EMB_DIR.get(modality, f"{modality}_emb")
-
-
-def _pyarrow():
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise UsageError("shards are parquet files: pip install 'mmretrieval[shards]' (pyarrow)") from None
-    return pa, pq
-
-
-def part_paths(out: Path, modality: str, name: str) -> tuple[Path, Path]:
-    """(embeddings .npy, row-aligned metadata .parquet) of the part called `name` of a modality."""
-    return (out / modality / emb_dir(modality) / f"{emb_dir(modality)}_{name}.npy",
-            out / modality / "metadata" / f"metadata_{name}.parquet")
-
-
-def write_part(out: Path, modality: str, name: str, rows: list[dict], vecs: np.ndarray) -> Path:
-    """One part of a modality: the vectors and their rows (`image_path` first for images, as clip-retrieval
-    writes it; `locator` as JSON). Each file is written under a temporary name and renamed, so a part is
-    either whole or absent. Returns the .npy path."""
-    pa, pq = _pyarrow()
-    emb, meta = part_paths(out, modality, name)
-    emb.parent.mkdir(parents=True, exist_ok=True)
-    meta.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist([{**({"image_path": r["path"]} if modality == "image" else {}), **r,
-                                   "locator": json.dumps(r["locator"])} for r in rows])
-    tmp_meta, tmp_emb = meta.with_suffix(".parquet.tmp"), emb.with_suffix(".tmp.npy")
-    pq.write_table(table, tmp_meta)
-    np.save(tmp_emb, np.ascontiguousarray(vecs, np.float32))
-    os.replace(tmp_meta, meta)
-    os.replace(tmp_emb, emb)
-    return emb
-
-
 def export_shards(engine: Engine, out: str | os.PathLike, *, run: int = 0, shard_rows: int = SHARD_ROWS) -> dict[str, Any]:
     """Write every item's vector and metadata under `out` (which must be empty or new). Returns the manifest."""
-    pa, pq = _pyarrow()
+    pa, pq = pyarrow()
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} is not empty; export into a new or empty folder")
@@ -83,8 +45,8 @@ def export_shards(engine: Engine, out: str | os.PathLike, *, run: int = 0, shard
 
     def write(modality: str, part: list[dict]) -> None:
         k = len(shards.get(modality, []))
-        vecs = vectors.reconstruct(np.array([r["item_id"] for r in part], np.int64)).astype(np.float32)
-        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)  # quantised indexes drift
+        ids = np.array([r["item_id"] for r in part], np.int64)
+        vecs = np.concatenate([v for _, v in vectors.iter_vectors(ids)])  # unit rows: quantised indexes drift
         emb = write_part(out, modality, f"{run}_{k}", part, vecs)
         shards.setdefault(modality, []).append(str(emb.relative_to(out)))
         counts[modality] = counts.get(modality, 0) + len(part)
@@ -119,10 +81,12 @@ def read_manifest(src: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_shards(src: str | os.PathLike, fingerprint: str) -> Iterator[EmbeddedFile]:
-    """The files of the shards under `src`, as embedded files of the space with this fingerprint (skips too)."""
-    _, pq = _pyarrow()
+    """The files of the shards under `src`, as embedded files of the space with this fingerprint (skips too). A file
+    whose items lie in several modalities' shards is given once, whole, when its last part has been read."""
+    _, pq = pyarrow()
     src = Path(src).expanduser()
     manifest = read_manifest(src)
+    partial: dict[str, _Parts] = {}
     for modality, names in manifest["shards"].items():
         for name in names:
             emb = src / name
@@ -132,30 +96,69 @@ def read_shards(src: str | os.PathLike, fingerprint: str) -> Iterator[EmbeddedFi
             rows = pq.read_table(meta).to_pylist()
             if len(rows) != vecs.shape[0]:
                 raise MMRError(f"{emb} holds {vecs.shape[0]} vectors but {meta} {len(rows)} rows: the shard is damaged")
-            yield from _files(rows, vecs.astype(np.float32), modality, fingerprint)
+            for parts in _files(rows, vecs.astype(np.float32), modality):
+                if parts.path in partial:
+                    parts = partial.pop(parts.path).join(parts)
+                if parts.whole:
+                    yield parts.file(fingerprint)
+                else:
+                    partial[parts.path] = parts
+    if partial:
+        raise MMRError(f"{src}: the shards hold only part of the items of {len(partial)} file(s), e.g. "
+                       f"{next(iter(partial))}: the export is incomplete")
     if (src / "skipped.parquet").is_file():
         for r in pq.read_table(src / "skipped.parquet").to_pylist():
             yield EmbeddedFile(FileEntry(r["path"], r["modality"], r["size"], r["mtime_ns"]), None, fingerprint,
                                error=r["error"] or "skipped")
 
 
-def _files(rows: list[dict], vecs: np.ndarray, modality: str, fingerprint: str) -> Iterator[EmbeddedFile]:
+@dataclass
+class _Parts:
+    """The items of one file read so far (from one or more modalities' shards), with their places in the file."""
+
+    path: str
+    first: dict[str, Any]                   # the file's facts, from its first row
+    total: int                              # items the file has in all
+    ordinals: list[int]
+    items: list[ItemRecord]
+    vectors: np.ndarray
+
+    @property
+    def whole(self) -> bool:
+        return len(self.items) >= self.total
+
+    def join(self, other: _Parts) -> _Parts:
+        return _Parts(self.path, self.first, self.total, self.ordinals + other.ordinals, self.items + other.items,
+                      np.concatenate([self.vectors, other.vectors]))
+
+    def file(self, fingerprint: str) -> EmbeddedFile:
+        r = self.first
+        order = sorted(range(len(self.items)), key=self.ordinals.__getitem__)
+        own_date = r["date_source"] in ("exif", "tag")  # else the mtime stands in, as when indexing
+        meta = {"date": r["date"] if own_date else None, "date_source": r["date_source"] if own_date else None,
+                "tags": r["tags"].split("\n") if r.get("tags") else []}
+        entry = FileEntry(r["path"], r.get("file_modality") or self.items[0].modality, r["size"], r["mtime_ns"])
+        return EmbeddedFile(entry, r["sha256"], fingerprint, [self.items[i] for i in order], self.vectors[order],
+                            meta=meta)
+
+
+def _files(rows: list[dict], vecs: np.ndarray, modality: str) -> Iterator[_Parts]:
+    """Each file's items in one part (rows by path, then position in the file). Shards written before a file could
+    give items of several modalities carry no `file_items`: each file is whole in its modality's part."""
     start = 0
     while start < len(rows):
         end = start
         while end < len(rows) and rows[end]["path"] == rows[start]["path"]:
             end += 1
         r = rows[start]
-        part = sorted(range(start, end), key=lambda i: rows[i]["ordinal"])
-        own_date = r["date_source"] in ("exif", "tag")  # else the mtime stands in, as when indexing
-        meta = {"date": r["date"] if own_date else None, "date_source": r["date_source"] if own_date else None,
-                "tags": r["tags"].split("\n") if r.get("tags") else []}
-        yield EmbeddedFile(FileEntry(r["path"], modality, r["size"], r["mtime_ns"]), r["sha256"], fingerprint,
-                           [(json.loads(rows[i]["locator"]), rows[i]["text"]) for i in part], vecs[part], meta=meta)
+        span = range(start, end)
+        yield _Parts(r["path"], r, int(r.get("file_items") or (end - start)), [rows[i]["ordinal"] for i in span],
+                     [ItemRecord(json.loads(rows[i]["locator"]), rows[i]["text"], modality) for i in span],
+                     vecs[start:end])
         start = end
 
 
-def import_shards(src: str | os.PathLike, index: str | os.PathLike) -> tuple[Engine, Any]:
+def import_shards(src: str | os.PathLike, index: str | os.PathLike, *, device: str = "cpu") -> tuple[Engine, Any]:
     """Build (or add to) the index at `index` from shards: the index's space must be the shards' (a new index
     is created in it). Returns the engine and the `IndexReport`."""
     from .engine import Engine
@@ -165,8 +168,8 @@ def import_shards(src: str | os.PathLike, index: str | os.PathLike) -> tuple[Eng
     manifest = read_manifest(src)
     rec = manifest["space"]
     exists = (Path(index).expanduser() / "catalog.sqlite").is_file()
-    eng = Engine(index) if exists else Engine(index, model=SpaceSpec.from_dict(rec["spec"]),
-                                              precision=rec.get("precision"))
+    eng = Engine(index, device=device) if exists else Engine(index, model=SpaceSpec.from_dict(rec["spec"]),
+                                                             precision=rec.get("precision"), device=device)
     have = (eng.store.space_record() or {}).get("fingerprint")
     if have != rec["fingerprint"]:
         eng.close()

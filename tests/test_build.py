@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mmretrieval.index import VectorIndex
-from mmretrieval.index.build import build_ivf, sample_rows
+from mmretrieval.index.build import build_ivf, convert, sample_rows
 from mmretrieval.index.choose import choose_index
 from mmretrieval.errors import UsageError
 
@@ -55,7 +55,7 @@ def test_conversion_uses_it_and_keeps_every_vector():
     x = _data(n, d, seed=4)
     flat = VectorIndex.create(d)
     flat.add(np.arange(n) * 2, x)
-    ivf = flat.convert(choose_index(n, d, kind="ivf-sq8"))
+    ivf = convert(flat, choose_index(n, d, kind="ivf-sq8"))
     assert ivf.kind == "ivf-sq8" and ivf.ntotal == n
     got = ivf.reconstruct(np.array([0, 2 * (n - 1)]))
     assert np.abs(got - x[[0, n - 1]]).max() < 0.02  # 8-bit codes of the same vectors

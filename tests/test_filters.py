@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import mmretrieval as mmr
+from mmretrieval.index.build import convert
 from mmretrieval.cli import main
 from mmretrieval.index.choose import choose_index
 from mmretrieval.ingest.embed import EmbeddedFile
@@ -89,7 +90,7 @@ CASES = {
 def test_filtered_search_equals_brute_force_over_the_filtered_set(synthetic, case, kind):
     eng, x, attrs, ids = synthetic
     if kind == "hnsw":
-        eng.store.vectors = eng.store.vectors.convert(choose_index(N, eng.dim, kind="hnsw"))
+        eng.store.vectors = convert(eng.store.vectors, choose_index(N, eng.dim, kind="hnsw"))
     else:  # probing 1 list, as a speed-tuned index at scale would: only exact search of the filtered set is exact
         eng.store.vectors.ivf.nprobe = 1
     try:

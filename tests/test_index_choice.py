@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import mmretrieval as mmr
+from mmretrieval.index.build import convert, tune_nprobe
 from mmretrieval.index import ExactIndex, VectorIndex
 from mmretrieval.errors import UsageError
 from mmretrieval.index.choose import choose_index, estimate_bytes, nlist_for, parse_bytes
@@ -47,7 +48,7 @@ def test_approximate_types_against_exact_search(kind, min_recall, tmp_path):
     flat, exact = VectorIndex.create(d), ExactIndex(d)
     flat.add(ids, x)
     exact.add(ids, x)
-    approx = flat.convert(choose_index(n, d, kind=kind))
+    approx = convert(flat, choose_index(n, d, kind=kind))
     assert approx.kind == kind and approx.ntotal == n
     np.testing.assert_array_equal(np.sort(approx.ids()), np.sort(ids))  # ids kept
     rng = np.random.default_rng(1)
@@ -161,7 +162,7 @@ def test_ivf_nprobe_is_tuned_to_the_recall_target(tmp_path):
     flat.add(ids, x)
     exact.add(ids, x)
     choice = choose_index(n, d, kind="ivf-flat")
-    approx = flat.convert(choice)
+    approx = convert(flat, choice)
     ivf = approx.ivf
     assert choice.nprobe <= ivf.nprobe < ivf.nlist  # tuned, not a full scan
     rng = np.random.default_rng(5)
@@ -177,7 +178,7 @@ def test_ivf_nprobe_is_tuned_to_the_recall_target(tmp_path):
     assert tuned >= 0.95
     ivf.nprobe = 1
     assert recall(approx) < tuned - 0.05  # the tuning had work to do
-    approx.tune_nprobe(*flat.all_vectors())
+    tune_nprobe(approx, *flat.all_vectors())
     approx.save(tmp_path / "v.faiss")
     assert VectorIndex.load(tmp_path / "v.faiss").ivf.nprobe == ivf.nprobe > 1
     # a selective filter (0.5 % of the ids) widens the search: still k allowed hits, the exact ones
@@ -197,7 +198,7 @@ def test_filters_letting_most_items_through_match_exact_search(monkeypatch):
     base, exact = VectorIndex.create(d), ExactIndex(d)
     base.add(ids, x)
     exact.add(ids, x)
-    flat = base.convert(choose_index(n, d, kind="ivf-flat"))  # the kind this path serves
+    flat = convert(base, choose_index(n, d, kind="ivf-flat"))  # the kind this path serves
     ivf = flat.ivf
     ivf.nprobe = ivf.nlist  # every list: exact answers, so they can be compared one for one
     outcomes = []

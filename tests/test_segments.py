@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import mmretrieval as mmr
+from mmretrieval.index.build import convert
 from mmretrieval.index import ExactIndex, VectorIndex, segments
 from mmretrieval.index.choose import choose_index
 from mmretrieval.ingest.embed import EmbeddedFile
@@ -36,7 +37,7 @@ def _clustered(rng, n, d):
 def _ivf(kind, ids, x):
     flat = VectorIndex.create(x.shape[1])
     flat.add(ids, x)
-    vi = flat.convert(choose_index(len(ids), x.shape[1], kind=kind))
+    vi = convert(flat, choose_index(len(ids), x.shape[1], kind=kind))
     vi.ivf.nprobe = vi.ivf.nlist  # every list: answers comparable one for one with exact search
     return vi
 
@@ -141,7 +142,7 @@ def test_hnsw_removal_asks_for_a_whole_write():
     d = 8
     flat = VectorIndex.create(d)
     flat.add(np.arange(300), _unit(rng, 300, d))
-    vi = flat.convert(choose_index(300, d, kind="hnsw"))
+    vi = convert(flat, choose_index(300, d, kind="hnsw"))
     vi.persisted()
     vi.add(np.array([1000]), _unit(rng, 1, d))
     assert vi.changes().ids.tolist() == [1000]

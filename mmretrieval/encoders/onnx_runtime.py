@@ -38,6 +38,7 @@ from torch import nn
 
 from ..errors import SpaceError, UnsupportedPrecisionError
 from ..index.segments import atomic_write
+from .base import PER_CORE_MIN_TOKENS
 from .onnx_int8 import quantize_dynamic, quantize_static
 from .packed import SelfAttention, self_attention_block
 
@@ -51,12 +52,7 @@ INT8_MIN_COSINE = 0.995  # per probe, random inputs (real ones are checked by te
 # Audio's static int8 is checked on held-out signals (not the calibration's) at the bar real data must meet: the
 # shipped tiny audio tower measured 0.985 on its held-out clips and is refused; Wav2CLIP's ResNet 0.9998.
 AUDIO_INT8_MIN_COSINE = 0.999
-# Dynamic int8 runs items faster one per core (each alone on its own thread, the plain graph's fused kernels)
-# than in batches over every core once an item has this many tokens; below it the weights are most of an
-# item's work, and a batch shares them. ViT-B-32's int8 towers on 2 Zen 4 cores, items/s one per core
-# against batches of 32 over both: texts of 8 tokens 408 vs 702, 40: 157 vs 150, 48: 129 vs 119, 64: 101 vs
-# 72, 77: 80 vs 55; images (50 tokens) 61.5 vs 59.7, and decoding then runs beside them (`ingest.embed`).
-PER_CORE_MIN_TOKENS = 48
+# PER_CORE_MIN_TOKENS (in `base`): from that many tokens, dynamic int8 runs items one per core.
 # ...and on at most this many cores: one per core, each core reads all the weights for every item (ViT-B-32's
 # int8 image tower: 88 MB, ~2.6 GB/s a core here), where a batch reads them once for all its items; beyond it
 # cores would contend for memory bandwidth (measured here on 2 only), so batches over every core stay.

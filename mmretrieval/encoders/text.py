@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from .base import Encoder, normalize
-from .onnx_runtime import PER_CORE_MIN_TOKENS
+from .base import PER_CORE_MIN_TOKENS, Encoder, normalize
 
 
 class TextEncoder(Encoder):

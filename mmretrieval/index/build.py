@@ -18,6 +18,9 @@ import numpy as np
 
 from ..errors import UsageError
 from .vector_index import VectorIndex, _check_vectors
+from .vectors_stream import unit_rows
+
+TUNE_RECALL = 0.98  # recall@10 against exact search that an approximate index is tuned to
 
 TRAIN_PER_LIST = 48      # training points per IVF list
 TRAIN_MIN = 10_000
@@ -75,7 +78,7 @@ def build_ivf(parts: Sequence[tuple[np.ndarray, np.ndarray]], choice, dim: int, 
             merged.merge_from(other, 0)
     out = VectorIndex(merged)
     if tune_with is not None and merged.ntotal:
-        out.tune_nprobe(*tune_with, floor=choice.nprobe)
+        tune_nprobe(out, *tune_with, floor=choice.nprobe)
     return out
 
 
@@ -96,3 +99,48 @@ def _merge_on_disk(empty: faiss.Index, parts, fill, folder: Path, workers: int) 
         os.remove(name)
     faiss.write_index(merged, str(folder / "index.faiss"))
     return merged
+
+
+def convert(index: VectorIndex, choice) -> VectorIndex:
+    """The same ids and vectors in an index of another type: nothing is re-embedded."""
+    ids, vecs = index.all_vectors()
+    vecs = unit_rows(vecs)
+    if choice.needs_training:
+        step = 250_000  # parts filled side by side, then merged
+        return build_ivf([(ids[s:s + step], vecs[s:s + step]) for s in range(0, len(ids), step)], choice, index.dim,
+                         tune_with=(ids, vecs))
+    new = VectorIndex.build(choice, index.dim)
+    for start in range(0, len(ids), 100_000):
+        new.index.add_with_ids(np.ascontiguousarray(vecs[start:start + 100_000], np.float32), ids[start:start + 100_000])
+    return new
+
+
+def tune_nprobe(index: VectorIndex, ids: np.ndarray, vecs: np.ndarray, *, target: float = TUNE_RECALL, k: int = 10,
+                queries: int = 256, floor: int = 1) -> float:
+    """Set an IVF index's nprobe to the smallest power of two (not below `floor`) whose recall@k
+    against exact search reaches `target`, measured on stored vectors used as queries (each one's
+    own id left out of both answers), as autofaiss tunes its search parameters. Returns the recall."""
+    ivf = index.ivf
+    if ivf is None or len(ids) <= k + 1:
+        return 1.0
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(ids), min(queries, len(ids)), replace=False)
+    q = np.ascontiguousarray(vecs[pick], np.float32)
+    _, truth_rows = faiss.knn(q, np.ascontiguousarray(vecs, np.float32), k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+    truth = [set(ids[r[r >= 0]].tolist()) - {int(ids[p])} for r, p in zip(truth_rows, pick)]
+
+    def recall_at(nprobe: int) -> float:
+        _, got = index.index.search(q, k + 1, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        return float(np.mean([len(t & (set(g.tolist()) - {int(ids[p])})) / max(len(t), 1)
+                              for t, g, p in zip(truth, got, pick)]))
+
+    # A quantised index (SQ8, PQ) may never reach the target: stop where probing more stops paying.
+    nprobe, recall = 1, recall_at(1)
+    while nprobe < ivf.nlist and (recall < target or nprobe < floor):
+        more = min(2 * nprobe, ivf.nlist)
+        better = recall_at(more)
+        if recall >= target - 0.05 and better - recall < 0.002 and nprobe >= floor:
+            break
+        nprobe, recall = more, better
+    ivf.nprobe = nprobe
+    return recall

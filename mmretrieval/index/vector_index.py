@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch  # noqa: F401  (must be loaded before faiss, see below)
@@ -16,6 +16,7 @@ import faiss  # noqa: E402
 
 from ..errors import MMRError, UsageError
 from .segments import Delta, atomic_write
+from .vectors_stream import CHUNK, unit_rows
 
 # One runtime, one more consequence: right after a torch op its OpenMP workers still spin on the cores, so
 # a multi-threaded faiss search of one query waited for them (a 1 M IVF search took 8-10 ms after the text
@@ -23,7 +24,6 @@ from .segments import Delta, atomic_write
 FEW_QUERIES = 4
 
 NORM_TOLERANCE = 1e-3
-TUNE_RECALL = 0.98  # recall@10 against exact search that an approximate index is tuned to
 POST_FILTER_SHARE = 0.5  # a filter letting through at least this share of the items is applied after search
 # A filter keeping at most this many floats' worth of vectors (16 k items of 512 dims, 64 MB) is searched
 # exactly: brute force over its vectors. An approximate index with a selective filter would otherwise miss
@@ -277,59 +277,32 @@ class VectorIndex:
         self._set_index(index)
         return int((~keep).sum())
 
+    def iter_vectors(self, ids: np.ndarray | None = None, *, chunk: int = CHUNK,
+                     stored: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of everything stored (or of `ids`, in that order), `chunk` at a time. Vectors are float32
+        unit rows; with `stored`, as the index holds them where it holds floats (float16 for ivf-fp16), not
+        renormalised. Quantised codes (SQ8, PQ) are decoded either way."""
+        if not isinstance(chunk, int) or chunk < 1:
+            raise UsageError(f"chunk must be a positive integer, got {chunk!r}")
+        flat = ids is None and self.ivf is None  # stored in id-map order: read by position
+        ids = self.ids() if ids is None else _check_ids(ids)
+        half = stored and self.kind == "ivf-fp16"
+        for s in range(0, ids.size, chunk):
+            part = ids[s:s + chunk]
+            if flat:
+                vecs = self.index.index.reconstruct_n(s, part.size)
+            elif self.ivf is not None:
+                vecs = self.index.reconstruct_batch(part)
+            else:
+                vecs = self.reconstruct(part)
+            yield part, (vecs.astype(np.float16) if half else vecs if stored else unit_rows(vecs))
+
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of everything stored (decoded, for quantised types)."""
-        n = self.ntotal
-        if n == 0:
+        """(ids, vectors) of everything stored, at once: float32 as stored (decoded, for quantised types)."""
+        parts = list(self.iter_vectors(stored=True))
+        if not parts:
             return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
-        ids = self.ids()
-        if self.ivf is not None:
-            return ids, self.index.reconstruct_batch(ids)
-        return ids, self.index.index.reconstruct_n(0, n)
-
-    def convert(self, choice) -> "VectorIndex":
-        """The same ids and vectors in an index of another type: nothing is re-embedded."""
-        ids, vecs = self.all_vectors()
-        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)  # quantised types drift
-        if choice.needs_training:
-            from .build import build_ivf
-
-            step = 250_000  # parts filled side by side, then merged
-            return build_ivf([(ids[s:s + step], vecs[s:s + step]) for s in range(0, len(ids), step)], choice, self.dim,
-                             tune_with=(ids, vecs))
-        new = VectorIndex.build(choice, self.dim)
-        for start in range(0, len(ids), 100_000):
-            new.index.add_with_ids(np.ascontiguousarray(vecs[start:start + 100_000], np.float32), ids[start:start + 100_000])
-        return new
-
-    def tune_nprobe(self, ids: np.ndarray, vecs: np.ndarray, *, target: float = TUNE_RECALL, k: int = 10,
-                    queries: int = 256, floor: int = 1) -> float:
-        """Set an IVF index's nprobe to the smallest power of two (not below `floor`) whose recall@k
-        against exact search reaches `target`, measured on stored vectors used as queries (each one's
-        own id left out of both answers), as autofaiss tunes its search parameters. Returns the recall."""
-        ivf = self.ivf
-        if ivf is None or len(ids) <= k + 1:
-            return 1.0
-        rng = np.random.default_rng(0)
-        pick = rng.choice(len(ids), min(queries, len(ids)), replace=False)
-        q = np.ascontiguousarray(vecs[pick], np.float32)
-        _, truth_rows = faiss.knn(q, np.ascontiguousarray(vecs, np.float32), k + 1, metric=faiss.METRIC_INNER_PRODUCT)
-        truth = [set(ids[r[r >= 0]].tolist()) - {int(ids[p])} for r, p in zip(truth_rows, pick)]
-        def recall_at(nprobe: int) -> float:
-            _, got = self.index.search(q, k + 1, params=faiss.SearchParametersIVF(nprobe=nprobe))
-            return float(np.mean([len(t & (set(g.tolist()) - {int(ids[p])})) / max(len(t), 1)
-                                  for t, g, p in zip(truth, got, pick)]))
-
-        # A quantised index (SQ8, PQ) may never reach the target: stop where probing more stops paying.
-        nprobe, recall = 1, recall_at(1)
-        while nprobe < ivf.nlist and (recall < target or nprobe < floor):
-            more = min(2 * nprobe, ivf.nlist)
-            better = recall_at(more)
-            if recall >= target - 0.05 and better - recall < 0.002 and nprobe >= floor:
-                break
-            nprobe, recall = more, better
-        ivf.nprobe = nprobe
-        return recall
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.float32)
 
     def _upper_id(self) -> int:
         """An upper bound of the stored ids (-1 when empty), computed once, then kept by add."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..catalog import ItemRecord, item_modality
 from ..errors import SpaceMismatchError
+from ..index.vectors_stream import unit_rows
 from ..store import Store
 from .embed import EmbeddedFile
 from .plan import Plan
@@ -64,7 +66,8 @@ class Committer:
         ids = cat.add_items(file_id, entry.modality, f.items)
         if ids.size:
             vectors.add(ids, np.asarray(f.vectors, np.float32))
-            report.added[entry.modality] += int(ids.size)
+            for item in f.items:
+                report.added[item_modality(item, entry.modality)] += 1
         if old is None:
             report.files_new += 1
 
@@ -89,9 +92,9 @@ class Committer:
         file_id = cat.upsert_file(entry.path, entry.modality, entry.size, entry.mtime_ns, f.hash, "indexed", None,
                                   self.fingerprint)
         cat.copy_metadata(src.id, file_id)  # the content's own date (EXIF, tag) and tags are the copy's too
-        new_ids = cat.add_items(file_id, src.modality, [(i.locator, i.text) for i in items])
+        new_ids = cat.add_items(file_id, src.modality, [ItemRecord(i.locator, i.text, i.modality) for i in items])
         if new_ids.size:
-            vectors.add(new_ids, vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
+            vectors.add(new_ids, unit_rows(vecs))
         if old is None:
             report.files_copied += 1
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import errors
 from ..errors import MMRError, SpaceMismatchError, UsageError
+from ..options import RayOptions
 from .embed import EmbeddedFile, Embedder
 from .plan import Plan
 from .staging import Staging
@@ -36,29 +37,6 @@ from .walk import FileEntry
 
 MAX_FILES_PER_SHARD = 1000
 SHARDS_PER_ACTOR = 4      # enough shards that a slow node does not hold the run (stragglers)
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """How `mmr index --ray` uses the cluster."""
-
-    address: str | None = None       # None: $RAY_ADDRESS, else a new local Ray; "auto": the cluster `ray start`
-                                     # began on this machine; "host:port": that cluster's head
-    actors: int | None = None        # encoder actors; default: the cluster's CPUs / cpus_per_actor
-    cpus_per_actor: float = 1.0      # fractional is fine (several actors share a CPU)
-    gpus_per_actor: float = 0.0
-    files_per_shard: int | None = None  # default: about SHARDS_PER_ACTOR shards per actor, at most 1000 files
-    keep_shards: bool = False        # keep the staged shards after the commit (clip-retrieval's layout)
-
-    def __post_init__(self) -> None:
-        if self.actors is not None and self.actors < 1:
-            raise UsageError(f"--ray-actors must be at least 1, got {self.actors}")
-        if not self.cpus_per_actor > 0:
-            raise UsageError(f"CPUs per actor must be positive, got {self.cpus_per_actor}")
-        if self.gpus_per_actor < 0:
-            raise UsageError(f"GPUs per actor cannot be negative, got {self.gpus_per_actor}")
-        if self.files_per_shard is not None and self.files_per_shard < 1:
-            raise UsageError(f"files per shard must be at least 1, got {self.files_per_shard}")
 
 
 def _ray():

@@ -1,7 +1,9 @@
 """Indexing, part 2 of 3: embed. Files in, vectors out; no catalog, no index, no ids.
 
 `Embedder.stream` reads, hashes and decodes files in worker threads (ahead of the model) and encodes
-their items in batches per modality, yielding one `EmbeddedFile` per input file, in input order. It
+their items in batches per modality (each item's own: one file may give items of several), yielding one
+`EmbeddedFile` per input file, in input order. A file with more items than a worker decodes ahead
+(`decode.HEAD`) is read on as its items are batched, so memory holds a batch of them, not the file. It
 knows nothing of the catalog beyond `reusable` (plain data from the plan: contents whose vectors the
 index already holds), so the same code runs here, in another process or on another machine
 (`EmbedTask` is picklable; `run_embed_task` builds the space once per process). The results go to the
@@ -18,10 +20,13 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from ..catalog import ItemRecord
 from ..errors import DecodeError
 from ..modalities.audio import PooledWindows
 from .decode import Decoded, Decoder, read_and_hash
 from .walk import FileEntry
+
+__all__ = ["EmbeddedFile", "Embedder", "EmbedTask", "ItemRecord", "run_embed_task"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ class EmbeddedFile:
     entry: FileEntry
     hash: str | None
     fingerprint: str                                   # the space that made the vectors
-    items: list[tuple[dict[str, Any], str | None]] = field(default_factory=list)  # (locator, text) per item
+    items: list[ItemRecord] = field(default_factory=list)  # (locator, text, modality) per item
     vectors: np.ndarray | None = None                  # [len(items), dim] float32, L2-normalised
     error: str | None = None                           # why it is skipped (about the file)
     note: str | None = None                            # indexed, with something to know (e.g. only in part)
@@ -48,14 +53,23 @@ class EmbeddedFile:
 class _Open:
     """A decoded file whose items are being encoded."""
 
-    entry: FileEntry
-    hash: str
-    items: list[tuple[dict[str, Any], str | None]]
-    vectors: np.ndarray
-    missing: int
-    note: str | None
-    meta: dict[str, Any] | None = None
+    decoded: Decoded
+    items: list[ItemRecord] = field(default_factory=list)
+    vectors: list[np.ndarray | None] = field(default_factory=list)
+    missing: int = 0
+    modalities: set[str] = field(default_factory=set)  # of its items
     error: str | None = None
+
+    @property
+    def entry(self) -> FileEntry:
+        return self.decoded.entry
+
+    def result(self, fingerprint: str, dim: int) -> EmbeddedFile:
+        d = self.decoded
+        if self.error is not None:
+            return EmbeddedFile(d.entry, None, fingerprint, error=self.error)
+        vecs = np.stack(self.vectors) if self.vectors else np.empty((0, dim), np.float32)
+        return EmbeddedFile(d.entry, d.hash, fingerprint, self.items, vecs, note=d.note, meta=d.meta)
 
 
 class Embedder:
@@ -90,7 +104,8 @@ class Embedder:
             if known is not None and known[0] == entry.modality and known[1] != entry.path:
                 return EmbeddedFile(entry, digest, self.space.fingerprint, reuse=True)
             decoded = self.decoder.decode(entry, digest, data)
-            return self._encode_here(decoded) if entry.modality in self.per_core else decoded
+            here = decoded.rest is None and decoded.head and all(it.modality in self.per_core for it in decoded.head)
+            return self._encode_here(decoded) if here else decoded
         except DecodeError as e:
             return EmbeddedFile(entry, None, self.space.fingerprint, error=str(e))
         except MemoryError:
@@ -100,9 +115,12 @@ class Embedder:
                                 error=f"unexpected {type(e).__name__}: {str(e)[:200]}")
 
     def _encode_here(self, d: Decoded) -> EmbeddedFile:
-        items = [(it.locator, it.text) for it in d.items]
+        items = [ItemRecord(it.locator, it.text, it.modality) for it in d.head]
         try:
-            vectors = self.space.encoder(d.entry.modality).encode_here([it.payload for it in d.items])
+            vectors = np.empty((len(items), self.space.dim), np.float32)
+            for m in {it.modality for it in d.head}:
+                rows = [i for i, it in enumerate(d.head) if it.modality == m]
+                vectors[rows] = self.space.encoder(m).encode_here([d.head[i].payload for i in rows])
         except Exception:  # decoding vetted the file: ours to fix (the log has the trace), the run goes on
             log.exception("encoding %s failed", d.entry.path)
             return EmbeddedFile(d.entry, None, self.space.fingerprint, error=ENCODER_BUG)
@@ -133,11 +151,10 @@ class Embedder:
                     futures.append(pool.submit(self._prepare, nxt))
                 done.append(self._open(result, queues))
                 # Encode full batches; if the oldest file waits on a modality that fills slowly, encode it now.
-                for modality in list(queues):
-                    while len(queues[modality]) >= self.batch_size:
-                        self._encode(modality, queues, self.batch_size)
+                self._encode_full(queues)
                 if len(done) > 4 * self.batch_size and isinstance(done[0], _Open) and done[0].missing:
-                    self._encode(done[0].entry.modality, queues)
+                    for modality in list(done[0].modalities):
+                        self._encode(modality, queues)
                 yield from self._ready(done)
         for modality in list(queues):
             while queues[modality]:
@@ -146,14 +163,38 @@ class Embedder:
         assert not done
 
     def _open(self, result: Decoded | EmbeddedFile, queues: dict[str, list]) -> _Open | EmbeddedFile:
+        """Queue a decoded file's items for encoding. Items past its head are decoded here as they are queued,
+        full batches encoded on the way, so that they never pile up."""
         if isinstance(result, EmbeddedFile):
             return result
-        items = [(it.locator, it.text) for it in result.items]
-        f = _Open(result.entry, result.hash, items, np.zeros((len(items), self.space.dim), np.float32),
-                  len(items), result.note, meta=result.meta)
-        q = queues.setdefault(result.entry.modality, [])
-        q.extend((f, i, it.payload) for i, it in enumerate(result.items))
+        f = _Open(result)
+        for it in result.head:
+            self._queue(f, it, queues)
+        if result.rest is not None:
+            try:
+                for it in result.rest:
+                    self._queue(f, it, queues)
+                    if len(queues[it.modality]) >= self.batch_size:
+                        self._encode_full(queues)
+            except DecodeError as e:
+                f.error = str(e)
+            except MemoryError:
+                f.error = "out of memory while decoding"
+            except Exception as e:  # one bad file never ends the run
+                f.error = f"unexpected {type(e).__name__}: {str(e)[:200]}"
         return f
+
+    def _queue(self, f: _Open, it: Any, queues: dict[str, list]) -> None:
+        f.items.append(ItemRecord(it.locator, it.text, it.modality))
+        f.vectors.append(None)
+        f.missing += 1
+        f.modalities.add(it.modality)
+        queues.setdefault(it.modality, []).append((f, len(f.items) - 1, it.payload))
+
+    def _encode_full(self, queues: dict[str, list]) -> None:
+        for modality in list(queues):
+            while len(queues[modality]) >= self.batch_size:
+                self._encode(modality, queues, self.batch_size)
 
     def _encode(self, modality: str, queues: dict[str, list], n: int | None = None) -> None:
         q = queues.get(modality) or []
@@ -184,15 +225,11 @@ class Embedder:
             if not good:
                 f.error = ENCODER_BUG
 
+
     def _ready(self, done: deque) -> Iterator[EmbeddedFile]:
         while done and (not isinstance(done[0], _Open) or done[0].missing == 0):
             f = done.popleft()
-            if isinstance(f, EmbeddedFile):
-                yield f
-            elif f.error is not None:
-                yield EmbeddedFile(f.entry, None, self.space.fingerprint, error=f.error)
-            else:
-                yield EmbeddedFile(f.entry, f.hash, self.space.fingerprint, f.items, f.vectors, note=f.note, meta=f.meta)
+            yield f if isinstance(f, EmbeddedFile) else f.result(self.space.fingerprint, self.space.dim)
 
 
 def _encode(encoder: Any, payloads: list[Any]) -> np.ndarray:

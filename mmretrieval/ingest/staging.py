@@ -4,7 +4,8 @@ finds the shards already written and does not embed those files again.
 
     STAGE/manifest.json                                   the space record; the shards written so far
     STAGE/files/files_<key>.parquet                       one row per file of shard <key>: its outcome (skip
-                                                          reason, note, reuse), hash, date, tags, first item row
+                                                          reason, note, reuse), hash, date, tags, and where its
+                                                          items are (per modality: first row, count, places)
     STAGE/image/img_emb/img_emb_<key>.npy                 the shard's image vectors, float32 [n, dim]
     STAGE/image/metadata/metadata_<key>.parquet           row-aligned: image_path, path, sha256, locator, ...
     (the same for text and audio)
@@ -24,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from ..shards import FORMAT, _pyarrow, part_paths, write_part
+from ..catalog import ItemRecord, item_modality
+from ..shard_format import FORMAT, part_paths, pyarrow, write_part
 from .embed import EmbeddedFile
 from .walk import FileEntry
 
+LAYOUT = 2  # 2: a file's items may be of several modalities (its row's "spans")
 FileKey = tuple[str, int, int, str]  # path, size, mtime_ns, modality: a file as the plan saw it
 
 
@@ -53,14 +56,14 @@ class Staging:
         if manifest.is_file():
             m = json.loads(manifest.read_text())
             if (m.get("space", {}).get("fingerprint") != self.space["fingerprint"]
-                    or m.get("pool_audio") != self.pool_audio):
-                self.clear()  # made in another space or cut another way: of no use here
+                    or m.get("pool_audio") != self.pool_audio or m.get("layout") != LAYOUT):
+                self.clear()  # made in another space, cut another way or laid out by another version: of no use
             else:
                 self.shards = [k for k in m.get("staged", []) if self._files_path(k).is_file()]
                 self.parts = {mod: [p for p in names if (self.root / p).is_file()]
                               for mod, names in m.get("shards", {}).items()}
                 self._adopt_unlisted()
-        _, pq = _pyarrow()
+        _, pq = pyarrow()
         for k in self.shards:
             for r in pq.read_table(self._files_path(k), columns=["path", "size", "mtime_ns", "modality"]).to_pylist():
                 self._where[(r["path"], r["size"], r["mtime_ns"], r["modality"])] = k
@@ -97,27 +100,32 @@ class Staging:
 
     def write(self, key: str, files: list[EmbeddedFile]) -> None:
         """Stage one shard (vectors and items per modality first, the files table last)."""
-        pa, pq = _pyarrow()
+        pa, pq = pyarrow()
         per: dict[str, tuple[list[dict], list[np.ndarray]]] = {}
         rows = []
         for f in files:
             e, meta = f.entry, f.meta or {}
-            rows_m, vecs_m = per.setdefault(e.modality, ([], []))
-            first = len(rows_m)
-            for i, (locator, text) in enumerate(f.items if f.error is None and not f.reuse else []):
-                rows_m.append({"path": e.path, "sha256": f.hash, "ordinal": i, "locator": locator, "text": text,
+            spans: dict[str, list[int]] = {}  # modality -> [first row in its part, count, the items' places...]
+            items = f.items if f.error is None and not f.reuse else []
+            for i, item in enumerate(items):
+                m = item_modality(item, e.modality)
+                rows_m, vecs_m = per.setdefault(m, ([], []))
+                spans.setdefault(m, [len(rows_m), 0])
+                spans[m][1] += 1
+                spans[m].append(i)
+                rows_m.append({"path": e.path, "sha256": f.hash, "ordinal": i, "locator": item[0], "text": item[1],
                                "size": e.size, "mtime_ns": e.mtime_ns, "date": meta.get("date"),
-                               "date_source": meta.get("date_source"), "tags": "\n".join(meta.get("tags") or ())})
-            if f.error is None and not f.reuse and f.items:
-                vecs_m.append(np.asarray(f.vectors, np.float32))
+                               "date_source": meta.get("date_source"), "tags": "\n".join(meta.get("tags") or ()),
+                               "file_modality": e.modality, "file_items": len(items)})
+                vecs_m.append(np.asarray(f.vectors[i], np.float32))
             rows.append({"path": e.path, "modality": e.modality, "size": e.size, "mtime_ns": e.mtime_ns,
                          "sha256": f.hash, "error": f.error, "note": f.note, "reuse": f.reuse,
-                         "first": first, "n_items": len(rows_m) - first, "date": meta.get("date"),
+                         "spans": json.dumps(spans), "date": meta.get("date"),
                          "date_source": meta.get("date_source"), "tags": "\n".join(meta.get("tags") or ()),
                          "fingerprint": f.fingerprint})
         for modality, (rows_m, vecs_m) in per.items():
             if rows_m:
-                emb = write_part(self.root, modality, key, rows_m, np.concatenate(vecs_m))
+                emb = write_part(self.root, modality, key, rows_m, np.stack(vecs_m))
                 self.parts.setdefault(modality, []).append(str(emb.relative_to(self.root)))
         path = self._files_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +138,7 @@ class Staging:
 
     def read(self, key: str) -> list[EmbeddedFile]:
         """The files of one staged shard, in the order they were written."""
-        _, pq = _pyarrow()
+        _, pq = pyarrow()
         parts: dict[str, tuple[np.ndarray, list[dict]]] = {}
         out = []
         for r in pq.read_table(self._files_path(key)).to_pylist():
@@ -141,24 +149,31 @@ class Staging:
             if r["reuse"]:
                 out.append(EmbeddedFile(e, r["sha256"], r["fingerprint"], reuse=True))
                 continue
-            if r["modality"] not in parts and r["n_items"]:
-                emb, meta = part_paths(self.root, r["modality"], key)
-                vecs, items = np.load(emb), pq.read_table(meta, columns=["locator", "text"]).to_pylist()
-                if len(items) != len(vecs):
-                    raise OSError(f"{emb} holds {len(vecs)} vectors but {meta} {len(items)} rows")
-                parts[r["modality"]] = (vecs, items)
-            vecs, items = parts.get(r["modality"], (np.empty((0, 0), np.float32), []))
-            span = slice(r["first"], r["first"] + r["n_items"])
+            spans = json.loads(r["spans"])
+            n = sum(span[1] for span in spans.values())
+            items: list[ItemRecord | None] = [None] * n
+            vecs = np.empty((n, int(self.space["dim"])), np.float32)
+            for m, (first, count, *places) in spans.items():
+                if m not in parts:
+                    emb, meta = part_paths(self.root, m, key)
+                    part_vecs, rows_m = np.load(emb), pq.read_table(meta, columns=["locator", "text"]).to_pylist()
+                    if len(rows_m) != len(part_vecs):
+                        raise OSError(f"{emb} holds {len(part_vecs)} vectors but {meta} {len(rows_m)} rows")
+                    parts[m] = (part_vecs, rows_m)
+                part_vecs, rows_m = parts[m]
+                for j, place in enumerate(places):
+                    row = rows_m[first + j]
+                    items[place] = ItemRecord(json.loads(row["locator"]), row["text"], m)
+                    vecs[place] = part_vecs[first + j]
             out.append(EmbeddedFile(
-                e, r["sha256"], r["fingerprint"], [(json.loads(i["locator"]), i["text"]) for i in items[span]],
-                np.array(vecs[span], np.float32), note=r["note"],
+                e, r["sha256"], r["fingerprint"], items, vecs, note=r["note"],
                 meta={"date": r["date"], "date_source": r["date_source"],
                       "tags": r["tags"].split("\n") if r["tags"] else []}))
         return out
 
     def _write_manifest(self) -> None:
-        manifest = {"format": FORMAT, "space": self.space, "pool_audio": self.pool_audio, "staged": self.shards,
-                    "shards": self.parts, "items": {}, "skipped": 0}
+        manifest = {"format": FORMAT, "layout": LAYOUT, "space": self.space, "pool_audio": self.pool_audio,
+                    "staged": self.shards, "shards": self.parts, "items": {}, "skipped": 0}
         tmp = self.root / "manifest.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=2))
         tmp.replace(self.root / "manifest.json")

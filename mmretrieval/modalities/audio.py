@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -21,15 +21,17 @@ class PooledWindows(list):
     """All windows of one audio file, to be encoded and averaged into a single item."""
 
 
-def decode(data: bytes | None, path: str, ctx: DecodeContext) -> tuple[list[Item], str | None]:
+def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item]:
     spec = ctx.space.spec.audio
     sr = spec.sample_rate
     wave = load_audio(io.BytesIO(data) if data is not None else os.fspath(path), sr)
     wins = windows(wave, sr, spec.window_s, spec.hop_s)
     if ctx.pool_audio and len(wins) > 1:
         loc = {"start": 0.0, "end": round(wave.size / sr, 3), "pooled_windows": len(wins)}
-        return [Item(loc, None, PooledWindows(w.samples for w in wins))], None
-    return [Item(w.locator(), None, w.samples) for w in wins], None
+        yield Item(loc, None, PooledWindows(w.samples for w in wins), "audio")
+        return
+    for w in wins:
+        yield Item(w.locator(), None, w.samples, "audio")
 
 
 def _ts(seconds: float) -> str:

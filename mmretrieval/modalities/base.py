@@ -4,12 +4,21 @@ A `Modality` says, for one kind of content: which files it claims (by extension)
 items (decode), which tower of a space encodes them, how a query value becomes a vector, how a hit is
 described on the command line, and how it is thumbnailed. Indexing, search, the CLI and the server ask
 the registry instead of switching on a modality's name.
+
+A file's items need not be of its own modality: each `Item` names the modality it is encoded and searched
+as (a document yields text passages and image figures; a video scenes, sound and subtitles). `decode`
+yields them lazily, so a file with 100,000 items is never held decoded at once (`ingest.embed` batches
+them across files as they come).
+
+Two modalities may claim one extension: the one with the higher `claim_priority` takes it (a container
+format over a bare stream: video over audio for `.webm`); equal priorities are an error at registration,
+never a matter of which module was imported first.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -18,11 +27,21 @@ from ..errors import UsageError
 
 @dataclass
 class Item:
-    """One searchable item of a file: where it sits in the file, its text (text items), the encoder's input."""
+    """One searchable item of a file: where it sits in the file, its text (text items), the encoder's input,
+    and the modality it is encoded as (None: the decoding modality's own)."""
 
     locator: dict[str, Any]
     text: str | None
     payload: Any
+    modality: str | None = None
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something the user should know about a file that is indexed (only in part, say), yielded by `decode`
+    among its items."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -43,9 +62,10 @@ class Modality:
     # Lower-case extensions (".jpg") this modality claims; a function, since some lists come from the
     # installed libraries (every format Pillow decodes).
     extensions: Callable[[], Iterable[str]]
-    # (bytes of the file or None when too large to hold, its path, context) -> (items, a note for the report or None).
+    # (bytes of the file or None when too large to hold, its path, context) -> its items, and any `Note`s, in
+    # order: a generator streams them. (The older form, a tuple (items, note or None), is still taken.)
     # Raises DecodeError with the reason a user sees.
-    decode: Callable[[bytes | None, str, DecodeContext], tuple[list[Item], str | None]]
+    decode: Callable[[bytes | None, str, DecodeContext], Iterable[Item | Note] | tuple[list[Item], str | None]]
     # The space's encoder for this modality, or None when the space has no tower for it.
     encoder: Callable[[Any], Any]
     # (encoder, query value) -> one L2-normalised vector.
@@ -63,6 +83,8 @@ class Modality:
     media_types: dict[str, str] = field(default_factory=dict)  # extension -> content type, where Python's guess is off
     # (bytes or None, path) -> FileMeta: the date the content was made and its tags (see metadata.py), or None.
     metadata: Callable[[bytes | None, str], Any] | None = None
+    # Which modality takes an extension that several claim: the highest; a tie is refused at registration.
+    claim_priority: int = 0
 
 
 _REGISTRY: dict[str, Modality] = {}
@@ -74,6 +96,14 @@ def register_modality(m: Modality, *, replace: bool = False) -> Modality:
     global _BY_EXT
     if m.name in _REGISTRY and not replace:
         raise UsageError(f"a modality named {m.name!r} is already registered (pass replace=True to override)")
+    mine = {e.lower() for e in m.extensions()}
+    for other in _REGISTRY.values():
+        if other.name == m.name or other.claim_priority != m.claim_priority:
+            continue
+        both = sorted(mine & {e.lower() for e in other.extensions()})
+        if both:
+            raise UsageError(f"modalities {other.name!r} and {m.name!r} both claim {', '.join(both)} at priority "
+                             f"{m.claim_priority}; give one a higher claim_priority")
     _REGISTRY[m.name] = m
     _BY_EXT = None
     return m
@@ -105,8 +135,20 @@ def modality_of(path: str | os.PathLike) -> str | None:
     global _BY_EXT
     if _BY_EXT is None:
         table: dict[str, str] = {}
-        for m in _REGISTRY.values():  # the first registered claim wins
+        for m in sorted(_REGISTRY.values(), key=lambda m: m.claim_priority):  # the highest claim is written last
             for ext in m.extensions():
-                table.setdefault(ext.lower(), m.name)
+                table[ext.lower()] = m.name
         _BY_EXT = table
     return _BY_EXT.get(os.path.splitext(os.fspath(path))[1].lower())
+
+
+def decoded_items(m: Modality, data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item | Note]:
+    """`m.decode`'s items and notes as one stream, each item with its modality filled in."""
+    out = m.decode(data, path, ctx)
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], list) and not isinstance(out[1], Item):
+        items, note = out  # the older form: every item at once, one note
+        out = [*items, *([Note(note)] if note else [])]
+    for x in out:
+        if isinstance(x, Item) and x.modality is None:
+            x.modality = m.name
+        yield x

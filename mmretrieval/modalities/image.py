@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Iterator
 
 from ..encoders.image import image_extensions, load_image
 from .base import DecodeContext, Item, Modality, register_modality
 from .metadata import image_metadata
 
 
-def decode(data: bytes | None, path: str, ctx: DecodeContext) -> tuple[list[Item], str | None]:
+def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item]:
     enc = ctx.space.image
     img = enc.load(data if data is not None else path)
     w, h = img.info.get("original_size", img.size)
-    return [Item({"width": w, "height": h}, None, enc.preprocess(img))], None
+    yield Item({"width": w, "height": h}, None, enc.preprocess(img), "image")
 
 
 THUMB_SIZE = 256

@@ -4,11 +4,11 @@ from __future__ import annotations
 import codecs
 import os
 import re
-from typing import Any
+from typing import Any, Iterator
 
 from ..encoders.text import split_passages
 from ..errors import DecodeError, UsageError
-from .base import DecodeContext, Item, Modality, register_modality
+from .base import DecodeContext, Item, Modality, Note, register_modality
 
 EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text"})
 
@@ -75,7 +75,7 @@ def _checked(text: str) -> str:
 
 
 
-def decode(data: bytes | None, path: str, ctx: DecodeContext) -> tuple[list[Item], str | None]:
+def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item | Note]:
     if data is None:
         with open(path, "rb") as f:
             data = f.read()
@@ -85,11 +85,11 @@ def decode(data: bytes | None, path: str, ctx: DecodeContext) -> tuple[list[Item
     enc = ctx.space.text
     passages = split_passages(text, enc.count_tokens, enc.max_passage_tokens)
     cap, why = passage_cap(text)
-    note = None
     if len(passages) > cap:
-        note = f"{why}: indexed its first {cap:,} of {len(passages):,} passages (MMR_MAX_PASSAGES)"
+        yield Note(f"{why}: indexed its first {cap:,} of {len(passages):,} passages (MMR_MAX_PASSAGES)")
         passages = passages[:cap]
-    return [Item({**p.locator(), "encoding": encoding}, p.text, p.text) for p in passages], note
+    for p in passages:
+        yield Item({**p.locator(), "encoding": encoding}, p.text, p.text, "text")
 
 
 def check_query(value: Any) -> None:

@@ -23,14 +23,14 @@ from .audit import audit_pairs
 CLOSE = 0.02
 
 
-def compare(pairs_file: str | Path, models: list[str], precision: str = "auto") -> dict[str, Any]:
+def compare(pairs_file: str | Path, models: list[str], precision: str = "auto", device: str = "cpu") -> dict[str, Any]:
     pairs = read_pairs(pairs_file)
     n_items = len({p.image or p.audio for p in pairs}) + len({p.caption for p in pairs})
     rows = []
     for name in models:
         row: dict[str, Any] = {"model": name}
         try:
-            space = Space(resolve_model_arg(name), precision=precision)
+            space = Space(resolve_model_arg(name), precision=precision, device=device)
             t = time.perf_counter()
             ev = evaluate(space, str(pairs_file))
             seconds = time.perf_counter() - t

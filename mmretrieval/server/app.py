@@ -5,11 +5,13 @@ size) and map the engine's typed errors to status codes; the engine does the res
 import hmac
 import logging
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..engine import Engine
 from ..errors import (DecodeError, IndexLockedError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError,
                       MMRError, SpaceError, SpaceMismatchError, UsageError)
@@ -33,13 +35,15 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
     try:
         from fastapi import FastAPI, Query, Request
         from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+        from starlette.concurrency import run_in_threadpool
     except ImportError:  # pragma: no cover - depends on the install
         raise UsageError("the server needs the optional extra: pip install 'mmretrieval[server]'") from None
 
     engine = Engine(index, readonly=True, device=device)
+    redact_tokens_in_access_log()
     lock = threading.Lock()  # one engine, one SQLite connection, one model: requests take turns
     thumbs = engine.path / "thumbnails"
-    app = FastAPI(title="mmretrieval", version="0.1.0",
+    app = FastAPI(title="mmretrieval", version=__version__,
                   description="Search photos, recordings and documents by meaning, across modalities.")
     app.state.engine = engine
 
@@ -96,6 +100,8 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
 
     @app.post("/search")
     async def search_post(request: Request):
+        # Only reading the body is async; the search itself runs in the thread pool like every `def` route, so a
+        # slow one (the towers loading at first use) never holds the event loop and every other route with it.
         ctype = request.headers.get("content-type", "")
         declared = int(request.headers.get("content-length") or 0)
         if declared > max_upload:
@@ -114,11 +120,7 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
                 if up is not None and hasattr(up, "read"):
                     data = await _read_limited(up, max_upload)
                     suffix = os.path.splitext(up.filename or "")[1][:10]  # decoders go by content, not by name
-                    with tempfile.NamedTemporaryFile(suffix=suffix) as f:
-                        f.write(data)
-                        f.flush()
-                        with lock:
-                            return hits(engine.search(**{field: f.name}, k=k, types=types, **cut))
+                    return await run_in_threadpool(search_upload, field, data, suffix, k, types, cut)
             fields = " or ".join(repr(m.name) for m in modalities() if m.file_query)
             raise UsageError(f"multipart search needs a file field named {fields}")
         try:
@@ -127,13 +129,23 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
             raise UsageError("send JSON {text | item, types, k} or a multipart form with an image/audio file") from None
         if not isinstance(body, dict):
             raise UsageError("the JSON body must be an object: {text | item, types, k}")
+        return await run_in_threadpool(search_json, body)
+
+    def search_upload(field: str, data: bytes, suffix: str, k: int, types: Any, cut: dict[str, Any]):
+        with tempfile.NamedTemporaryFile(suffix=suffix) as f:
+            f.write(data)
+            f.flush()
+            with lock:
+                return hits(engine.search(**{field: f.name}, k=k, types=types, **cut))
+
+    def search_json(body: dict[str, Any]):
         k = _int(body.get("k", 10))
         types = body.get("types")
         cut = {"min_relevance": _relevance(body.get("min_relevance")), "cutoff": body.get("cutoff"),
                "filters": body.get("filters"), "sort": body.get("sort")}
         with lock:
             if body.get("parts") is not None:
-                return hits(engine.search_parts(_parts(body["parts"]), k=k, types=types, **cut))
+                return hits(engine.search_parts(_parts(body["parts"]), k=k, types=types, mode=body.get("mode"), **cut))
             if body.get("item") is not None:
                 return hits(engine.search_like(_int(body["item"]), k=k, types=types, **cut))
             return hits(engine.search(body.get("text"), k=k, types=types, mode=body.get("mode"), **cut))
@@ -197,6 +209,26 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
         return FileResponse(r.path, media_type=media_type(r.path))
 
     return app
+
+
+class _RedactToken(logging.Filter):
+    """Blanks the value of ``token=`` in uvicorn's access log lines (the page's media links carry it): an access
+    log is read by more people than the token is meant for."""
+
+    PATTERN = re.compile(r"((?:^|[?&])token=)[^&\s]*", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = self.PATTERN.sub(r"\1***", record.msg)
+        return True
+
+
+def redact_tokens_in_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactToken) for f in access.filters):
+        access.addFilter(_RedactToken())
 
 
 def _parts(raw: Any) -> list[tuple[float, str, Any]]:

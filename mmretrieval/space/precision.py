@@ -80,8 +80,11 @@ def auto_precision(device: str = "cpu", native_bf16: bool | None = None,
     """What ``auto`` means on this machine (see the module doc for why text stays fp32 and audio is not
     int8): on a GPU, image and audio in fp16; on a CPU, the image tower in int8 where ONNX Runtime's int8
     measured faster than torch here, else bf16 where native; audio bf16 where native."""
-    if not str(device).startswith("cpu"):
+    kind = str(device).split(":", 1)[0]
+    if kind == "cuda":
         return {"text": "fp32", "image": "fp16", "audio": "fp16"}
+    if kind != "cpu":  # a name that is not a device must not pass for a GPU
+        raise UsageError(f"unknown device {device!r} for precision auto; valid: cpu, cuda, cuda:N")
     native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
     if int8_faster is None:
         from .backend import int8_faster as measured

@@ -20,6 +20,17 @@ SPACE_FILE = "space.json"
 SPACE_FORMAT = "mmretrieval-space/1"
 
 
+
+@dataclass(frozen=True)
+class TowerSpec:
+    """One tower of a space: its name in the space, its family, the modalities it encodes, its config."""
+
+    name: str
+    family: str
+    modalities: tuple[str, ...]
+    config: Any  # the family's own description (ClipSpec for open_clip, AudioSpec for audio)
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """The text and image towers.
@@ -84,8 +95,6 @@ class SpaceSpec:
     def towers(self) -> tuple[Any, ...]:
         """The space's towers (see `space.towers`): an open_clip model for text and images, and an
         optional audio tower. Today's space.json files describe exactly these two."""
-        from .towers import TowerSpec
-
         out = [TowerSpec("clip", "open_clip", ("text", "image"), self.clip)]
         if self.audio is not None:
             out.append(TowerSpec("audio", "audio", ("audio",), self.audio))

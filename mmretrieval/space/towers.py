@@ -25,20 +25,11 @@ from ..encoders.packed import pack_transformer_blocks
 from ..encoders.text import TextEncoder
 from ..errors import MissingWeightsError, SpaceError, UnsupportedPrecisionError, WeightsMismatchError
 from .precision import DTYPES
+from .spec import TowerSpec
 from .weights import ResolvedClip, cache_root, file_sha256, resolve_audio_weights, resolve_clip
 
 log = logging.getLogger(__name__)
 REDUCED = ("bf16", "fp16")  # the formats a torch tower's weights are cast to
-
-
-@dataclass(frozen=True)
-class TowerSpec:
-    """One tower of a space: its name in the space, its family, the modalities it encodes, its config."""
-
-    name: str
-    family: str
-    modalities: tuple[str, ...]
-    config: Any  # the family's own description (ClipSpec for open_clip, AudioSpec for audio)
 
 
 class TowerFamily(ABC):

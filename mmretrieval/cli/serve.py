@@ -1,0 +1,27 @@
+"""`mmr serve`: the HTTP API and search page over one index."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .common import EXIT_OK, add_index_arg, device, index_dir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="HTTP API and search page (needs the 'server' extra)")
+    p.set_defaults(func=cmd_serve)
+    add_index_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; others need --token)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", default=os.environ.get("MMR_TOKEN"), help="require this token (default $MMR_TOKEN)")
+    p.add_argument("--max-upload", type=int, default=20 * 1024 * 1024, metavar="BYTES")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..server.app import serve
+
+    print(f"serving {index_dir(args)} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+    serve(index_dir(args), host=args.host, port=args.port, token=args.token, max_upload=args.max_upload,
+          device=device(args, bulk=False))
+    return EXIT_OK

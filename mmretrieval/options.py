@@ -1,0 +1,30 @@
+"""Options of a run that are plain data: made by the CLI, the server or a Python caller, read by the engine
+and the ingest steps (no layer below has to import one above to know them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How `mmr index --ray` uses the cluster."""
+
+    address: str | None = None       # None: $RAY_ADDRESS, else a new local Ray; "auto": the cluster `ray start`
+                                     # began on this machine; "host:port": that cluster's head
+    actors: int | None = None        # encoder actors; default: the cluster's CPUs / cpus_per_actor
+    cpus_per_actor: float = 1.0      # fractional is fine (several actors share a CPU)
+    gpus_per_actor: float = 0.0
+    files_per_shard: int | None = None  # default: about SHARDS_PER_ACTOR shards per actor, at most 1000 files
+    keep_shards: bool = False        # keep the staged shards after the commit (clip-retrieval's layout)
+
+    def __post_init__(self) -> None:
+        if self.actors is not None and self.actors < 1:
+            raise UsageError(f"--ray-actors must be at least 1, got {self.actors}")
+        if not self.cpus_per_actor > 0:
+            raise UsageError(f"CPUs per actor must be positive, got {self.cpus_per_actor}")
+        if self.gpus_per_actor < 0:
+            raise UsageError(f"GPUs per actor cannot be negative, got {self.gpus_per_actor}")
+        if self.files_per_shard is not None and self.files_per_shard < 1:
+            raise UsageError(f"files per shard must be at least 1, got {self.files_per_shard}")
