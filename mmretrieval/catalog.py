@@ -396,6 +396,11 @@ class Catalog:
         n, total, lo, hi = self.db.execute("SELECT COUNT(*), COALESCE(SUM(id), 0), MIN(id), MAX(id) FROM items").fetchone()
         return int(n), int(total), -1 if lo is None else int(lo), -1 if hi is None else int(hi)
 
+    def has_pooled_audio(self) -> bool:
+        """Does any audio item stand for a whole file's pooled windows (an index built with --pool-audio)?"""
+        return self.db.execute("SELECT 1 FROM items WHERE modality='audio' AND locator LIKE '%\"pooled_windows\"%' "
+                               "LIMIT 1").fetchone() is not None
+
     def counts(self) -> dict[str, Any]:
         items = {r[0]: r[1] for r in self.db.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality")}
         files = {r[0]: r[1] for r in self.db.execute("SELECT status, COUNT(*) FROM files GROUP BY status")}

@@ -1,10 +1,11 @@
 """The one facade the CLI, the server and Python users call."""
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -16,7 +17,7 @@ from .encoders.image import max_pixels
 from .errors import (DecodeError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError, SpaceMismatchError,
                      UsageError)
 from .ingest.commit import Committer
-from .options import RayOptions
+from .options import ItemOptions, RayOptions
 from .ingest.embed import EmbeddedFile
 from .ingest.indexer import Indexer, IndexReport
 from .ingest.plan import Plan
@@ -196,13 +197,15 @@ class Engine:
 
     # ----------------------------------------------------------------- indexing
     def index(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,
-              progress: bool = False, checkpoint_seconds: float = 30.0, pool_audio: bool = False,
+              progress: bool = False, checkpoint_seconds: float = 30.0, pool_audio: bool | None = None,
               index_type: str | None = None, memory_budget: int | None = None,
               ray: RayOptions | None = None) -> IndexReport:
         """Index (incrementally) every supported file under `paths`.
 
         Long audio becomes one item per window (start/end seconds); `pool_audio` makes it one item per
-        file instead (the mean of its window vectors). `index_type` (flat, hnsw, ivf-fp16, ivf-flat, ivf-sq8,
+        file instead (the mean of its window vectors). How files are cut into items (`options.ItemOptions`) is
+        the index's: recorded the first time, then used by every run (None: the recorded); another value once
+        the index holds items it would cut differently is refused. `index_type` (flat, hnsw, ivf-fp16, ivf-flat, ivf-sq8,
         ivf-pq, or auto) and `memory_budget` (bytes) are remembered by the index; with neither, the type follows the
         collection's size (`index.choose.choose_index`), converting without re-embedding when it changes.
         `ray`: embed on a Ray cluster (`ingest.distributed`); planning and the commit stay here, and files
@@ -223,14 +226,15 @@ class Engine:
             try:
                 report = IndexReport()
                 report.repaired = self.store.reconcile()
+                items = self._item_options(pool_audio)
                 indexer = Indexer(self.store, self.space, batch_size=batch_size,
                                   workers=workers or None,
-                                  checkpoint_seconds=checkpoint_seconds, progress=progress, pool_audio=pool_audio)
+                                  checkpoint_seconds=checkpoint_seconds, progress=progress, options=items)
                 indexer.report.repaired = report.repaired
                 self._set_index_policy(index_type, memory_budget)
                 embed, staging = None, None
                 if ray is not None:
-                    embed, staging = self._ray_embedder(ray, batch_size, workers or None, pool_audio)
+                    embed, staging = self._ray_embedder(ray, batch_size, workers or None, items)
                 result = indexer.run(roots, embed=embed.stream if embed else None)
                 if embed is not None:
                     result.distributed = embed.summary
@@ -242,16 +246,38 @@ class Engine:
             finally:
                 self.store.release_lock()
 
-    def _ray_embedder(self, options: RayOptions, batch_size: int, workers: int | None, pool_audio: bool):
+    def _ray_embedder(self, options: RayOptions, batch_size: int, workers: int | None, items: ItemOptions):
         from .ingest.distributed import RayEmbedder, _ray
         from .ingest.staging import Staging
 
         _ray()  # Ray Data is installed, or the user learns what to install before any work
         self.space  # noqa: B018  (the weights load, and are checked, here before any node loads them)
-        staging = Staging(self.path / STAGING_DIR, self.store.space_record(), pool_audio)
+        staging = Staging(self.path / STAGING_DIR, self.store.space_record(), items)
         return RayEmbedder(self.spec.to_dict(), self.precision, staging, options, jpeg_draft=self.jpeg_draft,
                            batch_size=batch_size,
-                           workers=workers, pool_audio=pool_audio), staging
+                           workers=workers, items=items), staging
+
+    def _item_options(self, pool_audio: bool | None) -> ItemOptions:
+        """The index's item options, with this run's request: recorded the first time one is given (an index made
+        before they were recorded: read from its items); a change once items were cut the other way is refused."""
+        cat = self.store.catalog
+        raw = cat.get_meta(ItemOptions.META_KEY)
+        if raw is not None:
+            recorded = ItemOptions.from_dict(json.loads(raw))
+        else:
+            recorded = ItemOptions(audio_pooled=cat.has_pooled_audio())
+        wanted = recorded if pool_audio is None else replace(recorded, audio_pooled=bool(pool_audio))
+        changed = recorded.differences(wanted)
+        counts = cat.counts()["items"]
+        if changed and counts.get("audio"):
+            now = "one item per file (pooled windows)" if recorded.audio_pooled else "one item per window"
+            raise UsageError(f"this index cuts audio into {now}, and holds {counts['audio']} audio item(s) cut that "
+                             f"way; {'--no-pool-audio' if recorded.audio_pooled else '--pool-audio'} would mix both. "
+                             f"Omit it, index into another folder (--index), or `mmr remove` the audio first")
+        if raw is None or changed:
+            with cat.transaction():
+                cat.set_meta(ItemOptions.META_KEY, json.dumps(wanted.to_dict()))
+        return wanted
 
     def _set_index_policy(self, index_type: str | None, memory_budget: int | None) -> None:
         from .index.choose import KINDS
@@ -694,6 +720,7 @@ class Engine:
             "index_type": self.store.vectors.kind,
             "index_description": self.store.vectors.description,
             "index_policy": self.store.catalog.get_meta("index_type") or "auto",
+            "item_options": json.loads(self.store.catalog.get_meta(ItemOptions.META_KEY) or "null"),
             "bytes_on_disk": size,
             "vector_segments": self.store.segment_stats(),
         }

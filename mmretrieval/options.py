@@ -2,7 +2,8 @@
 and the ingest steps (no layer below has to import one above to know them)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from .errors import UsageError
 
@@ -28,3 +29,29 @@ class RayOptions:
             raise UsageError(f"GPUs per actor cannot be negative, got {self.gpus_per_actor}")
         if self.files_per_shard is not None and self.files_per_shard < 1:
             raise UsageError(f"files per shard must be at least 1, got {self.files_per_shard}")
+
+
+@dataclass(frozen=True)
+class ItemOptions:
+    """How files become items: settings of the whole index, recorded in its catalog when it is first given one and
+    used by every later run, so that a collection is never cut two ways. Each field belongs to one modality (named
+    first); decoders read theirs from `DecodeContext.options`. A new setting is one field here."""
+
+    audio_pooled: bool = False  # audio: one item per file (the mean of its windows' vectors) instead of one per window
+
+    META_KEY = "item_options"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "ItemOptions":
+        d = dict(d or {})
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise UsageError(f"unknown item option {unknown[0]!r}; valid: {', '.join(names)}")
+        return cls(**d)
+
+    def differences(self, other: "ItemOptions") -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]

@@ -25,7 +25,8 @@ os.environ.update(RAY_ENV)
 pytest.importorskip("ray.data")
 pq = pytest.importorskip("pyarrow.parquet")
 
-import mmretrieval as mmr  # noqa: E402
+import mmretrieval as mmr
+from mmretrieval.options import ItemOptions  # noqa: E402
 from mmretrieval.errors import SpaceMismatchError, UsageError  # noqa: E402
 from mmretrieval.ingest.distributed import EncoderActor, RayOptions  # noqa: E402
 from mmretrieval.shards import import_shards  # noqa: E402
@@ -235,7 +236,7 @@ def test_a_node_in_another_space_stops_the_run_with_our_error(cluster, library, 
 
     eng = mmr.Engine(tmp_path / "idx", model="tiny")
     other = {**eng.store.space_record(), "fingerprint": "0" * 16}  # what the actors will not load
-    embed = RayEmbedder(eng.spec.to_dict(), eng.precision, Staging(tmp_path / "staging", other, False),
+    embed = RayEmbedder(eng.spec.to_dict(), eng.precision, Staging(tmp_path / "staging", other, ItemOptions()),
                         RayOptions(**OPTIONS))
     with pytest.raises(SpaceMismatchError, match="not the index's 0000000000000000"):
         list(embed.stream(make_plan(eng.store.catalog, [str(library / "demo")])))
@@ -282,12 +283,12 @@ def test_a_shard_written_but_not_yet_listed_is_found_again(tmp_path, tiny_space_
         entries.append(FileEntry(str(p), "text", p.stat().st_size, p.stat().st_mtime_ns))
     files = list(Embedder(eng.space).stream(entries))
     record = eng.store.space_record()
-    stage = Staging(tmp_path / "staging", record, False)
+    stage = Staging(tmp_path / "staging", record, ItemOptions())
     stage.write("a", files[:1])
     manifest = (tmp_path / "staging" / "manifest.json").read_text()
     stage.write("b", files[1:])
     (tmp_path / "staging" / "manifest.json").write_text(manifest)  # as if killed before listing "b"
-    again = Staging(tmp_path / "staging", record, False)
+    again = Staging(tmp_path / "staging", record, ItemOptions())
     assert again.shards == ["a", "b"]
     found = again.find(entries[1])
     assert found is not None and np.array_equal(found.vectors, files[1].vectors)

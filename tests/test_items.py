@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import mmretrieval as mmr
+from mmretrieval.options import ItemOptions
 from mmretrieval.index.build import convert
 from mmretrieval.cli import main
 from mmretrieval.encoders.base import Encoder
@@ -151,9 +152,9 @@ def test_staged_shards_keep_each_items_modality(tmp_path):
                      [ItemRecord({"p": 0}, "words", "text"), ItemRecord({"f": 0}, None, "image"),
                       ItemRecord({"p": 1}, "more", "text")], vecs)
     plain = EmbeddedFile(FileEntry("/x/a.png", "image", 5, 1), "h2", "fp", [({"w": 1}, None)], vecs[:1])
-    st = Staging(tmp_path / "stage", {"fingerprint": "fp", "dim": 8}, False)
+    st = Staging(tmp_path / "stage", {"fingerprint": "fp", "dim": 8}, ItemOptions())
     st.write("k0", [f, plain])
-    back = Staging(tmp_path / "stage", {"fingerprint": "fp", "dim": 8}, False).read("k0")
+    back = Staging(tmp_path / "stage", {"fingerprint": "fp", "dim": 8}, ItemOptions()).read("k0")
     assert [list(map(tuple, b.items)) for b in back] == [[({"p": 0}, "words", "text"), ({"f": 0}, None, "image"),
                                                           ({"p": 1}, "more", "text")], [({"w": 1}, None, "image")]]
     np.testing.assert_array_equal(back[0].vectors, vecs)
@@ -317,3 +318,42 @@ def test_vectors_stream_in_the_stored_precision(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1, atol=1e-6)
     flat_chunks = [v for _, v in flat.iter_vectors(stored=True, chunk=256)]
     assert [c.shape[0] for c in flat_chunks] == [256, 256, 88] and flat_chunks[0].dtype == np.float32
+
+
+# ----------------------------------------------------------------- how files are cut: the index's, recorded
+def test_item_options_are_recorded_and_kept_by_the_index(tmp_path, tiny_space_dir, capsys):
+    import soundfile as sf
+
+    from mmretrieval.synth import tone
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    sf.write(lib / "long.wav", tone(300, 9.0, 8000), 8000)
+    eng = mmr.Engine(tmp_path / "idx", model=str(tiny_space_dir))
+    assert eng.index([lib], pool_audio=True).added["audio"] == 1
+    assert eng.stats()["item_options"] == {"audio_pooled": True}
+    sf.write(lib / "later.wav", tone(500, 9.0, 8000), 8000)
+    assert eng.index([lib]).added["audio"] == 1  # a later run without the option cuts new files the same way
+    with pytest.raises(UsageError, match="this index cuts audio into one item per file .* holds 2 audio item"):
+        eng.index([lib], pool_audio=False)
+    eng.close()
+    assert main(["index", str(lib), "--no-pool-audio", "--index", str(tmp_path / "idx")]) == 2
+    assert "--no-pool-audio would mix both" in capsys.readouterr().err
+
+    # an index made before the options were recorded: read from its items
+    with mmr.Engine(tmp_path / "idx") as eng:
+        with eng.store.catalog.transaction():
+            eng.store.catalog.db.execute("DELETE FROM meta WHERE key='item_options'")
+    sf.write(lib / "third.wav", tone(700, 9.0, 8000), 8000)
+    with mmr.Engine(tmp_path / "idx") as eng:
+        assert eng.index([lib]).added["audio"] == 1
+        assert eng.stats()["item_options"] == {"audio_pooled": True}
+
+    # no audio yet: the option may still change, and the last one given is recorded
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    shape_image("red").save(pics / "red.png")
+    with mmr.Engine(tmp_path / "idx2", model=str(tiny_space_dir)) as eng:
+        eng.index([pics], pool_audio=True)
+        eng.index([pics], pool_audio=False)
+        assert eng.stats()["item_options"] == {"audio_pooled": False}

@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "changing it converts the index without re-embedding")
     p.add_argument("--memory-budget", metavar="SIZE", help="keep the vector index under SIZE (e.g. 600M): "
                                                           "picks a quantised type when needed (remembered)")
-    p.add_argument("--pool-audio", action="store_true",
-                   help="one item per audio file (mean of its windows) instead of one per window")
+    p.add_argument("--pool-audio", action=argparse.BooleanOptionalAction, default=None,
+                   help="one item per audio file (mean of its windows) instead of one per window; the index "
+                        "remembers it (default: as the index was built, else windows)")
     p.add_argument("--precision", metavar="P", help=PRECISION_HELP + "; for a new index (an existing one keeps its own)")
     p.add_argument("--checkpoint-seconds", type=float, default=30.0, metavar="S",
                    help="commit what is done every S seconds (default 30); a killed run loses at most that")

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from ..errors import DecodeError
 from ..modalities import DecodeContext, Item, Note, decoded_items, get_modality
+from ..options import ItemOptions
 from .walk import FileEntry
 
 # Files larger than this are hashed and decoded by streaming from disk instead of from memory.
@@ -67,8 +68,8 @@ def read_and_hash(path: str, size: int) -> tuple[str, bytes | None]:
 class Decoder:
     """Turns a `FileEntry` into items for one space, through its modality's decoder."""
 
-    def __init__(self, space: Any, *, pool_audio: bool = False) -> None:
-        self.ctx = DecodeContext(space=space, pool_audio=pool_audio)
+    def __init__(self, space: Any, *, options: ItemOptions | None = None) -> None:
+        self.ctx = DecodeContext(space=space, options=options or ItemOptions())
 
     def decode(self, entry: FileEntry, digest: str, data: bytes | None) -> Decoded:
         """Decode a file already read (`data`, or None when too large to hold) and hashed."""

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import errors
 from ..errors import MMRError, SpaceMismatchError, UsageError
-from ..options import RayOptions
+from ..options import ItemOptions, RayOptions
 from .embed import EmbeddedFile, Embedder
 from .plan import Plan
 from .staging import Staging
@@ -53,7 +53,7 @@ class EncoderActor:
     """One loaded space on a Ray worker; embeds one shard of files per row of a batch."""
 
     def __init__(self, spec: dict[str, Any], precision: dict[str, str], fingerprint: str, batch_size: int,
-                 workers: int | None, pool_audio: bool, threads: int, reusable: dict[str, tuple[str, str | None]],
+                 workers: int | None, items: dict[str, Any], threads: int, reusable: dict[str, tuple[str, str | None]],
                  jpeg_draft: int = 1) -> None:
         import ray
 
@@ -69,7 +69,8 @@ class EncoderActor:
                 f"fingerprint {self.space.fingerprint}, not the index's {fingerprint}: its weights or libraries "
                 f"differ from the driver's")
         self.node = ray.get_runtime_context().get_node_id()
-        self.options = dict(batch_size=batch_size, workers=workers, pool_audio=pool_audio, reusable=reusable)
+        self.options = dict(batch_size=batch_size, workers=workers, options=ItemOptions.from_dict(items),
+                            reusable=reusable)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = []
@@ -91,7 +92,7 @@ class RayEmbedder:
     jpeg_draft: int = 1
     batch_size: int = 32
     workers: int | None = None  # decode threads per actor (None: the Embedder's default)
-    pool_audio: bool = False
+    items: ItemOptions = field(default_factory=ItemOptions)  # how files are cut into items (the index's)
     summary: dict[str, Any] = field(default_factory=dict)
 
     def stream(self, plan: Plan) -> Iterator[EmbeddedFile]:
@@ -160,7 +161,7 @@ class RayEmbedder:
             num_cpus=o.cpus_per_actor, num_gpus=o.gpus_per_actor or None,
             fn_constructor_kwargs=dict(spec=self.spec, precision=self.precision,
                                        fingerprint=self.staging.fingerprint, batch_size=self.batch_size,
-                                       workers=self.workers, pool_audio=self.pool_audio,
+                                       workers=self.workers, items=self.items.to_dict(),
                                        threads=max(1, round(o.cpus_per_actor)), reusable=reusable,
                                        jpeg_draft=self.jpeg_draft))
         nodes: set[str] = set()

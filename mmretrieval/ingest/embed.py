@@ -23,6 +23,7 @@ import numpy as np
 from ..catalog import ItemRecord
 from ..errors import DecodeError
 from ..modalities.audio import PooledWindows
+from ..options import ItemOptions
 from .decode import Decoded, Decoder, read_and_hash
 from .walk import FileEntry
 
@@ -83,7 +84,8 @@ class Embedder:
     `workers` (default: as many as the cores a per-core encoder uses, else every core on a GPU, else the
     cores up to 4) overrides."""
 
-    def __init__(self, space: Any, *, batch_size: int = 32, workers: int | None = None, pool_audio: bool = False,
+    def __init__(self, space: Any, *, batch_size: int = 32, workers: int | None = None,
+                 options: ItemOptions | None = None,
                  reusable: dict[str, tuple[str, str | None]] | None = None) -> None:
         self.space = space
         self.batch_size = max(1, batch_size)
@@ -93,7 +95,7 @@ class Embedder:
         on_cpu = getattr(space, "device", None) is None or space.device.type == "cpu"
         default = max((n for n in cores.values() if n), default=min(4, usable) if on_cpu else usable)
         self.workers = max(1, workers if workers is not None else default)
-        self.decoder = Decoder(space, pool_audio=pool_audio)
+        self.decoder = Decoder(space, options=options)
         self.reusable = reusable or {}
 
     # ----------------------------------------------------------------- per file, in worker threads
@@ -250,7 +252,7 @@ class EmbedTask:
     reusable: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     batch_size: int = 32
     workers: int | None = None
-    pool_audio: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # ItemOptions.to_dict()
     jpeg_draft: int = 1                   # the index's Engine.jpeg_draft (1 = space.towers.JPEG_DRAFT)
 
 
@@ -269,6 +271,6 @@ def run_embed_task(task: EmbedTask) -> list[EmbeddedFile]:
     if space is None:
         space = _SPACES[key] = Space(SpaceSpec.from_dict(task.space), precision=task.precision,
                                      jpeg_draft=task.jpeg_draft)
-    emb = Embedder(space, batch_size=task.batch_size, workers=task.workers, pool_audio=task.pool_audio,
+    emb = Embedder(space, batch_size=task.batch_size, workers=task.workers, options=ItemOptions.from_dict(task.options),
                    reusable=task.reusable)
     return list(emb.stream(task.entries))

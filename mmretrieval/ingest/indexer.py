@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..space.runtime import Space
+from ..options import ItemOptions
 from ..store import Store
 from .commit import Committer
 from .embed import ENCODER_BUG, EmbeddedFile, Embedder  # noqa: F401  (ENCODER_BUG: the reason an encoder failure gives)
@@ -76,14 +77,14 @@ class IndexReport:
 
 class Indexer:
     def __init__(self, store: Store, space: Space, *, batch_size: int = 32, workers: int | None = None,
-                 checkpoint_seconds: float = 30.0, progress: bool = False, pool_audio: bool = False) -> None:
+                 checkpoint_seconds: float = 30.0, progress: bool = False, options: ItemOptions | None = None) -> None:
         self.store = store
         self.space = space
         self.batch_size = batch_size
         self.workers = workers  # None: the Embedder's default
         self.checkpoint_seconds = checkpoint_seconds
         self.progress = progress
-        self.pool_audio = pool_audio
+        self.options = options or ItemOptions()
         self.report = IndexReport()
 
     def run(self, roots: list[str], embed: Callable[[Plan], Iterator[EmbeddedFile]] | None = None) -> IndexReport:
@@ -98,7 +99,7 @@ class Indexer:
         report.ignored += plan.ignored
         if embed is None:
             embed = Embedder(self.space, batch_size=self.batch_size, workers=self.workers,
-                             pool_audio=self.pool_audio, reusable=plan.reusable).stream_plan
+                             options=self.options, reusable=plan.reusable).stream_plan
         committer = Committer(store, plan, self.space.fingerprint, report)
         store.begin()
         last = time.monotonic()

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..catalog import ItemRecord, item_modality
+from ..options import ItemOptions
 from ..shard_format import FORMAT, part_paths, pyarrow, write_part
 from .embed import EmbeddedFile
 from .walk import FileEntry
@@ -40,11 +41,11 @@ def file_key(e: FileEntry) -> FileKey:
 
 @dataclass
 class Staging:
-    """The staged shards of one index for one space and one way of cutting audio (`pool_audio`)."""
+    """The staged shards of one index for one space and one way of cutting files into items."""
 
     root: Path
     space: dict[str, Any]      # the index's space record (fingerprint, spec, dim, ...)
-    pool_audio: bool
+    items: ItemOptions
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -56,7 +57,7 @@ class Staging:
         if manifest.is_file():
             m = json.loads(manifest.read_text())
             if (m.get("space", {}).get("fingerprint") != self.space["fingerprint"]
-                    or m.get("pool_audio") != self.pool_audio or m.get("layout") != LAYOUT):
+                    or m.get("item_options") != self.items.to_dict() or m.get("layout") != LAYOUT):
                 self.clear()  # made in another space, cut another way or laid out by another version: of no use
             else:
                 self.shards = [k for k in m.get("staged", []) if self._files_path(k).is_file()]
@@ -172,7 +173,7 @@ class Staging:
         return out
 
     def _write_manifest(self) -> None:
-        manifest = {"format": FORMAT, "layout": LAYOUT, "space": self.space, "pool_audio": self.pool_audio,
+        manifest = {"format": FORMAT, "layout": LAYOUT, "space": self.space, "item_options": self.items.to_dict(),
                     "staged": self.shards, "shards": self.parts, "items": {}, "skipped": 0}
         tmp = self.root / "manifest.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=2))

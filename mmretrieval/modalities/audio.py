@@ -26,7 +26,7 @@ def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item]:
     sr = spec.sample_rate
     wave = load_audio(io.BytesIO(data) if data is not None else os.fspath(path), sr)
     wins = windows(wave, sr, spec.window_s, spec.hop_s)
-    if ctx.pool_audio and len(wins) > 1:
+    if ctx.options.audio_pooled and len(wins) > 1:
         loc = {"start": 0.0, "end": round(wave.size / sr, 3), "pooled_windows": len(wins)}
         yield Item(loc, None, PooledWindows(w.samples for w in wins), "audio")
         return

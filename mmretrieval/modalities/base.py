@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ..errors import UsageError
+from ..options import ItemOptions
 
 
 @dataclass
@@ -46,10 +47,11 @@ class Note:
 
 @dataclass(frozen=True)
 class DecodeContext:
-    """What decoding needs from the space (image preprocessing, tokenizer, audio rate) and the run's options."""
+    """What decoding needs from the space (image preprocessing, tokenizer, audio rate) and the index's item
+    options (`options.ItemOptions`: how its files are cut into items)."""
 
     space: Any
-    pool_audio: bool = False
+    options: ItemOptions = field(default_factory=ItemOptions)
 
 
 def _no_description(locator: dict[str, Any], text: str | None) -> tuple[str, str]:
