@@ -11,6 +11,7 @@ import pytest
 import mmretrieval as mmr
 from mmretrieval.cli import main
 from mmretrieval.errors import ItemNotFoundError
+from mmretrieval.query import make_query
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
 
@@ -33,7 +34,7 @@ def test_parts_are_a_normalised_weighted_sum_searched_exactly(demo):
     parts = [(1.0, "text", "a red circle"), (-1.0, "text", "red"), (1.0, "text", "blue"),
              (0.5, "image", str(DEMO / "images" / "blue-square.png"))]
     hits = eng.search_parts(parts, k=5, types=["image"])
-    vecs = [eng.encode_query(mmr.engine.make_query(**{m: v})) for _, m, v in parts]
+    vecs = [eng.encode_query(make_query(**{m: v})) for _, m, v in parts]
     combined = sum(w * v for (w, _, _), v in zip(parts, vecs))
     combined /= np.linalg.norm(combined)
     ids = eng.store.catalog.item_ids(["image"])

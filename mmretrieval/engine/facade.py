@@ -1,0 +1,282 @@
+"""`Engine`: an index folder and the space it lives in, the one object the CLI, the server and Python users call.
+
+It opens (or creates) the index and loads the space at first need; each of its jobs is a part of its own:
+`writing.Writer` (every write, under the writer's lock), `policy.IndexPolicy` (the index type, how files are
+cut), `searching.Searcher` (every kind of search), `reading.Reader` (vectors as a stream, statistics, checks).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from ..errors import IndexNotFoundError, MissingWeightsError, SpaceMismatchError, UsageError
+from ..index.vectors_stream import CHUNK, VectorChunk
+from ..ingest.embed import EmbeddedFile
+from ..ingest.indexer import IndexReport
+from ..options import RayOptions
+from ..query import Filters, Query
+from ..relevance.scorer import RelevanceScorer
+from ..space.backend import parse_backend
+from ..space.device import parse_device
+from ..space.precision import TOWERS, describe, parse_precision
+from ..space.registry import resolve_model_arg
+from ..space.runtime import Space, space_identity
+from ..space.spec import SpaceSpec, fingerprint_of
+from ..space.towers import JPEG_DRAFT, JPEG_DRAFT_BEFORE
+from ..store import Store
+from .policy import IndexPolicy
+from .reading import Reader
+from .searching import Hit, Searcher
+from .writing import Writer
+
+DEFAULT_SPACE = os.environ.get("MMR_MODEL", "vit-b-32-openai+wav2clip")
+
+
+def _spec_of(model: str | SpaceSpec) -> SpaceSpec:
+    return model if isinstance(model, SpaceSpec) else resolve_model_arg(model)
+
+
+class Engine:
+    """An index folder plus the space it lives in.
+
+    ``Engine(path, model=...)`` creates the index when the folder holds none (``model`` defaults to
+    the default space); an existing index remembers its space, and a different ``model`` is refused.
+    ``readonly=True`` opens an existing index for searching only, never taking the writer's lock.
+    ``precision`` (auto, fp32, bf16, int8 or tower=format pairs, see `space.precision`) is chosen when the
+    index is created (default: auto, by what the CPU does natively) and remembered: an existing
+    index always encodes in its own, and an explicit different one is refused. ``backend`` (auto, torch,
+    onnx; None: ``MMR_BACKEND``) picks the runtime of the towers, see `space.backend`; it is not remembered.
+    ``device`` (auto, cpu, cuda, cuda:N; `space.device.parse_device`) is where the towers compute; a new
+    index's ``auto`` precision follows it (fp16 image and audio towers on a GPU), an existing one keeps its own.
+    """
+
+    def __init__(self, path: str | os.PathLike, model: str | SpaceSpec | None = None, *, readonly: bool = False,
+                 device: str = "cpu", precision: str | dict[str, str] | None = None,
+                 backend: str | None = None) -> None:
+        self.path = Path(os.path.expanduser(os.fspath(path))).resolve()
+        self.device = device = parse_device(device)  # auto: a usable GPU if there is one (bulk work), else the CPU
+        self.backend = parse_backend(backend)
+        self._space: Space | None = None
+        self._relevance: RelevanceScorer | None = None
+        self._lock = threading.RLock()
+        self.writer, self.policy = Writer(self), IndexPolicy(self)
+        self.searcher, self.reader = Searcher(self), Reader(self)
+        exists = (self.path / "catalog.sqlite").is_file()
+        if not exists:
+            if readonly:
+                raise IndexNotFoundError(
+                    f"{self.path} is not an mmretrieval index; create one with `mmr index FOLDER --index {self.path}`")
+            if self.path.exists() and not self.path.is_dir():
+                raise UsageError(f"{self.path} is a file, not an index folder")
+            if self.path.is_dir() and any(self.path.iterdir()):
+                raise IndexNotFoundError(
+                    f"{self.path} is a non-empty folder that holds no mmretrieval index; "
+                    f"choose an empty or new folder for the index")
+            spec = _spec_of(model or DEFAULT_SPACE)
+            self.jpeg_draft = JPEG_DRAFT
+            space = Space(spec, device=device, precision=precision,  # weights must exist before we create anything
+                          backend=self.backend, jpeg_draft=self.jpeg_draft)
+            dict(space.encoders)  # and every tower must load: one that cannot is an error before the index exists
+            self.precision = space.precision  # auto resolved by the space (which knows what its towers can run)
+            self.store = Store(self.path, create=True)
+            self.store.init_space(spec, space.fingerprint, space.dim, precision=describe(self.precision),
+                                  jpeg_draft=self.jpeg_draft)
+            self._space = space
+        else:
+            self.store = Store(self.path, readonly=readonly)
+            rec = self.store.space_record() or {}
+            self.precision = parse_precision(rec.get("precision", "fp32"), device)  # older indexes: fp32
+            self.jpeg_draft = int(rec.get("jpeg_draft", JPEG_DRAFT_BEFORE))
+            if precision is not None:
+                self._check_precision(parse_precision(precision, device))
+            if model is not None:
+                spec = _spec_of(model)
+                try:
+                    fp = fingerprint_of(space_identity(spec, precision=self.precision, jpeg_draft=self.jpeg_draft))
+                except MissingWeightsError:
+                    stored = self.store.stored_spec()
+                    if stored is not None and (stored.clip, stored.audio) == (spec.clip, spec.audio):
+                        raise
+                    fp = "unknown: its weights are missing"  # a different space either way
+                self.store.check_space(spec.name, fp, spec.metric)
+        self.readonly = readonly
+        rec = self.store.space_record()
+        if rec is None:
+            raise IndexNotFoundError(f"{self.path} has a catalog but no space record; it is not a usable index")
+        self.dim = int(rec["dim"])
+        self.store.load_vectors(self.dim)
+
+    # ----------------------------------------------------------------- space
+    def _check_precision(self, wanted: dict[str, str]) -> None:
+        spec = self.store.stored_spec()
+        if any(wanted[t] != self.precision[t] for t in (spec.modalities if spec else TOWERS)):
+            raise SpaceMismatchError(
+                f"the index at {self.path} encodes with precision {describe(self.precision)}, not "
+                f"{describe(wanted)}: its vectors were made that way and queries must match them. "
+                f"Omit --precision to use the index's own, or build a new index.")
+
+    @property
+    def spec(self) -> SpaceSpec:
+        spec = self.store.stored_spec()
+        assert spec is not None
+        return spec
+
+    @property
+    def space(self) -> Space:
+        """The loaded encoders; loaded on first use and checked against the index's fingerprint."""
+        with self._lock:
+            if self._space is None:
+                space = Space(self.spec, device=self.device, precision=self.precision, backend=self.backend,
+                              jpeg_draft=self.jpeg_draft)
+                self.store.check_space(space.spec.name, space.fingerprint, space.spec.metric)
+                self._space = space
+            return self._space
+
+    def prepare(self) -> None:
+        """Load the space and every tower, and open their runtimes now, so that the first query does not wait for
+        them (a server calls it in the background as it starts)."""
+        for encoder in self.space.encoders.values():
+            encoder.warm_up()
+
+    @property
+    def relevance(self) -> RelevanceScorer:
+        if self._relevance is None:
+            rec = self.store.space_record() or {}
+            self._relevance = RelevanceScorer(self.store, rec.get("fingerprint", ""))
+        return self._relevance
+
+    def item(self, item_id: int):
+        """The catalog row of an indexed item (file, modality, locator, passage text), or None."""
+        with self._lock:
+            return self.store.catalog.items([int(item_id)]).get(int(item_id))
+
+    # ----------------------------------------------------------------- writing
+    def index(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,
+              progress: bool = False, checkpoint_seconds: float = 30.0, pool_audio: bool | None = None,
+              index_type: str | None = None, memory_budget: int | None = None,
+              ray: RayOptions | None = None) -> IndexReport:
+        """Index (incrementally) every supported file under `paths`.
+
+        Long audio becomes one item per window (start/end seconds); `pool_audio` makes it one item per
+        file instead (the mean of its window vectors). How files are cut into items (`options.ItemOptions`) is
+        the index's: recorded the first time, then used by every run (None: the recorded); another value once
+        the index holds items it would cut differently is refused. `index_type` (flat, hnsw, ivf-fp16, ivf-flat, ivf-sq8,
+        ivf-pq, or auto) and `memory_budget` (bytes) are remembered by the index; with neither, the type follows the
+        collection's size (`index.choose.choose_index`), converting without re-embedding when it changes.
+        `ray`: embed on a Ray cluster (`ingest.distributed`); planning and the commit stay here, and files
+        embedded by an interrupted run (staged under the index's `staging/`) are not embedded again."""
+        return self.writer.index(paths, batch_size=batch_size, workers=workers, progress=progress,
+                                 checkpoint_seconds=checkpoint_seconds, pool_audio=pool_audio, index_type=index_type,
+                                 memory_budget=memory_budget, ray=ray)
+
+    def add_embeddings(self, files: Iterable[EmbeddedFile], *, checkpoint_seconds: float = 30.0) -> IndexReport:
+        """Commit files embedded elsewhere: by `ingest.embed` in another process or on another machine
+        (`run_embed_task`), with this index's space. Each file's vectors must come from that space (same
+        fingerprint: checked) and be L2-normalised float32, one per item. A file already in the index is
+        replaced, as `index` does with a changed file; files are not swept (nothing here walks folders)."""
+        return self.writer.add_embeddings(files, checkpoint_seconds=checkpoint_seconds)
+
+    def remove(self, paths: Iterable[str | os.PathLike]) -> int:
+        """Forget every indexed file under `paths` (files stay on disk). Returns files removed."""
+        return self.writer.remove(paths)
+
+    def compact(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Write the vectors as one base file, merging the delta segments. Returns the storage before and after
+        (`Store.segment_stats`). Checkpoints do this by themselves once the deltas outgrow a share of the base."""
+        return self.writer.compact()
+
+    def calibrate(self, pairs_file: str | os.PathLike, *, k: int = 10) -> dict[str, Any]:
+        """Fit calibrated relevance on labelled pairs (JSONL/CSV: image or audio, caption, label) and store it in
+        the index: per pair of modalities, P(relevant | null z-score) over the top-k hits of every query."""
+        return self.writer.calibrate(pairs_file, k=k)
+
+    # ----------------------------------------------------------------- searching
+    def encode_query(self, q: Query) -> np.ndarray:
+        return self.searcher.encode_query(q)
+
+    def search(self, text: str | None = None, *, image: Any = None, audio: Any = None, k: int = 10,
+               types: Iterable[str] | str | None = None, min_relevance: float | None = None,
+               cutoff: str | None = None, filters: Filters | dict[str, Any] | None = None, sort: str | None = None,
+               mode: str | None = None, **others: Any) -> list[Hit]:
+        """Search by text, an image (path, bytes, PIL image), audio (path, (array, sr)), or a value of another
+        registered modality given by its name (``vector=...``); best first. `min_relevance` (0..1) keeps only
+        hits at or above that relevance (possibly none); `cutoff="gap"` keeps the hits before the largest
+        drop in relevance, when one stands out. `filters` (a `Filters`, or a dict of `parse_filters` arguments:
+        paths, after, before, min_size, max_size, exts) restricts the files; `sort` = relevance (default),
+        date (newest first) or path orders the hits that pass. `mode`: vector (default), keyword (BM25 over
+        passages, file and folder names and tags) or hybrid (both rankings fused); keyword and hybrid take a text
+        query."""
+        return self.searcher.search(text, image=image, audio=audio, k=k, types=types, min_relevance=min_relevance,
+                                    cutoff=cutoff, filters=filters, sort=sort, mode=mode, **others)
+
+    def search_vector(self, vec: np.ndarray, *, k: int = 10, types: Iterable[str] | None = None,
+                      query_modality: str | None = None, min_relevance: float | None = None,
+                      cutoff: str | None = None, filters: Filters | dict[str, Any] | None = None,
+                      sort: str | None = None, keywords: str | None = None, mode: str | None = None) -> list[Hit]:
+        """Search with a query vector; `query_modality` (the tower that made it) selects the relevance profile
+        and calibration of each (query modality -> hit modality) pair.
+
+        With several result modalities, each is searched for its own top k and the hits are merged by
+        relevance (cosines of different modality pairs live on different scales: merging by cosine let one
+        modality crowd out the others); where relevance is unknown (fewer than 8 items of a modality), by cosine.
+        `mode` keyword ranks the items whose words match `keywords` by BM25; hybrid fuses that ranking with the
+        vector ranking (reciprocal rank fusion)."""
+        return self.searcher.search_vector(vec, k=k, types=types, query_modality=query_modality,
+                                           min_relevance=min_relevance, cutoff=cutoff, filters=filters, sort=sort,
+                                           keywords=keywords, mode=mode)
+
+    def search_parts(self, parts: Iterable[tuple[float, str, Any]], *, k: int = 10,
+                     types: Iterable[str] | str | None = None, min_relevance: float | None = None,
+                     cutoff: str | None = None, filters: Filters | dict[str, Any] | None = None,
+                     sort: str | None = None, mode: str | None = None) -> list[Hit]:
+        """A composed query: (weight, modality, value) parts, e.g. [(1, "text", "a dog"), (1, "image", "beach.jpg"),
+        (-0.5, "text", "people")]; modality "item" takes an indexed item's id ("more / less like this").
+
+        Each part is encoded to a unit vector; the weighted sum is normalised and searched. The hits' relevance
+        is read for the modality of the heaviest positive part. `mode` can only be vector: a weighted sum of
+        vectors has no words to match."""
+        return self.searcher.search_parts(parts, k=k, types=types, min_relevance=min_relevance, cutoff=cutoff,
+                                          filters=filters, sort=sort, mode=mode)
+
+    def search_like(self, item_id: int, *, k: int = 10, types: Iterable[str] | str | None = None,
+                    min_relevance: float | None = None, cutoff: str | None = None,
+                    filters: Filters | dict[str, Any] | None = None, sort: str | None = None) -> list[Hit]:
+        """"More like this": search with an indexed item's own vector (no re-encoding)."""
+        return self.searcher.search_like(item_id, k=k, types=types, min_relevance=min_relevance, cutoff=cutoff,
+                                         filters=filters, sort=sort)
+
+    # ----------------------------------------------------------------- reading
+    def vectors(self, types: Iterable[str] | str | None = None, *, chunk: int = CHUNK,
+                stored: bool = False) -> Iterator[VectorChunk]:
+        """Every stored vector with its item's id and modality, `chunk` at a time, modality by modality (`types`:
+        these only), ids ascending within each: for reading the whole collection (export, audits, clusters)
+        without holding it decoded at once. Vectors are float32 unit rows; `stored=True` gives them as the index
+        holds them where it holds floats (float16 in ivf-fp16), without renormalising."""
+        return self.reader.vectors(types, chunk=chunk, stored=stored)
+
+    def stats(self) -> dict[str, Any]:
+        return self.reader.stats()
+
+    def check(self, repair: bool = False) -> dict[str, Any]:
+        """Do catalog and vectors agree (every item has exactly one vector and vice versa)?
+
+        With `repair`, fix what does not: drop vectors the catalog does not know and forget items
+        whose vector is gone (their files are re-embedded by the next `index`); nothing known is re-embedded.
+        """
+        return self.reader.check(repair)
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.store.catalog.skipped()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
