@@ -13,7 +13,8 @@ import torch
 import mmretrieval as mmr
 from mmretrieval.cli import main
 from mmretrieval.errors import MissingWeightsError, UsageError, WeightsMismatchError
-from mmretrieval.space.weights import resolve_audio_weights, resolve_clip, weights_status
+from mmretrieval.space.towers import weights_status
+from mmretrieval.space.weights import resolve_audio_weights, resolve_clip
 from mmretrieval.synth import shape_image, tone
 
 

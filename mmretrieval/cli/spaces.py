@@ -52,7 +52,7 @@ def _add_train_args(t: argparse.ArgumentParser, *, epochs: int, batch_size: int,
 
 def cmd_spaces(args: argparse.Namespace) -> int:
     from ..space.registry import list_spaces
-    from ..space.weights import weights_status
+    from ..space.towers import weights_status
 
     rows = [(s, weights_status(s)) for s in list_spaces()]
     if args.json:
@@ -81,7 +81,7 @@ def _readiness(ws: list[Any]) -> str:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from ..space.registry import resolve_model_arg
-    from ..space.weights import fetch_weights
+    from ..space.towers import fetch_weights
 
     spec = resolve_model_arg(args.space)
     for w in fetch_weights(spec, progress=not args.no_progress and sys.stderr.isatty()):

@@ -151,6 +151,7 @@ class AudioEncoder(Encoder):
         self.dtype = dtype
         self.spec = spec
         self.sample_rate = spec.sample_rate
+        self.window_s, self.hop_s = spec.window_s, spec.hop_s  # how files are cut into items (`modalities.audio`)
         self._min_samples: int | None = None
 
     @property

@@ -99,7 +99,7 @@ class Engine:
                     fp = fingerprint_of(space_identity(spec, precision=self.precision, jpeg_draft=self.jpeg_draft))
                 except MissingWeightsError:
                     stored = self.store.stored_spec()
-                    if stored is not None and (stored.clip, stored.audio) == (spec.clip, spec.audio):
+                    if stored is not None and stored.towers == spec.towers:
                         raise
                     fp = "unknown: its weights are missing"  # a different space either way
                 self.store.check_space(spec.name, fp, spec.metric)
@@ -113,7 +113,7 @@ class Engine:
     # ----------------------------------------------------------------- space
     def _check_precision(self, wanted: dict[str, str]) -> None:
         spec = self.store.stored_spec()
-        if any(wanted[t] != self.precision[t] for t in (spec.modalities if spec else TOWERS)):
+        if any(wanted.get(t, "fp32") != self.precision.get(t, "fp32") for t in (spec.modalities if spec else TOWERS)):
             raise SpaceMismatchError(
                 f"the index at {self.path} encodes with precision {describe(self.precision)}, not "
                 f"{describe(wanted)}: its vectors were made that way and queries must match them. "

@@ -22,10 +22,10 @@ class PooledWindows(list):
 
 
 def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item]:
-    spec = ctx.space.spec.audio
-    sr = spec.sample_rate
+    enc = ctx.space.audio  # whichever family's: it says its rate and windows
+    sr = enc.sample_rate
     wave = load_audio(io.BytesIO(data) if data is not None else os.fspath(path), sr)
-    wins = windows(wave, sr, spec.window_s, spec.hop_s)
+    wins = windows(wave, sr, enc.window_s, enc.hop_s)
     if ctx.options.audio_pooled and len(wins) > 1:
         loc = {"start": 0.0, "end": round(wave.size / sr, 3), "pooled_windows": len(wins)}
         yield Item(loc, None, PooledWindows(w.samples for w in wins), "audio")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -17,6 +18,40 @@ from .towers import IMAGE_DECODE, JPEG_DRAFT, check_jpeg_draft, clip_configs, to
 log = logging.getLogger(__name__)
 
 FINGERPRINT_VERSION = 1
+
+
+def check_families(spec: SpaceSpec, precision: dict[str, str]) -> None:
+    """Every tower's family is registered, encodes what the tower is declared for, and runs in its format."""
+    for t in spec.towers:
+        family = tower_family(t.family)
+        if family.modalities and not set(t.modalities) <= set(family.modalities):
+            raise SpaceError(f"space {spec.name!r}: tower {t.name!r} is declared for {', '.join(t.modalities)}, but "
+                             f"the {family.name} family encodes {', '.join(family.modalities)}")
+        for m in t.modalities:
+            p = precision.get(m, "fp32")
+            if p not in family.precisions:
+                raise UnsupportedPrecisionError(
+                    f"space {spec.name!r}: the {family.name} tower {t.name!r} runs in "
+                    f"{', '.join(family.precisions)}, not {p} ({m})")
+
+
+def fit_to_families(spec: SpaceSpec, request: str | dict[str, str] | None,
+                    parsed: dict[str, str]) -> dict[str, str]:
+    """`auto`'s choice for each modality, where the tower's family cannot run it, becomes fp32; a format asked for
+    by name stays (and `check_families` refuses it)."""
+    if isinstance(request, dict):
+        named = set(request)
+    else:
+        value = (request or os.environ.get("MMR_PRECISION") or "auto").strip().lower()
+        named = (set() if value == "auto" else
+                 {kv.split("=", 1)[0].strip() for kv in value.split(",") if "=" in kv} if "=" in value else set(parsed))
+    out = dict(parsed)
+    for t in spec.towers:
+        family = tower_family(t.family)
+        for m in t.modalities:
+            if m not in named and out.get(m, "fp32") not in family.precisions:
+                out[m] = "fp32"
+    return out
 
 
 class _Pending:
@@ -46,8 +81,19 @@ def space_identity(spec: SpaceSpec, resolved: Any = None, precision: dict[str, s
             holder.__dict__.setdefault("_resolved", {})["clip"] = resolved
         towers = tower_identities(spec, holder)
     ident: dict[str, Any] = {"version": FINGERPRINT_VERSION, "metric": spec.metric, "normalized": True, "audio": None}
-    for part in towers.values():
+    by_name = {t.name: t for t in spec.towers}
+    placed: dict[str, str] = {}  # identity key -> the tower that set it
+    for name, part in towers.items():
+        family = tower_family(by_name[name].family)
+        part = part if family.flat_identity else {f"tower:{name}": {"family": family.name, **part}}
+        for key in part:
+            if key in placed:
+                raise SpaceError(f"space {spec.name!r}: towers {placed[key]!r} and {name!r} both describe "
+                                 f"{key!r} in the space's identity")
+            placed[key] = name
         ident.update(part)
+    if spec.dim is not None and spec.clip is None:
+        ident["dim"] = spec.dim
     low = reduced({t: p for t, p in (precision or {}).items() if t in spec.modalities})
     if low:
         ident["precision"] = low
@@ -73,7 +119,17 @@ class Encoders(Mapping[str, Any]):
     def _load(self, tower: Any) -> None:
         with self._lock:
             if tower in self._pending:
-                self._loaded.update(tower_family(tower.family).load(tower, self._space))
+                space = self._space
+                encoders = tower_family(tower.family).load(tower, space)
+                for modality, enc in encoders.items():
+                    if modality not in tower.modalities:
+                        raise SpaceError(f"space {space.spec.name!r}: tower {tower.name!r} gave a {modality} encoder, "
+                                         f"but it is declared for {', '.join(tower.modalities)}")
+                    dim = getattr(enc, "dim", space.dim)
+                    if dim != space.dim:
+                        raise SpaceError(f"space {space.spec.name!r}: tower {tower.name!r} encodes {modality} into "
+                                         f"{dim} dimensions, the space has {space.dim}")
+                self._loaded.update(encoders)
                 self._pending.remove(tower)
 
     def _load_all(self) -> None:
@@ -123,11 +179,11 @@ class Space:
         self.inference = inference
         self.backend = parse_backend(backend if inference else "torch")  # training needs torch's modules
         self.jpeg_draft = check_jpeg_draft(jpeg_draft)
-        self.precision = parse_precision(precision, device)
+        self.precision = fit_to_families(spec, precision, parse_precision(precision, device))
         try:
             self._load()
         except UnsupportedPrecisionError:
-            fallback = parse_precision(precision, device, int8_faster=False)
+            fallback = fit_to_families(spec, precision, parse_precision(precision, device, int8_faster=False))
             if fallback == self.precision:
                 raise
             log.info("space %s: int8 is not available for its towers; using %s", spec.name, fallback)
@@ -137,6 +193,9 @@ class Space:
     def _load(self) -> None:
         spec = self.spec
         self.backends: dict[str, str] = {}
+        if spec.dim is not None:
+            self.dim = spec.dim  # declared; an open_clip tower's config must agree (checked as it loads)
+        check_families(spec, self.precision)
         towers = tower_identities(spec, self)  # resolves the weights once; the loads below reuse them
         self.identity = space_identity(spec, precision=self.precision, towers=towers)
         self.fingerprint = fingerprint_of(self.identity)

@@ -1,4 +1,7 @@
-"""What a shared space is: an open_clip model + weights, an optional audio tower, and the metric.
+"""What a shared space is: a set of towers (each of a registered family, each encoding some modalities into the one
+space), its dimension and its metric. Usually an open_clip model for text and images plus an audio tower; any set
+of families that covers its modalities, each modality by one tower, forms a space (one without open_clip declares
+its "dim").
 
 A `SpaceSpec` is pure data. Its fingerprint identifies the vectors it makes: two specs with
 the same fingerprint put the same input at the same point, so an index built by one can be
@@ -73,7 +76,7 @@ class AudioSpec:
 @dataclass(frozen=True)
 class SpaceSpec:
     name: str
-    clip: ClipSpec
+    clip: ClipSpec | None
     audio: AudioSpec | None = None
     metric: str = "cosine"
     description: str = ""
@@ -82,20 +85,35 @@ class SpaceSpec:
     more_towers: tuple[dict[str, Any], ...] = ()
     # Where the spec came from (registry name, folder, or --model argument); informational.
     source: str = field(default="", compare=False)
+    # The space's dimension, declared (required without an open_clip tower, whose model config gives it).
+    dim: int | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise SpaceError(f"space {self.name!r}: unknown metric {self.metric!r}; valid: {', '.join(METRICS)}")
+        if not self.towers:
+            raise SpaceError(f"space {self.name!r} has no tower")
+        if self.clip is None and not (isinstance(self.dim, int) and self.dim > 0):
+            raise SpaceError(f"space {self.name!r} has no open_clip tower, so it must declare its dimension: "
+                             f'"dim": N in its space.json')
+        owner: dict[str, str] = {}
+        for t in self.towers:
+            for m in t.modalities:
+                if m in owner:
+                    raise SpaceError(f"space {self.name!r}: towers {owner[m]!r} and {t.name!r} both encode {m}; "
+                                     f"each modality has one tower")
+                owner[m] = t.name
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return ("text", "image", "audio") if self.audio is not None else ("text", "image")
+        """The modalities the space's towers encode, in the towers' order."""
+        return tuple(m for t in self.towers for m in t.modalities)
 
     @property
     def towers(self) -> tuple[Any, ...]:
-        """The space's towers (see `space.towers`): an open_clip model for text and images, and an
-        optional audio tower. Today's space.json files describe exactly these two."""
-        out = [TowerSpec("clip", "open_clip", ("text", "image"), self.clip)]
+        """The space's towers (see `space.towers`): an open_clip model for text and images (`clip`), an audio
+        tower (`audio`), and more towers of registered families (`more_towers`)."""
+        out = [TowerSpec("clip", "open_clip", ("text", "image"), self.clip)] if self.clip is not None else []
         if self.audio is not None:
             out.append(TowerSpec("audio", "audio", ("audio",), self.audio))
         out += [TowerSpec(t["name"], t["family"], tuple(t.get("modalities", ())), t.get("config", {}))
@@ -107,19 +125,22 @@ class SpaceSpec:
             "format": SPACE_FORMAT,
             "name": self.name,
             "description": self.description,
-            "clip": {"model": self.clip.model, "pretrained": self.clip.pretrained},
+            "clip": None if self.clip is None else {"model": self.clip.model, "pretrained": self.clip.pretrained},
             "audio": None if self.audio is None else {"config": self.audio.config, "weights": self.audio.weights},
             "metric": self.metric,
             "source": self.source,
             **({"towers": [dict(t) for t in self.more_towers]} if self.more_towers else {}),
+            **({"dim": self.dim} if self.dim is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base_dir: Path | None = None, source: str = "") -> "SpaceSpec":
         """Build a spec from its JSON form; relative paths are taken relative to `base_dir`."""
         try:
-            clip = d["clip"]
-            if "config" in clip:  # a space folder: open_clip config and weights beside space.json
+            clip = d.get("clip") if "clip" in d or "towers" in d else d["clip"]
+            if clip is None:
+                clip_spec = None
+            elif "config" in clip:  # a space folder: open_clip config and weights beside space.json
                 if base_dir is None:
                     raise SpaceError("a space with a relative clip config needs the folder it lives in")
                 model = "local-dir:" + str((base_dir / Path(clip["config"]).parent).resolve())
@@ -139,6 +160,7 @@ class SpaceSpec:
                 description=d.get("description", ""),
                 more_towers=tuple(_tower_entry(t) for t in d.get("towers") or ()),
                 source=source or d.get("source", ""),
+                dim=d.get("dim"),
             )
         except KeyError as e:
             raise SpaceError(f"space config is missing the field {e.args[0]!r}") from None

@@ -1,11 +1,14 @@
 """Towers: the networks of a space. A space is a set of named towers, each of a registered family, each
 encoding some modalities into the one shared space.
 
-A family knows how to describe a tower's identity (what decides where its vectors land: it enters the
-space's fingerprint, and each tower also gets a fingerprint of its own), and how to load it with real
-weights into encoders. Built in: ``open_clip`` (text + image towers of an open_clip model) and ``audio``
-(the audio tower architectures of `encoders.audio_tower.AUDIO_ARCHS`). Adding a family = one class
-registered with `register_tower_family`.
+A family declares the modalities it can encode and the number formats it runs in; it describes a tower's
+identity (what decides where its vectors land: it enters the space's fingerprint under the tower's own name, and
+each tower also gets a fingerprint of its own), lists its weights files (`mmr spaces`) and downloads them
+(`mmr fetch`), and loads a tower with real weights into encoders. Built in: ``open_clip`` (text + image towers of
+an open_clip model) and ``audio`` (the audio tower architectures of `encoders.audio_tower.AUDIO_ARCHS`); their
+identities sit at the top level of the space's, as they always have, so existing fingerprints hold. ONNX Runtime
+and int8 are the open_clip and audio families' own (their `load` exports through `encoders.onnx_runtime`).
+Adding a family = one class registered with `register_tower_family`.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ from ..encoders.text import TextEncoder
 from ..errors import MissingWeightsError, SpaceError, UnsupportedPrecisionError, WeightsMismatchError
 from .precision import DTYPES
 from .spec import TowerSpec
-from .weights import ResolvedClip, cache_root, file_sha256, resolve_audio_weights, resolve_clip
+from .weights import (ResolvedClip, WeightsFile, audio_weights_status, cache_root, clip_weights_status, file_sha256,
+                      offline, resolve_audio_weights, resolve_clip, resolve_cached_download)
 
 log = logging.getLogger(__name__)
 REDUCED = ("bf16", "fp16")  # the formats a torch tower's weights are cast to
@@ -34,6 +38,13 @@ REDUCED = ("bf16", "fp16")  # the formats a torch tower's weights are cast to
 
 class TowerFamily(ABC):
     name: str = ""
+    # The modalities a tower of this family can encode (empty: whatever its space.json entry says).
+    modalities: tuple[str, ...] = ()
+    # The number formats its towers run in; ``auto`` picks among them, anything else is refused.
+    precisions: tuple[str, ...] = ("fp32",)
+    # Built-in families only: the identity's parts sit at the top level of the space's (fingerprints made before
+    # towers were namespaced stay as they were). Others go under "tower:NAME".
+    flat_identity: bool = False
 
     @abstractmethod
     def identity(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
@@ -42,6 +53,17 @@ class TowerFamily(ABC):
     @abstractmethod
     def load(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
         """Build the tower with its real weights; returns modality -> encoder."""
+
+    def weights(self, tower: TowerSpec, space_name: str) -> list[WeightsFile]:
+        """The tower's weights files, found or not, and where each goes (touches no network)."""
+        return []
+
+    def fetch(self, tower: TowerSpec, space_name: str, progress: bool = False) -> None:
+        """Download the tower's missing weights into their caches (`weights` then finds them)."""
+        missing = [w for w in self.weights(tower, space_name) if w.found is None]
+        if missing:
+            raise MissingWeightsError(f"the {self.name} tower {tower.name!r} of space {space_name!r} cannot be "
+                                      f"downloaded: " + "; ".join(f"put {w.role} at {w.put_at}" for w in missing))
 
 
 TOWER_FAMILIES: dict[str, TowerFamily] = {}
@@ -109,6 +131,15 @@ class OpenClipFamily(TowerFamily):
     """An open_clip model: its text and image towers. Weights through open_clip's tags, caches or files."""
 
     name = "open_clip"
+    modalities = ("text", "image")
+    precisions = ("fp32", "bf16", "fp16", "int8")
+    flat_identity = True
+
+    def weights(self, tower: TowerSpec, space_name: str) -> list[WeightsFile]:
+        return [clip_weights_status(tower.config.model, tower.config.pretrained)]
+
+    def fetch(self, tower: TowerSpec, space_name: str, progress: bool = False) -> None:
+        resolve_clip(tower.config.model, tower.config.pretrained)  # downloads through open_clip (hub progress bar)
 
     def resolved(self, tower: TowerSpec, space: Any) -> ResolvedClip:
         cache = space.__dict__.setdefault("_resolved", {})
@@ -138,6 +169,9 @@ class OpenClipFamily(TowerFamily):
             model = clip()
             dim = int(model.text_projection.shape[-1] if getattr(model, "text_projection", None) is not None
                       and isinstance(model.text_projection, torch.Tensor) else _probe_dim(model))
+        if space.spec.dim is not None and dim != space.spec.dim:
+            raise SpaceError(f"space {space.spec.name!r} declares dim {space.spec.dim}, but its open_clip model "
+                             f"{resolved.model_name} embeds into {dim}")
         # What training and evaluation reach for on the space (`Space.model` builds the model at first use).
         space.resolved, space.clip_model, space.preprocess, space.tokenizer, space.dim = (resolved, clip, preprocess,
                                                                                           tokenizer, dim)
@@ -204,6 +238,18 @@ class AudioFamily(TowerFamily):
     """An audio tower (`encoders.audio_tower.AUDIO_ARCHS`) projecting into the space of the other towers."""
 
     name = "audio"
+    modalities = ("audio",)
+    precisions = ("fp32", "bf16", "fp16", "int8")
+    flat_identity = True
+
+    def weights(self, tower: TowerSpec, space_name: str) -> list[WeightsFile]:
+        return [audio_weights_status(tower.config.weights, space_name)]
+
+    def fetch(self, tower: TowerSpec, space_name: str, progress: bool = False) -> None:
+        if isinstance(tower.config.weights, dict):
+            resolve_cached_download(tower.config.weights, space_name, progress=progress)
+        else:
+            super().fetch(tower, space_name, progress)
 
     def identity(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
         w = resolve_audio_weights(tower.config.weights, space.spec.name)
@@ -238,6 +284,37 @@ class AudioFamily(TowerFamily):
 
 register_tower_family(OpenClipFamily())
 register_tower_family(AudioFamily())
+
+
+def weights_status(spec: Any) -> list[WeightsFile]:
+    """Every weights file a space needs, found or not, tower by tower. Touches no network."""
+    return [w for t in spec.towers for w in tower_family(t.family).weights(t, spec.name)]
+
+
+def fetch_weights(spec: Any, progress: bool = True) -> list[WeightsFile]:
+    """Download whatever a space lacks into the standard caches (the Hugging Face hub cache for open_clip tags,
+    the project's cache for audio towers; each family knows its own). Offline, the error says which file goes
+    where."""
+    missing = [w for w in weights_status(spec) if w.found is None]
+    if not missing:
+        return weights_status(spec)
+    if offline():
+        raise MissingWeightsError("offline (MMR_OFFLINE/HF_HUB_OFFLINE is set); put these files in place by hand:\n"
+                                  + "\n".join(_by_hand(w) for w in missing))
+    for t in spec.towers:
+        family = tower_family(t.family)
+        for w in family.weights(t, spec.name):
+            if w.found is None:
+                if not w.source:
+                    raise MissingWeightsError(f"{w.role} weights of space {spec.name!r} cannot be downloaded: "
+                                              f"{_by_hand(w)}")
+                family.fetch(t, spec.name, progress)
+                break
+    return weights_status(spec)
+
+
+def _by_hand(w: WeightsFile) -> str:
+    return f"  {w.role}: " + (f"download {w.source} and put it at {w.put_at}" if w.source else f"put it at {w.put_at}")
 
 
 def _create_clip(resolved: ResolvedClip, device: torch.device, space_name: str) -> torch.nn.Module:

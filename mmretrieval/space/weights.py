@@ -10,12 +10,10 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from ..errors import MissingWeightsError, SpaceError
 
-if TYPE_CHECKING:
-    from .spec import SpaceSpec
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # What open_clip loads from a `local-dir:` folder, in its order of preference.
@@ -355,42 +353,11 @@ def audio_weights_status(weights: str | dict[str, Any] | None, space_name: str) 
     return _status_of("audio", lambda: resolve_audio_weights(weights, space_name, download=False), put, source)
 
 
-def weights_status(spec: "SpaceSpec") -> list[WeightsFile]:
-    """Every weights file a space needs, found or not. Touches no network."""
-    out = [clip_weights_status(spec.clip.model, spec.clip.pretrained)]
-    if spec.audio is not None:
-        out.append(audio_weights_status(spec.audio.weights, spec.name))
-    return out
-
-
-def fetch_weights(spec: "SpaceSpec", progress: bool = True) -> list[WeightsFile]:
-    """Download whatever a space lacks into the standard caches (the Hugging Face hub cache for
-    open_clip tags, the project's cache for audio towers). Offline, the error says which file goes where."""
-    missing = [w for w in weights_status(spec) if w.found is None]
-    if not missing:
-        return weights_status(spec)
-    if offline():
-        raise MissingWeightsError("offline (MMR_OFFLINE/HF_HUB_OFFLINE is set); put these files in place by hand:\n"
-                                  + "\n".join(_by_hand(w) for w in missing))
-    for w in missing:
-        if not w.source:
-            raise MissingWeightsError(f"{w.role} weights of space {spec.name!r} cannot be downloaded: {_by_hand(w)}")
-        if w.role == "audio":
-            _resolve_cached_download(spec.audio.weights, spec.name, progress=progress)
-        else:
-            resolve_clip(spec.clip.model, spec.clip.pretrained)  # downloads through open_clip (hub progress bar)
-    return weights_status(spec)
-
-
-def _by_hand(w: WeightsFile) -> str:
-    return f"  {w.role}: " + (f"download {w.source} and put it at {w.put_at}" if w.source else f"put it at {w.put_at}")
-
-
 def resolve_audio_weights(weights: str | dict[str, Any] | None, space_name: str, download: bool = True) -> Path:
     """A tower's weights file: a path, or a cached download (env override, the project's cache, torch.hub's
     cache, then the URL when `download` and not offline)."""
     if isinstance(weights, dict):
-        return _resolve_cached_download(weights, space_name, download=download)
+        return resolve_cached_download(weights, space_name, download=download)
     if not weights:
         raise MissingWeightsError(f"space {space_name!r} names an audio tower but no weights file for it")
     p = Path(weights)
@@ -401,7 +368,7 @@ def resolve_audio_weights(weights: str | dict[str, Any] | None, space_name: str,
     return p
 
 
-def _resolve_cached_download(ref: dict[str, Any], space_name: str, progress: bool = False,
+def resolve_cached_download(ref: dict[str, Any], space_name: str, progress: bool = False,
                              download: bool = True) -> Path:
     env = ref.get("env")
     if env and os.environ.get(env):
