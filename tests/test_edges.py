@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -40,7 +39,7 @@ def test_a_slow_post_search_does_not_stall_other_routes(small_index, monkeypatch
     """POST /search used to run the engine on the event loop: while one waited (towers loading), /healthz did too."""
     pytest.importorskip("fastapi")
     import httpx
-    import uvicorn
+    from live_server import live_server
 
     from mmretrieval.server.app import create_app
 
@@ -54,33 +53,20 @@ def test_a_slow_post_search_does_not_stall_other_routes(small_index, monkeypatch
         return real(*a, **kw)
 
     monkeypatch.setattr(app.state.engine, "search", slow)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    try:
-        for _ in range(200):
-            if srv.started:
-                break
-            time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
+    with live_server(app) as base:
         box = {}
         post = threading.Thread(target=lambda: box.setdefault("r", httpx.post(f"{base}/search", timeout=60,
                                                                              json={"text": "a red circle", "k": 2})))
         post.start()
-        assert entered.wait(10)
-        t0 = time.monotonic()
-        r = httpx.get(f"{base}/healthz", timeout=5)
-        assert r.status_code == 200 and time.monotonic() - t0 < 2
-        release.set()
-        post.join(30)
+        try:
+            assert entered.wait(10)
+            t0 = time.monotonic()
+            r = httpx.get(f"{base}/healthz", timeout=5)
+            assert r.status_code == 200 and time.monotonic() - t0 < 2
+        finally:
+            release.set()
+            post.join(30)
         assert box["r"].status_code == 200 and len(box["r"].json()) == 2
-    finally:
-        release.set()
-        srv.should_exit = True
-        t.join(timeout=10)
 
 
 def test_device_names_that_are_not_devices_are_refused(small_index):

@@ -74,7 +74,8 @@ def test_a_file_gives_items_of_several_modalities(bundle_modality, tmp_path, tin
     eng = mmr.Engine(tmp_path / "idx", model=str(tiny_space_dir))
     rep = eng.index([lib])
     assert dict(rep.added) == {"text": 2, "image": 4}
-    assert [(p.rsplit("/", 1)[1], r) for p, r in rep.skipped] == [("bad.bundle", "a bundle is a JSON object with a caption")]
+    assert [(p.rsplit("/", 1)[1], r) for p, r in rep.skipped] == [
+        ("bad.bundle", "a bundle is a JSON object with a caption")]
 
     cat = eng.store.catalog
     a = cat.file(str(lib / "a.bundle"))

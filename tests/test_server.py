@@ -178,25 +178,11 @@ def test_new_commits_are_picked_up_without_restart(index, tiny_space_dir, tmp_pa
 
 def test_100_concurrent_http_requests_to_a_real_server(index):
     """Over real sockets: uvicorn on loopback, 100 requests at once from 20 threads."""
-    import socket
-    import threading
-    import time
-
     import httpx
-    import uvicorn
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(index[0]), host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    try:
-        for _ in range(200):
-            if srv.started:
-                break
-            time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
+    from live_server import live_server
+
+    with live_server(create_app(index[0])) as base:
         words = ["red circle", "blue square", "a tone", "green", "notes", "yellow circle", "hum", "white page"]
 
         def one(i):
@@ -209,6 +195,3 @@ def test_100_concurrent_http_requests_to_a_real_server(index):
             rs = list(pool.map(one, range(100)))
         assert [r.status_code for r in rs] == [200] * 100
         assert all(len(r.json()) >= 3 for r in rs)
-    finally:
-        srv.should_exit = True
-        t.join(timeout=10)

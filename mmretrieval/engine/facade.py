@@ -164,9 +164,10 @@ class Engine:
         Long audio becomes one item per window (start/end seconds); `pool_audio` makes it one item per
         file instead (the mean of its window vectors). How files are cut into items (`options.ItemOptions`) is
         the index's: recorded the first time, then used by every run (None: the recorded); another value once
-        the index holds items it would cut differently is refused. `index_type` (flat, hnsw, ivf-fp16, ivf-flat, ivf-sq8,
-        ivf-pq, or auto) and `memory_budget` (bytes) are remembered by the index; with neither, the type follows the
-        collection's size (`index.choose.choose_index`), converting without re-embedding when it changes.
+        the index holds items it would cut differently is refused. `index_type` (flat, hnsw, ivf-fp16, ivf-flat,
+        ivf-sq8, ivf-pq, or auto) and `memory_budget` (bytes) are remembered by the index; with neither, the type
+        follows the collection's size (`index.choose.choose_index`), converting without re-embedding when it
+        changes.
         `ray`: embed on a Ray cluster (`ingest.distributed`); planning and the commit stay here, and files
         embedded by an interrupted run (staged under the index's `staging/`) are not embedded again."""
         return self.writer.index(paths, batch_size=batch_size, workers=workers, progress=progress,

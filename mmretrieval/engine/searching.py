@@ -94,14 +94,7 @@ class Searcher:
                types: Iterable[str] | str | None = None, min_relevance: float | None = None,
                cutoff: str | None = None, filters: Filters | dict[str, Any] | None = None, sort: str | None = None,
                mode: str | None = None, **others: Any) -> list[Hit]:
-        """Search by text, an image (path, bytes, PIL image), audio (path, (array, sr)), or a value of another
-        registered modality given by its name (``vector=...``); best first. `min_relevance` (0..1) keeps only
-        hits at or above that relevance (possibly none); `cutoff="gap"` keeps the hits before the largest
-        drop in relevance, when one stands out. `filters` (a `Filters`, or a dict of `parse_filters` arguments:
-        paths, after, before, min_size, max_size, exts) restricts the files; `sort` = relevance (default),
-        date (newest first) or path orders the hits that pass. `mode`: vector (default), keyword (BM25 over
-        passages, file and folder names and tags) or hybrid (both rankings fused); keyword and hybrid take a text
-        query."""
+        """`Engine.search`: encode the query in the index's space, then `search_vector`."""
         min_relevance, cutoff = check_min_relevance(min_relevance), check_cutoff(cutoff)
         filters, sort, mode = _filters(filters), check_sort(sort), check_mode(mode)
         q = make_query(text=text, image=image, audio=audio, k=k, types=types, **others)
@@ -116,14 +109,7 @@ class Searcher:
                       query_modality: str | None = None, min_relevance: float | None = None,
                       cutoff: str | None = None, filters: Filters | dict[str, Any] | None = None,
                       sort: str | None = None, keywords: str | None = None, mode: str | None = None) -> list[Hit]:
-        """Search with a query vector; `query_modality` (the tower that made it) selects the relevance profile
-        and calibration of each (query modality -> hit modality) pair.
-
-        With several result modalities, each is searched for its own top k and the hits are merged by
-        relevance (cosines of different modality pairs live on different scales: merging by cosine let one
-        modality crowd out the others); where relevance is unknown (fewer than 8 items of a modality), by cosine.
-        `mode` keyword ranks the items whose words match `keywords` by BM25; hybrid fuses that ranking with the
-        vector ranking (reciprocal rank fusion)."""
+        """`Engine.search_vector`: one search per result modality, merged by relevance (or fused with BM25)."""
         min_relevance, cutoff = check_min_relevance(min_relevance), check_cutoff(cutoff)
         filters, sort, mode = _filters(filters), check_sort(sort), check_mode(mode)
         if mode != "vector" and not (keywords or "").strip():
@@ -184,12 +170,7 @@ class Searcher:
                      types: Iterable[str] | str | None = None, min_relevance: float | None = None,
                      cutoff: str | None = None, filters: Filters | dict[str, Any] | None = None,
                      sort: str | None = None, mode: str | None = None) -> list[Hit]:
-        """A composed query: (weight, modality, value) parts, e.g. [(1, "text", "a dog"), (1, "image", "beach.jpg"),
-        (-0.5, "text", "people")]; modality "item" takes an indexed item's id ("more / less like this").
-
-        Each part is encoded to a unit vector; the weighted sum is normalised and searched. The hits' relevance
-        is read for the modality of the heaviest positive part. `mode` can only be vector: a weighted sum of
-        vectors has no words to match."""
+        """`Engine.search_parts`: the parts' unit vectors, weighted, summed, normalised and searched."""
         if check_mode(mode) != "vector":
             raise UsageError(f"{mode} search takes one plain text query, not a composed one (--add, --subtract, "
                              f"parts): compose in vector mode, or search the words alone")
@@ -219,7 +200,7 @@ class Searcher:
     def search_like(self, item_id: int, *, k: int = 10, types: Iterable[str] | str | None = None,
                     min_relevance: float | None = None, cutoff: str | None = None,
                     filters: Filters | dict[str, Any] | None = None, sort: str | None = None) -> list[Hit]:
-        """"More like this": search with an indexed item's own vector (no re-encoding)."""
+        """`Engine.search_like`: search with an indexed item's own vector."""
         row = self.engine.item(item_id)
         if row is None:
             raise ItemNotFoundError(f"no indexed item with id {item_id}")
@@ -237,9 +218,9 @@ class Searcher:
 
         # The catalog's generation too: a commit that only moves files changes no vector, but path filters
         # (and dates) must see it.
-        state = (self.engine.store.catalog.get_meta("generation"), self.engine.store.vectors_stamp, self.engine.store.vectors.ntotal,
-                 id(self.engine.store.vectors))
-        if self.__dict__.get("_filters_state") != state:
+        store = self.engine.store
+        state = (store.catalog.get_meta("generation"), store.vectors_stamp, store.vectors.ntotal, id(store.vectors))
+        if self._filters_state != state:
             self._filters_state, self._filters = state, {}
         key = (tuple(sorted(types)), filters if filters is not None and not filters.empty else None)
         if key not in self._filters:
