@@ -15,7 +15,9 @@ from . import collection, relevance, search, serve, spaces
 from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, err, safe_text, show_path
 from .search import format_hit
 
-GROUPS = (collection, search, relevance, serve, spaces)
+# Each registers its commands in `mmr --help`'s order: index and search first.
+REGISTER = (collection.register_index, search.register, collection.register, relevance.register, serve.register,
+            spaces.register)
 
 __all__ = ["main", "build_parser", "format_hit", "show_path", "safe_text", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE"]
 
@@ -34,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "where torch sees one, the CPU for queries), cpu, cuda or cuda:N")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for group in GROUPS:
-        group.register(sub)
+    for register in REGISTER:
+        register(sub)
     return parser
 
 

@@ -11,7 +11,8 @@ from .common import EXIT_ERROR, EXIT_OK, PRECISION_HELP, add_index_arg, device, 
 MESSAGES_LOG = "messages.log"  # what decoding libraries printed during the last `mmr index`
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register_index(sub: argparse._SubParsersAction) -> None:
+    """`mmr index` alone: listed first, before `search` (the rest of this group comes after it)."""
     from ..index.choose import KINDS
 
     p = sub.add_parser("index", help="index folders (incremental: only new or changed files are embedded)")
@@ -53,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--keep-shards", action="store_true",
                    help="keep the embedded shards (INDEX/staging, clip-retrieval's layout) after the commit")
 
+
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="what an index holds and which space it lives in")
     p.set_defaults(func=cmd_info)
     add_index_arg(p)
