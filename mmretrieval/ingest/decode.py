@@ -1,7 +1,7 @@
 """Read a file once, hash it, and turn it into the items the encoders take (by its modality's decoder).
 
 Runs in worker threads; raises `DecodeError` with the reason a user sees when a file is skipped. A file's
-items come as a stream (`Decoded.items`): the first `HEAD` are decoded here, in the worker, so that a file
+items come as a stream (`Decoded.head`, then `Decoded.rest`): the first `HEAD` are decoded here, in the worker, so that a file
 that cannot be decoded at all is found there; the rest, if any, are pulled by the embed stage as it batches
 them, so a file with 100,000 items is never held decoded at once.
 """
@@ -38,10 +38,6 @@ class Decoded:
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] | None = None  # date, date_source, tags (modalities/metadata.py)
     dropped: dict[str, int] = field(default_factory=dict)  # modality -> items the space has no tower for
-
-    @property
-    def items(self) -> Iterator[Item]:
-        return itertools.chain(self.head, self.rest or ())
 
     @property
     def note(self) -> str | None:
