@@ -411,8 +411,9 @@ class Catalog:
         items may be of several modalities: each row names the file's own modality and how many items it has."""
         rows = self.db.execute(
             "SELECT i.id, f.path, f.hash, i.ordinal, i.locator, i.text, f.size, f.mtime_ns, f.date, f.date_source, "
-            "f.tags, f.modality, (SELECT COUNT(*) FROM items j WHERE j.file_id = f.id) "
-            "FROM items i JOIN files f ON f.id = i.file_id WHERE i.modality = ? ORDER BY f.path, i.ordinal",
+            "f.tags, f.modality, c.n FROM items i JOIN files f ON f.id = i.file_id "
+            "JOIN (SELECT file_id, COUNT(*) AS n FROM items GROUP BY file_id) c ON c.file_id = f.id "  # once per file
+            "WHERE i.modality = ? ORDER BY f.path, i.ordinal",
             (modality,))
         for r in rows:
             yield {"item_id": r[0], "path": r[1], "sha256": r[2], "ordinal": r[3],

@@ -291,10 +291,8 @@ class VectorIndex:
             part = ids[s:s + chunk]
             if flat:
                 vecs = self.index.index.reconstruct_n(s, part.size)
-            elif self.ivf is not None:
+            else:  # by id: IVF's direct map, or the id map's reverse map
                 vecs = self.index.reconstruct_batch(part)
-            else:
-                vecs = self.reconstruct(part)
             yield part, (vecs.astype(np.float16) if half else vecs if stored else unit_rows(vecs))
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:

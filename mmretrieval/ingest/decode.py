@@ -1,9 +1,9 @@
 """Read a file once, hash it, and turn it into the items the encoders take (by its modality's decoder).
 
 Runs in worker threads; raises `DecodeError` with the reason a user sees when a file is skipped. A file's
-items come as a stream (`Decoded.head`, then `Decoded.rest`): the first `HEAD` are decoded here, in the worker, so that a file
-that cannot be decoded at all is found there; the rest, if any, are pulled by the embed stage as it batches
-them, so a file with 100,000 items is never held decoded at once.
+items come as a stream (`Decoded.head`, then `Decoded.rest`): the first `HEAD` are decoded here, in the worker,
+so that a file that cannot be decoded at all is found there; the rest, if any, are pulled by the embed stage as
+it batches them, so a file with 100,000 items is never held decoded at once.
 """
 from __future__ import annotations
 

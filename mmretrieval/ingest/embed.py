@@ -227,7 +227,6 @@ class Embedder:
             if not good:
                 f.error = ENCODER_BUG
 
-
     def _ready(self, done: deque) -> Iterator[EmbeddedFile]:
         while done and (not isinstance(done[0], _Open) or done[0].missing == 0):
             f = done.popleft()
@@ -271,6 +270,6 @@ def run_embed_task(task: EmbedTask) -> list[EmbeddedFile]:
     if space is None:
         space = _SPACES[key] = Space(SpaceSpec.from_dict(task.space), precision=task.precision,
                                      jpeg_draft=task.jpeg_draft)
-    emb = Embedder(space, batch_size=task.batch_size, workers=task.workers, options=ItemOptions.from_dict(task.options),
-                   reusable=task.reusable)
+    emb = Embedder(space, batch_size=task.batch_size, workers=task.workers,
+                   options=ItemOptions.from_dict(task.options), reusable=task.reusable)
     return list(emb.stream(task.entries))

@@ -5,7 +5,7 @@ finds the shards already written and does not embed those files again.
     STAGE/manifest.json                                   the space record; the shards written so far
     STAGE/files/files_<key>.parquet                       one row per file of shard <key>: its outcome (skip
                                                           reason, note, reuse), hash, date, tags, and where its
-                                                          items are (per modality: first row, count, places)
+                                                          items are (per modality: first row, places in the file)
     STAGE/image/img_emb/img_emb_<key>.npy                 the shard's image vectors, float32 [n, dim]
     STAGE/image/metadata/metadata_<key>.parquet           row-aligned: image_path, path, sha256, locator, ...
     (the same for text and audio)
@@ -106,14 +106,12 @@ class Staging:
         rows = []
         for f in files:
             e, meta = f.entry, f.meta or {}
-            spans: dict[str, list[int]] = {}  # modality -> [first row in its part, count, the items' places...]
+            spans: dict[str, list[int]] = {}  # modality -> [first row in its part, then the items' places in the file]
             items = f.items if f.error is None and not f.reuse else []
             for i, item in enumerate(items):
                 m = item_modality(item, e.modality)
                 rows_m, vecs_m = per.setdefault(m, ([], []))
-                spans.setdefault(m, [len(rows_m), 0])
-                spans[m][1] += 1
-                spans[m].append(i)
+                spans.setdefault(m, [len(rows_m)]).append(i)
                 rows_m.append({"path": e.path, "sha256": f.hash, "ordinal": i, "locator": item[0], "text": item[1],
                                "size": e.size, "mtime_ns": e.mtime_ns, "date": meta.get("date"),
                                "date_source": meta.get("date_source"), "tags": "\n".join(meta.get("tags") or ()),
@@ -151,10 +149,10 @@ class Staging:
                 out.append(EmbeddedFile(e, r["sha256"], r["fingerprint"], reuse=True))
                 continue
             spans = json.loads(r["spans"])
-            n = sum(span[1] for span in spans.values())
+            n = sum(len(span) - 1 for span in spans.values())
             items: list[ItemRecord | None] = [None] * n
             vecs = np.empty((n, int(self.space["dim"])), np.float32)
-            for m, (first, count, *places) in spans.items():
+            for m, (first, *places) in spans.items():
                 if m not in parts:
                     emb, meta = part_paths(self.root, m, key)
                     part_vecs, rows_m = np.load(emb), pq.read_table(meta, columns=["locator", "text"]).to_pylist()

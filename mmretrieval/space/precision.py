@@ -102,10 +102,21 @@ def parse_precision(value: str | dict[str, str] | None, device: str = "cpu",
     ``bf16``, ``fp16`` (every tower), ``int8`` (the text and image towers; audio fp32), or a comma
     list of ``tower=format`` laid over auto, e.g. ``text=bf16``.
     """
+    chosen = named_precisions(value)
+    if len(chosen) == len(TOWERS):  # the whole space named: nothing of auto's needed (nor measured)
+        return chosen
+    if "image" in chosen and int8_faster is None:
+        int8_faster = False  # only the image tower's auto depends on it: no calibration when it is given
+    return {**auto_precision(device, native_bf16, int8_faster), **chosen}
+
+
+def named_precisions(value: str | dict[str, str] | None) -> dict[str, str]:
+    """The formats a precision request names, per tower (what it leaves to ``auto`` is not in it); refuses a
+    malformed request, naming what is valid."""
     if value is None or (isinstance(value, str) and not value.strip()):
         value = os.environ.get(ENV, "auto") or "auto"
     v = value.strip().lower() if isinstance(value, str) else ""
-    if v in FORMATS:  # the whole space in one format: nothing of auto's needed (nor measured)
+    if v in FORMATS:  # the whole space in one format
         return {t: v if (v != "int8" or t in INT8_ALONE) else "fp32" for t in TOWERS}
     if isinstance(value, dict):
         items = list(value.items())
@@ -128,9 +139,7 @@ def parse_precision(value: str | dict[str, str] | None, device: str = "cpu",
         if f not in FORMATS:
             raise UsageError(f"bad precision for {k}: {f!r}; valid: auto, {', '.join(FORMATS)}")
         chosen[k] = f
-    if "image" in chosen and int8_faster is None:
-        int8_faster = False  # only the image tower's auto depends on it: no calibration when it is given
-    return {**auto_precision(device, native_bf16, int8_faster), **chosen}
+    return chosen
 
 
 def describe(precision: dict[str, str]) -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -11,7 +10,7 @@ import torch
 
 from ..errors import SpaceError, UnsupportedModalityError, UnsupportedPrecisionError, UsageError
 from .backend import parse_backend
-from .precision import parse_precision, reduced
+from .precision import named_precisions, parse_precision, reduced
 from .spec import SpaceSpec, fingerprint_of
 from .towers import IMAGE_DECODE, JPEG_DRAFT, check_jpeg_draft, clip_configs, tower_family  # noqa: F401
 
@@ -39,12 +38,7 @@ def fit_to_families(spec: SpaceSpec, request: str | dict[str, str] | None,
                     parsed: dict[str, str]) -> dict[str, str]:
     """`auto`'s choice for each modality, where the tower's family cannot run it, becomes fp32; a format asked for
     by name stays (and `check_families` refuses it)."""
-    if isinstance(request, dict):
-        named = set(request)
-    else:
-        value = (request or os.environ.get("MMR_PRECISION") or "auto").strip().lower()
-        named = (set() if value == "auto" else
-                 {kv.split("=", 1)[0].strip() for kv in value.split(",") if "=" in kv} if "=" in value else set(parsed))
+    named = named_precisions(request)
     out = dict(parsed)
     for t in spec.towers:
         family = tower_family(t.family)
