@@ -97,13 +97,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
     print(f"calibration audit of space {report['space']} on {what}")
     first = "matched" if report["kind"] == "pairs" else "best_match"
     print(f"{'pair':<16}{first + ' mean±std':>22}{'random mean±std':>20}{'random p99':>12}{'overlap':>9}"
-          + (f"{'< 0.7':>8}{'< rnd p99':>11}" if report["kind"] == "pairs" else ""))
+          + (f"{'< 0.7':>8}{'< rnd p99':>11}" if report["kind"] == "pairs" else
+             f"{'relevance':>15}{'cos at 0.5':>12}{'top ≥ 0.5':>11}"))
     for name, r in report["pairs"].items():
         m, rnd = r[first], r["random"]
         line = (f"{name:<16}{m['mean']:>+13.3f} ± {m['std']:.3f}{rnd['mean']:>+11.3f} ± {rnd['std']:.3f}"
                 f"{rnd['p99']:>+12.3f}{r['overlap']:>9.2f}")
         if report["kind"] == "pairs":
             line += f"{r['matched_below_0.7']:>8.0%}{r['matched_below_random_p99']:>11.0%}"
+        else:
+            rel = r["relevance"]
+            at = "-" if rel["cosine_where_0.5"] is None else f"{rel['cosine_where_0.5']:+.3f}"
+            line += f"{rel['source']:>15}{at:>12}{rel['top_matches_at_or_above_0.5']:>11.0%}"
         print(line)
     for name, g in report.get("modality_gap", {}).items():
         print(f"modality gap {name}: centroid distance {g['centroid_distance']:.3f} (cosine {g['centroid_cosine']:+.3f})")

@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from ..engine import Engine
     from ..query import parse_filters
+    from ..relevance.cutoff import first_below_rule
 
     with Engine(index_dir(args), readonly=True, device=device(args, bulk=False)) as eng:
         filters = parse_filters(paths=args.paths, after=args.after, before=args.before, min_size=args.min_size,
@@ -74,9 +75,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not hits:
         print(f"no results at or above relevance {args.min_relevance}" if args.min_relevance is not None
               else "no results")
-    for h in hits:
+    ordered = args.sort in (None, "relevance") and args.mode in (None, "vector")  # else not by relevance
+    rule = first_below_rule([h.relevance for h in hits]) if ordered else None
+    for i, h in enumerate(hits):
+        if i == rule:
+            print(RULE_LINE if i else "     (no hit reaches relevance 0.5: these are only the nearest)")
         print(format_hit(h))
     return EXIT_OK
+
+
+RULE_LINE = "     ---------- relevance below 0.5 from here: more likely unrelated than related ----------"
 
 
 # A weight, then a colon, then the value: "0.5:people", "-1: dogs". A colon followed by a digit belongs to the

@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..space.runtime import Space
 from ..train.pairs import read_pairs
 from .pairs import encode_pairs, matched_and_random
+from .profile import DEFAULT_MIDPOINT, probe_z, to_dict
 
 SEED_LINE = 0.7
 
@@ -73,14 +74,31 @@ def audit_index(engine: Any, probes: int = 256, seed: int = 0) -> dict[str, Any]
     ids = {m: store.catalog.item_ids([m]) for m in scorer.profile.counts}
     report: dict[str, Any] = {"space": (store.space_record() or {}).get("spec", {}).get("name"), "kind": "index",
                               "index": str(engine.path), "pairs": {}}
-    for qm, rm, q, best in scorer.probe(ids, scorer.null, probes, seed):
-        best = best[np.isfinite(best)]
+    curves = to_dict(scorer.profile)["curves"]
+    for qm, rm, q, matches in scorer.probe(ids, scorer.null, probes, seed):
+        best = matches[:, 0][np.isfinite(matches[:, 0])]
         random = (q @ scorer.null[rm].T).reshape(-1)
-        report["pairs"][f"{qm}->{rm}"] = {"best_match": _stats(best), "random": _stats(random),
-                                          "overlap": round(overlap(best, random), 4), "_matched": best, "_random": random}
+        # the relevance search would give each probe's top matches, beside the cosines they come from
+        z = probe_z(q, matches, scorer.null[rm])
+        shown = np.isfinite(z)
+        rel = scorer.of_z(qm, rm, z[shown], matches[shown])
+        key = f"{qm}->{rm}"
+        report["pairs"][key] = {"best_match": _stats(best), "random": _stats(random),
+                                "overlap": round(overlap(best, random), 4),
+                                "relevance": {"source": "calibrated" if scorer.calibrated(qm, rm) else "self-labelled",
+                                              **curves.get(key, {"z_at_0.5": DEFAULT_MIDPOINT, "probes": 0}),
+                                              "top_matches_at_or_above_0.5": round(float((rel >= 0.5).mean()), 4),
+                                              "cosine_where_0.5": _where(matches[shown], rel, 0.5)},
+                                "_matched": best, "_random": random, "_hits": (matches[shown], rel)}
     if not report["pairs"]:
         raise UsageError("the index holds too few items (at least 8 of a modality) to audit")
     return report
+
+
+def _where(cosines: np.ndarray, relevance: np.ndarray, level: float) -> float | None:
+    """The median cosine of the probes' matches whose relevance lies near `level` (None: none there)."""
+    near = np.abs(relevance - level) <= 0.1
+    return round(float(np.median(cosines[near])), 4) if near.any() else None
 
 
 def _gap(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -97,7 +115,8 @@ def public(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot(report: dict[str, Any], path: str | Path) -> Path:
-    """One histogram panel per pair of modalities: matched (or best-match) vs random cosines."""
+    """One histogram panel per pair of modalities: matched (or best-match) vs random cosines; on an index, the
+    relevance of the probes' top matches too (a second axis)."""
     try:
         import matplotlib
     except ImportError:
@@ -119,6 +138,13 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
         ax.axvline(float(np.percentile(rnd, 99)), color="#d62728", ls="--", lw=1, label="random p99")
         if report["kind"] == "pairs":
             ax.axvline(SEED_LINE, color="black", ls=":", lw=1, label="0.7")
+        if "_hits" in r:  # the relevance the index's estimate gives those cosines, on its own axis
+            cos, rel = r["_hits"]
+            twin = ax.twinx()
+            twin.scatter(cos, rel, s=3, alpha=0.25, color="#2ca02c", label="relevance of top matches")
+            twin.axhline(0.5, color="#2ca02c", ls=":", lw=1)
+            twin.set_ylim(-0.03, 1.03)
+            twin.set_ylabel("relevance", fontsize=8, color="#2ca02c")
         ax.set_title(f"{name.replace('->', ' → ')}  (overlap {r['overlap']:.2f})", fontsize=10)
         ax.set_xlabel("cosine")
     for ax in list(axes.flat)[len(names):]:

@@ -6,7 +6,8 @@ import numpy as np
 CUTOFFS = ("none", "gap")
 GAP_MIN = 0.15        # a drop in relevance at least this large ...
 GAP_FACTOR = 3.0      # ... and this many times the typical drop between neighbours counts as the gap
-GAP_FLOOR = 0.5       # and hits below this relevance (worse than a typical best match) are never kept
+GAP_FLOOR = 0.5       # and hits below this relevance (more likely irrelevant than relevant) are never kept
+RULE = 0.5            # listings mark where relevance falls below this: where the answers end
 
 
 def check_min_relevance(value: float | None) -> float | None:
@@ -41,3 +42,14 @@ def gap_cut(relevance: np.ndarray) -> int:
     if drops[i] >= GAP_MIN and drops[i] >= GAP_FACTOR * typical:
         return i + 1
     return n
+
+
+def first_below_rule(relevance: list[float | None]) -> int | None:
+    """Where a listing ordered by relevance draws its rule: the position of the first hit whose relevance is
+    below `RULE` (None when every hit reaches it, or when a hit has no relevance: then hits are in cosine order)."""
+    if any(r is None for r in relevance):
+        return None
+    for i, r in enumerate(relevance):
+        if r is not None and r < RULE:
+            return i
+    return None

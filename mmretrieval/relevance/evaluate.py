@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from ..engine import Engine
 
 TARGET_PAIRS = (("text", "image"), ("image", "text"), ("text", "audio"), ("audio", "text"), ("image", "image"))
+# every pair of modalities with relevant hits among the labelled pairs (image->audio has none: labels differ)
+EVERY_PAIR = TARGET_PAIRS + (("audio", "audio"), ("text", "text"))
 
 
 @dataclass
@@ -56,7 +58,8 @@ def collect(engine: Engine, pairs: list[Pair], query_modality: str, modality: st
     for q in queries:
         qlab = label_of[f"text:{q}" if query_modality == "text" else q]
         hits = engine.search(**{query_modality: q}, types=[modality], k=k + (query_modality == modality), cutoff=cutoff)
-        hits = [h for h in hits if not (query_modality == modality and h.path == q)][:k]
+        own = (lambda h: (h.text or "").strip() == q) if modality == "text" else (lambda h: h.path == q)
+        hits = [h for h in hits if not (query_modality == modality and own(h))][:k]
         for h in hits:
             hlab = label_of.get(f"text:{(h.text or '').strip()}" if modality == "text" else h.path, set())
             rel.append(np.nan if h.relevance is None else h.relevance)
@@ -79,3 +82,29 @@ def precision_at(records: dict[tuple[str, str], HitRecord], threshold: float, by
 def spread(table: dict[str, dict]) -> float | None:
     ps = [v["precision"] for v in table.values()]
     return None if any(p is None for p in ps) else float(max(ps) - min(ps))
+
+
+def best_recall(x: np.ndarray, relevant: np.ndarray, precision: float = 0.8) -> float:
+    """The largest share of the relevant hits one threshold on `x` keeps while the kept hits' precision stays
+    at or above `precision` (0 when none does)."""
+    if not relevant.any():
+        return 0.0
+    o = np.argsort(-np.nan_to_num(x, nan=-np.inf), kind="stable")
+    tp = np.cumsum(relevant[o])
+    ok = tp / np.arange(1, o.size + 1) >= precision
+    return float(tp[ok].max() / relevant.sum()) if ok.any() else 0.0
+
+
+def at_level(records: dict[tuple[str, str], HitRecord], level: float = 0.5) -> dict[str, dict]:
+    """Per pair: precision and recall (share of the relevant top-k hits) of the hits at relevance >= `level`,
+    and the ceiling: the best recall any per-pair threshold, on cosine or on relevance, reaches at precision
+    >= 0.8."""
+    out = {}
+    for (q, m), r in records.items():
+        keep = np.nan_to_num(r.relevance, nan=-1.0) >= level
+        out[f"{q}->{m}"] = {
+            "precision": round(float(r.relevant[keep].mean()), 4) if keep.any() else None,
+            "recall": round(float((r.relevant & keep).sum() / max(r.relevant.sum(), 1)), 4),
+            "ceiling": round(max(best_recall(r.score, r.relevant), best_recall(r.relevance, r.relevant)), 4),
+            "hits": int(r.relevant.size)}
+    return out

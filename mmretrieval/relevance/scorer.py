@@ -12,19 +12,22 @@ from ..index.vector_index import IdFilter
 from ..store import Store
 from .calibration import Calibration
 from .profile import (
+    PROBE_DEPTH,
     PROBES,
     Profile,
-    best_z,
     draw_null,
+    fit_curve,
     null_stats,
     pair_key,
-    summarise,
-    uncalibrated,
+    probe_z,
+    self_labels,
     z_scores,
 )
 
 PROFILE_KEY = "relevance_profile"
-MIN_ITEMS = 8  # fewer items of a modality say nothing about what a random one scores: no relevance
+# Fewer items of a modality say nothing about what a random one scores: its hits get no relevance (None) and a
+# search that returns them orders every hit by cosine. Fewer probe items of a query modality: the default curve.
+MIN_ITEMS = 8
 CALIBRATION_KEY = "relevance_calibration"
 
 
@@ -62,19 +65,24 @@ class RelevanceScorer:
             self._key = key
 
     def compute(self, counts: dict[str, int] | None = None, seed: int = 0) -> Profile:
-        """Null samples and best-match profiles from the index's own items (no labels)."""
+        """Null samples and a self-labelled relevance curve per pair of modalities from the index's own items."""
         counts = counts if counts is not None else self._counts()
         ids = {m: self.store.catalog.item_ids([m]) for m in counts}
         null_ids = draw_null(ids, seed)
         null = {m: self._present_vectors(v)[1] for m, v in null_ids.items()}
-        top1 = {pair_key(qm, rm): summarise(best_z(probes, best, null[rm]))
-                for qm, rm, probes, best in self.probe(ids, null, PROBES, seed + 1)}
-        return Profile(counts, {m: v.tolist() for m, v in null_ids.items()}, top1)
+        curves = {}
+        for qm, rm, probes, matches in self.probe(ids, null, PROBES, seed + 1):
+            z = probe_z(probes, matches, null[rm])
+            curve = fit_curve(z, self_labels(z, counts[rm]))
+            if curve is not None:
+                curves[pair_key(qm, rm)] = curve
+        return Profile(counts, {m: v.tolist() for m, v in null_ids.items()}, curves)
 
-    def probe(self, ids: dict[str, np.ndarray], null: dict[str, np.ndarray], probes: int,
-              seed: int) -> Iterator[tuple[str, str, np.ndarray, np.ndarray]]:
+    def probe(self, ids: dict[str, np.ndarray], null: dict[str, np.ndarray], probes: int, seed: int,
+              depth: int = PROBE_DEPTH) -> Iterator[tuple[str, str, np.ndarray, np.ndarray]]:
         """For each pair of modalities with enough items: up to `probes` stored items of the query modality, and
-        the cosine of each one's best match among the other modality (an item's own vector skipped)."""
+        the cosines of each one's top `depth` matches among the other modality, best first (an item's own
+        vector skipped; NaN where fewer matches exist)."""
         rng = np.random.default_rng(seed)
         filters = {m: IdFilter(v) for m, v in ids.items()}
         for qm, qids in ids.items():
@@ -84,15 +92,20 @@ class RelevanceScorer:
             for rm in ids:
                 if null[rm].shape[0] < MIN_ITEMS:
                     continue
-                scores, got = self.store.vectors.search(vecs, 2, allowed=filters[rm])
-                best = np.where(got[:, 0] == found, scores[:, 1], scores[:, 0]) if qm == rm else scores[:, 0]
-                yield qm, rm, vecs, best.astype(np.float64)
+                scores, got = self.store.vectors.search(vecs, depth + 1, allowed=filters[rm])
+                scores = np.where(got >= 0, scores, np.nan).astype(np.float64)
+                if qm == rm:  # drop the probe's own entry wherever it ranks (duplicates may tie with it)
+                    own = got == found[:, None]
+                    order = np.argsort(own, axis=1, kind="stable")
+                    scores = np.take_along_axis(np.where(own, np.nan, scores), order, axis=1)
+                yield qm, rm, vecs, scores[:, :depth]
 
     def store_profile_if_stale(self) -> bool:
         """Writer side, after a commit: recompute and save the profile when the collection moved enough."""
         counts = self._counts()
         raw = self.store.catalog.get_meta(PROFILE_KEY)
-        if raw is not None and not Profile.from_json(raw).stale(counts):
+        stored = Profile.from_json(raw) if raw else None
+        if stored is not None and not stored.stale(counts):
             return False
         profile = self.compute(counts)
         with self.store.catalog.transaction():
@@ -129,11 +142,18 @@ class RelevanceScorer:
             if sample is None or sample.shape[0] < MIN_ITEMS:
                 continue
             mean, std = null_stats(query, sample)
-            z = z_scores(scores[rows], mean, std)
-            key = pair_key(query_modality, m)
-            cal = self.calibration.pairs.get(key) if self.calibration is not None else None
-            out[rows] = cal(z, scores[rows]) if cal is not None else uncalibrated(z, self.profile.top1_of(query_modality, m))
+            out[rows] = self.of_z(query_modality, m, z_scores(scores[rows], mean, std), scores[rows])
         return out
+
+    def of_z(self, query_modality: str | None, modality: str, z: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Relevance of hits of one pair of modalities from their z-scores (and cosines, for a calibration):
+        the calibration's where one was fitted for the pair, else the pair's self-labelled curve."""
+        cal = self.calibration.pairs.get(pair_key(query_modality, modality)) if self.calibration is not None else None
+        return cal(z, scores) if cal is not None else self.profile.curve(query_modality, modality)(z)
+
+    def calibrated(self, query_modality: str | None, modality: str) -> bool:
+        self.refresh()
+        return self.calibration is not None and pair_key(query_modality, modality) in self.calibration.pairs
 
     def describe(self) -> dict[str, Any]:
         from .profile import to_dict
