@@ -235,8 +235,8 @@ def test_audit_of_an_index_without_pairs(heldout, records, tmp_path, capsys):  #
         assert r["best_match"]["mean"] > r["random"]["p95"]
     # the relevance estimate beside the histograms: calibrated pairs say so, the others show their own curve
     assert rep["pairs"]["text->image"]["relevance"]["source"] == "calibrated"
-    own = rep["pairs"]["audio->audio"]["relevance"]
-    assert own["source"] == "self-labelled" and own["probes"] >= 200 and own["z_at_0.5"] is not None
+    own = rep["pairs"]["image->audio"]["relevance"]  # no labelled pair relates the two: not calibrated
+    assert own["source"] == "self-labelled" and own["probes"] >= 200
     for r in rep["pairs"].values():
         rel = r["relevance"]
         assert 0 <= rel["top_matches_at_or_above_0.5"] <= 1
