@@ -155,3 +155,20 @@ def test_less_like_this_steers_the_query(page, server):
     first.locator("button.less").click()
     page.wait_for_function("document.getElementById('status').textContent.includes('− red-circle.png')")
     assert not page.locator(".hit").first.get_attribute("data-path").endswith("red-circle.png")
+
+
+def test_a_rule_marks_where_relevance_falls_below_half(page):
+    page.check("input[value=image]")
+    page.check("input[value=audio]")
+    page.select_option("#sort", "relevance")
+    search(page, "a red circle")
+    cards = page.locator("#results > div")
+    classes = [cards.nth(i).get_attribute("class") for i in range(cards.count())]
+    assert classes[0].startswith("hit image") and "weak" not in classes[0]  # the red circle, above the rule
+    assert classes[1] == "rule" and classes.count("rule") == 1
+    assert all("weak" in c for c in classes[2:])  # everything after it is dimmed
+    assert "below 0.5" in cards.nth(1).inner_text()
+    page.select_option("#sort", "path")  # ordered by path, a rule would mark nothing meaningful
+    search(page, "red circles")
+    assert page.locator("#results > .rule").count() == 0
+    page.select_option("#sort", "relevance")
