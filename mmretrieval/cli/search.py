@@ -55,6 +55,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ..engine import Engine
     from ..query import parse_filters
     from ..relevance.cutoff import first_below_rule
+    from ..relevance.scorer import MIN_ITEMS
 
     with Engine(index_dir(args), readonly=True, device=device(args, bulk=False)) as eng:
         filters = parse_filters(paths=args.paths, after=args.after, before=args.before, min_size=args.min_size,
@@ -81,6 +82,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         if i == rule:
             print(RULE_LINE if i else "     (no hit reaches relevance 0.5: these are only the nearest)")
         print(format_hit(h))
+    if any(h.relevance is None for h in hits):
+        print(f"     (--: no relevance; a modality needs at least {MIN_ITEMS} items in the index for one, "
+              "so these hits are in cosine order)")
     return EXIT_OK
 
 
