@@ -58,7 +58,8 @@ class Curve:
 
 def default_curve() -> Curve:
     z = np.linspace(DEFAULT_MIDPOINT - 4 * DEFAULT_WIDTH, DEFAULT_MIDPOINT + 4 * DEFAULT_WIDTH, 17)
-    r = 0.5 * (1.0 + np.array([math.erf(x) for x in ((z - DEFAULT_MIDPOINT) / (DEFAULT_WIDTH * math.sqrt(2))).tolist()]))
+    u = (z - DEFAULT_MIDPOINT) / (DEFAULT_WIDTH * math.sqrt(2))
+    r = 0.5 * (1.0 + np.array([math.erf(x) for x in u.tolist()]))
     return Curve(z.tolist(), r.tolist())
 
 

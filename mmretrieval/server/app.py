@@ -152,7 +152,7 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
 
     @app.get("/relevance")
     def relevance():
-        """How relevance is computed for this index: the best-match profile per pair of modalities and the
+        """How relevance is computed for this index: the self-labelled curve per pair of modalities and the
         calibration, if one was fitted (`mmr calibrate`)."""
         with lock:
             return engine.relevance.describe()
