@@ -233,6 +233,7 @@ def test_audit_of_an_index_without_pairs(heldout, records, tmp_path, capsys):  #
     for pair in ("text->image", "image->text", "audio->text"):
         r = rep["pairs"][pair]
         assert r["best_match"]["mean"] > r["random"]["p95"]
+    assert rep["pairs"]["image->image"]["random"]["p99"] < 0.99  # a probe is no random pair of itself
     # the relevance estimate beside the histograms: calibrated pairs say so, the others show their own curve
     assert rep["pairs"]["text->image"]["relevance"]["source"] == "calibrated"
     own = rep["pairs"]["image->audio"]["relevance"]  # no labelled pair relates the two: not calibrated

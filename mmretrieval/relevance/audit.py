@@ -75,9 +75,12 @@ def audit_index(engine: Any, probes: int = 256, seed: int = 0) -> dict[str, Any]
     report: dict[str, Any] = {"space": (store.space_record() or {}).get("spec", {}).get("name"), "kind": "index",
                               "index": str(engine.path), "pairs": {}}
     curves = to_dict(scorer.profile)["curves"]
-    for qm, rm, q, matches in scorer.probe(ids, scorer.null, probes, seed):
+    for qm, rm, found, q, matches in scorer.probe(ids, scorer.null, probes, seed):
         best = matches[:, 0][np.isfinite(matches[:, 0])]
-        random = (q @ scorer.null[rm].T).reshape(-1)
+        random = q @ scorer.null[rm].T
+        if qm == rm:  # a probe against itself is no random pair
+            random = random[found[:, None] != scorer.null_ids[rm][None, :]]
+        random = random.reshape(-1)
         # the relevance search would give each probe's top matches, beside the cosines they come from
         z = probe_z(q, matches, scorer.null[rm])
         shown = np.isfinite(z)

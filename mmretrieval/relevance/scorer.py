@@ -38,7 +38,8 @@ class RelevanceScorer:
         self._key: Any = None
         self._lock = threading.Lock()
         self.profile: Profile | None = None
-        self.null: dict[str, np.ndarray] = {}
+        self.null: dict[str, np.ndarray] = {}       # the null sample's vectors per modality ...
+        self.null_ids: dict[str, np.ndarray] = {}   # ... and their ids
         self.calibration: Calibration | None = None
 
     # --- state
@@ -58,7 +59,9 @@ class RelevanceScorer:
             if profile is None or profile.stale(counts):
                 profile = self.compute(counts)
             self.profile = profile
-            self.null = {m: self._present_vectors(np.asarray(ids, np.int64))[1] for m, ids in profile.null_ids.items()}
+            present = {m: self._present_vectors(np.asarray(ids, np.int64)) for m, ids in profile.null_ids.items()}
+            self.null_ids = {m: found for m, (found, _) in present.items()}
+            self.null = {m: vecs for m, (_, vecs) in present.items()}
             raw = self.store.catalog.get_meta(CALIBRATION_KEY)
             cal = Calibration.from_json(raw) if raw else None
             self.calibration = cal if cal is not None and cal.fingerprint == self.fingerprint else None
@@ -71,7 +74,7 @@ class RelevanceScorer:
         null_ids = draw_null(ids, seed)
         null = {m: self._present_vectors(v)[1] for m, v in null_ids.items()}
         curves = {}
-        for qm, rm, probes, matches in self.probe(ids, null, PROBES, seed + 1):
+        for qm, rm, _, probes, matches in self.probe(ids, null, PROBES, seed + 1):
             z = probe_z(probes, matches, null[rm])
             curve = fit_curve(z, self_labels(z, counts[rm]))
             if curve is not None:
@@ -79,9 +82,9 @@ class RelevanceScorer:
         return Profile(counts, {m: v.tolist() for m, v in null_ids.items()}, curves)
 
     def probe(self, ids: dict[str, np.ndarray], null: dict[str, np.ndarray], probes: int, seed: int,
-              depth: int = PROBE_DEPTH) -> Iterator[tuple[str, str, np.ndarray, np.ndarray]]:
-        """For each pair of modalities with enough items: up to `probes` stored items of the query modality, and
-        the cosines of each one's top `depth` matches among the other modality, best first (an item's own
+              depth: int = PROBE_DEPTH) -> Iterator[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
+        """For each pair of modalities with enough items: up to `probes` stored items of the query modality (ids
+        and vectors), and the cosines of each one's top `depth` matches among the other modality, best first (an item's own
         vector skipped; NaN where fewer matches exist)."""
         rng = np.random.default_rng(seed)
         filters = {m: IdFilter(v) for m, v in ids.items()}
@@ -98,7 +101,7 @@ class RelevanceScorer:
                     own = got == found[:, None]
                     order = np.argsort(own, axis=1, kind="stable")
                     scores = np.take_along_axis(np.where(own, np.nan, scores), order, axis=1)
-                yield qm, rm, vecs, scores[:, :depth]
+                yield qm, rm, found, vecs, scores[:, :depth]
 
     def store_profile_if_stale(self) -> bool:
         """Writer side, after a commit: recompute and save the profile when the collection moved enough."""
