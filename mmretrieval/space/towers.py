@@ -23,6 +23,7 @@ from typing import Any, Callable
 import torch
 
 from ..encoders.audio import AudioEncoder
+from ..encoders.bpe import for_text_config
 from ..encoders.image import ImageEncoder
 from ..encoders.packed import pack_transformer_blocks
 from ..encoders.text import TextEncoder
@@ -164,6 +165,8 @@ class OpenClipFamily(TowerFamily):
         clip = ClipModel(resolved, space)
         runners = _onnx_runners(clip, tower, space)  # exported from the fp32 modules, before they change
         tokenizer = open_clip.get_tokenizer(resolved.model_name)
+        # Queries tokenize in numpy where the model uses CLIP's tokenizer: the same ids, no torch on that path.
+        query_tokenizer = for_text_config(model_cfg.get("text_cfg") or {}, resolved.model_name) or tokenizer
         dim = model_cfg.get("embed_dim")
         if not isinstance(dim, int):
             model = clip()
@@ -178,7 +181,7 @@ class OpenClipFamily(TowerFamily):
         size = pre_cfg["size"]
         # The encoders get the loader: where towers run from cached exports the torch modules (~1.3 s and ~1.2 GB
         # for ViT-B-32, most of a one-off text query's time and memory) are built only if something needs them.
-        encoders = {"text": TextEncoder(clip, tokenizer, dim, space.device, runner=runners.get("text")),
+        encoders = {"text": TextEncoder(clip, query_tokenizer, dim, space.device, runner=runners.get("text")),
                     "image": ImageEncoder(clip, preprocess, dim, space.device, runner=runners.get("image"),
                                           draft_to=space.jpeg_draft * (min(size) if isinstance(size, (list, tuple))
                                                                         else int(size)),
