@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 import mmretrieval as mmr
-from mmretrieval.encoders.image import load_image
+from mmretrieval.encoders.pixels import load_image
 from mmretrieval.space.runtime import Space, space_identity
 from mmretrieval.space.spec import fingerprint_of
-from mmretrieval.space.towers import IMAGE_DECODES
+from mmretrieval.space.image_decode import IMAGE_DECODES
 
 REALWORLD = Path(__file__).resolve().parents[2] / "shared" / "realworld"
 

@@ -174,3 +174,29 @@ def test_help_and_version_import_neither_torch_nor_faiss():
     r = subprocess.run([sys.executable, "-c", "import mmretrieval, sys; print('torch' in sys.modules)"],
                        capture_output=True, text=True)
     assert r.stdout.strip() == "False"
+
+
+def test_read_only_collection_commands_import_neither_torch_nor_open_clip(tiny_space_dir, tmp_path):
+    """`mmr info`, `check`, `remove`, `compact` and `export` run no tower: faiss loads without torch (its
+    import alone took over a second and ~600 MB), and the answers are those of the full path."""
+    import mmretrieval as mmr
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"note{i}.txt").write_text(f"note number {i} about a red circle\n")
+    idx = tmp_path / "idx"
+    with mmr.Engine(idx, model=str(tiny_space_dir)) as eng:
+        eng.index([folder])
+    for argv in (["info", "--json"], ["check"], ["remove", str(folder / "note0.txt")], ["compact"],
+                 ["export", str(tmp_path / "shards")]):
+        code = ("import sys; from mmretrieval.cli import main\n"
+                f"rc = main({[*argv, '--index', str(idx)]!r})\n"
+                "heavy = [m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules]\n"
+                "print('RC', rc, 'HEAVY', heavy)")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert "RC 0 HEAVY []" in r.stdout, (argv, r.stdout[-500:], r.stderr[-2000:])
+    with mmr.Engine(idx, readonly=True) as eng:
+        assert eng.stats()["items"] == {"text": 9}
+        assert eng.search("a red circle", k=1, types=["text"])[0].path.startswith(str(folder))  # full path: searches

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmretrieval.encoders.audio import check_wave, windows
-from mmretrieval.encoders.image import load_image, to_rgb
+from mmretrieval.encoders.waves import check_wave, windows
+from mmretrieval.encoders.pixels import load_image, to_rgb
 from mmretrieval.encoders.packed import PackedLinear
-from mmretrieval.encoders.text import split_passages
+from mmretrieval.encoders.passages import split_passages
 from mmretrieval.errors import DecodeError, UsageError
 from media import shape_image, tone
 
@@ -170,7 +170,8 @@ def test_trimmed_text_encoding_matches_open_clip(tiny_space):
         assert not any(isinstance(m, PackedLinear) for m in plain.modules())
         assert any(isinstance(m, PackedLinear) for m in space.model.modules())
         with torch.inference_mode():
-            ref = torch.nn.functional.normalize(plain.encode_text(enc.tokenizer(texts)).float(), dim=-1).numpy()
+            # open_clip's tokenizer and modules against ours (`encoders.bpe`, trimmed, prepacked)
+            ref = torch.nn.functional.normalize(plain.encode_text(space.tokenizer(texts)).float(), dim=-1).numpy()
         assert np.abs(fast - ref).max() <= 1e-5
         np.testing.assert_array_equal(fast[0], fast[5])
 

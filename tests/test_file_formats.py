@@ -17,7 +17,7 @@ from PIL import Image
 
 import mmretrieval as mmr
 from mmretrieval.cli import main
-from mmretrieval.encoders.image import load_image, to_rgb
+from mmretrieval.encoders.pixels import load_image, to_rgb
 from mmretrieval.modalities.text import MAX_MACHINE_PASSAGES, decode_text_bytes
 from mmretrieval.synth import shape_image, tone
 
@@ -84,7 +84,7 @@ def test_every_pillow_format_and_audio_container_is_indexed_and_the_rest_counted
 
 
 def test_heic_without_its_plugin_says_what_to_install(tmp_path, monkeypatch):
-    import mmretrieval.encoders.image as image_mod
+    import mmretrieval.encoders.pixels as image_mod
 
     monkeypatch.setattr(image_mod, "pillow_heif", None)
     fake = tmp_path / "IMG_0001.HEIC"
@@ -123,7 +123,7 @@ def test_high_bit_depth_grey_is_stretched_the_same_way_whatever_the_storage():
 
 
 def test_tiff_failures_say_what_is_missing():
-    from mmretrieval.encoders.image import _decode_failure
+    from mmretrieval.encoders.pixels import _decode_failure
 
     im = Image.new("RGB", (4, 4))
     im.format = "TIFF"

@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 import mmretrieval as mmr
-from mmretrieval.encoders.audio import load_audio, windows
+from mmretrieval.encoders.waves import load_audio, windows
 from mmretrieval.encoders.base import Encoder
 from mmretrieval.errors import MissingWeightsError, SpaceError, UnsupportedPrecisionError
 from mmretrieval.space.runtime import Space

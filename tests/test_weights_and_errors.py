@@ -203,7 +203,7 @@ def test_audio_weights_that_do_not_fit_the_config(tmp_path, tiny_space_dir, caps
 
 
 def test_max_pixels_setting(tmp_path, monkeypatch, tiny_space_dir, capsys):
-    from mmretrieval.encoders.image import DEFAULT_MAX_PIXELS, load_image, max_pixels
+    from mmretrieval.encoders.pixels import DEFAULT_MAX_PIXELS, load_image, max_pixels
 
     monkeypatch.setenv("MMR_MAX_PIXELS", "")
     assert max_pixels() == DEFAULT_MAX_PIXELS  # empty means unset

@@ -171,6 +171,9 @@ def _budget(text: str | None) -> int | None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from ..index.openmp import without_towers
+
+    without_towers()  # runs no tower: faiss loads without torch (before the engine imports the index)
     from ..engine import Engine
 
     with Engine(index_dir(args), readonly=True) as eng:
@@ -196,6 +199,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from ..index.openmp import without_towers
+
+    without_towers()  # runs no tower: faiss loads without torch (before the engine imports the index)
     from ..engine import Engine
 
     with Engine(index_dir(args), readonly=not args.repair) as eng:
@@ -219,6 +225,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
+    from ..index.openmp import without_towers
+
+    without_towers()  # runs no tower: faiss loads without torch (before the engine imports the index)
     from ..engine import Engine
 
     with Engine(index_dir(args)) as eng:
@@ -228,6 +237,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..index.openmp import without_towers
+
+    without_towers()  # runs no tower: faiss loads without torch (before the engine imports the index)
     from ..engine import Engine
     from ..shards import export_shards
 
@@ -249,6 +261,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
+    from ..index.openmp import without_towers
+
+    without_towers()  # runs no tower: faiss loads without torch (before the engine imports the index)
     from ..engine import Engine
 
     with Engine(index_dir(args)) as eng:

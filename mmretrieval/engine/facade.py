@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -24,14 +24,16 @@ from ..space.backend import parse_backend
 from ..space.device import parse_device
 from ..space.precision import TOWERS, describe, parse_precision
 from ..space.registry import resolve_model_arg
-from ..space.runtime import Space, space_identity
 from ..space.spec import SpaceSpec, fingerprint_of
-from ..space.towers import JPEG_DRAFT, JPEG_DRAFT_BEFORE
+from ..space.image_decode import JPEG_DRAFT, JPEG_DRAFT_BEFORE
 from ..store import Store
 from .policy import IndexPolicy
 from .reading import Reader
 from .searching import Hit, Searcher
 from .writing import Writer
+
+if TYPE_CHECKING:
+    from ..space.runtime import Space
 
 DEFAULT_SPACE = os.environ.get("MMR_MODEL", "vit-b-32-openai+wav2clip")
 
@@ -78,6 +80,8 @@ class Engine:
                     f"choose an empty or new folder for the index")
             spec = _spec_of(model or DEFAULT_SPACE)
             self.jpeg_draft = JPEG_DRAFT
+            from ..space.runtime import Space  # torch: only where towers are built, not on read-only paths
+
             space = Space(spec, device=device, precision=precision,  # weights must exist before we create anything
                           backend=self.backend, jpeg_draft=self.jpeg_draft)
             dict(space.encoders)  # and every tower must load: one that cannot is an error before the index exists
@@ -95,6 +99,8 @@ class Engine:
                 self._check_precision(parse_precision(precision, device))
             if model is not None:
                 spec = _spec_of(model)
+                from ..space.runtime import space_identity
+
                 try:
                     fp = fingerprint_of(space_identity(spec, precision=self.precision, jpeg_draft=self.jpeg_draft))
                 except MissingWeightsError:
@@ -130,6 +136,8 @@ class Engine:
         """The loaded encoders; loaded on first use and checked against the index's fingerprint."""
         with self._lock:
             if self._space is None:
+                from ..space.runtime import Space
+
                 space = Space(self.spec, device=self.device, precision=self.precision, backend=self.backend,
                               jpeg_draft=self.jpeg_draft)
                 self.store.check_space(space.spec.name, space.fingerprint, space.spec.metric)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 import numpy as np
 
 from ..catalog import IndexedContents
-from ..encoders.image import max_pixels
+from ..encoders.pixels import max_pixels
 from ..errors import UsageError
 from ..ingest.commit import Committer
 from ..ingest.embed import EmbeddedFile

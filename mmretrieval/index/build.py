@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from ..errors import UsageError
+from .openmp import load_faiss
 from .vector_index import VectorIndex, _check_vectors
+
+faiss = load_faiss()
 from .vectors_stream import unit_rows
 
 TUNE_RECALL = 0.98  # recall@10 against exact search that an approximate index is tuned to

@@ -7,16 +7,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch  # noqa: F401  (must be loaded before faiss, see below)
-import faiss  # noqa: E402
-
-# torch and faiss each bundle an OpenMP runtime. With faiss's loaded first, a process that alternates
-# the two (encode a query, search, encode the next...) ran the ViT-B-32 text tower at 18 ms per query
-# instead of 11 ms on 2 cores: the runtimes' threads fight over the cores. Loading torch first avoids it.
 
 from ..errors import MMRError, UsageError
+from .openmp import load_faiss
 from .segments import Delta, atomic_write
 from .vectors_stream import CHUNK, unit_rows
+
+faiss = load_faiss()  # torch first where towers may run: see openmp.py
 
 # One runtime, one more consequence: right after a torch op its OpenMP workers still spin on the cores, so
 # a multi-threaded faiss search of one query waited for them (a 1 M IVF search took 8-10 ms after the text

@@ -16,14 +16,16 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from ..space.runtime import Space
 from ..options import ItemOptions
 from ..store import Store
 from .commit import Committer
 from .embed import ENCODER_BUG, EmbeddedFile, Embedder  # noqa: F401  (ENCODER_BUG: the reason an encoder failure gives)
 from .plan import Plan, make_plan
+
+if TYPE_CHECKING:  # the space layer (torch) is the caller's; this module runs what it is given
+    from ..space.runtime import Space
 
 
 @dataclass

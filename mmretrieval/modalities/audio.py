@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..encoders.audio import load_audio, windows
+from ..encoders.waves import load_audio, windows
 from .base import DecodeContext, Item, Modality, register_modality
 from .metadata import audio_metadata
 

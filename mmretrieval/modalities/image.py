@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 from typing import Any, Iterator
 
-from ..encoders.image import image_extensions, load_image
+from ..encoders.pixels import image_extensions, load_image
 from .base import DecodeContext, Item, Modality, register_modality
 from .metadata import image_metadata
 

@@ -6,7 +6,7 @@ import os
 import re
 from typing import Any, Iterator
 
-from ..encoders.text import split_passages
+from ..encoders.passages import split_passages
 from ..errors import DecodeError, UsageError
 from .base import DecodeContext, Item, Modality, Note, register_modality
 

@@ -35,23 +35,31 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-
-import torch
+from typing import Any
 
 from ..errors import UsageError
 
 TOWERS = ("text", "image", "audio")
 FORMATS = ("fp32", "bf16", "fp16", "int8")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the formats torch computes in
 # int8 is ONNX Runtime's (see encoders.onnx_runtime): open_clip towers, and audio towers that split their
 # front end from their network (`encoders.audio_tower.splits`) where asked for by name (``audio=int8``).
 INT8_ALONE = ("text", "image")  # what a bare ``int8`` means
 ENV = "MMR_PRECISION"
 
 
+def dtype_of(fmt: str, default: str | None = None) -> Any:
+    """The torch dtype of a format (imported here: reading an index's precision needs no torch)."""
+    import torch
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    return dtypes[fmt] if default is None else dtypes.get(fmt, dtypes[default])
+
+
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True where the CPU computes bf16 dot products in hardware (AVX512-BF16 or AMX)."""
+    import torch
+
     cpu = getattr(torch, "cpu", None)
     for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
         fn = getattr(cpu, probe, None)

@@ -12,7 +12,8 @@ from ..errors import SpaceError, UnsupportedModalityError, UnsupportedPrecisionE
 from .backend import parse_backend
 from .precision import named_precisions, parse_precision, reduced
 from .spec import SpaceSpec, fingerprint_of
-from .towers import IMAGE_DECODE, JPEG_DRAFT, check_jpeg_draft, clip_configs, tower_family  # noqa: F401
+from .image_decode import JPEG_DRAFT, check_jpeg_draft
+from .towers import tower_family
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from ..encoders.image import ImageEncoder
 from ..encoders.packed import pack_transformer_blocks
 from ..encoders.text import TextEncoder
 from ..errors import MissingWeightsError, SpaceError, UnsupportedPrecisionError, WeightsMismatchError
-from .precision import DTYPES
+from .image_decode import IMAGE_DECODES, JPEG_DRAFT
+from .precision import dtype_of
 from .spec import TowerSpec
 from .weights import (ResolvedClip, WeightsFile, audio_weights_status, cache_root, clip_weights_status, file_sha256,
                       offline, resolve_audio_weights, resolve_clip, resolve_cached_download)
@@ -107,25 +108,6 @@ def clip_configs(resolved: ResolvedClip) -> tuple[dict[str, Any], dict[str, Any]
     size = model_cfg.get("vision_cfg", {}).get("image_size", 224)
     pre["size"] = size
     return model_cfg, dict(pre)
-
-
-# How images are decoded before the model's preprocessing: a JPEG decodes in the DCT domain (1/2, 1/4 or
-# 1/8 scale) to a shorter side of no less than `jpeg_draft` x the model's input size (see
-# encoders.image.load_image). It changes pixels slightly, so it is part of the fingerprint, and each index
-# keeps the setting it was built with: those made before the setting was recorded decode at 2x.
-# At 1x a 12-MP photo decodes at 1/8 for a 224-px model (67 vs 51 img/s decode + preprocess on 2 cores);
-# against a full decode, cosine >= 0.999 on the real-world JPEGs with ViT-B-32 (tests/test_decode_scale.py).
-IMAGE_DECODES = {2: {"jpeg_draft": "shorter side >= 2x input size", "version": 1},
-                 1: {"jpeg_draft": "shorter side >= input size", "version": 2}}
-JPEG_DRAFT = 1          # for new indexes
-JPEG_DRAFT_BEFORE = 2   # for indexes that did not record theirs
-IMAGE_DECODE = IMAGE_DECODES[JPEG_DRAFT]
-
-
-def check_jpeg_draft(value: int) -> int:
-    if value not in IMAGE_DECODES:
-        raise SpaceError(f"unknown JPEG decode scale setting {value!r}; valid: {', '.join(map(str, IMAGE_DECODES))}")
-    return value
 
 
 class OpenClipFamily(TowerFamily):
@@ -264,7 +246,7 @@ class AudioFamily(TowerFamily):
         device = space.device if precision != "int8" else torch.device("cpu")  # int8: ONNX Runtime, on the CPU
         emulated = precision == "fp16" and device.type == "cpu"
         enc = AudioEncoder.from_weights(path, tower.config, space.dim, device,
-                                        dtype=torch.float32 if emulated else DTYPES.get(precision, torch.float32))
+                                        dtype=torch.float32 if emulated else dtype_of(precision, "fp32"))
         if emulated:
             fp16_on_cpu(enc.tower)
         space.backends["audio"] = "torch"
@@ -461,7 +443,7 @@ def _cast_towers(model: torch.nn.Module, precision: dict[str, str], device: torc
     def cast(module: torch.nn.Module | torch.Tensor, fmt: str) -> Any:
         if fmt == "fp16" and device.type == "cpu":
             return fp16_on_cpu(module)
-        return module.to(DTYPES[fmt])
+        return module.to(dtype_of(fmt))
 
     if precision["image"] in REDUCED:
         cast(model.visual, precision["image"])

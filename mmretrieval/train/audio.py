@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..encoders.audio import load_audio
+from ..encoders.waves import load_audio
 from ..encoders.audio_tower import build_audio_tower
 from ..errors import DecodeError, UsageError
 from ..space.runtime import Space

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..encoders.image import load_image
+from ..encoders.pixels import load_image
 from ..errors import DecodeError, UsageError
 from ..space.spec import SPACE_FILE
 from .common import param_groups, run_training, seed_all

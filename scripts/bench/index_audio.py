@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import mmretrieval as mmr
-from mmretrieval.encoders.audio import windows
+from mmretrieval.encoders.waves import windows
 
 RATES = (8000, 16000, 22050, 44100, 48000)
 LENGTHS = (1.5, 4.0, 10.0, 30.0, 60.0)

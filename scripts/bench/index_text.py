@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import mmretrieval as mmr
-from mmretrieval.encoders.text import split_passages
+from mmretrieval.encoders.passages import split_passages
 from mmretrieval.space.runtime import Space
 from mmretrieval.space.precision import describe
 from mmretrieval.train.corpus import generate

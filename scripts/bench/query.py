@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import mmretrieval as mmr  # before faiss: see the note on OpenMP in mmretrieval/index/vector_index.py
+import mmretrieval as mmr
 from mmretrieval.space.runtime import Space
 import faiss  # noqa: E402
 

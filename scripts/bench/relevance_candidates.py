@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-import mmretrieval as mmr  # before faiss: see the note on OpenMP in mmretrieval/index/vector_index.py
+import mmretrieval as mmr
 from mmretrieval.relevance import profile as P
 from mmretrieval.relevance.evaluate import best_recall, write_captions
 from mmretrieval.train.corpus import generate

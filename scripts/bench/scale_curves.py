@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-import mmretrieval as mmr  # before faiss: see the note on OpenMP in mmretrieval/index/vector_index.py
+import mmretrieval as mmr
 
 sys.path.insert(0, str(Path(__file__).parent))
 from query import IMAGE_SHARE, TEXTS, clustered, fill  # noqa: E402

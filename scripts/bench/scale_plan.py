@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-import mmretrieval as mmr  # before faiss: see the note on OpenMP in mmretrieval/index/vector_index.py
-import faiss  # noqa: E402
+import mmretrieval as mmr
+from mmretrieval.index.openmp import load_faiss
+
+faiss = load_faiss()  # torch first: see mmretrieval/index/openmp.py
 from mmretrieval.index.build import TRAIN_PER_LIST  # noqa: E402
 from mmretrieval.index.choose import choose_index, nlist_for  # noqa: E402
 from mmretrieval.ingest.embed import EmbeddedFile  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-import mmretrieval as mmr  # before faiss: see the note on OpenMP in mmretrieval/index/vector_index.py
+import mmretrieval as mmr
 from mmretrieval.ingest.embed import EmbeddedFile
 from mmretrieval.ingest.walk import FileEntry
 
