@@ -40,16 +40,27 @@ def write_captions(pairs: list[Pair], folder: Path) -> dict[str, set[str]]:
     return labels
 
 
-def collect(engine: Engine, pairs: list[Pair], query_modality: str, modality: str, k: int = 10,
-            cutoff: str | None = None) -> HitRecord:
-    """Top-k hits of `modality` for every item of `query_modality` among the pairs (every caption, for text)."""
-    label_of: dict[str, set[str]] = {}
+def labels_of(pairs: list[Pair]) -> dict[str, set[str]]:
+    """Labels by item key: a file's resolved path for images and sounds, "text:CAPTION" for a caption."""
+    out: dict[str, set[str]] = {}
     for p in pairs:
         for key in (p.image, p.audio):
             if key:
-                label_of.setdefault(str(Path(key).resolve()), set()).add(p.label or "")
+                out.setdefault(str(Path(key).resolve()), set()).add(p.label or "")
         if p.caption:
-            label_of.setdefault(f"text:{p.caption}", set()).add(p.label or "")
+            out.setdefault(f"text:{p.caption}", set()).add(p.label or "")
+    return out
+
+
+def item_key(modality: str, path: str, text: str | None) -> str:
+    """The key `labels_of` files an indexed item under (a caption file by its text)."""
+    return f"text:{(text or '').strip()}" if modality == "text" else path
+
+
+def collect(engine: Engine, pairs: list[Pair], query_modality: str, modality: str, k: int = 10,
+            cutoff: str | None = None) -> HitRecord:
+    """Top-k hits of `modality` for every item of `query_modality` among the pairs (every caption, for text)."""
+    label_of = labels_of(pairs)
     if query_modality == "text":  # every caption, also those with nothing relevant in `modality`
         queries = sorted({p.caption for p in pairs if p.caption})
     else:
@@ -61,7 +72,7 @@ def collect(engine: Engine, pairs: list[Pair], query_modality: str, modality: st
         own = (lambda h: (h.text or "").strip() == q) if modality == "text" else (lambda h: h.path == q)
         hits = [h for h in hits if not (query_modality == modality and own(h))][:k]
         for h in hits:
-            hlab = label_of.get(f"text:{(h.text or '').strip()}" if modality == "text" else h.path, set())
+            hlab = label_of.get(item_key(modality, h.path, h.text), set())
             rel.append(np.nan if h.relevance is None else h.relevance)
             score.append(h.score)
             ok.append(bool(qlab & hlab))

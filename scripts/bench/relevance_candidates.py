@@ -30,7 +30,7 @@ import numpy as np
 
 import mmretrieval as mmr
 from mmretrieval.relevance import profile as P
-from mmretrieval.relevance.evaluate import best_recall, write_captions
+from mmretrieval.relevance.evaluate import best_recall, item_key, labels_of, write_captions
 from mmretrieval.train.corpus import generate
 from mmretrieval.train.pairs import read_pairs
 
@@ -44,21 +44,14 @@ def indexed(tmp: Path, seed: int, per_class: int):
     generate(tmp / "d", seed=seed, images_per_class=per_class, sounds_per_class=per_class)
     pairs = read_pairs(tmp / "d" / "pairs.jsonl")
     write_captions(pairs, tmp / "d" / "captions")
-    label_of: dict[str, set[str]] = {}
-    for p in pairs:
-        for key in (p.image, p.audio):
-            if key:
-                label_of.setdefault(str(Path(key).resolve()), set()).add(p.label or "")
-        if p.caption:
-            label_of.setdefault("text:" + p.caption, set()).add(p.label or "")
+    label_of = labels_of(pairs)
     with mmr.Engine(tmp / "idx", model="tiny") as eng:
         eng.index([tmp / "d" / x for x in ("images", "sounds", "captions")])
         ids = eng.store.catalog.item_ids()
         rows = eng.store.catalog.items(ids.tolist())
         vecs = eng.store.vectors.reconstruct(np.asarray(ids, np.int64)).astype(np.float64)
     mods = np.array([rows[i].modality for i in ids.tolist()])
-    keys = ["text:" + (rows[i].text or "").strip() if rows[i].modality == "text" else rows[i].path for i in ids.tolist()]
-    labels = [label_of.get(k, set()) for k in keys]
+    labels = [label_of.get(item_key(rows[i].modality, rows[i].path, rows[i].text), set()) for i in ids.tolist()]
     return vecs, mods, labels
 
 
