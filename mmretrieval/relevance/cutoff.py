@@ -49,7 +49,4 @@ def first_below_rule(relevance: list[float | None]) -> int | None:
     below `RULE` (None when every hit reaches it, or when a hit has no relevance: then hits are in cosine order)."""
     if any(r is None for r in relevance):
         return None
-    for i, r in enumerate(relevance):
-        if r is not None and r < RULE:
-            return i
-    return None
+    return next((i for i, r in enumerate(relevance) if r < RULE), None)

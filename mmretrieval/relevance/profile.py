@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,8 @@ class Curve:
         return None if r[i] < level else float(self.z[i])
 
 
-def default_curve() -> Curve:
+@lru_cache(maxsize=1)
+def default_curve() -> Curve:  # on the query path of every pair without probes: built once
     z = np.linspace(DEFAULT_MIDPOINT - 4 * DEFAULT_WIDTH, DEFAULT_MIDPOINT + 4 * DEFAULT_WIDTH, 17)
     u = (z - DEFAULT_MIDPOINT) / (DEFAULT_WIDTH * math.sqrt(2))
     r = 0.5 * (1.0 + np.array([math.erf(x) for x in u.tolist()]))
@@ -138,14 +140,16 @@ def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pool-adjacent-violators: the non-decreasing step function of x closest to y (x sorted, fitted y)."""
     o = np.argsort(x, kind="stable")
     x, y = np.asarray(x, np.float64)[o], np.asarray(y, np.float64)[o]
-    means, weights, sizes = [], [], []
+    means: list[float] = []   # the blocks: their means and sizes
+    sizes: list[int] = []
     for v in y.tolist():
-        means.append(v), weights.append(1.0), sizes.append(1)
+        means.append(v)
+        sizes.append(1)
         while len(means) > 1 and means[-2] > means[-1]:
-            w = weights[-2] + weights[-1]
-            means[-2] = (means[-2] * weights[-2] + means[-1] * weights[-1]) / w
-            weights[-2], sizes[-2] = w, sizes[-2] + sizes[-1]
-            del means[-1], weights[-1], sizes[-1]
+            n = sizes[-2] + sizes[-1]
+            means[-2] = (means[-2] * sizes[-2] + means[-1] * sizes[-1]) / n
+            sizes[-2] = n
+            del means[-1], sizes[-1]
     return x, np.repeat(means, sizes)
 
 
