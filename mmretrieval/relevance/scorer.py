@@ -84,8 +84,9 @@ class RelevanceScorer:
     def probe(self, ids: dict[str, np.ndarray], null: dict[str, np.ndarray], probes: int, seed: int,
               depth: int = PROBE_DEPTH) -> Iterator[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
         """For each pair of modalities with enough items: up to `probes` stored items of the query modality (ids
-        and vectors), and the cosines of each one's top `depth` matches among the other modality, best first (an item's own
-        vector skipped; NaN where fewer matches exist)."""
+        and vectors), and the cosines of each one's top `depth` matches among the other modality, best first; NaN
+        where fewer exist. Matches from the probe's own file are skipped: a recording's other windows or a
+        document's other passages stand apart from the crowd without being what a query looks for."""
         rng = np.random.default_rng(seed)
         filters = {m: IdFilter(v) for m, v in ids.items()}
         for qm, qids in ids.items():
@@ -95,13 +96,17 @@ class RelevanceScorer:
             for rm in ids:
                 if null[rm].shape[0] < MIN_ITEMS:
                     continue
-                scores, got = self.store.vectors.search(vecs, depth + 1, allowed=filters[rm])
+                scores, got = self.store.vectors.search(vecs, 2 * depth + 1, allowed=filters[rm])
                 scores = np.where(got >= 0, scores, np.nan).astype(np.float64)
-                if qm == rm:  # drop the probe's own entry wherever it ranks (duplicates may tie with it)
-                    own = got == found[:, None]
-                    order = np.argsort(own, axis=1, kind="stable")
-                    scores = np.take_along_axis(np.where(own, np.nan, scores), order, axis=1)
+                own = self._file_ids(got) == self._file_ids(found)[:, None]
+                order = np.argsort(own, axis=1, kind="stable")  # the others first, still best first
+                scores = np.take_along_axis(np.where(own, np.nan, scores), order, axis=1)
                 yield qm, rm, found, vecs, scores[:, :depth]
+
+    def _file_ids(self, ids: np.ndarray) -> np.ndarray:
+        """The file of each item id (-1 for a missing id or one no longer in the catalog)."""
+        rows = self.store.catalog.items(np.unique(ids[ids >= 0]).tolist())
+        return np.vectorize(lambda i: rows[i].file_id if i in rows else -1, otypes=[np.int64])(ids)
 
     def store_profile_if_stale(self) -> bool:
         """Writer side, after a commit: recompute and save the profile when the collection moved enough."""
