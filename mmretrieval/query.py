@@ -44,7 +44,7 @@ def parse_filters(paths: Iterable[str] | str | None = None, after: Any = None, b
         return os.path.abspath(p)
 
     def when(v: Any, name: str) -> float | None:
-        from .modalities.metadata import parse_date
+        from .dates import parse_date
 
         if v is None or v == "":
             return None

@@ -35,6 +35,10 @@ def register_index(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pool-audio", action=argparse.BooleanOptionalAction, default=None,
                    help="one item per audio file (mean of its windows) instead of one per window; the index "
                         "remembers it (default: as the index was built, else windows)")
+    p.add_argument("--ocr", choices=("off", "scans", "all"), default=None,
+                   help="which pictures OCR reads into searchable text (needs the ocr extra): scans = scanned and "
+                        "drawn pages of documents (the default), all = also photos and figures (slower), off; "
+                        "the index remembers it")
     p.add_argument("--precision", metavar="P", help=PRECISION_HELP + "; for a new index (an existing one keeps its own)")
     p.add_argument("--checkpoint-seconds", type=float, default=30.0, metavar="S",
                    help="commit what is done every S seconds (default 30); a killed run loses at most that")
@@ -96,7 +100,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     with Engine(index_dir(args), model=args.model, precision=args.precision, device=device(args)) as eng:
         run = lambda: eng.index(args.paths, batch_size=args.batch_size, workers=args.workers,  # noqa: E731
                                 progress=progress, checkpoint_seconds=args.checkpoint_seconds,
-                                pool_audio=args.pool_audio, index_type=args.index_type,
+                                pool_audio=args.pool_audio, ocr=args.ocr, index_type=args.index_type,
                                 memory_budget=_budget(args.memory_budget), ray=_ray_options(args))
         if os.environ.get("MMR_DEBUG") == "1":
             report, log, chatter = run(), None, 0

@@ -165,12 +165,14 @@ class Engine:
     # ----------------------------------------------------------------- writing
     def index(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,
               progress: bool = False, checkpoint_seconds: float = 30.0, pool_audio: bool | None = None,
+              ocr: str | None = None,
               index_type: str | None = None, memory_budget: int | None = None,
               ray: RayOptions | None = None) -> IndexReport:
         """Index (incrementally) every supported file under `paths`.
 
         Long audio becomes one item per window (start/end seconds); `pool_audio` makes it one item per
-        file instead (the mean of its window vectors). How files are cut into items (`options.ItemOptions`) is
+        file instead (the mean of its window vectors). `ocr` ("off", "scans", "all"): which pictures OCR reads into
+        passages (the ocr extra; "scans": scanned and drawn pages of documents). How files are cut into items (`options.ItemOptions`) is
         the index's: recorded the first time, then used by every run (None: the recorded); another value once
         the index holds items it would cut differently is refused. `index_type` (flat, hnsw, ivf-fp16, ivf-flat,
         ivf-sq8, ivf-pq, or auto) and `memory_budget` (bytes) are remembered by the index; with neither, the type
@@ -179,7 +181,8 @@ class Engine:
         `ray`: embed on a Ray cluster (`ingest.distributed`); planning and the commit stay here, and files
         embedded by an interrupted run (staged under the index's `staging/`) are not embedded again."""
         return self.writer.index(paths, batch_size=batch_size, workers=workers, progress=progress,
-                                 checkpoint_seconds=checkpoint_seconds, pool_audio=pool_audio, index_type=index_type,
+                                 checkpoint_seconds=checkpoint_seconds, pool_audio=pool_audio, ocr=ocr,
+                                 index_type=index_type,
                                  memory_budget=memory_budget, ray=ray)
 
     def add_embeddings(self, files: Iterable[EmbeddedFile], *, checkpoint_seconds: float = 30.0) -> IndexReport:

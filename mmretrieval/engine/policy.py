@@ -19,7 +19,7 @@ class IndexPolicy:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def item_options(self, pool_audio: bool | None) -> ItemOptions:
+    def item_options(self, pool_audio: bool | None, ocr: str | None = None) -> ItemOptions:
         """The index's item options, with this run's request: recorded the first time one is given (an index made
         before they were recorded: read from its items); a change once items were cut the other way is refused."""
         cat = self.engine.store.catalog
@@ -29,9 +29,14 @@ class IndexPolicy:
         else:
             recorded = ItemOptions(audio_pooled=cat.has_pooled_audio())
         wanted = recorded if pool_audio is None else replace(recorded, audio_pooled=bool(pool_audio))
+        wanted = wanted if ocr is None else replace(wanted, ocr=ocr)
         changed = recorded.differences(wanted)
         counts = cat.counts()["items"]
-        if changed and counts.get("audio"):
+        if "ocr" in changed and counts.get("image"):
+            raise UsageError(f"this index reads text in images with OCR set to {recorded.ocr!r}, and holds "
+                             f"{counts['image']} image item(s) read that way; --ocr {wanted.ocr} would mix both. "
+                             f"Omit it, or index into another folder (--index)")
+        if "audio_pooled" in changed and counts.get("audio"):
             now = "one item per file (pooled windows)" if recorded.audio_pooled else "one item per window"
             raise UsageError(f"this index cuts audio into {now}, and holds {counts['audio']} audio item(s) cut that "
                              f"way; {'--no-pool-audio' if recorded.audio_pooled else '--pool-audio'} would mix both. "

@@ -52,6 +52,7 @@ class Writer:
 
     def index(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,
               progress: bool = False, checkpoint_seconds: float = 30.0, pool_audio: bool | None = None,
+              ocr: str | None = None,
               index_type: str | None = None, memory_budget: int | None = None,
               ray: RayOptions | None = None) -> IndexReport:
         """`Engine.index`: plan, embed, commit under the writer's lock."""
@@ -66,7 +67,7 @@ class Writer:
         max_pixels()  # a bad $MMR_MAX_PIXELS is the user's setting, not every image's problem
         roots = [r for r in normalise_roots(paths) if not under(r, [str(self.engine.path)])]
         with self.writing() as repaired:
-            items = self.engine.policy.item_options(pool_audio)
+            items = self.engine.policy.item_options(pool_audio, ocr)
             indexer = Indexer(self.engine.store, self.engine.space, batch_size=batch_size,
                               workers=workers or None,
                               checkpoint_seconds=checkpoint_seconds, progress=progress, options=items)

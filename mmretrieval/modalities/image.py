@@ -7,6 +7,7 @@ from typing import Any, Iterator
 from ..encoders.pixels import image_extensions, load_image
 from .base import DecodeContext, Item, Modality, register_modality
 from .metadata import image_metadata
+from .text import ocr_items
 
 
 def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item]:
@@ -14,6 +15,8 @@ def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item]:
     img = enc.load(data if data is not None else path)
     w, h = img.info.get("original_size", img.size)
     yield Item({"width": w, "height": h}, None, enc.preprocess(img), "image")
+    if ctx.options.ocr == "all":  # at full size: the tower's draft decode is too small to read print
+        yield from ocr_items(load_image(data if data is not None else path), {}, ctx)
 
 
 THUMB_SIZE = 256
@@ -28,8 +31,35 @@ def image_thumbnail(path: str) -> bytes:
     return buf.getvalue()
 
 
+def figure_thumbnail(path: str, locator: dict[str, Any]) -> bytes:
+    """A JPEG of a document's figure or page image, found again in the document by its locator."""
+    from ..documents import format_of
+    from ..errors import DecodeError
+
+    fmt = format_of(path)
+    if fmt is None or fmt.figure is None:
+        raise DecodeError(f"{path} keeps no figures that can be found again")
+    img = fmt.figure(path, locator)
+    img.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def is_figure(locator: dict[str, Any]) -> bool:
+    """Is this image item a figure inside a document (not an image file of its own)?"""
+    return "figure" in locator or bool(locator.get("scan"))
+
+
 def thumbnail(row: Any):
+    if is_figure(row.locator):
+        return f"{row.id}.jpg", "image/jpeg", lambda: figure_thumbnail(row.path, row.locator)
     return f"{row.file_id}.jpg", "image/jpeg", lambda: image_thumbnail(row.path)
+
+
+def describe(locator: dict[str, Any], text: str | None) -> tuple[str, str]:
+    from ..documents import place
+    return (place(locator), "") if is_figure(locator) else ("", "")
 
 
 IMAGE = register_modality(Modality(
@@ -39,6 +69,7 @@ IMAGE = register_modality(Modality(
     encoder=lambda space: space.image,
     encode_query=lambda enc, value: enc.encode([value])[0],
     thumbnail=thumbnail,
+    describe=describe,
     metadata=image_metadata,
     media_types={".webp": "image/webp"},
 ))

@@ -1,16 +1,17 @@
-"""Text: documents split into passages that fit the text tower's context; each passage is an item."""
+"""Text: documents (plain text, PDF, Word, OpenDocument, EPUB, HTML, subtitles: see `documents`) split into
+passages that fit the text tower's context, each an item that knows its page, section or time; a document's
+figures and scanned pages become image items beside them."""
 from __future__ import annotations
 
-import codecs
 import os
 import re
 from typing import Any, Iterator
 
+from ..documents import Figure, Limits, Remark, Text, blocks, extensions, format_of, place
 from ..encoders.passages import split_passages
 from ..errors import DecodeError, UsageError
 from .base import DecodeContext, Item, Modality, Note, register_modality
-
-EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text"})
+from .metadata import FileMeta
 
 # A document gives at most this many passages (~150,000 words, a long book); text that is mostly very long
 # lines (logs, dumps, minified data: machine-generated, without sentences) gives at most the smaller number.
@@ -32,64 +33,75 @@ def passage_cap(text: str) -> tuple[int, str]:
 
 
 
-def decode_text_bytes(data: bytes) -> tuple[str, str]:
-    """Decode a text file whatever its encoding; returns (text, encoding). Binary data is refused.
-
-    A byte-order mark decides; else strict UTF-8 (the common case, and ASCII); else the encoding that
-    charset-normalizer finds most plausible (Big5, KOI8-R, Shift-JIS, windows-1255, UTF-16/32 without a BOM,
-    ISO-2022-JP/KR, ...). ISO-2022 text is 7-bit, so it would pass as UTF-8 with escape codes in it: its
-    escape sequences send it to detection."""
-    # UTF-32 BOMs first: the UTF-32-LE BOM begins with the UTF-16-LE one.
-    for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-                     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
-        if data.startswith(bom):
-            try:
-                return _checked(data.decode(enc)), enc
-            except UnicodeDecodeError:
-                break
-    if not _ISO2022_ESCAPE.search(data[:65536]) and b"\x00" not in data[:4096]:
-        try:
-            return _checked(data.decode("utf-8")), "utf-8"
-        except UnicodeDecodeError:
-            pass
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(data).best()
-    if best is None or best.encoding is None:
-        raise DecodeError("binary data, not text (or text in an encoding none of the known ones fits)")
-    enc = codecs.lookup(best.encoding).name
-    return _checked(data.decode(enc, errors="replace")), enc
-
-
-_ISO2022_ESCAPE = re.compile(rb"\x1b(?:\$[@AB()*+]|\([BJI]|\$\)C)")
-
-
-def _checked(text: str) -> str:
-    sample = text[:8192]
-    if sample:
-        bad = sum(1 for c in sample if (ord(c) < 32 and c not in "\t\n\r\f\v") or c == "\ufffd")
-        if bad > 0.05 * len(sample):
-            raise DecodeError("binary data, not text")
-    return text
-
-
-
-
 def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item | Note]:
-    if data is None:
-        with open(path, "rb") as f:
-            data = f.read()
-    text, encoding = decode_text_bytes(data)
-    if not text.strip():
-        raise DecodeError("no text (empty or whitespace only)")
+    """A document's passages (text items, with their page, section or time) and its figures (image items), in
+    reading order; OCR'd text of scans (and, with the `ocr="all"` option, of every figure) as passages marked
+    `ocr`. Raises DecodeError when the document gives nothing to index."""
+    fmt = format_of(path)
+    if fmt is None:
+        raise DecodeError(f"no document format reads {os.path.splitext(path)[1] or 'files without an extension'}")
+    limits = Limits()
     enc = ctx.space.text
-    passages = split_passages(text, enc.count_tokens, enc.max_passage_tokens)
-    cap, why = passage_cap(text)
-    if len(passages) > cap:
-        yield Note(f"{why}: indexed its first {cap:,} of {len(passages):,} passages (MMR_MAX_PASSAGES)")
-        passages = passages[:cap]
-    for p in passages:
-        yield Item({**p.locator(), "encoding": encoding}, p.text, p.text, "text")
+    total_cap = int(os.environ.get("MMR_MAX_PASSAGES") or MAX_PASSAGES)
+    passages = figures = 0
+    small = broken = 0
+    capped = ""
+    for b in blocks(fmt, data, path, limits):
+        if isinstance(b, Remark):
+            yield Note(b.text)
+        elif isinstance(b, Text):
+            if not b.text.strip() or passages >= total_cap:
+                capped = capped or ("very long document" if b.text.strip() else "")
+                continue
+            cut = split_passages(b.text, enc.count_tokens, enc.max_passage_tokens)
+            cap, why = passage_cap(b.text)
+            if len(cut) > min(cap, total_cap - passages):
+                capped = why
+                cut = cut[:min(cap, total_cap - passages)]
+            for p in cut:
+                yield Item({**b.where, **p.locator()}, p.text, p.text, "text")
+            passages += len(cut)
+        elif isinstance(b, Figure):
+            try:
+                img = b.load()
+            except (DecodeError, OSError, ValueError, MemoryError):
+                broken += 1
+                continue
+            if min(img.size) < limits.min_figure_px:
+                small += 1
+                continue
+            figures += 1
+            image_enc = ctx.space.image
+            yield Item({**b.where, "width": img.size[0], "height": img.size[1]}, None,
+                       image_enc.preprocess(img) if image_enc is not None else None, "image")
+            if b.scan and ctx.options.ocr != "off" or ctx.options.ocr == "all":
+                for item in ocr_items(img, b.where, ctx):
+                    passages += 1
+                    yield item
+    if capped:
+        yield Note(f"{capped}: indexed its first {passages:,} passages (MMR_MAX_PASSAGES)")
+    if small:
+        yield Note(f"{small} picture(s) under {limits.min_figure_px} px skipped")
+    if broken:
+        yield Note(f"{broken} picture(s) that cannot be decoded skipped")
+    if not passages and not figures:
+        raise DecodeError("no text (empty or whitespace only)" if fmt.name == "plain" else
+                          f"no text or pictures in this {fmt.name.upper() if len(fmt.name) <= 4 else fmt.name} file")
+
+
+def ocr_items(img: Any, where: dict[str, Any], ctx: DecodeContext) -> Iterator[Item]:
+    """Passages of the text OCR reads in an image, located where the image is and marked `ocr`; none when the
+    OCR extra is not installed (`documents.ocr.available`)."""
+    from ..documents import ocr
+
+    if not ocr.available():
+        return
+    text = ocr.read_text(img)
+    if not text.strip():
+        return
+    enc = ctx.space.text
+    for p in split_passages(text, enc.count_tokens, enc.max_passage_tokens):
+        yield Item({**where, **p.locator(), "ocr": True}, p.text, p.text, "text")
 
 
 def check_query(value: Any) -> None:
@@ -101,17 +113,32 @@ def check_query(value: Any) -> None:
 
 def describe(locator: dict[str, Any], text: str | None) -> tuple[str, str]:
     snippet = " ".join((text or "").split())
-    return f":{locator.get('line', 1)}", f'  "{snippet[:100]}{"…" if len(snippet) > 100 else ""}"'
+    where = place(locator) or f":{locator.get('line', 1)}"
+    return where, f'  "{snippet[:100]}{"…" if len(snippet) > 100 else ""}"'
+
+
+def metadata(data: bytes | None, path: str) -> FileMeta:
+    fmt = format_of(path)
+    if fmt is None or fmt.metadata is None:
+        return FileMeta()
+    try:
+        when, tags = fmt.metadata(data, path)
+    except Exception:  # metadata is a bonus: a document that decoded is indexed with or without it
+        return FileMeta()
+    return FileMeta(date=when, date_source="tag" if when is not None else None, tags=tags)
 
 
 TEXT = register_modality(Modality(
     name="text",
-    extensions=lambda: EXTENSIONS,
+    extensions=extensions,
     decode=decode,
     encoder=lambda space: space.text,
     encode_query=lambda enc, value: enc.encode([value])[0],
     file_query=False,
     check_query=check_query,
     describe=describe,
-    media_types={".md": "text/markdown; charset=utf-8", ".txt": "text/plain; charset=utf-8"},
+    metadata=metadata,
+    media_types={".md": "text/markdown; charset=utf-8", ".txt": "text/plain; charset=utf-8",
+                 ".srt": "text/plain; charset=utf-8", ".vtt": "text/vtt; charset=utf-8",
+                 ".epub": "application/epub+zip"},
 ))
