@@ -18,7 +18,8 @@ from PIL import Image
 import mmretrieval as mmr
 from mmretrieval.cli import main
 from mmretrieval.encoders.pixels import load_image, to_rgb
-from mmretrieval.modalities.text import MAX_MACHINE_PASSAGES, decode_text_bytes
+from mmretrieval.documents.plain import decode_text_bytes
+from mmretrieval.modalities.text import MAX_MACHINE_PASSAGES
 from mmretrieval.synth import shape_image, tone
 
 SENTENCES = {
@@ -70,17 +71,17 @@ def test_every_pillow_format_and_audio_container_is_indexed_and_the_rest_counted
             frame.sample_rate = rate
             for p in list(s.encode(frame)) + list(s.encode(None)):
                 c.mux(p)
-    (d / "report.docx").write_bytes(b"PK\x03\x04 not really")
+    (d / "report.xlsx").write_bytes(b"PK\x03\x04 not really")
     (d / "setup.exe").write_bytes(b"MZ")
-    (d / "more.docx").write_bytes(b"PK\x03\x04")
+    (d / "more.xlsx").write_bytes(b"PK\x03\x04")
     idx = tmp_path / "idx"
     assert main(["index", str(d), "--index", str(idx), "--model", str(tiny_space_dir), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["skipped"] == [] and rep["added"]["image"] == 11 and rep["added"]["audio"] >= 2
-    assert rep["ignored"] == {".docx": 2, ".exe": 1}
+    assert rep["ignored"] == {".xlsx": 2, ".exe": 1}
     assert main(["index", str(d), "--index", str(idx), "-v"]) == 0
     out = capsys.readouterr().out
-    assert "ignored 3 file(s) of other types: 2 .docx, 1 .exe" in out and str(d / "setup.exe") in out
+    assert "ignored 3 file(s) of other types: 2 .xlsx, 1 .exe" in out and str(d / "setup.exe") in out
 
 
 def test_heic_without_its_plugin_says_what_to_install(tmp_path, monkeypatch):

@@ -332,7 +332,7 @@ def test_item_options_are_recorded_and_kept_by_the_index(tmp_path, tiny_space_di
     sf.write(lib / "long.wav", tone(300, 9.0, 8000), 8000)
     eng = mmr.Engine(tmp_path / "idx", model=str(tiny_space_dir))
     assert eng.index([lib], pool_audio=True).added["audio"] == 1
-    assert eng.stats()["item_options"] == {"audio_pooled": True}
+    assert eng.stats()["item_options"] == {"audio_pooled": True, "ocr": "scans"}
     sf.write(lib / "later.wav", tone(500, 9.0, 8000), 8000)
     assert eng.index([lib]).added["audio"] == 1  # a later run without the option cuts new files the same way
     with pytest.raises(UsageError, match="this index cuts audio into one item per file .* holds 2 audio item"):
@@ -348,7 +348,7 @@ def test_item_options_are_recorded_and_kept_by_the_index(tmp_path, tiny_space_di
     sf.write(lib / "third.wav", tone(700, 9.0, 8000), 8000)
     with mmr.Engine(tmp_path / "idx") as eng:
         assert eng.index([lib]).added["audio"] == 1
-        assert eng.stats()["item_options"] == {"audio_pooled": True}
+        assert eng.stats()["item_options"] == {"audio_pooled": True, "ocr": "scans"}
 
     # no audio yet: the option may still change, and the last one given is recorded
     pics = tmp_path / "pics"
@@ -357,4 +357,4 @@ def test_item_options_are_recorded_and_kept_by_the_index(tmp_path, tiny_space_di
     with mmr.Engine(tmp_path / "idx2", model=str(tiny_space_dir)) as eng:
         eng.index([pics], pool_audio=True)
         eng.index([pics], pool_audio=False)
-        assert eng.stats()["item_options"] == {"audio_pooled": False}
+        assert eng.stats()["item_options"] == {"audio_pooled": False, "ocr": "scans"}

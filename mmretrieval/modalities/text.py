@@ -44,20 +44,21 @@ def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item |
     enc = ctx.space.text
     total_cap = int(os.environ.get("MMR_MAX_PASSAGES") or MAX_PASSAGES)
     passages = figures = 0
-    small = broken = 0
+    small = broken = dropped = 0
     capped = ""
     for b in blocks(fmt, data, path, limits):
         if isinstance(b, Remark):
             yield Note(b.text)
         elif isinstance(b, Text):
-            if not b.text.strip() or passages >= total_cap:
-                capped = capped or ("very long document" if b.text.strip() else "")
+            if not b.text.strip():
                 continue
             cut = split_passages(b.text, enc.count_tokens, enc.max_passage_tokens)
             cap, why = passage_cap(b.text)
-            if len(cut) > min(cap, total_cap - passages):
-                capped = why
-                cut = cut[:min(cap, total_cap - passages)]
+            keep = max(0, min(cap, total_cap - passages))
+            if len(cut) > keep:
+                capped = capped or why
+                dropped += len(cut) - keep
+                cut = cut[:keep]
             for p in cut:
                 yield Item({**b.where, **p.locator()}, p.text, p.text, "text")
             passages += len(cut)
@@ -79,7 +80,7 @@ def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item |
                     passages += 1
                     yield item
     if capped:
-        yield Note(f"{capped}: indexed its first {passages:,} passages (MMR_MAX_PASSAGES)")
+        yield Note(f"{capped}: indexed its first {passages:,} of {passages + dropped:,} passages (MMR_MAX_PASSAGES)")
     if small:
         yield Note(f"{small} picture(s) under {limits.min_figure_px} px skipped")
     if broken:
