@@ -78,10 +78,10 @@ def write_pdf(path: Path, pages: list[dict], info: dict[str, str] | None = None)
 
 
 def text_image(lines: list[str], size: int = 40, width: int = 1200, angle: float = 0.0,
-               background: Image.Image | None = None) -> Image.Image:
+               background: Image.Image | None = None, height: int | None = None) -> Image.Image:
     """Black print on white (or on `background`), as a scanner or a camera would see it."""
     font = ImageFont.load_default(size=size)
-    h = int(size * 1.6 * len(lines) + 2 * size)
+    h = height or int(size * 1.6 * len(lines) + 2 * size)
     img = background.resize((width, h)).convert("RGB") if background is not None else Image.new("RGB", (width, h), "white")
     d = ImageDraw.Draw(img)
     for i, line in enumerate(lines):
@@ -92,7 +92,8 @@ def text_image(lines: list[str], size: int = 40, width: int = 1200, angle: float
 def sample_pdf(path: Path) -> Path:
     """Three pages: prose about harbours (p. 1), a page with a red-circle photo and a caption (p. 2), and a
     scanned page whose only text is in its picture (p. 3)."""
-    scan = text_image(["The lighthouse keeper counted", "seventeen ships before dawn."])
+    scan = text_image(["The lighthouse keeper counted", "seventeen ships before dawn."], size=36, width=1224,
+                      height=1584)  # a letter-size page at 144 dpi
     return write_pdf(path, [
         {"lines": ["Harbours of the northern coast.", "Fishing boats return at dusk with herring.",
                    "The harbour master keeps a ledger of every vessel."]},
