@@ -73,7 +73,7 @@ def test_formats_and_reasons_that_used_to_go_wrong(indexed):
     encodings = {}
     for p, r in rows.items():
         if r.modality == "text" and r.status == "indexed":
-            encodings[p] = st.catalog.items_of_file(r.id)[0].locator["encoding"]
+            encodings[p] = st.catalog.items_of_file(r.id)[0].locator.get("encoding")
     st.close()
     for rel in ("rclip/tests/e2e/images heic/bee.heic", "rclip/tests/e2e/images/duck.jp2", "rclip/tests/e2e/images/magpie.pbm",
                 "mediafile/test/rsrc/full.m4a", "pydub/test/data/test5.webm",
@@ -105,3 +105,40 @@ def test_second_run_changes_nothing_and_the_index_is_consistent(indexed):
     assert rep2["ignored"] == rep1["ignored"]
     check = mmr("check", "--index", str(idx), env=env)
     assert check.returncode == 0 and check.stdout.startswith("consistent"), check.stdout + check.stderr
+
+
+def test_real_documents_give_pages_sections_times_and_figures(indexed):
+    """pikepdf's and python-docx's test files and moviepy's subtitles: every one indexed or skipped for a reason
+    about the file; pages, sections and cue times where they are; scanned pages OCR'd when the extra is there."""
+    from mmretrieval.documents import ocr
+
+    idx, env, first = indexed
+    rep = json.loads(first.stdout)
+    skipped = {s["path"]: s["reason"] for s in rep["skipped"]}
+    st = Store(idx, readonly=True)
+    rows = st.catalog.files()
+    docs = [p for p in regular_files(REAL) if p.endswith((".pdf", ".docx", ".srt"))]
+    assert len(docs) == 41
+    for p in docs:
+        assert (rows.get(p) is not None and rows[p].status == "indexed") or p in skipped, p
+
+    def items(rel: str):
+        return st.catalog.items_of_file(rows[str(REAL / rel)].id)
+
+    four = items("pikepdf/tests/resources/fourpages.pdf")
+    assert [(it.locator["page"], it.text) for it in four] == [(1, "First page"), (2, "Second page"),
+                                                               (3, "Third page"), (4, "Last page")]
+    outlines = {it.locator["page"] for it in items("pikepdf/tests/resources/outlines.pdf")}
+    assert outlines == {1, 2}
+    pics = [it for it in items("python-docx/features/steps/test_files/shp-inline-shape-access.docx")]
+    assert [it.locator["figure"] for it in pics if it.modality == "image"] == [1]  # figure 0 is 140x56: a decoration
+    heading = items("python-docx/features/steps/test_files/par-known-paragraphs.docx")
+    assert heading[0].locator["section"] == "Heading Paragraph"
+    srt = items("moviepy/media/subtitles.srt")
+    assert srt[0].locator["t_start"] == 0.0 and "Red!" in srt[0].text
+    assert skipped[str(REAL / "pikepdf/tests/resources/newline-buffer-test.pdf")] == "damaged PDF (PDFium cannot open it)"
+    if ocr.available():
+        congress = items("pikepdf/tests/resources/congress-gray.pdf")
+        read = " ".join(it.text for it in congress if it.locator.get("ocr"))
+        assert "Committee on Commerce" in read
+    st.close()
