@@ -98,7 +98,9 @@ def test_a_text_query_finds_the_page_and_hits_say_where(library, capsys):
     assert main(["search", "Vienna", "--index", str(eng.path), "--mode", "keyword", "-k", "1", "--type", "text"]) == 0
     assert 'train.srt [1:00.0–1:04.2]  "We arrive in Vienna at dawn."' in capsys.readouterr().out
     assert main(["search", "herring", "--index", str(eng.path), "--mode", "keyword", "-k", "1", "--type", "text", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["locator"]["page"] == 1
+    hit = json.loads(capsys.readouterr().out)[0]
+    assert hit["locator"]["page"] == 1 and hit["where"] == "p. 1"
+    assert [h.where for h in eng.search("Saturn", types=["text"], mode="keyword", k=1)] == ["§ Astronomy"]
     # the document's own title and author are words of the file, for keyword search
     assert Path(eng.search("Keeper", types=["text"], mode="keyword", k=1)[0].path).name == "coast.pdf"
     assert Path(eng.search("Sailor", types=["text"], mode="keyword", k=1)[0].path).name == "sea.epub"

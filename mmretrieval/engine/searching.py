@@ -31,11 +31,23 @@ class Hit:
     relevance: float | None = None  # comparable across queries and modalities (see relevance/); None: too few items
     date: float | None = None       # the file's date: EXIF / tag date, else its mtime (seconds since the epoch)
 
+    @property
+    def where(self) -> str:
+        """Where in its file the hit sits, as people say it: 'p. 12', '§ Results', '[1:02.5–1:07.0]', 'line 40';
+        '' for a whole file."""
+        from ..modalities import get_modality
+
+        after, extra = get_modality(self.modality).describe(self.locator, self.text)
+        after = after.strip()
+        if after.startswith(":"):
+            return f"line {after[1:]}"
+        return after or (extra.strip() if self.text is None else "")
+
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "score": round(self.score, 6),
                 "relevance": None if self.relevance is None else round(self.relevance, 4),
                 "modality": self.modality, "path": self.path, "id": self.id, "locator": self.locator, "text": self.text,
-                "date": None if self.date is None else
+                "where": self.where, "date": None if self.date is None else
                 datetime.fromtimestamp(self.date, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
