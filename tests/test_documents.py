@@ -23,7 +23,7 @@ from mmretrieval.documents import ocr
 from mmretrieval.synth import shape_image
 from mmretrieval.store import Store
 
-from documents import (SRT, VTT, sample_docx, sample_epub, sample_html, sample_odt, sample_pdf, text_image,
+from document_files import (SRT, VTT, sample_docx, sample_epub, sample_html, sample_odt, sample_pdf, text_image,
                        write_pdf, zip_bomb)
 
 needs_ocr = pytest.mark.skipif(not ocr.available(), reason="the ocr extra (rapidocr-onnxruntime) is not installed")
@@ -167,19 +167,21 @@ def test_ocr_of_photos_only_when_asked_and_the_index_keeps_the_setting(tmp_path,
 @needs_ocr
 def test_ocr_character_error_rate_on_rendered_sentences():
     """Known sentences in several sizes, rotations and on photo-like backgrounds: the real PP-OCRv4 models
-    read them with a character error rate under 5 % overall (measured: see docs/documents.md)."""
+    read them with a character error rate under 3 % overall (0.9 % measured with scripts/bench/documents.py; small
+    print without the enlarging second read: 12.8 %)."""
     sentences = ["The museum opens at nine o'clock.", "Platform 4 for trains to Leeds and York",
                  "Fresh fish sold daily 7.50 per kg", "Please keep this door closed"]
     cases = []
     for s in sentences:
         cases += [(s, text_image([s], size=32)), (s, text_image([s], size=56, angle=4)),
-                  (s, text_image([s], size=44, background=shape_image("green", "square")))]
+                  (s, text_image([s], size=44, background=shape_image("green", "square"))),
+                  (s, text_image([s], size=20, width=700))]
     errors = total = 0
     for truth, img in cases:
         got = " ".join(ocr.read_text(img).split())
         errors += _edit_distance(got.lower(), truth.lower())
         total += len(truth)
-    assert errors / total < 0.05, errors / total
+    assert errors / total < 0.03, errors / total
 
 
 def _edit_distance(a: str, b: str) -> int:
