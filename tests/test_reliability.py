@@ -13,6 +13,8 @@ import mmretrieval as mmr
 from mmretrieval.errors import IndexLockedError
 from mmretrieval.synth import COLORS, SHAPES, shape_image, tone
 
+from document_files import write_pdf
+
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
@@ -26,6 +28,10 @@ def folder(tmp_path_factory):
         sf.write(root / f"t{i}.wav", tone(200 + 100 * i, 6.0, 8000), 8000)
         (root / f"doc{i}.txt").write_text(" ".join(f"Sentence {j} of document {i} about a {c} thing."
                                                   for j, c in enumerate(list(COLORS) * 4)))
+    for i in range(3):  # documents: a file's passages and figures commit together
+        write_pdf(root / f"report{i}.pdf", [{"lines": [f"Page {n} of report {i} on {c} {s}s." for c in COLORS],
+                                             "images": [(shape_image(c, s, size=96), (72, 100, 96, 96))]}
+                                            for n, (c, s) in enumerate(zip(list(COLORS) * 3, SHAPES * 4))])
     return root
 
 

@@ -14,6 +14,8 @@ from mmretrieval.cli import main
 from mmretrieval.errors import MMRError, SpaceMismatchError
 from mmretrieval.shards import export_shards, import_shards
 
+from document_files import sample_docx, sample_pdf
+
 pq = pytest.importorskip("pyarrow.parquet")
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
 
@@ -32,6 +34,8 @@ def exported(tmp_path_factory):
     exif[270] = "lighthouse at dusk"
     Image.open(lib / "images" / "red-circle.png").convert("RGB").save(lib / "images" / "tagged.jpg", exif=exif)
     (lib / "broken.png").write_bytes(b"\x89PNG not really")
+    sample_pdf(lib / "coast.pdf")     # passages with pages, a figure, a rendered scan (and its OCR'd text)
+    sample_docx(lib / "hobbies.docx")
     eng = mmr.Engine(root / "idx", model="tiny")
     eng.index([lib])
     manifest = export_shards(eng, root / "out", shard_rows=7)  # small shards: several per modality
@@ -54,7 +58,7 @@ def test_layout_is_clip_retrieval_s(exported):
     assert json.loads((out / "manifest.json").read_text())["items"] == eng.stats()["items"]
     embs = sorted((out / "image" / "img_emb").glob("img_emb_0_*.npy"))
     assert len(embs) >= 2 and (out / "text" / "text_emb").is_dir() and (out / "audio" / "audio_emb").is_dir()
-    seen_paths: dict[str, str] = {}
+    seen_paths: dict[tuple[str, str], str] = {}
     for modality, folder in (("image", "img_emb"), ("text", "text_emb"), ("audio", "audio_emb")):
         for emb in sorted((out / modality / folder).glob("*.npy")):
             vecs = np.load(emb)
@@ -67,7 +71,8 @@ def test_layout_is_clip_retrieval_s(exported):
             if modality == "image":
                 assert cols[0] == "image_path"  # what clip-retrieval and autofaiss read beside img_emb
             for p in set(meta.column("path").to_pylist()):
-                assert seen_paths.setdefault(p, emb.name) == emb.name  # a file's items never span two shards
+                # a file's items of one modality never span two shards (a PDF's passages and figures are in two)
+                assert seen_paths.setdefault((modality, p), emb.name) == emb.name
     assert pq.read_table(out / "skipped.parquet").to_pylist()[0]["path"].endswith("broken.png")
 
 
@@ -86,6 +91,8 @@ def test_import_rebuilds_the_same_index(exported, tmp_path, capsys):
     assert [Path(h.path).name for h in copy.search("lighthouse", types=["image"], mode="keyword")] == ["tagged.jpg"]
     assert [p for p, _ in copy.skipped()] == [p for p, _ in eng.skipped()]
     assert copy.check()["consistent"]
+    figures = sorted(json.loads(k[1]).get("page", 0) for k, v in b.items() if v[0] == "image" and "coast.pdf" in k[0])
+    assert figures == [2, 3]  # the PDF's figure and its scanned page kept their places
     copy.close()
     again = import_shards(root / "out", tmp_path / "copy")  # into the same index again: files replaced
     assert again[0].stats()["items_total"] == eng.stats()["items_total"]
