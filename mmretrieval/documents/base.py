@@ -96,6 +96,26 @@ def format_of(path: str | os.PathLike) -> DocumentFormat | None:
     return next((f for f in _FORMATS.values() if ext in f.extensions), None)
 
 
+def picture(blob: bytes) -> Callable[[], Any]:
+    """A figure's loader for a picture stored in the document (a zip member): decoded only when asked, with the
+    image decoder's bomb guard."""
+    def load() -> Any:
+        from ..encoders.pixels import load_image
+        return load_image(blob)
+    return load
+
+
+def find_figure(read: Callable[[bytes | None, str, Limits], Iterable[Block]], path: str,
+                where: dict[str, Any]) -> Any:
+    """A figure found again by its number, reading the document anew (for a thumbnail)."""
+    from ..errors import DecodeError
+
+    for b in read(None, path, Limits()):
+        if isinstance(b, Figure) and b.where.get("figure") == where.get("figure"):
+            return b.load()
+    raise DecodeError(f"figure {where.get('figure')} is no longer in {path}")
+
+
 def blocks(fmt: DocumentFormat, data: bytes | None, path: str, limits: Limits | None = None) -> Iterator[Block]:
     yield from fmt.read(data, path, limits or Limits())
 

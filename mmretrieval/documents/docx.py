@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import posixpath
 import xml.etree.ElementTree as ET
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 from ..errors import DecodeError
-from .base import DocumentFormat, Figure, Limits, Remark, Text, register_format
+from .base import DocumentFormat, Figure, Limits, Remark, Text, find_figure, picture, register_format
 from .zipped import Container, local
 from .metadata import core_properties
 
@@ -93,8 +93,7 @@ def _heading(p: ET.Element) -> bool:
     return val.startswith("heading") or val == "title" or p.find(f"{W}pPr/{W}outlineLvl") is not None
 
 
-def read_docx(data: bytes | None, path: str, limits: Limits,
-              want: Callable[[dict[str, Any]], bool] | None = None) -> Iterator[Text | Figure | Remark]:
+def read_docx(data: bytes | None, path: str, limits: Limits) -> Iterator[Text | Figure | Remark]:
     with Container(data, path, limits.max_inflated, "Word file") as c:
         if not c.has(MAIN):
             raise DecodeError("damaged Word file: it has no word/document.xml")
@@ -117,27 +116,10 @@ def read_docx(data: bytes | None, path: str, limits: Limits,
                     if member and c.has(member):
                         where = {**({"section": section} if section else {}), "figure": figure}
                         figure += 1
-                        yield Figure(_image_loader(c.read(member)), where)
+                        yield Figure(picture(c.read(member)), where)
             if any(t.strip() for t in lines):
                 yield Text("\n".join(lines), {"section": section} if section else {})
 
-
-def _image_loader(blob: bytes) -> Callable[[], Any]:
-    def load() -> Any:
-        from ..encoders.pixels import load_image
-        return load_image(blob)
-    return load
-
-
-def _read(data: bytes | None, path: str, limits: Limits) -> Iterator[Text | Figure | Remark]:
-    yield from read_docx(data, path, limits)
-
-
-def _figure(path: str, where: dict[str, Any]) -> Any:
-    for b in read_docx(None, path, Limits()):
-        if isinstance(b, Figure) and b.where.get("figure") == where.get("figure"):
-            return b.load()
-    raise DecodeError(f"figure {where.get('figure')} is no longer in {path}")
 
 
 def _metadata(data: bytes | None, path: str) -> tuple[float | None, list[str]]:
@@ -148,5 +130,6 @@ def _metadata(data: bytes | None, path: str) -> tuple[float | None, list[str]]:
         return None, []
 
 
-DOCX = register_format(DocumentFormat(name="docx", extensions=frozenset({".docx", ".docm", ".dotx"}), read=_read,
-                                      metadata=_metadata, figure=_figure))
+DOCX = register_format(DocumentFormat(name="docx", extensions=frozenset({".docx", ".docm", ".dotx"}),
+                                      read=read_docx, metadata=_metadata,
+                                      figure=lambda path, where: find_figure(read_docx, path, where)))

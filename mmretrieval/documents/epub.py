@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import unquote
 
 from ..errors import DecodeError
-from .base import DocumentFormat, Figure, Limits, Remark, Text, register_format
+from .base import DocumentFormat, Figure, Limits, Remark, Text, find_figure, picture, register_format
 from .html import html_text, read_html
 from .metadata import xml_properties
 from .zipped import Container, local
@@ -50,7 +50,7 @@ def read_epub(data: bytes | None, path: str, limits: Limits) -> Iterator[Text | 
 
             def resolve(src: str, folder: str = folder) -> Callable[[], Any] | None:
                 member = posixpath.normpath(posixpath.join(folder, unquote(src.split("#")[0])))
-                return _loader(c.read(member)) if c.has(member) else None
+                return picture(c.read(member)) if c.has(member) else None
 
             for b in read_html(markup, resolve=resolve, where={"chapter": n}, limits=limits):
                 where = dict(b.where)
@@ -74,20 +74,6 @@ def _first_heading(markup: str) -> str | None:
     return text[:200] or None
 
 
-def _loader(blob: bytes) -> Callable[[], Any]:
-    def load() -> Any:
-        from ..encoders.pixels import load_image
-        return load_image(blob)
-    return load
-
-
-def _figure(path: str, where: dict[str, Any]) -> Any:
-    for b in read_epub(None, path, Limits()):
-        if isinstance(b, Figure) and b.where.get("figure") == where.get("figure"):
-            return b.load()
-    raise DecodeError(f"figure {where.get('figure')} is no longer in {path}")
-
-
 def _metadata(data: bytes | None, path: str) -> tuple[float | None, list[str]]:
     try:
         with Container(data, path, 16 << 20, "EPUB") as c:
@@ -99,4 +85,5 @@ def _metadata(data: bytes | None, path: str) -> tuple[float | None, list[str]]:
 
 
 EPUB = register_format(DocumentFormat(name="epub", extensions=frozenset({".epub"}), read=read_epub,
-                                      metadata=_metadata, figure=_figure))
+                                      metadata=_metadata,
+                                      figure=lambda path, where: find_figure(read_epub, path, where)))

@@ -3,10 +3,10 @@ stored in the package as figures; meta.xml as metadata. Read from a bounded zip 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 from ..errors import DecodeError
-from .base import DocumentFormat, Figure, Limits, Remark, Text, register_format
+from .base import DocumentFormat, Figure, Limits, Remark, Text, find_figure, picture, register_format
 from .metadata import xml_properties
 from .zipped import Container
 
@@ -64,25 +64,11 @@ def read_odt(data: bytes | None, path: str, limits: Limits) -> Iterator[Text | F
             lines.append(text)
             for href in pics:
                 if c.has(href):
-                    yield Figure(_loader(c.read(href)), {**({"section": section} if section else {}),
+                    yield Figure(picture(c.read(href)), {**({"section": section} if section else {}),
                                                           "figure": figure})
                     figure += 1
         if any(t.strip() for t in lines):
             yield Text("\n".join(lines), {"section": section} if section else {})
-
-
-def _loader(blob: bytes) -> Callable[[], Any]:
-    def load() -> Any:
-        from ..encoders.pixels import load_image
-        return load_image(blob)
-    return load
-
-
-def _figure(path: str, where: dict[str, Any]) -> Any:
-    for b in read_odt(None, path, Limits()):
-        if isinstance(b, Figure) and b.where.get("figure") == where.get("figure"):
-            return b.load()
-    raise DecodeError(f"figure {where.get('figure')} is no longer in {path}")
 
 
 def _metadata(data: bytes | None, path: str) -> tuple[float | None, list[str]]:
@@ -94,4 +80,5 @@ def _metadata(data: bytes | None, path: str) -> tuple[float | None, list[str]]:
 
 
 ODT = register_format(DocumentFormat(name="odt", extensions=frozenset({".odt", ".ott"}), read=read_odt,
-                                     metadata=_metadata, figure=_figure))
+                                     metadata=_metadata,
+                                     figure=lambda path, where: find_figure(read_odt, path, where)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from ..errors import DecodeError
 from .base import DocumentFormat, Figure, Limits, Remark, Text, register_format

@@ -7,7 +7,6 @@ skips a file: anything unreadable is simply absent.
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass, field
 
 from ..dates import parse_date
