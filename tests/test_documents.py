@@ -364,3 +364,24 @@ def test_limits_bound_pages_and_figures(tmp_path):
     remarks = [b.text for b in got if type(b).__name__ == "Remark"]
     assert max(pages) == 10 and "read its first 10 of 12 pages" in remarks
     assert sum(type(b).__name__ == "Figure" for b in got) == 4 and "6 picture(s) over the cap of 4 skipped" in remarks
+
+
+def test_by_meaning_with_the_shipped_space_a_query_finds_the_page_and_a_picture_its_caption(tmp_path):
+    """The shipped `tiny` space knows captions of coloured shapes: a PDF with one caption a page and a Word file
+    with one a section are found by vector search (text -> page) and by a picture (image -> passage)."""
+    from mmretrieval.synth import COLORS, SHAPES
+
+    combos = [(c, s) for c in list(COLORS)[:4] for s in SHAPES[:4]]
+    d = tmp_path / "docs"
+    d.mkdir()
+    write_pdf(d / "shapes.pdf", [{"lines": [f"A {c} {s} on a white background."]} for c, s in combos])
+    with mmr.Engine(tmp_path / "idx", model="tiny") as eng:
+        eng.index([d])
+        found = 0
+        for page, (c, s) in enumerate(combos, 1):
+            hit = eng.search(f"a {c} {s}", types=["text"], k=1)[0]
+            found += hit.locator["page"] == page
+            q = tmp_path / "q.png"
+            shape_image(c, s).save(q)
+            found += eng.search(image=str(q), types=["text"], k=1)[0].locator["page"] == page
+        assert found >= 0.8 * 2 * len(combos), found
