@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-import zlib
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -32,8 +31,6 @@ def write_pdf(path: Path, pages: list[dict], info: dict[str, str] | None = None)
         return len(objs)
 
     font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
-    kids = []
-    pages_id = len(objs) + 1 + sum(1 + len(p.get("images", [])) * 1 + 1 for p in pages)  # placeholder, fixed below
     page_ids: list[int] = []
     pending: list[tuple[int, dict]] = []
     for p in pages:
@@ -245,5 +242,12 @@ def zip_bomb(path: Path, member: str, inflated: int, extra: dict[str, str] | Non
     return path
 
 
-def deflate_ratio(data: bytes) -> float:
-    return len(data) / max(1, len(zlib.compress(data)))
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: character errors of an OCR reading against the truth."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]

@@ -6,13 +6,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
-import resource
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -23,8 +20,8 @@ from mmretrieval.documents import ocr
 from mmretrieval.synth import shape_image
 from mmretrieval.store import Store
 
-from document_files import (SRT, VTT, sample_docx, sample_epub, sample_html, sample_odt, sample_pdf, text_image,
-                       write_pdf, zip_bomb)
+from document_files import (SRT, VTT, edit_distance, sample_docx, sample_epub, sample_html, sample_odt, sample_pdf,
+                            text_image, write_pdf, zip_bomb)
 
 needs_ocr = pytest.mark.skipif(not ocr.available(), reason="the ocr extra (rapidocr-onnxruntime) is not installed")
 
@@ -179,19 +176,10 @@ def test_ocr_character_error_rate_on_rendered_sentences():
     errors = total = 0
     for truth, img in cases:
         got = " ".join(ocr.read_text(img).split())
-        errors += _edit_distance(got.lower(), truth.lower())
+        errors += edit_distance(got.lower(), truth.lower())
         total += len(truth)
     assert errors / total < 0.03, errors / total
 
-
-def _edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def _encrypted(src: Path, dst: Path, user: str) -> Path:

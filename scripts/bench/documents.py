@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from document_files import text_image, write_pdf  # noqa: E402
+from document_files import edit_distance, text_image, write_pdf  # noqa: E402
 
 import mmretrieval as mmr  # noqa: E402
 from mmretrieval.documents import blocks, format_of, ocr  # noqa: E402
@@ -88,15 +88,6 @@ def cer_cases():
         yield "on a photo-like background", s, text_image([s], size=44, background=shape_image("green", "square"))
         yield "small 20 px", s, text_image([s], size=20, width=700)
 
-
-def edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def main() -> None:
