@@ -100,6 +100,7 @@ class ItemRow:
     locator: dict[str, Any]
     text: str | None
     date: float | None = None     # the file's date (EXIF/tag, else mtime), seconds since the epoch
+    file_modality: str | None = None  # its file's: a video's scene is an image item of a video file
 
 
 class IndexedContents(Mapping[str, FileRow]):
@@ -345,18 +346,24 @@ class Catalog:
 
     def _items(self, where: str, args: Any) -> list[ItemRow]:
         rows = self.db.execute(
-            f"SELECT i.id, i.file_id, f.path, i.modality, i.ordinal, i.locator, i.text, {self._date} FROM items i "
-            f"JOIN files f ON f.id = i.file_id {where}", args)
+            f"SELECT i.id, i.file_id, f.path, i.modality, i.ordinal, i.locator, i.text, {self._date}, f.modality "
+            f"FROM items i JOIN files f ON f.id = i.file_id {where}", args)
         return [ItemRow(id=r[0], file_id=r[1], path=r[2], modality=r[3], ordinal=r[4],
-                        locator=json.loads(r[5]) if r[5] else {}, text=r[6], date=r[7]) for r in rows]
+                        locator=json.loads(r[5]) if r[5] else {}, text=r[6], date=r[7], file_modality=r[8])
+                for r in rows]
 
     @property
     def _date(self) -> str:
         return "f.date" if self.version >= 2 else "f.mtime_ns / 1e9"  # an older catalog opened read-only
 
-    def item_ids_where(self, modalities: Iterable[str], filters: Any) -> np.ndarray:
-        """Ids of the items of these modalities whose files pass `filters` (a `query.Filters`)."""
-        where, args = [f"i.modality IN ({','.join('?' * len(list(modalities)))})"], list(modalities)
+    def item_ids_where(self, modalities: Iterable[str], filters: Any, file_modality: str | None = None) -> np.ndarray:
+        """Ids of the items of these modalities whose files pass `filters` (a `query.Filters`) and, if given, are
+        of `file_modality` (a video's scenes among the images)."""
+        modalities = list(modalities)
+        where, args = [f"i.modality IN ({','.join('?' * len(modalities))})"], list(modalities)
+        if file_modality is not None:
+            where.append("f.modality = ?")
+            args.append(file_modality)
         if filters.paths:
             ors = []
             for p in filters.paths:
@@ -383,8 +390,14 @@ class Catalog:
                                args)
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
-    def item_ids(self, modalities: Iterable[str] | None = None) -> np.ndarray:
-        if modalities is None:
+    def item_ids(self, modalities: Iterable[str] | None = None, file_modality: str | None = None) -> np.ndarray:
+        if file_modality is not None:
+            mods = list(modalities) if modalities is not None else []
+            rows = self.db.execute(
+                "SELECT i.id FROM items i JOIN files f ON f.id = i.file_id WHERE f.modality = ?"
+                + (f" AND i.modality IN ({','.join('?' * len(mods))})" if modalities is not None else ""),
+                [file_modality, *mods])
+        elif modalities is None:
             rows = self.db.execute("SELECT id FROM items")
         else:
             mods = list(modalities)

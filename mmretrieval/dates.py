@@ -1,4 +1,4 @@
-"""Dates as files and queries write them, to seconds since the epoch (UTC)."""
+"""Dates as files and queries write them, to seconds since the epoch (UTC); times within a recording as people read them."""
 from __future__ import annotations
 
 import re
@@ -18,3 +18,15 @@ def parse_date(text: str) -> float | None:
     except ValueError:
         return None
     return when.timestamp() if 1800 <= y <= 2200 else None
+
+
+def clock(seconds: float) -> str:
+    """A time within a recording as people read it: '1:02.5', '1:02:03.0'."""
+    m, s = divmod(max(0.0, float(seconds)), 60)
+    h, m = divmod(int(m), 60)
+    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
+
+
+def span(start: float, end: float) -> str:
+    """'[0:12.0–0:18.5]'."""
+    return f"[{clock(start)}–{clock(end)}]"

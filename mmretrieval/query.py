@@ -80,12 +80,13 @@ class Query:
 
 
 def parse_types(types: Iterable[str] | str | None, query_modality: str) -> tuple[str, ...]:
-    """Result modalities: as given, or by default every modality other than the query's."""
-    from .modalities import modality_names
+    """Result modalities: as given, or by default every item modality other than the query's. A container
+    modality (video) as a type means the items of its files."""
+    from .modalities import item_modality_names, modality_names
 
     names = modality_names()
     if types is None:
-        return tuple(m for m in names if m != query_modality)
+        return tuple(m for m in item_modality_names() if m != query_modality)
     if isinstance(types, str):
         types = [types]
     types = [t for raw in types for t in str(raw).split(",") if t.strip()]  # "image,audio" or repeated
@@ -101,14 +102,25 @@ def parse_types(types: Iterable[str] | str | None, query_modality: str) -> tuple
     return tuple(out)
 
 
+def result_lanes(types: Iterable[str]) -> list[tuple[str, str]]:
+    """(result type, item modality) pairs that searching and reading go through: a container type (video)
+    means its files' items of every item modality."""
+    from .modalities import get_modality, item_modality_names
+
+    lanes: list[tuple[str, str]] = []
+    for t in types:
+        lanes += [(t, m) for m in item_modality_names()] if get_modality(t).container else [(t, t)]
+    return lanes
+
+
 def make_query(*, text: str | None = None, image: Any = None, audio: Any = None, k: int = 10,
                types: Iterable[str] | str | None = None, **others: Any) -> Query:
     """One query: `text`, `image`, `audio`, or a value for another registered modality by its name."""
-    from .modalities import get_modality, modality_names
+    from .modalities import get_modality, item_modality_names
 
     given = [(m, v) for m, v in {"text": text, "image": image, "audio": audio, **others}.items() if v is not None]
     if len(given) != 1:
-        raise UsageError(f"give exactly one query: {', '.join(modality_names())}")
+        raise UsageError(f"give exactly one query: {', '.join(item_modality_names())}")
     modality, value = given[0]
     m = get_modality(modality)
     if m.check_query is not None:

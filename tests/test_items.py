@@ -225,7 +225,9 @@ def test_a_file_of_100k_items_streams_through_in_bounded_memory(tmp_path, tiny_s
         ids = np.array([rows[0].id, rows[70_001].id])
         got = eng.store.vectors.reconstruct(ids)
         want = _CountEncoder(eng.dim, torch.device("cpu")).encode([_Payload(0), _Payload(70_001)])
-        np.testing.assert_allclose(got, want, atol=1e-6)
+        # (at 100k items the index may store vectors compressed, as `index.choose` decides from free memory)
+        np.testing.assert_allclose(got, want, atol=1e-3)
+        assert (got.argmax(axis=1) == np.asarray(want).argmax(axis=1)).all()
         assert eng.check()["consistent"]
     finally:
         unregister_modality("count")
@@ -256,19 +258,20 @@ def test_a_stream_that_fails_midway_skips_its_file_with_the_reason(tmp_path, tin
 
 # ----------------------------------------------------------------- extension claims
 def test_extension_claims_go_by_priority_and_ties_are_refused():
-    assert modality_of("song.webm") == "audio"
-    mine = Modality(name="clip", extensions=lambda: {".webm", ".clip"}, decode=lambda d, p, c: [],
+    assert modality_of("song.webm") == "video"  # a container over a bare stream: video's claim is the higher
+    assert modality_of("song.ogg") == "audio"
+    mine = Modality(name="clip", extensions=lambda: {".ogg", ".clip"}, decode=lambda d, p, c: [],
                     encoder=lambda space: None, encode_query=lambda e, v: None)
-    with pytest.raises(UsageError, match=r"modalities 'audio' and 'clip' both claim \.webm at priority 0"):
+    with pytest.raises(UsageError, match=r"modalities 'audio' and 'clip' both claim \.ogg at priority 0"):
         register_modality(mine)
-    assert modality_of("song.webm") == "audio"
+    assert modality_of("song.ogg") == "audio"
     register_modality(replace(mine, claim_priority=10))
     try:
-        assert modality_of("song.webm") == "clip" and modality_of("a.CLIP") == "clip"
-        assert modality_of("song.ogg") == "audio"
+        assert modality_of("song.ogg") == "clip" and modality_of("a.CLIP") == "clip"
+        assert modality_of("song.flac") == "audio"
     finally:
         unregister_modality("clip")
-    assert modality_of("song.webm") == "audio"
+    assert modality_of("song.ogg") == "audio"
 
 
 # ----------------------------------------------------------------- vectors as a stream
@@ -291,8 +294,9 @@ def test_vectors_stream_in_chunks_with_their_modality(tmp_path, tiny_space_dir):
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-6)
     np.testing.assert_allclose(vecs, eng.store.vectors.reconstruct(ids), atol=1e-6)
     assert [len(c) for c in eng.vectors("text")] == [3]
-    with pytest.raises(UsageError, match="unknown result type 'video'"):
-        list(eng.vectors("video"))
+    assert list(eng.vectors("video")) == []  # a container type: the items of video files (none here)
+    with pytest.raises(UsageError, match="unknown result type 'sculpture'"):
+        list(eng.vectors("sculpture"))
     with pytest.raises(UsageError, match="chunk must be a positive integer"):
         list(eng.vectors(chunk=0))
 

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", metavar="PATH", help="image file as the query")
     p.add_argument("--audio", metavar="PATH", help="audio file as the query")
     p.add_argument("--type", dest="types", action="append", metavar="TYPE",
-                   help="result modality: image, audio or text (repeatable; default: the other modalities)")
+                   help="result modality: image, audio, text, or video (moments of videos, grouped by video) (repeatable; default: the other modalities)")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--min-relevance", type=float, metavar="R",
                    help="only hits with relevance >= R (0..1; comparable across queries and modalities): 0.5 = as "
@@ -120,4 +120,8 @@ def format_hit(h: Any) -> str:
 
     after_path, extra = get_modality(h.modality).describe(h.locator, h.text)
     rel = "  -- " if h.relevance is None else f"{h.relevance:5.2f}"
-    return f"{h.rank:3d}  {h.score:+.4f} {rel}  {h.modality:<5}  {show_path(h.path)}{safe_text(after_path)}{safe_text(extra)}"
+    line = f"{h.rank:3d}  {h.score:+.4f} {rel}  {h.modality:<5}  {show_path(h.path)}{safe_text(after_path)}{safe_text(extra)}"
+    if h.moments:  # more moments of the same video, under its best one
+        line += "\n" + "\n".join(f"     {m.score:+.4f} {'  -- ' if m.relevance is None else f'{m.relevance:5.2f}'}  "
+                                  f"{m.modality:<5}  {safe_text(m.where)}" for m in h.moments)
+    return line

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
+from ..dates import span
 from ..errors import UsageError
 
 
@@ -120,12 +121,6 @@ def blocks(fmt: DocumentFormat, data: bytes | None, path: str, limits: Limits | 
     yield from fmt.read(data, path, limits or Limits())
 
 
-def _clock(seconds: float) -> str:
-    m, s = divmod(float(seconds), 60)
-    h, m = divmod(int(m), 60)
-    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
-
-
 def place(where: dict[str, Any]) -> str:
     """Where a block sits, as a hit line shows it after the path: ' p. 12', ' § Results', ' [1:02.5–1:07.0]',
     with ' figure 2' or ' page image' for figures; '' when the block has no place but its line."""
@@ -137,7 +132,7 @@ def place(where: dict[str, Any]) -> str:
     if "section" in where:
         parts.append(f"§ {where['section']}")
     if "t_start" in where:
-        parts.append(f"[{_clock(where['t_start'])}–{_clock(where.get('t_end', where['t_start']))}]")
+        parts.append(span(where["t_start"], where.get("t_end", where["t_start"])))
     if where.get("scan"):
         parts.append("page image")
     elif "figure" in where:

@@ -52,19 +52,26 @@ def _read(data: bytes | None, path: str, limits: Limits) -> Iterator[Text | Rema
         raise DecodeError("no subtitle cues (no 'start --> end' time lines with text)")
     if broken:
         yield Remark(f"{broken} cue(s) with an unreadable time line skipped")
+    yield from groups(found)
+
+
+def groups(found: list[tuple[float, float, str]], where: dict | None = None) -> Iterator[Text]:
+    """Cues (start, end, text) in time order grouped into runs of speech, each a block with its time range
+    (and `where`'s keys: a video's subtitle track)."""
     group: list[tuple[float, float, str]] = []
     for cue in found:
         if group and (cue[0] - group[-1][1] > PAUSE_S or cue[1] - group[0][0] > GROUP_S
                       or sum(len(c[2].split()) for c in group) >= GROUP_WORDS):
-            yield _block(group)
+            yield _block(group, where)
             group = []
         group.append(cue)
-    yield _block(group)
+    if group:
+        yield _block(group, where)
 
 
-def _block(group: list[tuple[float, float, str]]) -> Text:
+def _block(group: list[tuple[float, float, str]], where: dict | None) -> Text:
     return Text("\n".join(c[2] for c in group),
-                {"t_start": round(group[0][0], 3), "t_end": round(max(c[1] for c in group), 3)})
+                {**(where or {}), "t_start": round(group[0][0], 3), "t_end": round(max(c[1] for c in group), 3)})
 
 
 SUBTITLES = register_format(DocumentFormat(name="subtitles", extensions=frozenset({".srt", ".vtt"}), read=_read))

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..index.vectors_stream import CHUNK, VectorChunk
 from ..options import ItemOptions
-from ..query import parse_types
+from ..query import parse_types, result_lanes
 from ..space.precision import describe
 
 if TYPE_CHECKING:
@@ -34,8 +34,9 @@ class Reader:
                 self.engine.store.refresh_vectors(self.engine.dim)
             cat, vectors = self.engine.store.catalog, self.engine.store.vectors
             present = np.sort(vectors.ids())
-            names = mods or tuple(sorted(cat.counts()["items"]))
-            plan = [(m, np.intersect1d(cat.item_ids((m,)), present)) for m in names]
+            lanes = result_lanes(mods) if mods else [(m, m) for m in sorted(cat.counts()["items"])]
+            plan = [(m, np.intersect1d(cat.item_ids((m,), file_modality=t if t != m else None), present))
+                    for t, m in lanes]
         for m, ids in plan:
             for part, vecs in vectors.iter_vectors(ids, chunk=chunk, stored=stored):
                 yield VectorChunk(part, np.full(part.size, m, dtype=object), vecs)

@@ -11,8 +11,9 @@ import numpy as np
 
 from ..errors import DecodeError, ItemNotFoundError, UsageError
 from ..index.vectors_stream import unit_rows
-from ..modalities import get_modality, modality_names
-from ..query import Filters, Query, check_mode, check_sort, make_query, parse_filters, parse_types, sort_hits
+from ..modalities import get_modality, item_modality_names
+from ..query import (Filters, Query, check_mode, check_sort, make_query, parse_filters, parse_types, result_lanes,
+                     sort_hits)
 from ..relevance.cutoff import check_cutoff, check_min_relevance, gap_cut
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ class Hit:
     text: str | None = None
     relevance: float | None = None  # comparable across queries and modalities (see relevance/); None: too few items
     date: float | None = None       # the file's date: EXIF / tag date, else its mtime (seconds since the epoch)
+    file_modality: str | None = None  # its file's (a video's scene is an image item of a video file)
+    moments: tuple["Hit", ...] = ()   # with a `video` result type: more moments of the same file, best first
 
     @property
     def where(self) -> str:
@@ -43,12 +46,55 @@ class Hit:
             return f"line {after[1:]}"
         return after or (extra.strip() if self.text is None else "")
 
+    @property
+    def start(self) -> float | None:
+        """Seconds into its file where the hit begins (a scene, a sound window, a subtitle), else None."""
+        return self._time("start")
+
+    @property
+    def end(self) -> float | None:
+        return self._time("end")
+
+    def _time(self, edge: str) -> float | None:
+        # A passage's "start"/"end" count characters; its times, if any, are "t_start"/"t_end".
+        v = self.locator.get(f"t_{edge}") if self.modality == "text" else self.locator.get(edge)
+        return None if v is None or isinstance(v, bool) else float(v)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "score": round(self.score, 6),
-                "relevance": None if self.relevance is None else round(self.relevance, 4),
-                "modality": self.modality, "path": self.path, "id": self.id, "locator": self.locator, "text": self.text,
-                "where": self.where, "date": None if self.date is None else
-                datetime.fromtimestamp(self.date, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        out = {"rank": self.rank, "score": round(self.score, 6),
+               "relevance": None if self.relevance is None else round(self.relevance, 4),
+               "modality": self.modality, "path": self.path, "id": self.id, "locator": self.locator, "text": self.text,
+               "where": self.where, "start": self.start, "end": self.end, "date": None if self.date is None else
+               datetime.fromtimestamp(self.date, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        if self.file_modality is not None and self.file_modality != self.modality:
+            out["file_modality"] = self.file_modality
+        if self.moments:
+            out["moments"] = [m.to_dict() for m in self.moments]
+        return out
+
+
+GROUP_FETCH = 8   # a search grouped by file looks at this many candidates per file asked for
+MAX_MOMENTS = 5   # more moments shown under a file's best one
+
+
+def group_moments(hits: list[Hit], containers: set[str], k: int) -> list[Hit]:
+    """Hits of container files (videos) grouped by file: the best moment first, the next ones under it; other
+    hits stay as they are; the first k, ranked again."""
+    from dataclasses import replace
+
+    tops: list[Hit] = []
+    more: dict[str, list[Hit]] = {}
+    for h in hits:
+        if h.file_modality in containers:
+            if h.path in more:
+                if len(more[h.path]) < MAX_MOMENTS:
+                    more[h.path].append(h)
+                continue
+            more[h.path] = []
+        tops.append(h)
+    tops = tops[:k]
+    return [replace(h, rank=i + 1, moments=tuple(replace(m, rank=i + 1) for m in more.get(h.path, ())))
+            if h.file_modality in containers else replace(h, rank=i + 1) for i, h in enumerate(tops)]
 
 
 KEYWORD_FLOOR = 0.5  # keyword candidates need a BM25 of at least this share of the best match's
@@ -131,17 +177,24 @@ class Searcher:
             if not self.engine.store.holds_lock:  # another process may have committed since
                 self.engine.store.refresh_vectors(self.engine.dim)
             cat = self.engine.store.catalog
-            mods = tuple(types) if types is not None else tuple(modality_names())
-            # Over-fetch a little: ids whose catalog rows were removed since the vectors were saved are dropped.
-            fetch = min(k + 16, max(1, self.engine.store.vectors.ntotal))
-            found: list[tuple[float, int, str]] = []  # (cosine, id, modality): one search per modality
-            allowed = {m: self._filter((m,), filters) for m in mods}
+            lanes = result_lanes(tuple(types) if types is not None else item_modality_names())
+            grouped = any(t != m for t, m in lanes)
+            # Over-fetch a little: ids whose catalog rows were removed since the vectors were saved are dropped;
+            # grouped by file, enough more that k files are found with their moments.
+            want = k * GROUP_FETCH if grouped else k
+            fetch = min(want + 16, max(1, self.engine.store.vectors.ntotal))
+            found: list[tuple[float, int, str]] = []  # (cosine, id, item modality): one search per lane
+            allowed = {lane: self._filter(lane, filters) for lane in lanes}
             if mode != "keyword":
-                for m in mods:
-                    if allowed[m].empty:
+                seen_ids: set[int] = set()
+                for lane in lanes:
+                    if allowed[lane].empty:
                         continue
-                    scores, ids = self.engine.store.vectors.search(vec[None, :], fetch, allowed=allowed[m])
-                    found += [(float(s), int(i), m) for s, i in zip(scores[0], ids[0]) if i >= 0]
+                    scores, ids = self.engine.store.vectors.search(vec[None, :], fetch, allowed=allowed[lane])
+                    for sc, i in zip(scores[0], ids[0]):
+                        if i >= 0 and int(i) not in seen_ids:  # a video's scene is an image too
+                            seen_ids.add(int(i))
+                            found.append((float(sc), int(i), lane[1]))
             if mode != "vector":  # keyword candidates the vector search did not bring, scored by their cosine
                 matched = self._keyword_candidates(keywords, allowed, max(4 * fetch, 64))
                 seen = {i for _, i, _ in found}
@@ -154,12 +207,12 @@ class Searcher:
             by_cosine = np.isnan(rel).any()
             order = sorted(range(len(found)), key=lambda j: (-found[j][0],) if by_cosine else (-rel[j], -found[j][0]))
             if mode != "vector":
-                order = _fuse(order if mode == "hybrid" else [], [i for i, _ in matched], found, k)
+                order = _fuse(order if mode == "hybrid" else [], [i for i, _ in matched], found, want)
             order = order[:fetch]
-            rows = cat.items([found[j][1] for j in order[:k]])  # the top k; more only where rows vanished
-            if len(rows) < min(k, len(order)):
-                rows.update(cat.items([found[j][1] for j in order[k:]]))
-            order = [j for j in order if found[j][1] in rows][:k]
+            rows = cat.items([found[j][1] for j in order[:want]])  # the top ones; more only where rows vanished
+            if len(rows) < min(want, len(order)):
+                rows.update(cat.items([found[j][1] for j in order[want:]]))
+            order = [j for j in order if found[j][1] in rows][:want]
         found, rel = [found[j][:2] for j in order], rel[order]
         keep = np.ones(len(found), bool)
         if min_relevance is not None:
@@ -175,7 +228,10 @@ class Searcher:
                 continue
             r = rows[i]
             hits.append(Hit(rank=len(hits) + 1, score=s, modality=r.modality, path=r.path, id=i,
-                            locator=r.locator, text=r.text, relevance=None if np.isnan(r_) else float(r_), date=r.date))
+                            locator=r.locator, text=r.text, relevance=None if np.isnan(r_) else float(r_), date=r.date,
+                            file_modality=r.file_modality))
+        if grouped:
+            hits = group_moments(hits, {t for t, m in lanes if t != m}, k)
         return sort_hits(hits, sort)
 
     def search_parts(self, parts: Iterable[tuple[float, str, Any]], *, k: int = 10,
@@ -223,9 +279,9 @@ class Searcher:
         return self.search_vector(vec, k=q.k, types=q.types if types is not None else None, query_modality=row.modality,
                                   min_relevance=min_relevance, cutoff=cutoff, filters=filters, sort=sort)
 
-    def _filter(self, types: tuple[str, ...], filters: Filters | None = None):
-        """The ids of these modalities (whose files pass `filters`) as a search filter, cached until the next
-        commit; the last 64 filters are kept."""
+    def _filter(self, lane: tuple[str, str], filters: Filters | None = None):
+        """The ids of a lane's items (result type, item modality) whose files pass `filters`, as a search
+        filter, cached until the next commit; the last 64 filters are kept."""
         from ..index.vector_index import IdFilter
 
         # The catalog's generation too: a commit that only moves files changes no vector, but path filters
@@ -234,12 +290,14 @@ class Searcher:
         state = (store.catalog.get_meta("generation"), store.vectors_stamp, store.vectors.ntotal, id(store.vectors))
         if self._filters_state != state:
             self._filters_state, self._filters = state, {}
-        key = (tuple(sorted(types)), filters if filters is not None and not filters.empty else None)
+        key = (lane, filters if filters is not None and not filters.empty else None)
         if key not in self._filters:
             if len(self._filters) >= 64:
                 self._filters.pop(next(iter(self._filters)))
-            ids = self.engine.store.catalog.item_ids(types) if key[1] is None else \
-                self.engine.store.catalog.item_ids_where(types, key[1])
+            kind, modality = lane
+            of_files = kind if kind != modality else None
+            ids = self.engine.store.catalog.item_ids([modality], file_modality=of_files) if key[1] is None else \
+                self.engine.store.catalog.item_ids_where([modality], key[1], file_modality=of_files)
             self._filters[key] = IdFilter(ids)
         return self._filters[key]
 
@@ -253,7 +311,7 @@ class Searcher:
         for i, bm25 in matches:
             if bm25 < floor:
                 break
-            for m, filt in allowed.items():
+            for (_, m), filt in allowed.items():
                 byte = i >> 3
                 if byte < filt.n and (filt.bits[byte] >> (i & 7)) & 1:
                     out.append((i, m))
@@ -269,8 +327,8 @@ class Searcher:
                 self.engine.store.refresh_vectors(self.engine.dim)
                 vec = self.engine.store.vectors.reconstruct(np.array([row.id]))[0]
             return unit_rows(vec)
-        if modality not in modality_names():
-            raise UsageError(f"unknown query part modality {modality!r}; valid: item, {', '.join(modality_names())}")
+        if modality not in item_modality_names():
+            raise UsageError(f"unknown query part modality {modality!r}; valid: item, {', '.join(item_modality_names())}")
         return self.encode_query(make_query(**{modality: value}))
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..catalog import ItemRecord
 from ..errors import DecodeError
+from ..modalities import get_modality
 from ..modalities.audio import PooledWindows
 from ..options import ItemOptions
 from .decode import Decoded, Decoder, read_and_hash
@@ -70,7 +71,17 @@ class _Open:
         if self.error is not None:
             return EmbeddedFile(d.entry, None, fingerprint, error=self.error)
         vecs = np.stack(self.vectors) if self.vectors else np.empty((0, dim), np.float32)
-        return EmbeddedFile(d.entry, d.hash, fingerprint, self.items, vecs, note=d.note, meta=d.meta)
+        items, vecs = finished(d.entry, self.items, vecs)
+        return EmbeddedFile(d.entry, d.hash, fingerprint, items, vecs, note=d.note, meta=d.meta)
+
+
+def finished(entry: FileEntry, items: list[ItemRecord], vectors: np.ndarray) -> tuple[list[ItemRecord], np.ndarray]:
+    """A file's items as its modality stores them (`Modality.finish`: a video's frame samples become scenes)."""
+    finish = get_modality(entry.modality).finish
+    if finish is None or not items:
+        return items, vectors
+    out, vectors = finish(items, vectors)
+    return [ItemRecord(*r) for r in out], np.ascontiguousarray(vectors, np.float32)
 
 
 class Embedder:
@@ -126,6 +137,7 @@ class Embedder:
         except Exception:  # decoding vetted the file: ours to fix (the log has the trace), the run goes on
             log.exception("encoding %s failed", d.entry.path)
             return EmbeddedFile(d.entry, None, self.space.fingerprint, error=ENCODER_BUG)
+        items, vectors = finished(d.entry, items, vectors)
         return EmbeddedFile(d.entry, d.hash, self.space.fingerprint, items, vectors, note=d.note, meta=d.meta)
 
     # ----------------------------------------------------------------- the stream

@@ -6,7 +6,7 @@ import stat
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from ..modalities import modality_of  # which registered modality claims a file
+from ..modalities import get_modality, modality_of  # which registered modality claims a file
 
 @dataclass(frozen=True)
 class FileEntry:
@@ -55,11 +55,19 @@ def walk(roots: Iterable[str | os.PathLike]) -> Iterator[FileEntry | WalkError |
                 yield WalkError(root, f"not a supported file type ({_ext(root) or 'no extension'})")
 
 
-def _entry(path: str, st: os.stat_result) -> FileEntry | None:
+def _entry(path: str, st: os.stat_result, names: list[str] | None = None) -> FileEntry | None:
     mod = modality_of(path)
     if mod is None or not stat.S_ISREG(st.st_mode):
         return None
-    return FileEntry(path=path, modality=mod, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    mtime = st.st_mtime_ns
+    companions = get_modality(mod).companions
+    if companions is not None:  # files read with it (a video's subtitles): the newest change counts
+        for other in companions(path, names):
+            try:
+                mtime = max(mtime, os.stat(other).st_mtime_ns)
+            except OSError:
+                pass
+    return FileEntry(path=path, modality=mod, size=st.st_size, mtime_ns=mtime)
 
 
 def _walk_dir(d: str, seen: set[tuple[int, int]]) -> Iterator[FileEntry | WalkError]:
@@ -78,6 +86,7 @@ def _walk_dir(d: str, seen: set[tuple[int, int]]) -> Iterator[FileEntry | WalkEr
     except OSError as e:
         yield WalkError(d, f"cannot list folder: {e.strerror}")
         return
+    names = [e.name for e in entries]
     for e in entries:
         if e.name.startswith("."):
             continue  # hidden files and folders (.git, .thumbnails, our own index) are not media
@@ -91,7 +100,7 @@ def _walk_dir(d: str, seen: set[tuple[int, int]]) -> Iterator[FileEntry | WalkEr
         if stat.S_ISDIR(est.st_mode):
             yield from _walk_dir(path, seen)
         else:
-            entry = _entry(path, est)
+            entry = _entry(path, est, names)
             if entry is not None:
                 yield entry
             elif stat.S_ISREG(est.st_mode):

@@ -7,9 +7,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..dates import span
 from ..encoders.waves import load_audio, windows
 from .base import DecodeContext, Item, Modality, register_modality
-from .metadata import audio_metadata
+from .metadata import media_metadata
 
 # What libsndfile reads, and the containers FFmpeg (PyAV) decodes audio from.
 EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aif", ".aiff", ".aifc", ".au", ".snd",
@@ -34,13 +35,8 @@ def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item]:
         yield Item(w.locator(), None, w.samples, "audio")
 
 
-def _ts(seconds: float) -> str:
-    m, s = divmod(float(seconds), 60)
-    return f"{int(m)}:{s:04.1f}"
-
-
 def describe(locator: dict[str, Any], text: str | None) -> tuple[str, str]:
-    return "", f"  [{_ts(locator.get('start', 0))}–{_ts(locator.get('end', 0))}]"
+    return "", "  " + span(locator.get("start", 0), locator.get("end", 0))
 
 
 def waveform_png(path: str, start: float | None = None, end: float | None = None, width: int = 320,
@@ -82,7 +78,7 @@ AUDIO = register_modality(Modality(
     encode_query=lambda enc, value: enc.encode_clip(value),
     describe=describe,
     thumbnail=thumbnail,
-    metadata=audio_metadata,
+    metadata=media_metadata,
     missing_tower="this space has no audio tower (use a space with audio to index sound)",
     media_types={".flac": "audio/flac", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg",
                  ".wav": "audio/wav", ".aif": "audio/aiff", ".aiff": "audio/aiff"},

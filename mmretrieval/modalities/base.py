@@ -87,6 +87,16 @@ class Modality:
     metadata: Callable[[bytes | None, str], Any] | None = None
     # Which modality takes an extension that several claim: the highest; a tie is refused at registration.
     claim_priority: int = 0
+    # A container of other modalities' items (a video's scenes, sound and subtitles): never a query and no
+    # tower of its own (`encoder` says only whether its files can be indexed); as a result type it means the
+    # items of its files, grouped by file.
+    container: bool = False
+    # One file's items once encoded, as (locator, text, modality) tuples, and their vectors -> what is stored (a
+    # video's frame samples merged into scenes); runs wherever the file is embedded.
+    finish: Callable[[list[tuple], np.ndarray], tuple[list[tuple], np.ndarray]] | None = None
+    # (path, the names in its folder or None) -> other files read with it (a video's sidecar subtitles): a
+    # change to one of them re-indexes the file.
+    companions: Callable[[str, Iterable[str] | None], list[str]] | None = None
 
 
 _REGISTRY: dict[str, Modality] = {}
@@ -130,6 +140,11 @@ def modalities() -> list[Modality]:
 
 def modality_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
+
+
+def item_modality_names() -> tuple[str, ...]:
+    """The modalities items are encoded as, and queries given in (not containers such as video)."""
+    return tuple(n for n, m in _REGISTRY.items() if not m.container)
 
 
 def modality_of(path: str | os.PathLike) -> str | None:

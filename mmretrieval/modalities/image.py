@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 from typing import Any, Iterator
 
+from ..dates import span
 from ..encoders.pixels import image_extensions, load_image
 from .base import DecodeContext, Item, Modality, register_modality
 from .metadata import image_metadata
@@ -46,12 +47,31 @@ def figure_thumbnail(path: str, locator: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+def scene_thumbnail(path: str, locator: dict[str, Any]) -> bytes:
+    """A JPEG of a video scene's most typical frame, decoded again from the video at its time."""
+    from ..video.container import source
+    from ..video.frames import frame_at
+
+    img = frame_at(source(None, path), float(locator.get("frame", locator.get("start", 0.0))))
+    img.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def is_scene(locator: dict[str, Any]) -> bool:
+    """Is this image item a scene of a video?"""
+    return "scene" in locator
+
+
 def is_figure(locator: dict[str, Any]) -> bool:
     """Is this image item a figure inside a document (not an image file of its own)?"""
     return "figure" in locator or bool(locator.get("scan"))
 
 
 def thumbnail(row: Any):
+    if is_scene(row.locator):
+        return f"{row.id}.jpg", "image/jpeg", lambda: scene_thumbnail(row.path, row.locator)
     if is_figure(row.locator):
         return f"{row.id}.jpg", "image/jpeg", lambda: figure_thumbnail(row.path, row.locator)
     return f"{row.file_id}.jpg", "image/jpeg", lambda: image_thumbnail(row.path)
@@ -59,6 +79,8 @@ def thumbnail(row: Any):
 
 def describe(locator: dict[str, Any], text: str | None) -> tuple[str, str]:
     from ..documents import place
+    if is_scene(locator):
+        return "", "  " + span(locator.get("start", 0), locator.get("end", 0))
     return (place(locator), "") if is_figure(locator) else ("", "")
 
 

@@ -62,23 +62,29 @@ def image_metadata(data: bytes | None, path: str) -> FileMeta:
     return meta
 
 
-AUDIO_TAGS = ("title", "artist", "album", "comment", "description", "genre")
+MEDIA_TAGS = ("title", "artist", "album", "comment", "description", "genre", "keywords",
+              "com.apple.quicktime.title", "com.apple.quicktime.description", "com.apple.quicktime.keywords")
+MEDIA_DATES = ("com.apple.quicktime.creationdate", "creation_time", "date", "year", "tdrc", "tdor")
 
 
-def audio_metadata(data: bytes | None, path: str) -> FileMeta:
+def media_metadata(data: bytes | None, path: str) -> FileMeta:
+    """A sound or video file's date and tags, from its container's tags and its first streams' (FFmpeg's names:
+    an iPhone's QuickTime creation date, an MP4's creation_time, ID3 and Vorbis comments)."""
     meta = FileMeta()
     try:
         import av
 
-        with av.open(io.BytesIO(data) if data is not None else path) as c:
-            tags = {k.lower(): v for k, v in {**c.metadata, **(c.streams.audio[0].metadata if c.streams.audio
-                                                                 else {})}.items()}
+        with av.open(io.BytesIO(data) if data is not None else path, metadata_errors="ignore") as c:
+            tags: dict[str, str] = {}
+            for s in (*c.streams.video[:1], *c.streams.audio[:1]):
+                tags.update({k.lower(): v for k, v in s.metadata.items()})
+            tags.update({k.lower(): v for k, v in c.metadata.items()})
     except Exception:
         return meta
-    for key in ("date", "creation_time", "year", "tdrc", "tdor"):
+    for key in MEDIA_DATES:
         when = parse_date(tags[key]) if tags.get(key) else None
         if when is not None:
             meta.date, meta.date_source = when, "tag"
             break
-    meta.tags = [t for k in AUDIO_TAGS if (t := _text(tags.get(k))) is not None]
+    meta.tags = list(dict.fromkeys(t for k in MEDIA_TAGS if (t := _text(tags.get(k))) is not None))
     return meta

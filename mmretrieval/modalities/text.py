@@ -90,6 +90,13 @@ def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item |
                           f"no text or pictures in this {fmt.name.upper() if len(fmt.name) <= 4 else fmt.name} file")
 
 
+def passage_items(block: Text, ctx: DecodeContext) -> Iterator[Item]:
+    """A text block's passages as text items, each knowing the block's place."""
+    enc = ctx.space.text
+    for p in split_passages(block.text, enc.count_tokens, enc.max_passage_tokens):
+        yield Item({**block.where, **p.locator()}, p.text, p.text, "text")
+
+
 def ocr_items(img: Any, where: dict[str, Any], ctx: DecodeContext) -> Iterator[Item]:
     """Passages of the text OCR reads in an image, located where the image is and marked `ocr`; none when the
     OCR extra is not installed (`documents.ocr.available`)."""

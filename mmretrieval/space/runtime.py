@@ -224,7 +224,7 @@ class Space:
         """The registered modalities this space has a tower for."""
         from ..modalities import modalities
 
-        return tuple(m.name for m in modalities() if m.encoder(self) is not None)
+        return tuple(m.name for m in modalities() if not m.container and m.encoder(self) is not None)
 
     def encoder(self, modality: str):
         from ..modalities import get_modality

