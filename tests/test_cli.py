@@ -69,7 +69,7 @@ def test_cli_errors_are_one_line(tmp_path, media, tiny_space_dir, capsys):
     cases = [
         (["search", "", "--index", idx], 2, "empty"),
         (["search", "x", "-k", "0", "--index", idx], 2, "k must"),
-        (["search", "x", "--type", "video", "--index", idx], 2, "unknown result type"),
+        (["search", "x", "--type", "sculpture", "--index", idx], 2, "unknown result type"),
         (["search", "--image", tmp_path / "nope.jpg", "--index", idx], 2, "not found"),
         (["search", "x", "--index", tmp_path / "nothing"], 1, "not an mmretrieval index"),
         (["index", media["red"], "--index", tmp_path / "i2", "--model", "no-such-space"], 1, "not a registered space"),

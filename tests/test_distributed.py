@@ -32,6 +32,8 @@ from mmretrieval.ingest.distributed import EncoderActor, RayOptions  # noqa: E40
 from mmretrieval.shards import import_shards  # noqa: E402
 from mmretrieval.synth import write_demo_folder  # noqa: E402
 
+from video_files import Scene, Sound, VideoSpec, write_video  # noqa: E402
+
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(240)]
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
 OPTIONS = dict(cpus_per_actor=0.5, files_per_shard=4)  # 0.5: two actors per 1-CPU node
@@ -65,6 +67,10 @@ def library(tmp_path_factory):
     exif.get_ifd(0x8769)[36867] = "2018:02:03 04:05:06"
     exif[270] = "lighthouse at dusk"
     Image.open(root / "demo" / "images" / "red-circle.png").convert("RGB").save(root / "gen" / "tagged.jpg", exif=exif)
+    # A video: its frame samples become scenes on the worker that embeds it, beside its sound and subtitles.
+    write_video(root / "gen" / "clip.mkv", VideoSpec([Scene(3, "red", "circle"), Scene(3, "blue", "square")],
+                                                     sounds=[Sound(3.5, 2.0, 220.0)],
+                                                     subtitles=[(1.0, 2.0, "a red circle rolls")]))
     return root
 
 

@@ -179,7 +179,7 @@ def test_input_validation(tmp_path, media, tiny_space_dir):
     eng = mmr.Engine(tmp_path / "idx", model=str(tiny_space_dir))
     eng.index([media["red"]])
     for bad, match in [(dict(text=""), "empty"), (dict(text="x", k=0), "k must"), (dict(text="x", k="3"), "k must"),
-                       (dict(text="x", types=["video"]), "unknown result type"), (dict(), "exactly one"),
+                       (dict(text="x", types=["sculpture"]), "unknown result type"), (dict(), "exactly one"),
                        (dict(text="x", image=media["red"]), "exactly one"),
                        (dict(image=tmp_path / "missing.png"), "not found"),
                        (dict(image=media["bad_jpg"]), "cannot use the image")]:

@@ -14,6 +14,7 @@ from mmretrieval.errors import IndexLockedError
 from mmretrieval.synth import COLORS, SHAPES, shape_image, tone
 
 from document_files import write_pdf
+from video_files import Scene, Sound, VideoSpec, write_video
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,10 @@ def folder(tmp_path_factory):
         write_pdf(root / f"report{i}.pdf", [{"lines": [f"Page {n} of report {i} on {c} {s}s." for c in COLORS],
                                              "images": [(shape_image(c, s, size=96), (72, 100, 96, 96))]}
                                             for n, (c, s) in enumerate(zip(list(COLORS) * 3, SHAPES * 4))])
+    for i in range(2):  # videos: scenes merged from samples, sound and subtitles commit together
+        write_video(root / f"clip{i}.mkv", VideoSpec([Scene(3, c, s) for c, s in zip(list(COLORS)[i:i + 4], SHAPES)],
+                                                    sounds=[Sound(1.0, 2.0, 300.0 + 200 * i)],
+                                                    subtitles=[(0.5, 2.0, f"clip {i} opens")]))
     return root
 
 

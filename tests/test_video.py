@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -19,7 +20,8 @@ from mmretrieval.modalities import modality_of
 from mmretrieval.video import frames, sound, subtitles
 from mmretrieval.video.container import source
 
-from video_files import Scene, Sound, VideoSpec, frame_at, key_frame_times, srt_text, write_video
+from video_files import (Scene, Sound, VideoSpec, frame_at, key_frame_times, rotated_copy, srt_text,
+                         write_video)
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realworld"
 
@@ -180,7 +182,6 @@ def test_bad_videos_are_indexed_in_part_or_skipped_with_a_reason_and_nothing_on_
     (d / "garbage.mov").write_bytes(b"\x00\x00\x00\x14ftypqt  " + os.urandom(5000))
     (d / "noise.avi").write_bytes(b"RIFF" + os.urandom(3000))
     # An .mp4 that is really audio (AAC only).
-    import av
     with av.open(str(d / "song.mp4"), "w") as out:
         a = out.add_stream("aac", rate=16000)
         a.layout = "mono"
@@ -193,6 +194,21 @@ def test_bad_videos_are_indexed_in_part_or_skipped_with_a_reason_and_nothing_on_
         for p in a.encode():
             out.mux(p)
     assert len(data) > 0
+    # A codec this FFmpeg lacks (the sample entry renamed): its sound is still indexed.
+    sound_too = write_video(tmp_path / "src.mp4", VideoSpec([Scene(2)], sounds=[Sound(0.2, 1.5)])).read_bytes()
+    (d / "alien.mp4").write_bytes(sound_too.replace(b"avc1", b"zzzz").replace(b"avcC", b"zzzC"))
+    # Variable frame rate: frames at irregular times, the last past what the header's duration says.
+    import fractions
+    with av.open(str(d / "vfr.mp4"), "w") as out:
+        v = out.add_stream("libx264", rate=30)
+        v.width, v.height, v.pix_fmt, v.time_base = 64, 48, "yuv420p", fractions.Fraction(1, 1000)
+        for t in (0, 0.1, 0.15, 1.5, 1.55, 3.0, 3.05, 3.1, 5.0):
+            f = av.VideoFrame.from_image(Scene(1, ["red", "blue", "green"][int(t // 2) % 3]).frame(t, (64, 48)))
+            f.pts, f.time_base = int(t * 1000), fractions.Fraction(1, 1000)
+            for p in v.encode(f):
+                out.mux(p)
+        for p in v.encode():
+            out.mux(p)
     env = {**os.environ, "MMR_INDEX": str(tmp_path / "idx")}
     r = subprocess.run([sys.executable, "-m", "mmretrieval.cli", "index", str(d), "--model", "tiny", "--verbose"],
                        capture_output=True, text=True, env=env, timeout=300)
@@ -210,8 +226,14 @@ def test_bad_videos_are_indexed_in_part_or_skipped_with_a_reason_and_nothing_on_
         assert status["cut.mkv"][0] in ("indexed", "skipped")
         if status["cut.mkv"][0] == "indexed":
             assert all(r.locator.get("end", 0) <= SHOW.seconds + 0.1 for r in _items(eng, d / "cut.mkv"))
+        assert status["alien.mp4"][0] == "indexed"
+        assert {r.modality for r in _items(eng, d / "alien.mp4")} == {"audio"}
+        vfr = [r.locator for r in _items(eng, d / "vfr.mp4")]
+        assert vfr[0]["start"] == 0.0 and vfr[-1]["end"] >= 5.0          # the frame at 5 s is in a scene
+        assert all(a["end"] == b["start"] for a, b in zip(vfr, vfr[1:]))
     assert "song.mp4: no video stream: indexed as sound" in r.stdout
-    assert len(files) == 8                                  # every file accounted for
+    assert "alien.mp4: this FFmpeg build has no decoder for its video codec: indexed as sound" in r.stdout
+    assert len(files) == 10                                 # every file accounted for
 
 
 def test_a_ten_hour_video_gives_bounded_items(tmp_path):
@@ -231,6 +253,23 @@ def test_a_ten_hour_video_gives_bounded_items(tmp_path):
     sf.write(wave_src, np.random.default_rng(0).standard_normal(16000 * 60).astype(np.float32) * 0.1, 16000)
     ws = list(sound.windows(source(None, str(wave_src)), 16000, 2.0, 1.0, 60.0, li, max_windows=20))
     assert len(ws) <= 20 and li.hop == pytest.approx(3.0)
+
+
+def test_a_phone_video_is_turned_upright(tmp_path):
+    """The display matrix says "turn 90° clockwise": the landscape-coded frame (white on its left) is shown
+    portrait, white on top, and so is what the tower sees."""
+    def frame(t):
+        from PIL import Image
+        img = Image.new("RGB", (64, 32), (0, 0, 0))
+        img.paste((255, 255, 255), (0, 0, 32, 32))
+        return img
+
+    plain = write_video(tmp_path / "plain.mp4", VideoSpec([Scene(1)], size=(64, 32), fps=5, frame_fn=frame))
+    turned = rotated_copy(plain, tmp_path / "turned.mp4")
+    got = list(frames.samples(lambda: source(None, str(turned)), frames.Sampling()))
+    a = np.asarray(got[0].image)
+    assert a.shape[:2] == (64, 32)                             # portrait
+    assert a[:16].mean() > 200 and a[-16:].mean() < 50         # white on top
 
 
 def test_sidecar_names():
@@ -261,3 +300,39 @@ def test_real_videos_are_all_accounted_for_quietly(tmp_path):
         hit = [h for h in eng.search(image=str(q), types=["image"], k=5) if h.path == str(clip)]
         # One continuous shot: where the small space splits it is arbitrary, so within one sampling step of t.
         assert hit and hit[0].start - frames.STEP <= 2.0 < hit[0].end + frames.STEP, hit[0].where
+
+
+def test_the_server_gives_moments_a_frame_and_the_video_from_any_byte(shows):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from mmretrieval.server.app import create_app
+
+    d, eng, _ = shows
+    client = TestClient(create_app(eng.store.root))
+    r = client.get("/search", params={"q": "a blue square", "type": "video", "k": 2})
+    assert r.status_code == 200
+    top = r.json()[0]
+    assert top["file_modality"] == "video" and top["start"] is not None and "moments" in top
+    scene = next(h for h in [top, *top["moments"]] if h["modality"] == "image")
+    thumb = client.get(f"/items/{scene['id']}/thumbnail")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    media = client.get(f"/items/{scene['id']}/media", headers={"Range": "bytes=0-99"})
+    assert media.status_code == 206 and len(media.content) == 100  # the player can seek to the moment
+    assert media.headers["content-type"].startswith("video/")
+    page = client.get("/").text
+    assert 'value="video"' in page and "#t=${h.start}" in page
+
+
+def test_a_video_s_date_and_title_come_from_its_tags(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    write_video(d / "trip.mp4", VideoSpec([Scene(2, "green", "circle")],
+                                          tags={"creation_time": "2019-05-01T10:00:00.000000Z",
+                                                "title": "lighthouse keeper at dusk"}))
+    with mmr.Engine(tmp_path / "idx", model="tiny") as eng:
+        eng.index([d])
+        hits = eng.search("lighthouse", mode="keyword", types=["video"])
+        assert [Path(h.path).name for h in hits] == ["trip.mp4"]
+        assert eng.search("green circle", types=["video"], filters={"after": "2019-05-01", "before": "2019-05-02"})
+        assert not eng.search("green circle", types=["video"], filters={"after": "2020-01-01"})

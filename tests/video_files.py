@@ -52,6 +52,7 @@ class VideoSpec:
     sample_rate: int = 16000
     subtitles: list[tuple[float, float, str]] = field(default_factory=list)  # inside the container (MKV/WebM)
     frame_fn: Callable[[float], Image.Image] | None = None
+    tags: dict[str, str] = field(default_factory=dict)   # container metadata (creation_time, title, comment)
 
     @property
     def seconds(self) -> float:
@@ -71,6 +72,7 @@ def write_video(path: Path, spec: VideoSpec) -> Path:
     fmt = {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".mov": "mov"}[path.suffix]
     tmp_subs = None
     with av.open(str(path), "w", format=fmt) as out:
+        out.metadata.update(spec.tags)
         v = out.add_stream(spec.codec, rate=spec.fps)
         v.width, v.height = spec.size
         v.pix_fmt = "yuv420p"
@@ -164,3 +166,16 @@ def frame_at(path: Path, t: float) -> Image.Image:
             else:
                 break
         return best.to_image()
+
+
+def rotated_copy(src: Path, dst: Path) -> Path:
+    """A copy of an MP4 whose track matrix says: turn 90° clockwise to show it (a phone held upright).
+    PyAV cannot write a display matrix, so the `tkhd` box's matrix is patched in place."""
+    import struct
+
+    b = bytearray(src.read_bytes())
+    i = b.find(b"tkhd")
+    assert i > 0 and b[i + 4] == 0, "version-0 tkhd expected"
+    b[i + 44:i + 80] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    dst.write_bytes(bytes(b))
+    return dst

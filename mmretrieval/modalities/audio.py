@@ -66,6 +66,9 @@ def waveform_png(path: str, start: float | None = None, end: float | None = None
 
 def thumbnail(row: Any):
     s, e = row.locator.get("start"), row.locator.get("end")
+    if getattr(row, "file_modality", None) == "video":  # the picture at that moment, not the whole track's envelope
+        from ..video.frames import frame_jpeg
+        return f"{row.id}.jpg", "image/jpeg", lambda: frame_jpeg(row.path, float(s or 0.0))
     return f"{row.id}.png", "image/png", lambda: waveform_png(row.path, s, e)
 
 

@@ -49,14 +49,9 @@ def figure_thumbnail(path: str, locator: dict[str, Any]) -> bytes:
 
 def scene_thumbnail(path: str, locator: dict[str, Any]) -> bytes:
     """A JPEG of a video scene's most typical frame, decoded again from the video at its time."""
-    from ..video.container import source
-    from ..video.frames import frame_at
+    from ..video.frames import frame_jpeg
 
-    img = frame_at(source(None, path), float(locator.get("frame", locator.get("start", 0.0))))
-    img.thumbnail((THUMB_SIZE, THUMB_SIZE))
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
+    return frame_jpeg(path, float(locator.get("frame", locator.get("start", 0.0))), THUMB_SIZE)
 
 
 def is_scene(locator: dict[str, Any]) -> bool:

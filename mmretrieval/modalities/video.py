@@ -38,7 +38,9 @@ def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item |
         if audio_enc is None:
             raise DecodeError(f"{missing_codec or 'no video stream'}, and this space has no audio tower for its sound")
         yield Note(f"{missing_codec or 'no video stream'}: indexed as sound")
-    elif image_enc is not None:
+    elif image_enc is None:
+        yield Note("picture not indexed: this space has no image tower")
+    else:
         try:
             yield from _scenes(src, image_enc)
             items += 1
@@ -132,15 +134,16 @@ VIDEO = register_modality(Modality(
     name="video",
     extensions=lambda: EXTENSIONS,
     decode=decode,
-    # Scenes are what a video needs at the least; sound and subtitles come when the space has those towers.
-    encoder=lambda space: space.image,
+    # Whether its files can be indexed: scenes need the image tower, sound the audio tower (a text+audio space
+    # still indexes a video's sound and subtitles).
+    encoder=lambda space: space.image if space.image is not None else space.audio,
     encode_query=lambda enc, value: None,
     check_query=check_query,
     container=True,
     finish=finish,
     companions=companions,
     metadata=media_metadata,
-    missing_tower="this space has no image tower (a video's scenes need one)",
+    missing_tower="this space has neither an image nor an audio tower for a video's picture or sound",
     media_types={".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
                  ".mkv": "video/x-matroska", ".ogv": "video/ogg"},
     claim_priority=1,  # a container over a bare stream: .webm is video first (its sound is indexed with it)

@@ -57,8 +57,7 @@ def undecodable_picture(c: Any) -> str | None:
     """Why the file's picture stream cannot be decoded (its codec is missing from this FFmpeg), or None."""
     for s in c.streams.video:
         if s.codec_context is None:
-            name = getattr(getattr(s, "codec", None), "name", None) or "unknown"
-            return f"no decoder for its video codec ({name}) in this FFmpeg build"
+            return "this FFmpeg build has no decoder for its video codec"
     return None
 
 

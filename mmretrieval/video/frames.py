@@ -9,6 +9,7 @@ kept: it adds nothing for the scene merger but cost.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -118,7 +119,7 @@ def samples(src_factory: Any, info: Sampling, *, step: float = STEP, max_samples
             # After the last key frame nothing says whether the picture changes: its stretch is looked at.
             end = info.duration if info.duration is not None else float("inf")
             if prev is not None and _look_between(prev.t, end, step, cadence):
-                for s in refine.between(prev.t, end):
+                for s in refine.between(prev.t, float("inf")):  # to the last frame, whatever the header says
                     if kept is None or differs(kept.signature, s.signature):
                         kept = s
                         yield s
@@ -131,6 +132,8 @@ def samples(src_factory: Any, info: Sampling, *, step: float = STEP, max_samples
             info.duration = info.last_t
         if kept is None:
             raise DecodeError("no picture could be decoded from the video stream")
+        if info.duration is not None and info.last_t > info.duration:  # frames past the header's duration
+            info.duration = info.last_t
 
 
 def _key_times(src_factory: Any) -> list[float]:
@@ -225,3 +228,14 @@ def frame_at(src: Any, t: float) -> Any:
         if last is None:
             raise DecodeError(f"no frame at {t:.1f} s")
         return _image(last)
+
+
+def frame_jpeg(path: str, t: float, side: int = 256) -> bytes:
+    """A JPEG (no larger than `side`) of the frame shown at `t`: a video moment's thumbnail."""
+    import io
+
+    img = frame_at(os.fspath(path), t)
+    img.thumbnail((side, side))
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=85)
+    return buf.getvalue()

@@ -1,0 +1,145 @@
+"""Video: what indexing a video costs beside decoding every frame of it, on this machine.
+
+Makes two videos the way cameras and editors write them (H.264 by x264 with its defaults: a key frame at each
+cut and at least every 250 frames; AAC sound): 1080p and 4K, shots of 2-12 s with motion. For each it measures
+(1) decoding every frame (PyAV, threaded: the baseline any frame-by-frame indexer pays), (2) the sampler alone
+(`video.frames`: key frames, changed stretches), (3) `Engine.index` with the shipped `tiny` space (scenes, sound,
+subtitles, commit), and reports hours of video per minute of indexing, items and bytes per hour of video.
+
+Run: `python scripts/bench/video.py` (~3 min on 2 cores). Prints a table and one JSON line.
+"""
+from __future__ import annotations
+
+import fractions
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import mmretrieval as mmr  # noqa: E402
+from mmretrieval.video import frames  # noqa: E402
+from mmretrieval.video.container import source  # noqa: E402
+
+
+def make_video(path: Path, width: int, height: int, seconds: float, fps: int = 30, seed: int = 0) -> dict:
+    """Shots of 2-12 s: a coloured background with a moving gradient and a moving block (motion everywhere)."""
+    rng = np.random.default_rng(seed)
+    cuts, t = [], 0.0
+    while t < seconds:
+        t += float(rng.uniform(2, 12))
+        cuts.append(min(t, seconds))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        v.options = {"preset": "ultrafast"}  # the defaults otherwise: keyint 250, scenecut 40
+        a = out.add_stream("aac", rate=48000)
+        a.layout = "stereo"
+        shot, base = 0, rng.uniform(30, 220, 3)
+        n = int(seconds * fps)
+        for i in range(n):
+            t = i / fps
+            if t >= cuts[shot]:
+                shot, base = shot + 1, rng.uniform(30, 220, 3)
+            g = (np.sin(xx / width * 6 + t) * 20).astype(np.float32)
+            img = np.empty((height, width, 3), np.uint8)
+            for c in range(3):
+                img[..., c] = np.clip(base[c] + g, 0, 255)
+            x0 = int((0.2 + 0.6 * ((t * 0.1) % 1)) * width)
+            img[height // 3: height // 3 + height // 5, x0: x0 + width // 8] = 255 - base.astype(np.uint8)
+            for p in v.encode(av.VideoFrame.from_ndarray(img, "rgb24")):
+                out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+        sr, chunk = 48000, 1024
+        total = int(seconds * sr)
+        for i0 in range(0, total, chunk):
+            tt = (np.arange(i0, min(total, i0 + chunk)) / sr).astype(np.float32)
+            x = (0.2 * np.sin(2 * np.pi * (220 + 40 * np.floor(tt / 3)) * tt)).astype(np.float32)
+            fr = av.AudioFrame.from_ndarray(np.stack([x, x]), format="fltp", layout="stereo")
+            fr.sample_rate, fr.pts, fr.time_base = sr, i0, fractions.Fraction(1, sr)
+            for p in a.encode(fr):
+                out.mux(p)
+        for p in a.encode():
+            out.mux(p)
+    return {"cuts": len(cuts) - 1, "frames": n}
+
+
+def decode_all(path: Path) -> tuple[float, int]:
+    t = time.perf_counter()
+    n = 0
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        for _ in c.decode(s):
+            n += 1
+    return time.perf_counter() - t, n
+
+
+def sample(path: Path) -> tuple[float, frames.Sampling, int]:
+    t = time.perf_counter()
+    info = frames.Sampling()
+    n = sum(1 for _ in frames.samples(lambda: source(None, str(path)), info))
+    return time.perf_counter() - t, info, n
+
+
+def index(path: Path, work: Path) -> tuple[float, dict, int]:
+    folder = work / f"in-{path.stem}"
+    folder.mkdir()
+    os.link(path, folder / path.name)
+    idx = work / f"idx-{path.stem}"
+    t = time.perf_counter()
+    with mmr.Engine(idx, model="tiny") as eng:
+        rep = eng.index([folder])
+    sec = time.perf_counter() - t
+    size = sum(f.stat().st_size for f in idx.iterdir() if f.is_file() and not f.name.endswith((".log", "-shm", "-wal")))
+    return sec, dict(rep.added), size
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="mmr-bench-video-"))
+    try:
+        with mmr.Engine(work / "warm", model="tiny") as eng:  # load the space once before timing
+            eng.search("warm up")
+        rows = []
+        for name, (w, h, sec) in {"1080p": (1920, 1080, 120.0), "4K": (3840, 2160, 30.0)}.items():
+            path = work / f"{name}.mp4"
+            made = make_video(path, w, h, sec)
+            full, n = decode_all(path)
+            samp, info, kept = sample(path)
+            took, added, size = index(path, work)
+            hours = sec / 3600
+            rows.append({"video": name, "seconds": sec, "frames": n, "cuts": made["cuts"],
+                         "decode_every_frame_s": round(full, 2), "sampler_s": round(samp, 2),
+                         "frames_decoded_by_sampler": info.decoded, "samples": kept,
+                         "index_s": round(took, 2), "index_vs_decode_every_frame": round(took / full, 3),
+                         "hours_per_minute": round(hours / (took / 60), 2),
+                         "scenes": added.get("image", 0), "items": sum(added.values()),
+                         "items_per_hour": round(sum(added.values()) / hours),
+                         "bytes_per_hour": round(size / hours)})
+        print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, PyAV {av.__version__}")
+        print("| video | length | cuts | decode every frame | sampler (frames decoded) | index (tiny) | hours/min "
+              "| scenes | items/hour | bytes/hour |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            print(f"| {r['video']} | {r['seconds']:.0f} s | {r['cuts']} | {r['decode_every_frame_s']} s "
+                  f"({r['frames']} frames) | {r['sampler_s']} s ({r['frames_decoded_by_sampler']}) | {r['index_s']} s "
+                  f"({r['index_vs_decode_every_frame']:.2f}x) | {r['hours_per_minute']} | {r['scenes']} | "
+                  f"{r['items_per_hour']:,} | {r['bytes_per_hour'] / 1e6:.1f} MB |")
+        print(json.dumps({"bench": "video", "rows": rows}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
