@@ -1,12 +1,13 @@
 """Video: what indexing a video costs beside decoding every frame of it, on this machine.
 
-Makes two videos the way cameras and editors write them (H.264 by x264 with its defaults: a key frame at each
-cut and at least every 250 frames; AAC sound): 1080p and 4K, shots of 2-12 s with motion. For each it measures
+Makes H.264 videos (AAC sound) with shots of 2-12 s and motion: 1080p as x264 leaves them by default (a key frame
+at each cut, one at least every 250 frames), as a phone writes them (a key frame a second) and with x264's cut
+detection off (the sampler must find the cuts), and 4K. For each it measures
 (1) decoding every frame (PyAV, threaded: the baseline any frame-by-frame indexer pays), (2) the sampler alone
 (`video.frames`: key frames, changed stretches), (3) `Engine.index` with the shipped `tiny` space (scenes, sound,
 subtitles, commit), and reports hours of video per minute of indexing, items and bytes per hour of video.
 
-Run: `python scripts/bench/video.py` (~3 min on 2 cores). Prints a table and one JSON line.
+Run: `python scripts/bench/video.py` (~6 min on 2 cores). Prints a table and one JSON line.
 """
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ from mmretrieval.video import frames  # noqa: E402
 from mmretrieval.video.container import source  # noqa: E402
 
 
-def make_video(path: Path, width: int, height: int, seconds: float, fps: int = 30, seed: int = 0) -> dict:
-    """Shots of 2-12 s: a coloured background with a moving gradient and a moving block (motion everywhere)."""
+def make_video(path: Path, width: int, height: int, seconds: float, fps: int = 30, seed: int = 0,
+               x264: dict[str, str] | None = None) -> dict:
+    """Shots of 2-12 s: a textured coloured background with a moving gradient and a moving block."""
     rng = np.random.default_rng(seed)
     cuts, t = [], 0.0
     while t < seconds:
@@ -42,7 +44,7 @@ def make_video(path: Path, width: int, height: int, seconds: float, fps: int = 3
     with av.open(str(path), "w") as out:
         v = out.add_stream("libx264", rate=fps)
         v.width, v.height, v.pix_fmt = width, height, "yuv420p"
-        v.options = {"preset": "ultrafast"}  # the defaults otherwise: keyint 250, scenecut 40
+        v.options = x264 or {}
         a = out.add_stream("aac", rate=48000)
         a.layout = "stereo"
         shot, base = 0, rng.uniform(30, 220, 3)
@@ -51,7 +53,7 @@ def make_video(path: Path, width: int, height: int, seconds: float, fps: int = 3
             t = i / fps
             if t >= cuts[shot]:
                 shot, base = shot + 1, rng.uniform(30, 220, 3)
-            g = (np.sin(xx / width * 6 + t) * 20).astype(np.float32)
+            g = (np.sin(xx / width * 6 + t) * 20 + np.sin(yy / height * 40 + 3 * shot) * 15).astype(np.float32)
             img = np.empty((height, width, 3), np.uint8)
             for c in range(3):
                 img[..., c] = np.clip(base[c] + g, 0, 255)
@@ -112,9 +114,15 @@ def main() -> None:
         with mmr.Engine(work / "warm", model="tiny") as eng:  # load the space once before timing
             eng.search("warm up")
         rows = []
-        for name, (w, h, sec) in {"1080p": (1920, 1080, 120.0), "4K": (3840, 2160, 30.0)}.items():
-            path = work / f"{name}.mp4"
-            made = make_video(path, w, h, sec)
+        # x264 as cameras and editors leave it (a key frame at each cut, one at least every 250 frames), as a phone
+        # writes (a key frame every second), and with cut detection off (ultrafast: cuts the sampler must find).
+        variants = {"1080p, x264 veryfast": (1920, 1080, 60.0, {"preset": "veryfast"}),
+                    "1080p, key frame every 1 s": (1920, 1080, 60.0, {"preset": "veryfast", "g": "30"}),
+                    "1080p, x264 ultrafast (no cut detection)": (1920, 1080, 60.0, {"preset": "ultrafast"}),
+                    "4K, x264 veryfast": (3840, 2160, 20.0, {"preset": "veryfast"})}
+        for i, (name, (w, h, sec, opts)) in enumerate(variants.items()):
+            path = work / f"v{i}.mp4"
+            made = make_video(path, w, h, sec, x264=opts)
             full, n = decode_all(path)
             samp, info, kept = sample(path)
             took, added, size = index(path, work)
