@@ -16,15 +16,19 @@ DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    yield from _serve(tmp_path_factory.mktemp("web") / "idx", DEMO)
+
+
+def _serve(idx: Path, folder: Path):
+    """`mmr serve` of `folder` indexed in the shipped tiny space, in a thread; yields its URL."""
     pytest.importorskip("playwright")
     import uvicorn
 
     import mmretrieval as mmr
     from mmretrieval.server.app import create_app
 
-    idx = tmp_path_factory.mktemp("web") / "idx"
     eng = mmr.Engine(idx, model="tiny")
-    eng.index([DEMO])
+    eng.index([folder])
     eng.close()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,14 +47,18 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
+    yield from _page(server + "/")
+
+
+def _page(url: str):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"])
         pg = browser.new_page(viewport={"width": 1200, "height": 800})
-        pg.goto(server + "/")
+        pg.goto(url)
         yield pg
         browser.close()
 
@@ -172,3 +180,36 @@ def test_a_rule_marks_where_relevance_falls_below_half(page):
     search(page, "red circles")
     assert page.locator("#results > .rule").count() == 0
     page.select_option("#sort", "relevance")
+
+
+@pytest.fixture(scope="module")
+def video_page(tmp_path_factory, page):
+    """The page over a folder with one VP9 video (Chromium plays VP9 without proprietary codecs), opened on a
+    `type=video` search from the URL, in the same browser (one Playwright per thread)."""
+    from video_files import Scene, VideoSpec, write_video
+
+    folder = tmp_path_factory.mktemp("videos")
+    write_video(folder / "clip.webm", VideoSpec([Scene(3, "purple", "square"), Scene(3, "orange", "circle")],
+                                                codec="libvpx-vp9", keyint=30,
+                                                subtitles=[(3.5, 5.0, "an orange circle rolls away")]))
+    for url in _serve(tmp_path_factory.mktemp("web-video") / "idx", folder):
+        pg = page.context.browser.new_page(viewport={"width": 1200, "height": 800})
+        pg.goto(url + "/?q=an%20orange%20circle&type=video")
+        yield pg
+        pg.close()
+
+
+def test_a_video_moment_plays_from_its_time_and_its_other_moments_seek(video_page):
+    video_page.wait_for_selector(".hit video")
+    hit = video_page.locator(".hit").first
+    assert hit.get_attribute("data-path").endswith("clip.webm")
+    video = hit.locator("video")
+    start = float(video.get_attribute("src").split("#t=")[1])
+    video_page.wait_for_function("document.querySelector('.hit video').readyState >= 1", timeout=20_000)
+    assert abs(video.evaluate("v => v.currentTime") - start) < 0.3   # the media fragment put it at the moment
+    links = hit.locator(".moments a")
+    assert links.count() >= 1
+    target = float(links.first.get_attribute("data-t"))
+    links.first.click()
+    video_page.wait_for_function(f"Math.abs(document.querySelector('.hit video').currentTime - {target}) < 0.6",
+                                 timeout=20_000)
