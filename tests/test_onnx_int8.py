@@ -7,7 +7,7 @@ from torch import nn
 
 from mmretrieval.encoders import onnx_runtime
 from mmretrieval.encoders.onnx_int8 import quantize_dynamic
-from mmretrieval.encoders.onnx_runtime import OrtTower
+from mmretrieval.encoders.ort_tower import OrtTower
 
 pytestmark = [pytest.mark.skipif(not onnx_runtime.available(), reason="onnxruntime is a dependency; missing here"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # torch's legacy exporter, which the towers use

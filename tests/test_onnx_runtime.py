@@ -9,7 +9,7 @@ import torch
 
 import mmretrieval as mmr
 from mmretrieval.cli import main
-from mmretrieval.encoders import onnx_runtime
+from mmretrieval.encoders import onnx_runtime, ort_tower
 from mmretrieval.errors import SpaceError, UsageError
 from mmretrieval.space.backend import parse_backend
 from mmretrieval.space.runtime import Space
@@ -51,7 +51,8 @@ def test_fp32_export_gives_torch_vectors_and_is_cached(heldout, reference, tmp_p
     assert np.abs(sp.text.encode(texts) - t_ref).max() < 1e-5  # texts of every length, batched and trimmed
     assert np.abs(sp.image.encode(images) - i_ref).max() < 1e-5
     files = sorted(p.name for p in (tmp_path / "cache" / "onnx").rglob("*") if p.is_file())
-    assert files == ["image.fp32.json", "image.fp32.onnx", "text.fp32.json", "text.fp32.onnx"]
+    assert files == ["image.fp32.json", "image.fp32.onnx", "image.fp32.onnx.data", "text.fp32.json", "text.fp32.onnx",
+                     "text.fp32.onnx.data"]  # the weights beside each graph (ONNX external data)
     # a second load reads the cache: no export, no verification
     export, verify = onnx_runtime._export, onnx_runtime.verify
     monkeypatch.setattr(onnx_runtime, "_export", lambda *a: pytest.fail("exported again"))
@@ -69,7 +70,7 @@ def test_fp32_export_gives_torch_vectors_and_is_cached(heldout, reference, tmp_p
     assert np.abs(healed.image.encode(images[:4]) - i_ref[:4]).max() < 1e-5 and cached.stat().st_size > 1000
     # damaged in place, same size (it used to load and give wrong vectors): refused at first use, then exported
     # again by the next load
-    (text,) = (tmp_path / "cache" / "onnx").rglob("text.fp32.onnx")
+    (text,) = (tmp_path / "cache" / "onnx").rglob("text.fp32.onnx.data")  # its weights
     data = bytearray(text.read_bytes())
     data[len(data) // 2:len(data) // 2 + 4096] = b"\xff" * 4096
     text.write_bytes(bytes(data))
@@ -78,6 +79,14 @@ def test_fp32_export_gives_torch_vectors_and_is_cached(heldout, reference, tmp_p
         damaged.text.encode(texts[:2])
     again = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
     assert np.abs(again.text.encode(texts) - t_ref).max() < 1e-5 and text.read_bytes() != bytes(data)
+    graph = text.with_name("text.fp32.onnx")  # the graph damaged in place: said the same way, not a parse error
+    g = bytearray(graph.read_bytes())
+    g[len(g) // 2:len(g) // 2 + 64] = b"\xff" * 64
+    graph.write_bytes(bytes(g))
+    with pytest.raises(SpaceError, match="is damaged"):
+        Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx").text.encode(texts[:2])
+    again = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="onnx")
+    assert np.abs(again.text.encode(texts) - t_ref).max() < 1e-5
 
 
 def test_an_export_copies_its_tower_only_and_leaves_the_model_as_it_was(tmp_path):
@@ -228,7 +237,7 @@ def test_int8_images_are_encoded_by_the_threads_that_decode_them(heldout, tmp_pa
     import threading
     from pathlib import Path
 
-    from mmretrieval.encoders.onnx_runtime import OrtTower
+    from mmretrieval.encoders.ort_tower import OrtTower
     from mmretrieval.ingest.embed import ENCODER_BUG, Embedder
 
     _, images = heldout
@@ -241,7 +250,7 @@ def test_int8_images_are_encoded_by_the_threads_that_decode_them(heldout, tmp_pa
     runner = eng.space.image.runner
     assert eng.space.image.per_core() == runner.threads >= 1 and eng.space.text.per_core() == 0
     assert Embedder(eng.space).workers == runner.threads  # as many workers as the tower's cores
-    wide = OrtTower(runner.path, "pixels", onnx_runtime.PER_CORE_MAX_CORES + 1, lazy=True, batched=runner.batched)
+    wide = OrtTower(runner.path, "pixels", ort_tower.PER_CORE_MAX_CORES + 1, lazy=True, batched=runner.batched)
     assert wide.per_core == 0  # on many cores every item would read all the weights: batches stay
     assert Embedder(Space(mmr.resolve_model_arg("tiny"), precision="fp32")).workers == min(4, os.cpu_count())
     real, threads = OrtTower.on_this_thread, set()
@@ -276,7 +285,7 @@ def test_int8_images_are_encoded_by_the_threads_that_decode_them(heldout, tmp_pa
 def test_long_int8_texts_run_one_per_core_with_the_vectors_they_get_alone(heldout, monkeypatch):
     """Texts at or above `PER_CORE_MIN_TOKENS` (the shipped space's are shorter: the bar is lowered here) run
     item by item, one per thread, each as if alone; shorter ones keep their batched call."""
-    from mmretrieval.encoders import text as text_module
+    from mmretrieval.encoders import exported_text as text_module
 
     texts, _ = heldout
     sp = Space(mmr.resolve_model_arg("tiny"), precision="text=int8")

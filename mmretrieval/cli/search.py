@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from .common import EXIT_OK, add_index_arg, device, index_dir, safe_text, show_path
+from .common import EXIT_OK, add_index_arg, device, err, index_dir, safe_text, show_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from ..index.openmp import one_off
+
+    one_off()  # before the index's module loads faiss
     from ..engine import Engine
     from ..query import parse_filters
     from ..relevance.cutoff import first_below_rule
@@ -70,6 +73,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             hits = eng.search(args.text, image=args.image, audio=args.audio, k=args.k, types=args.types,
                               min_relevance=args.min_relevance, cutoff=args.cutoff, filters=filters, sort=args.sort,
                               mode=args.mode)
+        for note in eng.notes:
+            err(note)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
         return EXIT_OK

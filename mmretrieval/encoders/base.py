@@ -8,14 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UsageError
-
-# Dynamic int8 runs items faster one per core (each alone on its own thread, the plain graph's fused kernels)
-# than in batches over every core once an item has this many tokens; below it the weights are most of an
-# item's work, and a batch shares them. ViT-B-32's int8 towers on 2 Zen 4 cores, items/s one per core
-# against batches of 32 over both: texts of 8 tokens 408 vs 702, 40: 157 vs 150, 48: 129 vs 119, 64: 101 vs
-# 72, 77: 80 vs 55; images (50 tokens) 61.5 vs 59.7, and decoding then runs beside them (`ingest.embed`).
-PER_CORE_MIN_TOKENS = 48
+from .arrays import check_args, unit_rows
 
 
 class Encoder(ABC):
@@ -45,10 +38,7 @@ class Encoder(ABC):
         return isinstance(self._model, torch.nn.Module)
 
     def check_args(self, inputs: Sequence[Any], batch_size: int) -> None:
-        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
-            raise UsageError(f"{type(self).__name__}.encode takes a list of inputs, got {type(inputs).__name__}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_args(type(self).__name__, inputs, batch_size)
 
     def encode(self, inputs: Sequence[Any], batch_size: int = 32) -> np.ndarray:
         """Encode `inputs` in batches of `batch_size`; row i of the result is inputs[i]."""
@@ -98,10 +88,5 @@ def to_device(tensors: Sequence[torch.Tensor], device: torch.device, dtype: torc
 
 def normalize(emb: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(emb, np.ndarray):  # from another runtime: no torch op (it would wake torch's thread pool)
-        v = emb.astype(np.float32, copy=False)
-        v = v / np.maximum(np.sqrt(np.einsum("ij,ij->i", v, v))[:, None], 1e-12)
-    else:
-        v = F.normalize(emb.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
-    if not np.isfinite(v).all():
-        raise FloatingPointError("encoder produced non-finite values")
-    return v
+        return unit_rows(emb)
+    return unit_rows(F.normalize(emb.float(), dim=-1).cpu().numpy())

@@ -54,7 +54,7 @@ class ImageEncoder(Encoder):
         encode, so each core decoding and encoding its own photos keeps both busy, where batches over all cores
         waited on their slowest thread whenever a decode thread ran (`Engine.index` of 12-MP photos on 2 Zen 4
         cores, side by side: 6-11 % faster, the same vectors)."""
-        from .base import PER_CORE_MIN_TOKENS
+        from .arrays import PER_CORE_MIN_TOKENS
 
         if self.runner is None:
             return 0

@@ -16,21 +16,16 @@ channel, activations at scales fixed by a calibration on synthetic signals (`enc
 so a clip's vector does not depend on its batch mates and batches run whole (Wav2CLIP's tower on 2 Zen 4
 cores, `scripts/bench/index_audio.py`: 137 windows/s against 61 in torch bf16 and 29 in fp32, cosine 0.9996
 to fp32). Only the network is exported (the tower's `embed`); the signal front end (`features`: STFT, mel,
-log) stays in torch.
+log) stays in torch. Running an export needs neither torch nor the model: `ort_tower`.
 """
 from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
-import threading
 import time
-import zlib
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,13 +33,12 @@ from torch import nn
 
 from ..errors import SpaceError, UnsupportedPrecisionError
 from ..index.segments import atomic_write
-from .base import PER_CORE_MIN_TOKENS
+from .arrays import PER_CORE_MIN_TOKENS
+from .ort_tower import INPUTS, ExportFiles, OrtTower, available, checksum, read_export, weights_file
 from .onnx_int8 import quantize_dynamic, quantize_static
 from .packed import SelfAttention, self_attention_block
 
-log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 3  # of what we export (its graph, its checks, the int8 recipe): part of the cache folder's name
+FORMAT_VERSION = 4  # of what we export (its graph, its checks, the int8 recipe): part of the cache folder's name
 OPSET = 17
 # What an export must reproduce before it is used: fp32 to float rounding; int8 to the issue's bar.
 FP32_MAX_DIFF = 1e-4     # max abs difference of normalised vectors
@@ -52,22 +46,17 @@ INT8_MIN_COSINE = 0.995  # per probe, random inputs (real ones are checked by te
 # Audio's static int8 is checked on held-out signals (not the calibration's) at the bar real data must meet: the
 # shipped tiny audio tower measured 0.985 on its held-out clips and is refused; Wav2CLIP's ResNet 0.9998.
 AUDIO_INT8_MIN_COSINE = 0.999
-# PER_CORE_MIN_TOKENS (in `base`): from that many tokens, dynamic int8 runs items one per core.
-# ...and on at most this many cores: one per core, each core reads all the weights for every item (ViT-B-32's
-# int8 image tower: 88 MB, ~2.6 GB/s a core here), where a batch reads them once for all its items; beyond it
-# cores would contend for memory bandwidth (measured here on 2 only), so batches over every core stay.
-PER_CORE_MAX_CORES = 4
+def export_files(modality: str, precision: str, key: str, cache: Path) -> ExportFiles:
+    """Where the tower of `key` (a fingerprint of its network and weights) is exported in `precision`."""
+    return ExportFiles.in_folder(cache / "onnx" / key / f"v{FORMAT_VERSION}-{versions()}", modality, precision)
 
 
-@lru_cache(maxsize=1)
-def available() -> bool:
-    """True where onnxruntime and onnx (the exporter's and quantiser's dependency) import."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def cached_tower(modality: str, precision: str, key: str, cache: Path, threads: int | None = None) -> OrtTower | None:
+    """The tower `load_tower` exported before (a space whose towers all run from here never builds its torch
+    modules), or None (see `ort_tower.read_export`)."""
+    if not available():
+        raise SpaceError("ONNX Runtime is not installed (pip install onnxruntime onnx); use --backend torch")
+    return read_export(export_files(modality, precision, key, cache), modality, threads)
 
 
 def versions() -> str:
@@ -75,121 +64,6 @@ def versions() -> str:
     import onnxruntime
 
     return f"ort{onnxruntime.__version__}-onnx{onnx.__version__}-torch{torch.__version__}"
-
-
-class OrtTower:
-    """One exported tower: ``x -> un-normalised vectors`` (numpy in, numpy out).
-
-    Dynamic int8 (ONNX Runtime's) scales a call's activations by their range over the whole call, so an
-    item's vector would depend on its batch mates. One item runs the plain graph (`path`, its fused kernels:
-    a one-text query 3.5 ms where the rewritten graph took 4.6); a batch runs `batched`, the same graph with
-    the range taken per item (`onnx_int8.scales_per_item`), which gives each item the vector it gets alone
-    (checked when exported). `equal_shapes`: padding is part of an item's range, so texts batch only with
-    texts of their length. `per_item`: an int8 tower without a batched graph runs a batch item by item.
-    `on_this_thread`: items one at a time on the calling thread, for pipelines that give each core its own
-    files to decode and encode (`ingest.embed`)."""
-
-    def __init__(self, path: Path, input_name: str, threads: int | None = None, per_item: bool = False,
-                 lazy: bool = False, batched: Path | None = None, checksums: dict[Path, int] | None = None,
-                 record: Path | None = None) -> None:
-        """`lazy`: open the sessions at their first call (0.2-1.3 s for ViT-B-32's towers), so a process that
-        searches by text never pays for the image tower's; else both now (a damaged file fails here).
-        `checksums`: CRC-32 of each graph file as exported, checked as it is first opened (a file damaged in
-        place gave wrong vectors silently); on a mismatch the file and `record` (the export's record) are
-        removed, so the next load exports the tower again."""
-        self.path = Path(path)
-        self.batched = Path(batched) if batched is not None else None
-        self.input_name = input_name
-        self.per_item = per_item
-        self.threads = int(threads or torch.get_num_threads())
-        self._unchecked = dict(checksums or {})
-        self._record = record
-        self._sessions: dict[Path | tuple[Path, int], Any] = {}
-        self._opening = threading.Lock()
-        self._cores: ThreadPoolExecutor | None = None
-        if not lazy:
-            for graph in (self.path, self.batched):
-                if graph is not None:
-                    self._open(graph)
-
-    @property
-    def equal_shapes(self) -> bool:
-        return self.batched is not None
-
-    @property
-    def per_core(self) -> int:
-        """Cores to run items on one by one (`on_this_thread`, `across_cores`), 0 for none: dynamic int8, whose
-        items take their own scales (an item alone gets its batch vector), on up to `PER_CORE_MAX_CORES`."""
-        return self.threads if (self.per_item or self.batched is not None) and self.threads <= PER_CORE_MAX_CORES else 0
-
-    @property
-    def session(self) -> Any:
-        """The plain graph's session (one item, or any batch of an fp32 or static int8 tower)."""
-        return self._sessions.get(self.path) or self._open(self.path)
-
-    def open(self) -> None:
-        """Open the plain session now rather than at the first call (see `Encoder.warm_up`): queries are one
-        item; an index run opens what it uses (the batched graph, or the one-thread session of `per_core`) at
-        its first batch."""
-        self.session  # noqa: B018
-
-    def _open(self, path: Path, threads: int | None = None) -> Any:
-        import onnxruntime as ort
-
-        key = path if threads is None else (path, threads)
-        with self._opening:
-            if key not in self._sessions:
-                so = ort.SessionOptions()
-                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                so.log_severity_level = 3
-                so.intra_op_num_threads = threads or self.threads
-                so.inter_op_num_threads = 1
-                # A session's pool spins on the cores for a while after its run, and the next session's run (or
-                # search) fought it: alternating two towers (an image then a text query; text passages then
-                # photos while indexing) doubled both on 2 cores (ViT-B-32 image int8 18 -> 35 ms, fp32 text
-                # 8.3 -> 16 ms). Spinning stops at the end of each run instead: 18 and 8.6, the same as alone.
-                # (One global pool did as well, but once set ONNX Runtime refuses every session with a pool of
-                # its own in the process, its static quantiser's and other libraries' included.)
-                so.add_session_config_entry("session.force_spinning_stop", "1")
-                expected = self._unchecked.get(path)
-                if expected is None:
-                    self._sessions[key] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-                    return self._sessions[key]
-                # the checksum on another thread while the session is built (crc32 lets go of the GIL): ~0.1 s
-                # for a 250 MB tower, hidden behind the session's own ~0.3 s
-                with ThreadPoolExecutor(1) as pool:
-                    crc = pool.submit(checksum, path)
-                    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-                if crc.result() != expected:
-                    if self._record is not None:
-                        self._record.unlink(missing_ok=True)
-                        path.unlink(missing_ok=True)
-                    raise SpaceError(f"the cached ONNX Runtime tower {path} is damaged (its checksum is not the "
-                                     f"export's); it is exported again at the next start: run the command again")
-                del self._unchecked[path]
-                self._sessions[key] = session
-            return self._sessions[key]
-
-    def on_this_thread(self, x: np.ndarray) -> np.ndarray:
-        """`x` item by item through the plain graph, on the calling thread only: a session without a pool of
-        its own (one for all callers: ONNX Runtime runs a session from many threads at once)."""
-        session = self._sessions.get((self.path, 1)) or self._open(self.path, threads=1)
-        return np.concatenate([session.run(None, {self.input_name: x[i:i + 1]})[0] for i in range(len(x))])
-
-    def across_cores(self, items: list[np.ndarray]) -> np.ndarray:
-        """Items (each with its own shape) one by one, `threads` at a time, each on a thread of its own."""
-        with self._opening:
-            if self._cores is None:
-                self._cores = ThreadPoolExecutor(self.threads, thread_name_prefix="mmr-core")
-        return np.concatenate(list(self._cores.map(lambda x: self.on_this_thread(x[None]), items)))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if len(x) > 1 and self.batched is not None:
-            session = self._sessions.get(self.batched) or self._open(self.batched)
-            return session.run(None, {self.input_name: x})[0]
-        if self.per_item and len(x) > 1:
-            return np.concatenate([self.session.run(None, {self.input_name: x[i:i + 1]})[0] for i in range(len(x))])
-        return self.session.run(None, {self.input_name: x})[0]
 
 
 def exportable(model: nn.Module) -> bool:
@@ -235,9 +109,6 @@ class _Tower(nn.Module):
         return self.model.encode_image(x) if self.modality == "image" else self.model.embed(x)
 
 
-INPUTS = {"text": "tokens", "image": "pixels", "audio": "features"}
-
-
 def _probe(modality: str, model: nn.Module, calibration: list[np.ndarray] | None = None) -> torch.Tensor:
     if modality == "audio":  # an audio tower's input depends on its front end: the calibration's features
         if not calibration:
@@ -270,6 +141,14 @@ def _export(model: nn.Module, modality: str, path: Path, probe: torch.Tensor) ->
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapped, (probe,), tmp, dynamo=False, input_names=[INPUTS[modality]],
                               output_names=["vectors"], dynamic_axes=axes, opset_version=OPSET)
+        import onnx
+
+        graph = onnx.load(tmp)
+        data = weights_file(path)
+        data.unlink(missing_ok=True)  # onnx writes into an existing file at its offsets
+        # the weights file first: the graph naming it is renamed into place after, the record last
+        onnx.save_model(graph, tmp, save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
+                        size_threshold=1024)
 
     atomic_write(path, write)
 
@@ -319,58 +198,6 @@ def batch_independent(tower: OrtTower, model: nn.Module, modality: str) -> bool:
     return float(np.abs(together - alone).max()) <= 1e-6
 
 
-def checksum(path: Path) -> int:
-    """CRC-32 of a file, read in blocks into one buffer (no copy of a 250 MB tower in memory)."""
-    buf = bytearray(8 << 20)
-    view, crc = memoryview(buf), 0
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            crc = zlib.crc32(view[:n], crc)
-    return crc
-
-
-class _Export(NamedTuple):
-    """The files of one exported tower in the cache."""
-
-    folder: Path
-    path: Path     # the graph (one item; any batch of an fp32 or static int8 tower)
-    meta: Path     # its record, written last: the export was verified
-    batched: Path  # dynamic int8: the graph with activations scaled per item
-    fp32: Path     # what int8 is quantised from
-
-    @classmethod
-    def of(cls, modality: str, precision: str, key: str, cache: Path) -> _Export:
-        folder = cache / "onnx" / key / f"v{FORMAT_VERSION}-{versions()}"
-        return cls(folder, folder / f"{modality}.{precision}.onnx", folder / f"{modality}.{precision}.json",
-                   folder / f"{modality}.{precision}.batched.onnx", folder / f"{modality}.fp32.onnx")
-
-
-def cached_tower(modality: str, precision: str, key: str, cache: Path, threads: int | None = None) -> OrtTower | None:
-    """The tower `load_tower` exported before (no model needed: a space whose towers all run from here never
-    builds its torch modules), or None where it is not in the cache (or was damaged there: its files are
-    removed, to be exported again). An int8 export that was refused raises `UnsupportedPrecisionError`."""
-    if not available():
-        raise SpaceError("ONNX Runtime is not installed (pip install onnxruntime onnx); use --backend torch")
-    f = _Export.of(modality, precision, key, cache)
-    record = json.loads(f.meta.read_text()) if f.meta.exists() else {}
-    if record.get("refused"):
-        raise UnsupportedPrecisionError(record["refused"])
-    sizes = {f.path: record.get("bytes"), f.batched: record.get("batched_bytes")}
-    if f.meta.exists() and all(g.exists() for g, size in sizes.items() if size):
-        try:  # the files as exported (their sizes recorded): opened at first use; else now, to catch damage
-            intact = all(g.stat().st_size == size for g, size in sizes.items() if size)
-            sums = {f.path: record.get("crc32"), f.batched: record.get("batched_crc32")}
-            return OrtTower(f.path, INPUTS[modality], threads, bool(record.get("per_item")), lazy=intact,
-                            batched=f.batched if sizes[f.batched] else None, record=f.meta,
-                            checksums={g: c for g, c in sums.items() if c is not None})
-        except Exception as e:  # damaged in the cache (onnxruntime raises its own types): export again
-            log.warning("cached ONNX tower %s does not load (%s); exporting it again", f.path, e)
-    if f.meta.exists():  # damaged, or a file of the export gone: all of it again
-        for stale in (f.meta, f.path, f.batched, f.fp32):
-            stale.unlink(missing_ok=True)
-    return None
-
-
 def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache: Path,
                threads: int | None = None,
                calibration: Callable[[int], list[np.ndarray]] | None = None) -> OrtTower:
@@ -385,7 +212,7 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
     cached = cached_tower(modality, precision, key, cache, threads)
     if cached is not None:
         return cached
-    folder, path, meta, batched, fp32 = _Export.of(modality, precision, key, cache)
+    folder, path, meta, batched, fp32 = export_files(modality, precision, key, cache)
     folder.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     batches = calibration(0) if calibration is not None else None
@@ -414,7 +241,10 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
         path.unlink(missing_ok=True)
         batched.unlink(missing_ok=True)
         raise
+    data = weights_file(path)
     info = {"version": FORMAT_VERSION, "seconds": round(time.perf_counter() - t, 2), "bytes": path.stat().st_size,
+            "data_bytes": data.stat().st_size if data.exists() else None,
+            "data_crc32": checksum(data) if data.exists() else None,
             "per_item": tower.per_item, "batched_bytes": batched.stat().st_size if tower.batched else None,
             "crc32": checksum(path), "batched_crc32": checksum(batched) if tower.batched else None, **check}
     atomic_write(meta, lambda tmp: Path(tmp).write_text(json.dumps(info)))

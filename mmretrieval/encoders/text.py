@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from .base import PER_CORE_MIN_TOKENS, Encoder, normalize
+from .base import Encoder, normalize
+from .exported_text import encode_ids, text_lengths, token_ids
 
 
 class TextEncoder(Encoder):
@@ -40,25 +41,13 @@ class TextEncoder(Encoder):
         self.check_args(inputs, batch_size)
         if not self.trim or not inputs:
             return super().encode(inputs, batch_size)
-        texts = list(inputs)
-        for t in texts:
-            if not isinstance(t, str):
-                raise UsageError(f"text inputs must be strings, got {type(t).__name__}")
-        ids = _ids(self.tokenizer(texts))  # the runner's path stays in numpy: a torch op before it cost ~0.5-1 ms
-        lengths = ids.shape[1] - np.argmax((ids != 0)[:, ::-1], axis=1)  # up to the last non-padding token
-        order = np.argsort(lengths, kind="stable")  # similar lengths together
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
+        ids = token_ids(self.tokenizer, list(inputs))  # the runner's path stays in numpy: a torch op cost ~1 ms
+        if self.runner is not None:
+            return encode_ids(ids, self.runner, self.dim, batch_size)
+        order = np.argsort(text_lengths(ids), kind="stable")  # similar lengths together
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for start in range(0, len(ids), batch_size):
             idx = order[start:start + batch_size]
-            if self.runner is not None:
-                if getattr(self.runner, "per_core", 0):  # long texts one per core, each at its length
-                    long = idx[lengths[idx] >= PER_CORE_MIN_TOKENS]
-                    if len(long) > 1:
-                        out[long] = normalize(self.runner.across_cores([ids[i, :lengths[i]] for i in long]))
-                        idx = idx[lengths[idx] < PER_CORE_MIN_TOKENS]
-                for r in _runs(idx, lengths, self.runner) if len(idx) else []:
-                    out[r] = normalize(self.runner(ids[r, :int(lengths[r].max())]))
-                continue
             with torch.inference_mode():
                 part = torch.from_numpy(ids[idx])
                 n = trimmed_length(part)  # here, before the copy: on a GPU it would wait for the device
@@ -66,10 +55,7 @@ class TextEncoder(Encoder):
         return out
 
     def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
-        for t in batch:
-            if not isinstance(t, str):
-                raise UsageError(f"text inputs must be strings, got {type(t).__name__}")
-        tokens = torch.as_tensor(_ids(self.tokenizer(batch))).to(self.device)
+        tokens = torch.as_tensor(token_ids(self.tokenizer, batch)).to(self.device)
         return self.model.encode_text(tokens)
 
     def count_tokens(self, text: str) -> int:
@@ -85,22 +71,6 @@ class TextEncoder(Encoder):
     @property
     def max_passage_tokens(self) -> int:
         return self.context_length - 2  # start and end markers
-
-
-def _ids(tokens: Any) -> np.ndarray:
-    """Token ids as int64 numpy, from a numpy tokenizer (`encoders.bpe`) or open_clip's (a torch tensor)."""
-    return tokens if isinstance(tokens, np.ndarray) else tokens.numpy()
-
-
-def _runs(idx: np.ndarray, lengths: np.ndarray, runner: Any) -> list[np.ndarray]:
-    """The calls a batch `idx` (sorted by length) makes to an exported tower: one, or where int8 scales each
-    text by its own activations (padding included: `OrtTower.equal_shapes`), one per length; a tower whose
-    scales span the call (`per_item`), one per text. Each text then runs at its own length, as alone."""
-    if getattr(runner, "per_item", False):
-        return [idx[i:i + 1] for i in range(len(idx))]
-    if getattr(runner, "equal_shapes", False):
-        return np.split(idx, np.flatnonzero(np.diff(lengths[idx])) + 1)
-    return [idx]
 
 
 def can_trim(model: torch.nn.Module) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -63,6 +64,8 @@ class Engine:
         self.device = device = parse_device(device)  # auto: a usable GPU if there is one (bulk work), else the CPU
         self.backend = parse_backend(backend)
         self._space: Space | None = None
+        self._query_towers: dict[str, Any] = {}  # from the space's passport, until the space loads
+        self.notes: list[str] = []  # what a user should hear once (the CLI prints them)
         self._relevance: RelevanceScorer | None = None
         self._lock = threading.RLock()
         self.writer, self.policy = Writer(self), IndexPolicy(self)
@@ -143,6 +146,29 @@ class Engine:
                 self.store.check_space(space.spec.name, space.fingerprint, space.spec.metric)
                 self._space = space
             return self._space
+
+    def query_encoder(self, modality: str) -> Any:
+        """The encoder of a `modality` query (None: the space has no such tower). Until something loads the
+        space, a query tower its passport vouches for (`space.passport`: the text tower's ONNX export) answers:
+        a one-off `mmr search` then imports neither torch nor open_clip. On the CPU only, and not where
+        torch was asked for (`backend`)."""
+        from ..modalities import get_modality
+        from ..space import passport
+
+        with self._lock:
+            light = self._space is None and self.device == "cpu" and self.backend != "torch"
+            fingerprint = (self.store.space_record() or {}).get("fingerprint", "")
+            if light:
+                if modality not in self._query_towers:
+                    self._query_towers[modality] = passport.query_encoder(fingerprint, self.spec, modality)
+                if self._query_towers[modality] is not None:
+                    return self._query_towers[modality]
+            t = time.perf_counter()
+            enc = get_modality(modality).encoder(self.space)
+            if light and passport.ready(fingerprint, self.spec, modality):
+                self.notes.append(f"this {modality} query loaded the space's models ({time.perf_counter() - t:.1f} s); "
+                                  f"from now on a one-off {modality} query runs from their ONNX export")
+            return enc
 
     def prepare(self) -> None:
         """Load the space and every tower, and open their runtimes now, so that the first query does not wait for

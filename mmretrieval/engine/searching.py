@@ -138,10 +138,10 @@ class Searcher:
 
     def encode_query(self, q: Query) -> np.ndarray:
         m = get_modality(q.modality)
-        space = self.engine.space
-        enc = m.encoder(space)
+        enc = self.engine.query_encoder(m.name)
         if enc is None:
-            raise UsageError(f"space {space.spec.name!r} has no {m.name} tower, so it cannot take an {m.name} query")
+            raise UsageError(f"space {self.engine.spec.name!r} has no {m.name} tower, so it cannot take an "
+                             f"{m.name} query")
         value = _expand(q.value) if m.file_query else q.value
         try:
             return m.encode_query(enc, value)

@@ -196,7 +196,17 @@ class Space:
         self.fingerprint = fingerprint_of(self.identity)
         # One fingerprint per tower: which towers two spaces share (their vectors for those modalities agree).
         self.tower_fingerprints = {name: fingerprint_of(part) for name, part in towers.items()}
+        files = [tower_family(t.family).identity_files(t, self) for t in spec.towers]
+        self.identity_files = None if any(f is None for f in files) else [x for f in files for x in f]
         self.encoders = Encoders(self, spec.towers)
+
+    def note_query_tower(self, modality: str, entry: dict[str, Any]) -> None:
+        """A tower of this space that a one-off `modality` query can run without loading the space: in the
+        space's passport (`space.passport`), where its identity's files are known."""
+        if self.identity_files is not None:
+            from . import passport
+
+            passport.write(self.fingerprint, self.spec, self.identity_files, modality, entry)
 
     @property
     def text(self) -> Any:

@@ -24,6 +24,7 @@ import torch
 
 from ..encoders.audio import AudioEncoder
 from ..encoders.bpe import for_text_config
+from ..encoders.exported_image import clip_pixels
 from ..encoders.image import ImageEncoder
 from ..encoders.packed import pack_transformer_blocks
 from ..encoders.text import TextEncoder
@@ -32,7 +33,7 @@ from .image_decode import IMAGE_DECODES, JPEG_DRAFT
 from .precision import dtype_of
 from .spec import TowerSpec
 from .weights import (ResolvedClip, WeightsFile, audio_weights_status, cache_root, clip_weights_status, file_sha256,
-                      offline, resolve_audio_weights, resolve_clip, resolve_cached_download)
+                      local_checkpoints, offline, resolve_audio_weights, resolve_clip, resolve_cached_download)
 
 log = logging.getLogger(__name__)
 REDUCED = ("bf16", "fp16")  # the formats a torch tower's weights are cast to
@@ -59,6 +60,11 @@ class TowerFamily(ABC):
     def weights(self, tower: TowerSpec, space_name: str) -> list[WeightsFile]:
         """The tower's weights files, found or not, and where each goes (touches no network)."""
         return []
+
+    def identity_files(self, tower: TowerSpec, space: Any) -> list[str] | None:
+        """The files `identity` reads (after it ran): unchanged, the identity is too (`space.passport`).
+        None: the family cannot say, and its spaces have no passport."""
+        return None
 
     def fetch(self, tower: TowerSpec, space_name: str, progress: bool = False) -> None:
         """Download the tower's missing weights into their caches (`weights` then finds them)."""
@@ -130,6 +136,13 @@ class OpenClipFamily(TowerFamily):
             cache[tower.name] = resolve_clip(tower.config.model, tower.config.pretrained)
         return cache[tower.name]
 
+    def identity_files(self, tower: TowerSpec, space: Any) -> list[str]:
+        resolved = self.resolved(tower, space)
+        local = tower.config.local_dir
+        if local is not None:
+            return [str(local / "open_clip_config.json"), *map(str, local_checkpoints(local))]
+        return [resolved.checkpoint] if resolved.checkpoint else []
+
     def identity(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
         resolved = self.resolved(tower, space)
         model_cfg, pre = clip_configs(resolved)
@@ -169,6 +182,16 @@ class OpenClipFamily(TowerFamily):
                                                                         else int(size)),
                                           tokens=_vit_tokens(model_cfg))}
         _settle_backends(encoders, runners, tower, space)
+        # What a one-off query can run without any of this (`space.passport`).
+        if "text" in runners and query_tokenizer is not tokenizer:
+            space.note_query_tower("text", {"kind": "clip-text", "export": str(runners["text"].path.parent),
+                                            "precision": space.precision["text"], "dim": dim,
+                                            "text_cfg": model_cfg.get("text_cfg") or {},
+                                            "model_name": resolved.model_name})
+        if "image" in runners and clip_pixels(pre_cfg) is not None:
+            space.note_query_tower("image", {"kind": "clip-image", "export": str(runners["image"].path.parent),
+                                             "precision": space.precision["image"], "dim": dim,
+                                             "preprocess": pre_cfg, "draft_to": encoders["image"].draft_to})
         if all(space.backends[m] == "onnx" for m in encoders):
             clip.release()  # built only to export: ~600 MB for ViT-B-32, built again if something asks
         return encoders
@@ -235,6 +258,9 @@ class AudioFamily(TowerFamily):
             resolve_cached_download(tower.config.weights, space_name, progress=progress)
         else:
             super().fetch(tower, space_name, progress)
+
+    def identity_files(self, tower: TowerSpec, space: Any) -> list[str]:
+        return [str(resolve_audio_weights(tower.config.weights, space.spec.name))]
 
     def identity(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
         w = resolve_audio_weights(tower.config.weights, space.spec.name)

@@ -238,7 +238,7 @@ def resolve_clip(model: str, pretrained: str | None, cache_dir: str | None = Non
         cfg_file = d / "open_clip_config.json"
         if not cfg_file.is_file():
             raise SpaceError(f"{d} holds no open_clip_config.json")
-        ckpts = _local_checkpoints(d)
+        ckpts = local_checkpoints(d)
         if not ckpts:
             raise MissingWeightsError(
                 f"the space folder {d} has an open_clip config but no weights file "
@@ -285,7 +285,7 @@ def resolve_clip(model: str, pretrained: str | None, cache_dir: str | None = Non
     )
 
 
-def _local_checkpoints(d: Path) -> list[Path]:
+def local_checkpoints(d: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
 
 

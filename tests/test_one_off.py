@@ -1,0 +1,134 @@
+"""One-off commands (issue #37): a text or image search in a fresh process runs the space's query towers from
+their ONNX exports through the space's passport, without importing torch or open_clip, and answers exactly as
+the loaded space does; a passport whose files changed vouches for nothing."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mmretrieval as mmr
+from mmretrieval.encoders import onnx_runtime
+from mmretrieval.errors import SpaceMismatchError
+from mmretrieval.space import passport
+from tiny_space import make_tiny_space
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "assets" / "demo"
+HEAVY = ("torch", "torchvision", "open_clip")
+pytestmark = pytest.mark.skipif(not onnx_runtime.available(), reason="onnxruntime is a dependency; missing here")
+ODD = ["a red circle", "", "A Red  CIRCLE!!", "naïve café 東京 🐶 &amp;amp; <b>bold</b>", "x" * 400,
+       "\u202eevil\u202c \x1b[31mred\x1b[0m", "12:30 lunch, 2 dogs & 1 cat"]
+
+
+def mmr_cli(*argv: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`mmr ARGV` in a fresh process as a user runs it, and the heavy modules it imported (`-X importtime`)."""
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "mmretrieval.cli", *argv], capture_output=True,
+                       text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    imported = {m.group(1) for m in re.finditer(r"^import time:.*\|\s+(\S+)$", r.stderr, re.M)}
+    return r, sorted(m for m in HEAVY if m in imported)
+
+
+def messages(r: subprocess.CompletedProcess) -> str:
+    return "\n".join(line for line in r.stderr.splitlines() if not line.startswith("import time:"))
+
+
+@pytest.fixture
+def auto_backend(monkeypatch):
+    """The user's default runtime (the suite runs towers under torch): towers are exported as a user's are."""
+    monkeypatch.delenv("MMR_BACKEND", raising=False)
+
+
+def test_one_off_searches_import_neither_torch_nor_open_clip_and_answer_as_the_loaded_space(tmp_path, auto_backend):
+    idx = tmp_path / "idx"
+    with mmr.Engine(idx, model="tiny") as eng:  # the shipped space, exported under auto as a user's index is
+        eng.index([DEMO / "images", DEMO / "docs"])
+        fingerprint, spec = eng.store.space_record()["fingerprint"], eng.spec
+    assert passport.ready(fingerprint, spec, "text") and passport.ready(fingerprint, spec, "image")
+    queries = [(["a red circle"], {"text": "a red circle"}),
+               (["--image", str(DEMO / "images" / "blue-square.png"), "--type", "text"],
+                {"image": str(DEMO / "images" / "blue-square.png"), "types": ["text"]})]
+    for argv, kwargs in queries:
+        r, heavy = mmr_cli("search", *argv, "-k", "5", "--json", "--index", str(idx))
+        assert r.returncode == 0 and heavy == [], (argv, heavy, messages(r)[-2000:])
+        assert messages(r) == ""  # nothing to say: no first load, no export
+        one_off = json.loads(r.stdout)
+        with mmr.Engine(idx, readonly=True, backend="torch") as eng:  # the loaded space, under torch
+            loaded = eng.search(k=5, **kwargs)
+            assert eng._space is not None
+        assert [h["id"] for h in one_off] == [h.id for h in loaded], argv
+        assert np.allclose([h["score"] for h in one_off], [h.score for h in loaded], atol=1e-5)
+        assert [h["relevance"] for h in one_off] == pytest.approx([h.relevance for h in loaded], abs=1e-4)
+    # the vectors themselves, for odd texts and every image of the demo, against the torch towers
+    with mmr.Engine(idx, readonly=True) as eng:
+        text, image = eng.query_encoder("text"), eng.query_encoder("image")
+        assert type(text).__name__ == "ExportedTextEncoder" and type(image).__name__ == "ExportedImageEncoder"
+        assert eng._space is None  # nothing loaded the space
+        from mmretrieval.space.runtime import Space
+
+        torch_space = Space(eng.spec, precision=eng.precision, backend="torch", jpeg_draft=eng.jpeg_draft)
+        assert torch_space.fingerprint == fingerprint
+        assert np.abs(text.encode(ODD) - torch_space.text.encode(ODD)).max() < 1e-5
+        images = sorted(str(p) for p in (DEMO / "images").iterdir())
+        cos = np.einsum("ij,ij->i", image.encode(images), torch_space.image.encode(images))
+        assert cos.min() > 0.9999, cos.min()  # int8 where auto chose it: the same export, the same pixels
+
+
+def test_first_query_after_a_torch_index_exports_and_says_so_once(tmp_path):
+    """Indexed with --backend torch (no export): the first one-off text query loads the space, exports the text
+    tower and says so; the next starts light."""
+    idx = tmp_path / "idx"
+    docs = tmp_path / "docs"
+    shutil.copytree(DEMO / "docs", docs)
+    with mmr.Engine(idx, model="tiny", backend="torch", precision="fp32") as eng:
+        eng.index([docs])
+    user = {"MMR_BACKEND": ""}  # the user's default (auto)
+    first, heavy = mmr_cli("search", "a red circle", "--type", "text", "-k", "3", "--index", str(idx), env=user)
+    assert first.returncode == 0 and "torch" in heavy
+    assert "this text query loaded the space's models" in messages(first), messages(first)
+    second, heavy = mmr_cli("search", "a red circle", "--type", "text", "-k", "3", "--index", str(idx), env=user)
+    assert second.returncode == 0 and heavy == [] and messages(second) == "", (heavy, messages(second))
+    assert second.stdout == first.stdout and "red-circle.txt" in second.stdout.splitlines()[0]
+    # asked for torch, a user gets torch
+    _, heavy = mmr_cli("--backend", "torch", "search", "a red circle", "--type", "text", "--index", str(idx), env=user)
+    assert "torch" in heavy
+
+
+def test_a_passport_vouches_for_nothing_once_a_file_behind_the_identity_changes(tmp_path, auto_backend):
+    """Weights touched (same bytes): the space loads, is checked, and a new passport follows. Weights replaced
+    by other weights: the one-off path does not answer with them; the loaded space refuses the index."""
+    space = make_tiny_space(tmp_path / "space", name="one-off-tiny")
+    docs = tmp_path / "docs"
+    shutil.copytree(DEMO / "docs", docs)
+    idx = tmp_path / "idx"
+    with mmr.Engine(idx, model=str(space)) as eng:
+        eng.index([docs])
+        fingerprint, spec = eng.store.space_record()["fingerprint"], eng.spec
+    assert passport.ready(fingerprint, spec, "text")
+    weights = space / "open_clip_model.safetensors"
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert not passport.ready(fingerprint, spec, "text")
+    with mmr.Engine(idx, readonly=True) as eng:
+        assert type(eng.query_encoder("text")).__name__ == "TextEncoder"  # loaded and checked: same hash
+        assert eng.search("a red circle", types=["text"], k=1)
+    assert passport.ready(fingerprint, spec, "text")  # written again by that load
+    other = make_tiny_space(tmp_path / "other", name="one-off-tiny", seed=1)
+    shutil.copy(other / "open_clip_model.safetensors", weights)
+    assert weights.stat().st_size == st.st_size  # same size, other bytes
+    assert not passport.ready(fingerprint, spec, "text")
+    with mmr.Engine(idx, readonly=True) as eng, pytest.raises(SpaceMismatchError):
+        eng.search("a red circle", types=["text"], k=1)
+    r, _ = mmr_cli("search", "a red circle", "--index", str(idx))
+    assert r.returncode != 0 and "fingerprint" in messages(r).lower() and not r.stdout.strip(), messages(r)[-500:]
+    # a passport that is not JSON, or names an export that is gone, is passed over, never an error
+    path = passport.passport_path(fingerprint)
+    path.write_text("{not json")
+    assert passport.query_encoder(fingerprint, spec, "text") is None
