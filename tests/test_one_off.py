@@ -132,3 +132,44 @@ def test_a_passport_vouches_for_nothing_once_a_file_behind_the_identity_changes(
     path = passport.passport_path(fingerprint)
     path.write_text("{not json")
     assert passport.query_encoder(fingerprint, spec, "text") is None
+
+
+def test_spaces_reads_open_clips_registry_from_its_snapshot_with_the_same_answers(tmp_path):
+    """`mmr spaces` needs open_clip's registry (tags, where their weights come from): read from the snapshot the
+    first import wrote, it imports neither torch nor open_clip and says what the live registry says."""
+    import open_clip
+
+    from mmretrieval.space import open_clip_catalog
+
+    open_clip_catalog.catalog.cache_clear()
+    live = open_clip_catalog.catalog()  # no snapshot in this test's cache yet: open_clip imported, snapshot written
+    snapshot = open_clip_catalog._path(open_clip_catalog.open_clip_version())
+    assert snapshot.is_file() and open_clip_catalog.open_clip_version() == open_clip.__version__
+    open_clip_catalog.catalog.cache_clear()
+    read = open_clip_catalog.catalog()
+    assert read.models == tuple(open_clip.list_models()) == live.models
+    for model, tag in open_clip.list_pretrained():
+        assert read.tags(model) == open_clip.list_pretrained_tags_by_model(model)
+        assert read.cfg(model, tag) == open_clip.get_pretrained_cfg(model, tag), (model, tag)
+    assert read.cfg("ViT-B-32", "LAION2B-S34B-B79K") == open_clip.get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k")
+    r, heavy = mmr_cli("spaces", "-v", "--json")
+    assert r.returncode == 0 and heavy == [], (heavy, messages(r)[-1000:])
+    snapshot.unlink()
+    again, heavy = mmr_cli("spaces", "-v", "--json")  # no snapshot: open_clip itself, the same answer
+    assert "open_clip" in heavy and json.loads(again.stdout) == json.loads(r.stdout)
+    # torch.hub's folder (where a Wav2CLIP download may already sit) by torch's own rule, without torch
+    import torch
+
+    from mmretrieval.space import weights
+
+    for env in ({}, {"TORCH_HOME": str(tmp_path / "th")}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")}):
+        code = ("import sys; from mmretrieval.space.weights import _torch_hub_dir; print(_torch_hub_dir()); "
+                "print('torch' in sys.modules)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                             env={**{k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")},
+                                  "PYTHONPATH": str(ROOT), **env}).stdout.split()
+        expect = subprocess.run([sys.executable, "-c", "import torch; print(torch.hub.get_dir())"], capture_output=True,
+                                text=True, env={**{k: v for k, v in os.environ.items()
+                                                   if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}, **env}).stdout.strip()
+        assert out == [expect, "False"], (env, out, expect)
+    assert weights._torch_hub_dir() == Path(torch.hub.get_dir())  # torch loaded: its own answer

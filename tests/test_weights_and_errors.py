@@ -42,13 +42,14 @@ def test_tag_weights_put_by_hand_in_the_project_cache_are_found(empty_hub, tmp_p
 
 def test_open_clip_url_cache_is_checked_against_the_url_checksum(empty_hub, tmp_path, monkeypatch):
     """A file in open_clip's (and OpenAI clip's) URL cache is used only if it is the file the URL names."""
-    import open_clip
+    from mmretrieval.space import open_clip_catalog
 
     data = b"placeholder weights"
     digest = hashlib.sha256(data).hexdigest()
     cfg = {"url": f"https://openaipublic.azureedge.net/clip/models/{digest}/ViT-B-32.pt", "quick_gelu": True}
-    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda model, tag: cfg if tag == "urlonly" else {})
-    monkeypatch.setattr(open_clip, "list_pretrained_tags_by_model", lambda model: ["urlonly"])
+    models = open_clip_catalog.catalog().models  # open_clip's registry, with one tag that only has a URL
+    monkeypatch.setattr(open_clip_catalog, "catalog",
+                        lambda: open_clip_catalog.Catalog(models, {"ViT-B-32": {"urlonly": cfg}}))
     cached = tmp_path / "home" / ".cache" / "clip" / "ViT-B-32.pt"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(data)

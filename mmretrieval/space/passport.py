@@ -15,15 +15,14 @@ touched, another open_clip) and the space loads as always, checked against the i
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any, Callable
 
 from ..index.segments import atomic_write
+from .open_clip_catalog import open_clip_version
 from .spec import SpaceSpec, canonical_json
 from .weights import cache_root
 
@@ -45,19 +44,6 @@ def stamp(path: str | os.PathLike) -> list[Any]:
     except OSError:
         return [str(path), None, None]
     return [str(path), st.st_size, st.st_mtime_ns]
-
-
-def open_clip_version() -> str | None:
-    """open_clip's version, read from its package without importing it (its import is ~2 s)."""
-    found = importlib.util.find_spec("open_clip")
-    if found is None or not found.submodule_search_locations:
-        return None
-    try:
-        text = (Path(list(found.submodule_search_locations)[0]) / "version.py").read_text()
-    except OSError:
-        return None
-    m = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text)
-    return m.group(1) if m else None
 
 
 def _basis(spec: SpaceSpec, files: list[str]) -> dict[str, Any]:

@@ -18,22 +18,19 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-
-from ..encoders.audio import AudioEncoder
 from ..encoders.bpe import for_text_config
 from ..encoders.exported_image import clip_pixels
-from ..encoders.image import ImageEncoder
-from ..encoders.packed import pack_transformer_blocks
-from ..encoders.text import TextEncoder
 from ..errors import MissingWeightsError, SpaceError, UnsupportedPrecisionError, WeightsMismatchError
 from .image_decode import IMAGE_DECODES, JPEG_DRAFT
 from .precision import dtype_of
 from .spec import TowerSpec
 from .weights import (ResolvedClip, WeightsFile, audio_weights_status, cache_root, clip_weights_status, file_sha256,
                       local_checkpoints, offline, resolve_audio_weights, resolve_clip, resolve_cached_download)
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 REDUCED = ("bf16", "fp16")  # the formats a torch tower's weights are cast to
@@ -151,6 +148,10 @@ class OpenClipFamily(TowerFamily):
 
     def load(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
         import open_clip
+        import torch
+
+        from ..encoders.image import ImageEncoder
+        from ..encoders.text import TextEncoder
 
         resolved = self.resolved(tower, space)
         model_cfg, pre_cfg = clip_configs(resolved)
@@ -208,6 +209,8 @@ class ClipModel:
         self._lock = threading.RLock()
 
     def fp32(self) -> torch.nn.Module:
+        import torch
+
         with self._lock:
             if self._ready is not None:
                 raise SpaceError("the torch model was already cast for inference: export before building it")
@@ -216,6 +219,8 @@ class ClipModel:
             return self._loaded
 
     def __call__(self) -> torch.nn.Module:
+        from ..encoders.packed import pack_transformer_blocks
+
         with self._lock:
             if self._ready is None:
                 model = self.fp32()
@@ -267,6 +272,10 @@ class AudioFamily(TowerFamily):
         return {"audio": {"config": tower.config.config, "weights": "sha256:" + file_sha256(w)}}
 
     def load(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
+        import torch
+
+        from ..encoders.audio import AudioEncoder
+
         path = resolve_audio_weights(tower.config.weights, space.spec.name)
         precision = space.precision["audio"]
         device = space.device if precision != "int8" else torch.device("cpu")  # int8: ONNX Runtime, on the CPU
@@ -428,6 +437,8 @@ def _onnx_runners(clip: ClipModel, tower: TowerSpec, space: Any) -> dict[str, An
 def _settle_backends(encoders: dict[str, Any], runners: dict[str, Any], tower: TowerSpec, space: Any) -> None:
     """Where fp32 was left to measurement: time torch and ONNX Runtime on the tower's own workload (a
     one-text query; a batch of 8 images), remember the faster, keep only it."""
+    import torch
+
     from ..encoders.onnx_runtime import race
     from .backend import remember
 
@@ -466,6 +477,8 @@ def _cast_towers(model: torch.nn.Module, precision: dict[str, str], device: torc
     """Store the image and text towers' weights in their format (bf16/fp16 weights, not autocast: casting
     the weights on every call made autocast slower than fp32 on the image tower). fp16 on a CPU: see
     `fp16_on_cpu`."""
+    import torch
+
     def cast(module: torch.nn.Module | torch.Tensor, fmt: str) -> Any:
         if fmt == "fp16" and device.type == "cpu":
             return fp16_on_cpu(module)
@@ -495,6 +508,8 @@ def fp16_on_cpu(module: torch.nn.Module | torch.Tensor) -> Any:
     fp16, computed in fp32. CPUs without AVX512-FP16 compute fp16 ~10x slower than bf16 (ViT-B-32 here: 3.9
     img/s against 40); the vectors differ from a GPU's fp16 ones by activation rounding alone (cosine >= 0.9999,
     `tests/test_cuda.py`), as a GPU's differ from another GPU's."""
+    import torch
+
     if isinstance(module, torch.Tensor):
         return module.to(torch.float16).to(module.dtype) if module.is_floating_point() else module
     for t in [*module.parameters(), *module.buffers()]:
@@ -504,6 +519,8 @@ def fp16_on_cpu(module: torch.nn.Module | torch.Tensor) -> Any:
 
 
 def _probe_dim(model: torch.nn.Module) -> int:
+    import torch
+
     with torch.no_grad():
         import open_clip
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -173,27 +174,28 @@ def _find_cached(cfg: dict[str, Any], cache_dir: str | None, model: str = "", ta
 
 
 def _known_model(model: str) -> str:
-    import open_clip
+    from .open_clip_catalog import catalog
 
-    if model.replace("/", "-") not in open_clip.list_models():
+    models = catalog().models
+    if model.replace("/", "-") not in models:
         raise SpaceError(
             f"unknown open_clip model {model!r}; known models include: "
-            f"{', '.join(open_clip.list_models()[:12])}, … (see `open_clip.list_models()`)")
+            f"{', '.join(models[:12])}, … (see `open_clip.list_models()`)")
     return model.replace("/", "-")
 
 
 def _tag_cfg(model: str, pretrained: str | None) -> tuple[str, str, dict[str, Any]]:
     """(model, tag, open_clip's pretrained config) for a tag, or a typed error naming the valid ones."""
-    import open_clip
+    from .open_clip_catalog import catalog
 
     model = _known_model(model)
-    tags = open_clip.list_pretrained_tags_by_model(model)
+    tags = catalog().tags(model)
     if pretrained is None:
         if not tags:
             raise MissingWeightsError(
                 f"open_clip model {model} has no pretrained tags; give a checkpoint: --model {model}:/path/to/weights.pt")
         pretrained = tags[0]
-    cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    cfg = catalog().cfg(model, pretrained)
     if not cfg:
         raise SpaceError(
             f"{pretrained!r} is neither a pretrained tag of {model} nor an existing file; "
@@ -220,9 +222,9 @@ def _put_text(put: Path, alt: str) -> str:
 
 
 def _quickgelu_name(model: str, cfg: dict[str, Any]) -> str:
-    import open_clip
+    from .open_clip_catalog import catalog
 
-    if cfg.get("quick_gelu") and not model.endswith("-quickgelu") and f"{model}-quickgelu" in open_clip.list_models():
+    if cfg.get("quick_gelu") and not model.endswith("-quickgelu") and f"{model}-quickgelu" in catalog().models:
         return f"{model}-quickgelu"
     return model
 
@@ -231,8 +233,6 @@ def resolve_clip(model: str, pretrained: str | None, cache_dir: str | None = Non
                  download: bool = True) -> ResolvedClip:
     """Find the open_clip weights for (model, tag-or-path), downloading only when allowed (`download`
     and not offline)."""
-    import open_clip
-
     if model.startswith("local-dir:"):
         d = Path(model[len("local-dir:"):])
         cfg_file = d / "open_clip_config.json"
@@ -263,6 +263,8 @@ def resolve_clip(model: str, pretrained: str | None, cache_dir: str | None = Non
             reason = f"there is no network to download them ({unreachable})"
         elif download and not offline():
             try:
+                import open_clip
+
                 path = open_clip.download_pretrained(cfg, cache_dir=cache_dir)
             except Exception as e:  # any network or hub failure means: not available
                 reason = f"download failed: {str(e).splitlines()[0][:200]}"
@@ -401,10 +403,18 @@ def _torch_hub_copy(url: str | None) -> Path | None:
     """The file torch.hub.load_state_dict_from_url(url) would have saved, if it is there."""
     if not url:
         return None
-    import torch
-
-    p = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    p = _torch_hub_dir() / "checkpoints" / os.path.basename(url)
     return p if p.is_file() else None
+
+
+def _torch_hub_dir() -> Path:
+    """torch.hub.get_dir() without importing torch where it is not loaded (its rule: $TORCH_HOME/hub, else
+    $XDG_CACHE_HOME/torch/hub, else ~/.cache/torch/hub); where it is, its own answer (`set_dir` included)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return Path(torch.hub.get_dir())
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub"
 
 
 def _download(url: str, target: Path, sha256: str | None, progress: bool = False) -> None:
