@@ -1,4 +1,4 @@
-"""`mmr serve`: the HTTP API and search page over one index."""
+"""`mmr serve`: the HTTP API and search page over one index; `mmr mcp`: the index as MCP tools for agents."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", default=os.environ.get("MMR_TOKEN"), help="require this token (default $MMR_TOKEN)")
     p.add_argument("--max-upload", type=int, default=20 * 1024 * 1024, metavar="BYTES")
+    m = sub.add_parser("mcp", help="the index as Model Context Protocol tools over stdio, for agents "
+                                   "(needs the 'mcp' extra)")
+    m.set_defaults(func=cmd_mcp)
+    add_index_arg(m)
+    m.add_argument("--allow-index", action="append", metavar="DIR",
+                   help="let agents index files under DIR (repeatable); without it the server is read-only")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -24,4 +30,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving {index_dir(args)} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
     serve(index_dir(args), host=args.host, port=args.port, token=args.token, max_upload=args.max_upload,
           device=device(args, bulk=False))
+    return EXIT_OK
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("mcp") is None:
+        from ..errors import UsageError
+
+        raise UsageError("mmr mcp needs the Model Context Protocol SDK: pip install 'mmretrieval[mcp]'")
+    from ..server.mcp_tools import serve_stdio
+
+    # stdout carries the protocol: anything a library prints there would break the client
+    print(f"mmr mcp: serving {index_dir(args)} over stdio", file=sys.stderr)
+    serve_stdio(index_dir(args), allow_index=args.allow_index, device=device(args, bulk=False))
     return EXIT_OK

@@ -1,0 +1,166 @@
+"""`mmr mcp`: the index as Model Context Protocol tools, for agents (Claude Desktop, IDEs, agent frameworks).
+
+Over stdio (the client starts `mmr mcp` and speaks JSON-RPC on its stdin and stdout: nothing else may reach
+stdout). Read-only unless `allow_index` names folders that the `index` tool may index. Tool results are small
+enough for a model's context: hits carry their path, where in the file, a snippet, a time range and relevance,
+never vectors; an image item comes back as a thumbnail.
+
+Built on the official SDK (`mcp` >= 2, the ``mcp`` extra): `MCPServer` makes each tool's input schema from its
+signature and its description from its docstring, which is what a model reads to choose and call it.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from ..engine import Engine, Hit
+from ..errors import MMRError, UsageError
+from ..modalities import get_modality
+
+SNIPPET = 300  # characters of a passage in a hit: enough to judge it, small in a context window
+MAX_K = 50
+
+
+def compact(h: Hit) -> dict[str, Any]:
+    """A hit as an agent needs it."""
+    out: dict[str, Any] = {"id": h.id, "path": h.path, "modality": h.modality, "where": h.where or None,
+                           "relevance": None if h.relevance is None else round(h.relevance, 3),
+                           "score": round(h.score, 4)}
+    if h.text:
+        out["snippet"] = h.text if len(h.text) <= SNIPPET else h.text[:SNIPPET].rstrip() + "…"
+    if h.start is not None:
+        out["start"], out["end"] = h.start, h.end
+    if h.file_modality is not None and h.file_modality != h.modality:
+        out["file_modality"] = h.file_modality
+    if h.moments:
+        out["more_moments"] = [{"id": m.id, "modality": m.modality, "where": m.where or None,
+                                "relevance": None if m.relevance is None else round(m.relevance, 3)}
+                               for m in h.moments]
+    return out
+
+
+def _k(k: int) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise UsageError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
+    return k
+
+
+def _under(path: str, roots: list[Path]) -> Path:
+    p = Path(os.path.expanduser(path)).resolve()
+    if not any(p == r or r in p.parents for r in roots):
+        raise UsageError(f"{p} is not under a folder this server may index ({', '.join(map(str, roots))})")
+    return p
+
+
+def _said(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Our errors (a bad argument, an unreadable query file, an unknown id) reach the model with their words,
+    as the SDK's ToolError; anything else stays a crash (the SDK says only that the tool failed)."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MMRError as e:
+            raise ToolError(str(e)) from None
+
+    return call
+
+
+def build(engine: Engine, *, allow_index: list[str] | None = None) -> Any:
+    """The MCP server over `engine` (an `mcp.server.mcpserver.MCPServer`; `.run()` serves it over stdio)."""
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.utilities.types import Image
+
+    from .. import __version__
+
+    roots = [Path(os.path.expanduser(r)).resolve() for r in allow_index or []]
+    server = MCPServer(
+        name="mmretrieval", version=__version__,
+        instructions=("Search the user's own photos, recordings, videos and documents by meaning, in one "
+                      "shared space: a text finds images, sounds, video moments and passages; an image or a "
+                      "sound finds the rest. Each hit has a relevance in 0..1 comparable across queries (0.5: "
+                      "as likely related as not); say when nothing reaches 0.5. Use get_item for a hit's full "
+                      "passage or its picture, similar for more like a hit."))
+
+    @server.tool()
+    @_said
+    def search(query: str | None = None, image_path: str | None = None, audio_path: str | None = None,
+               types: list[str] | None = None, k: int = 10, min_relevance: float | None = None,
+               paths: list[str] | None = None, after: str | None = None, before: str | None = None) -> dict[str, Any]:
+        """Search the collection by meaning. Give exactly one of: `query` (text), `image_path` or `audio_path`
+        (a file on this machine used as the example). `types` limits the results: image, audio, text
+        (passages of documents), video (one hit per video with its best moments). `k` results (1-50), best
+        first. `min_relevance` (0..1) drops weaker hits. `paths` keeps files under these folders or matching
+        these globs; `after`/`before` (YYYY-MM-DD) keep files by their date (photo taken, else file time).
+        Each hit: id (for get_item and similar), path, modality, where in the file (page, section, time),
+        snippet (passages), start/end seconds (sound and video), relevance."""
+        given = [v for v in (query, image_path, audio_path) if v is not None]
+        if len(given) != 1:
+            raise UsageError("give exactly one of query, image_path, audio_path")
+        filters = {f: v for f, v in (("paths", paths), ("after", after), ("before", before)) if v}
+        hits = engine.search(query, image=image_path, audio=audio_path, k=_k(k), types=types,
+                             min_relevance=min_relevance, filters=filters or None)
+        return {"hits": [compact(h) for h in hits],
+                "note": None if any((h.relevance or 0) >= 0.5 for h in hits) else
+                "no hit reaches relevance 0.5: these are only the nearest"}
+
+    @server.tool()
+    @_said
+    def similar(item_id: int, types: list[str] | None = None, k: int = 10) -> dict[str, Any]:
+        """More like an indexed item (an id from search): its own vector searched again, the item itself left
+        out. `types` as in search."""
+        hits = [h for h in engine.search_like(int(item_id), k=_k(k) + 1, types=types) if h.id != int(item_id)]
+        return {"hits": [compact(h) for h in hits[:k]]}
+
+    @server.tool(structured_output=False)  # content blocks: the item's JSON, then its picture
+    @_said
+    def get_item(item_id: int) -> list[Any]:
+        """One indexed item by id (from search): its file, where in it, and its content: a passage's whole
+        text, or an image's (or a video scene's) thumbnail; sound gives its time range in the file."""
+        row = engine.item(int(item_id))
+        if row is None:
+            raise UsageError(f"no indexed item with id {item_id}")
+        info: dict[str, Any] = {"id": row.id, "path": row.path, "modality": row.modality, "locator": row.locator}
+        if row.file_modality and row.file_modality != row.modality:
+            info["file_modality"] = row.file_modality
+        if row.text:
+            info["text"] = row.text
+        out: list[Any] = [info]
+        m = get_modality(row.modality)
+        thumb = m.thumbnail(row) if m.thumbnail is not None else None
+        if thumb is not None and row.modality == "image":
+            _, media_type, make = thumb
+            try:
+                out.append(Image(data=make(), format=media_type.split("/")[-1]))
+            except Exception as e:  # the file changed or went away since it was indexed
+                info["thumbnail"] = f"unavailable: {e}"
+        return out
+
+    @server.resource("mmr://index/stats", mime_type="application/json")
+    def stats() -> dict[str, Any]:
+        """What the index holds: its space, counts per modality, size on disk."""
+        return engine.stats()
+
+    if roots:
+        @server.tool()
+        @_said
+        def index(path: str) -> dict[str, Any]:
+            """Index (incrementally) a file or folder so that search finds it: new and changed files are
+            embedded, removed ones leave the index. Only under the folders this server was started with."""
+            r = engine.index([_under(path, roots)])
+            return {"files": {"new": r.files_new, "changed": r.files_changed, "moved": r.files_moved,
+                              "copied": r.files_copied, "removed": r.files_removed, "unchanged": r.files_unchanged},
+                    "items_added": dict(r.added), "seconds": round(r.seconds, 1),
+                    "skipped": [{"path": p, "why": why} for p, why in r.skipped[:20]],
+                    "skipped_count": len(r.skipped)}
+
+    return server
+
+
+def serve_stdio(index: str | os.PathLike, *, allow_index: list[str] | None = None, device: str = "cpu") -> None:
+    """Serve `index` over stdio until the client closes it."""
+    with Engine(index, readonly=not allow_index, device=device) as engine:
+        build(engine, allow_index=allow_index).run("stdio")
