@@ -24,6 +24,7 @@ import copy
 import json
 import os
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,7 +35,7 @@ from torch import nn
 from ..errors import SpaceError, UnsupportedPrecisionError
 from ..index.segments import atomic_write
 from .arrays import PER_CORE_MIN_TOKENS
-from .ort_tower import INPUTS, ExportFiles, OrtTower, available, checksum, read_export, weights_file
+from .ort_tower import INPUTS, ExportFiles, OrtTower, checksum, read_export, weights_file
 from .onnx_int8 import quantize_dynamic, quantize_static
 from .packed import SelfAttention, self_attention_block
 
@@ -46,6 +47,19 @@ INT8_MIN_COSINE = 0.995  # per probe, random inputs (real ones are checked by te
 # Audio's static int8 is checked on held-out signals (not the calibration's) at the bar real data must meet: the
 # shipped tiny audio tower measured 0.985 on its held-out clips and is refused; Wav2CLIP's ResNet 0.9998.
 AUDIO_INT8_MIN_COSINE = 0.999
+
+
+@lru_cache(maxsize=1)
+def available() -> bool:
+    """True where onnxruntime and onnx (the exporter's and quantiser's dependency) import."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def export_files(modality: str, precision: str, key: str, cache: Path) -> ExportFiles:
     """Where the tower of `key` (a fingerprint of its network and weights) is exported in `precision`."""
     return ExportFiles.in_folder(cache / "onnx" / key / f"v{FORMAT_VERSION}-{versions()}", modality, precision)
@@ -53,9 +67,7 @@ def export_files(modality: str, precision: str, key: str, cache: Path) -> Export
 
 def cached_tower(modality: str, precision: str, key: str, cache: Path, threads: int | None = None) -> OrtTower | None:
     """The tower `load_tower` exported before (a space whose towers all run from here never builds its torch
-    modules), or None (see `ort_tower.read_export`)."""
-    if not available():
-        raise SpaceError("ONNX Runtime is not installed (pip install onnxruntime onnx); use --backend torch")
+    modules), or None (see `ort_tower.read_export`; reading needs ONNX Runtime only)."""
     return read_export(export_files(modality, precision, key, cache), modality, threads)
 
 

@@ -14,7 +14,6 @@ import sys
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,17 +31,6 @@ INPUTS = {"text": "tokens", "image": "pixels", "audio": "features"}
 # int8 image tower: 88 MB, ~2.6 GB/s a core here), where a batch reads them once for all its items; beyond it
 # cores would contend for memory bandwidth (measured here on 2 only), so batches over every core stay.
 PER_CORE_MAX_CORES = 4
-
-
-@lru_cache(maxsize=1)
-def available() -> bool:
-    """True where onnxruntime and onnx (the exporter's and quantiser's dependency) import."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def default_threads() -> int:

@@ -157,15 +157,15 @@ class Engine:
 
         with self._lock:
             light = self._space is None and self.device == "cpu" and self.backend != "torch"
-            fingerprint = (self.store.space_record() or {}).get("fingerprint", "")
             if light:
                 if modality not in self._query_towers:
+                    fingerprint = (self.store.space_record() or {}).get("fingerprint", "")
                     self._query_towers[modality] = passport.query_encoder(fingerprint, self.spec, modality)
                 if self._query_towers[modality] is not None:
                     return self._query_towers[modality]
             t = time.perf_counter()
-            enc = get_modality(modality).encoder(self.space)
-            if light and passport.ready(fingerprint, self.spec, modality):
+            enc = get_modality(modality).encoder(self.space)  # the loaded space: checked against the index
+            if light and passport.ready(self.space.fingerprint, self.space.spec, modality):
                 self.notes.append(f"this {modality} query loaded the space's models ({time.perf_counter() - t:.1f} s); "
                                   f"from now on a one-off {modality} query runs from their ONNX export")
             return enc
