@@ -19,8 +19,10 @@ _LAZY = {
     "Modality": ".modalities", "register_modality": ".modalities", "Filters": ".query", "parse_filters": ".query",
     "list_spaces": ".space.registry", "register_space": ".space.registry", "resolve_model_arg": ".space.registry",
     "SpaceSpec": ".space.spec", "ClipSpec": ".space.spec", "AudioSpec": ".space.spec",
+    "Memory": ".memory", "Remembered": ".memory", "Scope": ".memory",
     **{name: ".errors" for name in ("MMRError", "UsageError", "SpaceError", "MissingWeightsError", "SpaceMismatchError",
-                                    "IndexNotFoundError", "IndexLockedError", "DecodeError", "WeightsMismatchError")},
+                                    "IndexNotFoundError", "IndexLockedError", "DecodeError", "WeightsMismatchError",
+                                    "ItemNotFoundError", "MemoryNotFoundError")},
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -41,8 +43,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .engine import Engine, Hit
-    from .errors import (DecodeError, IndexLockedError, IndexNotFoundError, MissingWeightsError, MMRError, SpaceError,
-                         SpaceMismatchError, UsageError, WeightsMismatchError)
+    from .errors import (DecodeError, IndexLockedError, IndexNotFoundError, ItemNotFoundError, MemoryNotFoundError,
+                         MissingWeightsError, MMRError, SpaceError, SpaceMismatchError, UsageError, WeightsMismatchError)
+    from .memory import Memory, Remembered, Scope
     from .ingest.indexer import IndexReport
     from .modalities import Modality, register_modality
     from .options import RayOptions

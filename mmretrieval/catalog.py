@@ -19,7 +19,8 @@ import numpy as np
 
 from .errors import IndexNotFoundError, MMRError
 
-SCHEMA_VERSION = 2  # 2: files.date, date_source, ext, tags (filters, sorting) and the keyword index (fts)
+SCHEMA_VERSION = 3  # 2: files.date, date_source, ext, tags (filters, sorting) and the keyword index (fts); 3: memories
+MEMORY = "memory"  # the file modality of an agent's memory: a row of `memories`, not a file on disk
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,6 +53,18 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_file ON items(file_id);
 CREATE INDEX IF NOT EXISTS items_modality ON items(modality);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');
+CREATE TABLE IF NOT EXISTS memories (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_id INTEGER UNIQUE REFERENCES files(id) ON DELETE SET NULL,
+    user TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL DEFAULT '',
+    session TEXT NOT NULL DEFAULT '',
+    text TEXT NOT NULL,
+    metadata TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memories_scope ON memories(user, agent, session)
 """
 
 
@@ -160,6 +173,8 @@ class Catalog:
             raise MMRError(f"catalog schema {version} is newer than this mmretrieval understands ({SCHEMA_VERSION}); upgrade")
         if int(version) < 2 and not readonly:
             self._migrate_to_2()
+        if int(self.get_meta("schema_version") or 0) < 3 and not readonly:
+            self._migrate_to_3()
         self.version = int(self.get_meta("schema_version") or SCHEMA_VERSION)
 
     def _migrate_to_2(self) -> None:
@@ -175,6 +190,14 @@ class Catalog:
             self.db.execute(_SCHEMA[_SCHEMA.index("CREATE VIRTUAL TABLE"):].split(";")[0])
             self._index_words()
             self.set_meta("schema_version", "2")
+
+    def _migrate_to_3(self) -> None:
+        """An agent's memories (nothing else changes)."""
+        with self.transaction():
+            for stmt in _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS memories"):].split(";"):
+                if stmt.strip():
+                    self.db.execute(stmt)
+            self.set_meta("schema_version", "3")
 
     def close(self) -> None:
         self.db.close()
@@ -390,6 +413,18 @@ class Catalog:
                                args)
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
+    def lane_item_ids(self, modality: str, of_files: str | None = None, filters: Any = None) -> np.ndarray:
+        """The items a result lane covers: of `modality`, of `of_files`'s files only where given (a video's scenes
+        among the images; MEMORY: an agent's memories), whose files pass `filters`. Without `of_files`, memories
+        are left out: they are recalled, not found by searches of the collection."""
+        ids = self.item_ids([modality], file_modality=of_files) if filters is None or filters.empty else \
+            self.item_ids_where([modality], filters, file_modality=of_files)
+        if of_files is None:
+            memories = self.memory_items()[0]
+            if memories.size:
+                ids = np.setdiff1d(ids, memories)
+        return ids
+
     def item_ids(self, modalities: Iterable[str] | None = None, file_modality: str | None = None) -> np.ndarray:
         if file_modality is not None:
             mods = list(modalities) if modalities is not None else []
@@ -417,7 +452,10 @@ class Catalog:
     def counts(self) -> dict[str, Any]:
         items = {r[0]: r[1] for r in self.db.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality")}
         files = {r[0]: r[1] for r in self.db.execute("SELECT status, COUNT(*) FROM files GROUP BY status")}
-        return {"items": items, "files_indexed": files.get("indexed", 0), "files_skipped": files.get("skipped", 0)}
+        memories, attached = self.db.execute("SELECT COUNT(*), COUNT(file_id) FROM memories").fetchone() \
+            if self._memories_ready() else (0, 0)
+        return {"items": items, "files_indexed": files.get("indexed", 0) - attached,
+                "files_skipped": files.get("skipped", 0), "memories": memories}
 
     def export_rows(self, modality: str) -> Iterator[dict[str, Any]]:
         """Every item of a modality with its file's facts, by path then position in the file (for shards). A file's
@@ -426,8 +464,8 @@ class Catalog:
             "SELECT i.id, f.path, f.hash, i.ordinal, i.locator, i.text, f.size, f.mtime_ns, f.date, f.date_source, "
             "f.tags, f.modality, c.n FROM items i JOIN files f ON f.id = i.file_id "
             "JOIN (SELECT file_id, COUNT(*) AS n FROM items GROUP BY file_id) c ON c.file_id = f.id "  # once per file
-            "WHERE i.modality = ? ORDER BY f.path, i.ordinal",
-            (modality,))
+            "WHERE i.modality = ? AND f.modality != ? ORDER BY f.path, i.ordinal",  # memories: memory_export_rows
+            (modality, MEMORY))
         for r in rows:
             yield {"item_id": r[0], "path": r[1], "sha256": r[2], "ordinal": r[3],
                    "locator": json.loads(r[4]) if r[4] else {}, "text": r[5], "size": r[6], "mtime_ns": r[7],
@@ -439,3 +477,107 @@ class Catalog:
 
     def skipped(self) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self.db.execute("SELECT path, error FROM files WHERE status='skipped' ORDER BY path")]
+
+    # --- memories (see memory.py): a row each, with a file row `memory:<id>` holding its passages as items
+    def _memories_ready(self) -> bool:
+        return self.version >= 3  # an older catalog opened read-only has none
+
+    def add_memory(self, scope: Any, text: str, metadata: dict[str, Any], now: float) -> int:
+        s = scope.stored()
+        cur = self.db.execute("INSERT INTO memories(user, agent, session, text, metadata, created, updated) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              (s.user, s.agent, s.session, text, json.dumps(metadata) if metadata else None, now, now))
+        return int(cur.lastrowid)
+
+    def update_memory(self, memory_id: int, text: str, metadata: dict[str, Any] | None, now: float) -> None:
+        """New text (and, when given, metadata); its items are replaced by the caller (`attach_memory`)."""
+        if metadata is None:
+            self.db.execute("UPDATE memories SET text=?, updated=? WHERE id=?", (text, now, memory_id))
+        else:
+            self.db.execute("UPDATE memories SET text=?, metadata=?, updated=? WHERE id=?",
+                            (text, json.dumps(metadata) if metadata else None, now, memory_id))
+
+    def attach_memory(self, memory_id: int, space: str, items: Iterable[ItemRecord]) -> np.ndarray:
+        """(Re)write the file row and items of a memory from its current text; returns the new item ids (their
+        vectors are the caller's to add). The items it had before are deleted: their ids are `detach_memory`'s."""
+        r = self.db.execute("SELECT text, created, updated FROM memories WHERE id=?", (memory_id,)).fetchone()
+        file_id = self.upsert_file(f"{MEMORY}:{memory_id}", MEMORY, len(r[0].encode()), int(r[2] * 1e9), None,
+                                   "indexed", None, space, date=r[1], date_source=MEMORY)
+        self.db.execute("UPDATE memories SET file_id=? WHERE id=?", (file_id, memory_id))
+        return self.add_items(file_id, "text", items)
+
+    def detach_memory(self, memory_id: int) -> np.ndarray:
+        """Delete a memory's file row and items (the memory stays, waiting to be embedded); returns the item ids."""
+        row = self.db.execute("SELECT file_id FROM memories WHERE id=?", (memory_id,)).fetchone()
+        if row is None or row[0] is None:
+            return np.empty(0, np.int64)
+        return self.delete_file(int(row[0]))
+
+    def delete_memory(self, memory_id: int) -> np.ndarray:
+        """Forget a memory; returns its item ids (to remove from the vector index)."""
+        ids = self.detach_memory(memory_id)
+        self.db.execute("DELETE FROM memories WHERE id=?", (memory_id,))
+        return ids
+
+    def _memory_where(self, scope: Any = None, metadata: dict[str, Any] | None = None, ids: Iterable[int] | None = None,
+                      after: float | None = None, before: float | None = None) -> tuple[str, list[Any]]:
+        where, args = ["1"], []
+        for col, v in (scope.given().items() if scope is not None else ()):
+            where.append(f"m.{col} = ?")
+            args.append(v)
+        for k, v in (metadata or {}).items():
+            where.append("json_extract(m.metadata, ?) IS ?")  # IS: a None value matches a missing key too
+            args += [f'$."{k}"', v]
+        if ids is not None:
+            ids = [int(i) for i in ids]
+            where.append(f"m.id IN ({','.join('?' * len(ids))})")
+            args += ids
+        if after is not None:
+            where.append("m.updated >= ?")
+            args.append(after)
+        if before is not None:
+            where.append("m.updated < ?")
+            args.append(before)
+        return " AND ".join(where), args
+
+    def memories(self, scope: Any = None, metadata: dict[str, Any] | None = None, ids: Iterable[int] | None = None,
+                 after: float | None = None, before: float | None = None, limit: int | None = None,
+                 pending: bool = False) -> list[dict[str, Any]]:
+        """Memories in a scope (see `memory.Scope`) whose metadata has these values, newest update first;
+        `pending`: only those waiting to be embedded."""
+        if not self._memories_ready():
+            return []
+        where, args = self._memory_where(scope, metadata, ids, after, before)
+        if pending:
+            where += " AND m.file_id IS NULL"
+        rows = self.db.execute(
+            "SELECT m.id, m.text, m.user, m.agent, m.session, m.metadata, m.created, m.updated, m.file_id "
+            f"FROM memories m WHERE {where} ORDER BY m.updated DESC, m.id DESC"
+            + (f" LIMIT {int(limit)}" if limit is not None else ""), args)
+        return [{"id": r[0], "text": r[1], "user": r[2], "agent": r[3], "session": r[4],
+                 "metadata": json.loads(r[5]) if r[5] else {}, "created": r[6], "updated": r[7],
+                 "embedded": r[8] is not None} for r in rows]
+
+    def memory_items(self, scope: Any = None, metadata: dict[str, Any] | None = None,
+                     after: float | None = None, before: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(item ids, their memories' ids) of the memories that pass; all memories' with no arguments."""
+        if not self._memories_ready():
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        where, args = self._memory_where(scope, metadata, None, after, before)
+        rows = self.db.execute(f"SELECT i.id, m.id FROM memories m JOIN items i ON i.file_id = m.file_id "
+                               f"WHERE {where} ORDER BY i.id", args).fetchall()
+        return (np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64))
+
+    def memory_export_rows(self) -> Iterator[dict[str, Any]]:
+        """Every memory's passages (its text, scope, metadata and times on each row), by memory then position."""
+        if not self._memories_ready():
+            return
+        rows = self.db.execute(
+            "SELECT i.id, m.id, m.text, m.user, m.agent, m.session, m.metadata, m.created, m.updated, i.ordinal, "
+            "i.locator, i.text, c.n FROM memories m JOIN items i ON i.file_id = m.file_id "
+            "JOIN (SELECT file_id, COUNT(*) AS n FROM items GROUP BY file_id) c ON c.file_id = m.file_id "
+            "ORDER BY m.id, i.ordinal")
+        for r in rows:
+            yield {"item_id": r[0], "memory_id": r[1], "memory": r[2], "user": r[3], "agent": r[4], "session": r[5],
+                   "metadata": r[6], "created": r[7], "updated": r[8], "ordinal": r[9],
+                   "locator": json.loads(r[10]) if r[10] else {}, "text": r[11], "memory_items": r[12]}

@@ -39,6 +39,10 @@ class ItemNotFoundError(MMRError):
     """No indexed item has this id."""
 
 
+class MemoryNotFoundError(ItemNotFoundError):
+    """No memory has this id (in the caller's scope)."""
+
+
 class IndexLockedError(MMRError):
     """Another process is writing to the index."""
 

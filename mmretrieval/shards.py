@@ -60,14 +60,56 @@ def export_shards(engine: Engine, out: str | os.PathLike, *, run: int = 0, shard
             part.append(r)
         if part:
             write(modality, part)
+    memories = _export_memories(out, run, cat.memory_export_rows(), vectors)
     skipped = cat.skipped_rows()
     if skipped:
         pq.write_table(pa.Table.from_pylist(skipped), out / "skipped.parquet")
     manifest = {"format": FORMAT, "space": engine.store.space_record(), "items": counts, "skipped": len(skipped),
-                "shards": shards}
+                "shards": shards, "memories": memories}
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+MEMORY_SHARD = "memory"  # beside the modalities' folders: not a modality, so readers of shards pass it by
+
+
+def _export_memories(out: Path, run: int, rows: Iterator[dict[str, Any]], vectors: Any) -> dict[str, Any]:
+    """An agent's memories, one row per passage (with the memory's text, scope, metadata and times) and its
+    vector: an import keeps them without embedding them again."""
+    part = list(rows)
+    if not part:
+        return {"count": 0, "shards": []}
+    vecs = np.concatenate([v for _, v in vectors.iter_vectors(np.array([r["item_id"] for r in part], np.int64))])
+    emb = write_part(out, MEMORY_SHARD, f"{run}_0", part, vecs)
+    return {"count": len({r["memory_id"] for r in part}), "shards": [str(emb.relative_to(out))]}
+
+
+def read_memories(src: str | os.PathLike) -> list[dict[str, Any]]:
+    """The memories an export holds, as `Memories.add_embedded` takes them (none from older exports)."""
+    _, pq = pyarrow()
+    src = Path(src).expanduser()
+    out: dict[int, dict[str, Any]] = {}
+    for name in read_manifest(src).get("memories", {}).get("shards", []):
+        emb = src / name
+        meta = emb.parent.parent / "metadata" / emb.name.replace(emb_dir(MEMORY_SHARD), "metadata", 1).replace(
+            ".npy", ".parquet")
+        vecs = np.load(emb).astype(np.float32)
+        rows = pq.read_table(meta).to_pylist()
+        if len(rows) != vecs.shape[0]:
+            raise MMRError(f"{emb} holds {vecs.shape[0]} vectors but {meta} {len(rows)} rows: the shard is damaged")
+        for r, v in zip(rows, vecs):
+            m = out.setdefault(r["memory_id"], {
+                "text": r["memory"], "user": r["user"], "agent": r["agent"], "session": r["session"],
+                "metadata": json.loads(r["metadata"]) if r["metadata"] else {}, "created": r["created"],
+                "updated": r["updated"], "items": [], "vectors": [], "total": r["memory_items"]})
+            m["items"].append(ItemRecord(json.loads(r["locator"]), r["text"], "text"))
+            m["vectors"].append(v)
+    for memory_id, m in out.items():
+        if len(m["items"]) != m.pop("total"):
+            raise MMRError(f"{src}: memory {memory_id} has only part of its passages: the export is incomplete")
+        m["vectors"] = np.stack(m["vectors"])
+    return list(out.values())
 
 
 def read_manifest(src: str | os.PathLike) -> dict[str, Any]:
@@ -176,4 +218,6 @@ def import_shards(src: str | os.PathLike, index: str | os.PathLike, *, device: s
         raise SpaceMismatchError(
             f"the shards in {src} were made in space {rec['spec']['name']!r} (fingerprint {rec['fingerprint']}), "
             f"the index at {index} is in fingerprint {have}; vectors from different spaces are not comparable")
-    return eng, eng.add_embeddings(read_shards(src, rec["fingerprint"]))
+    report = eng.add_embeddings(read_shards(src, rec["fingerprint"]))
+    report.memories = eng.memory.add_embedded(read_memories(src))
+    return eng, report

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import mmretrieval as mmr
+from mmretrieval.catalog import SCHEMA_VERSION
 from mmretrieval.index.build import convert
 from mmretrieval.cli import main
 from mmretrieval.index.choose import choose_index
@@ -231,7 +232,7 @@ def test_an_index_from_before_dates_is_upgraded_on_write(dated, tmp_path):
     assert {os.path.basename(h.path) for h in hits} == {"plain.png", "exif.jpg"}  # exif.jpg's mtime is today
     reader.close()
     writer = mmr.Engine(old)
-    assert writer.store.catalog.get_meta("schema_version") == "2"
+    assert writer.store.catalog.get_meta("schema_version") == str(SCHEMA_VERSION)
     assert {os.path.basename(h.path) for h in writer.search("a red circle", types=["image"], filters={"exts": ["png"]})} \
         == {"plain.png"}
     # the keyword index is built from what the catalog knows (passages and paths; tags come with a re-index)

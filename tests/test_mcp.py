@@ -53,9 +53,9 @@ def payload(result) -> dict:
 
 def test_an_agent_searches_reads_and_finds_similar_over_stdio(demo_index):
     async def run():
-        async with session(["--index", str(demo_index)]) as s:
+        async with session(["--index", str(demo_index), "--no-memory"]) as s:
             tools = {t.name: t for t in (await s.list_tools()).tools}
-            assert set(tools) == {"search", "similar", "get_item"}  # read-only: no index tool
+            assert set(tools) == {"search", "similar", "get_item"}  # read-only: no index tool, no memory
             assert "relevance" in tools["search"].description and "query" in tools["search"].input_schema["properties"]
             # text -> image
             hits = payload(await s.call_tool("search", {"query": "a red circle", "k": 3}))["hits"]
@@ -114,6 +114,45 @@ def test_indexing_only_under_the_folders_it_was_allowed(tmp_path):
             hits = payload(await s.call_tool("search", {"query": "a red circle", "types": ["text"], "k": 1}))
             assert hits["hits"][0]["path"] == str(inbox / "note.txt")
     asyncio.run(asyncio.wait_for(run(), 240))  # a broken server fails the test, never hangs it
+
+
+def test_an_agent_keeps_its_own_memory_in_the_servers_scope(demo_index, tmp_path):
+    """remember -> recall -> update -> forget over stdio, all in the user and agent the server was started for:
+    a note of another user is never recalled, updated or forgotten through it."""
+    idx = tmp_path / "idx"
+    shutil.copytree(demo_index, idx)
+    with mmr.Engine(idx) as eng:
+        theirs = eng.remember("Bob's logo is a red circle.", user="bob", agent="helper").memory.id
+
+    async def run():
+        async with session(["--index", str(idx), "--user", "ann", "--agent", "helper"]) as s:
+            tools = {t.name: t for t in (await s.list_tools()).tools}
+            assert {"remember", "recall", "update_memory", "forget"} <= set(tools)
+            assert "restates" in tools["remember"].description
+            added = payload(await s.call_tool("remember", {"text": "Ann's logo is a red circle.", "session": "s1",
+                                                           "metadata": {"topic": "brand"}}))
+            assert added["action"] == "added" and added["memory"]["user"] == "ann"
+            payload(await s.call_tool("remember", {"text": "Ann likes a low steady buzz.", "session": "s2"}))
+            again = payload(await s.call_tool("remember", {"text": "ann's logo is a red circle", "session": "s1"}))
+            assert again["action"] == "updated" and again["replaced"] == "Ann's logo is a red circle."
+            mine = added["memory"]["id"]
+            got = payload(await s.call_tool("recall", {"query": "a scarlet disc logo", "k": 5}))["memories"]
+            assert got[0]["id"] == mine and theirs not in [m["id"] for m in got] and len(got) == 2
+            assert "relevance" in got[0] and "user" not in got[0]
+            one = payload(await s.call_tool("recall", {"query": "a logo", "session": "s2"}))["memories"]
+            assert [m["text"] for m in one] == ["Ann likes a low steady buzz."]
+            fixed = payload(await s.call_tool("update_memory", {"memory_id": mine, "text": "Ann's logo is a blue star."}))
+            assert fixed["text"] == "Ann's logo is a blue star." and fixed["metadata"] == {"topic": "brand"}
+            for tool, args in (("update_memory", {"memory_id": theirs, "text": "x"}), ("forget", {"memory_id": theirs})):
+                r = await s.call_tool(tool, args)
+                assert r.is_error and f"no memory {theirs}" in r.content[0].text
+            r = await s.call_tool("forget", {})
+            assert r.is_error and "exactly one of" in r.content[0].text
+            assert payload(await s.call_tool("forget", {"session": "s2"}))["forgotten"] == 1
+            assert payload(await s.call_tool("forget", {"memory_id": mine}))["forgotten"] == 1
+    asyncio.run(asyncio.wait_for(run(), 240))  # a broken server fails the test, never hangs it
+    with mmr.Engine(idx, readonly=True) as eng:
+        assert [m.id for m in eng.memories()] == [theirs]
 
 
 def test_stdout_carries_protocol_messages_only(demo_index):

@@ -193,6 +193,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"precision:    {sp['precision']}")
     print(f"items:        {st['items_total']} (" + ", ".join(f"{m} {n}" for m, n in sorted(st['items'].items())) + ")")
     print(f"files:        {st['files_indexed']} indexed, {st['files_skipped']} skipped")
+    if st["memories"]:
+        print(f"notes:        {st['memories']} (an agent's memory: mmr notes list)")
     print(f"index type:   {st['index_description']}, {st['vectors']} vectors (policy: {st['index_policy']})")
     seg = st["vector_segments"]
     deltas = f" (vectors: base + {seg['deltas']} delta(s), {seg['delta_bytes'] / 1e6:.2f} MB)" if seg["deltas"] else ""
@@ -250,7 +252,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with Engine(index_dir(args), readonly=True) as eng:
         m = export_shards(eng, args.out)
     print(f"exported {sum(m['items'].values())} items (" + ", ".join(f"{k} {v}" for k, v in sorted(m["items"].items()))
-          + f") and {m['skipped']} skipped file(s) to {args.out}")
+          + f"), {m['memories']['count']} memories and {m['skipped']} skipped file(s) to {args.out}")
     return EXIT_OK
 
 
@@ -260,7 +262,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     eng, rep = import_shards(args.src, index_dir(args), device=device(args))
     with eng:
         print(f"imported {sum(rep.added.values())} items (" + ", ".join(f"{k} {v}" for k, v in sorted(rep.added.items()))
-              + f"), {len(rep.skipped)} skipped file(s), into {eng.path}")
+              + f"), {rep.memories} memories, {len(rep.skipped)} skipped file(s), into {eng.path}")
     return EXIT_OK
 
 

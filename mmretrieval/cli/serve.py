@@ -21,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=cmd_mcp)
     add_index_arg(m)
     m.add_argument("--allow-index", action="append", metavar="DIR",
-                   help="let agents index files under DIR (repeatable); without it the server is read-only")
+                   help="let agents index files under DIR (repeatable); without it the collection is read-only")
+    m.add_argument("--no-memory", action="store_true",
+                   help="no memory tools (remember, recall, update_memory, forget): the index is opened read-only")
+    m.add_argument("--user", metavar="NAME", help="the user whose notes the memory tools keep (default: none)")
+    m.add_argument("--agent", metavar="NAME", help="the agent whose notes the memory tools keep (default: none)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -44,5 +48,6 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
     # stdout carries the protocol: anything a library prints there would break the client
     print(f"mmr mcp: serving {index_dir(args)} over stdio", file=sys.stderr)
-    serve_stdio(index_dir(args), allow_index=args.allow_index, device=device(args, bulk=False))
+    serve_stdio(index_dir(args), allow_index=args.allow_index, memory=not args.no_memory, user=args.user,
+                agent=args.agent, device=device(args, bulk=False))
     return EXIT_OK

@@ -18,6 +18,7 @@ from ..errors import IndexNotFoundError, MissingWeightsError, SpaceMismatchError
 from ..index.vectors_stream import CHUNK, VectorChunk
 from ..ingest.embed import EmbeddedFile
 from ..ingest.indexer import IndexReport
+from ..memory import Memory, Remembered, make_scope
 from ..options import RayOptions
 from ..query import Filters, Query
 from ..relevance.scorer import RelevanceScorer
@@ -30,6 +31,7 @@ from ..space.image_decode import JPEG_DRAFT, JPEG_DRAFT_BEFORE
 from ..store import Store
 from .policy import IndexPolicy
 from .reading import Reader
+from .remembering import Memories
 from .searching import Hit, Searcher
 from .writing import Writer
 
@@ -69,7 +71,7 @@ class Engine:
         self._relevance: RelevanceScorer | None = None
         self._lock = threading.RLock()
         self.writer, self.policy = Writer(self), IndexPolicy(self)
-        self.searcher, self.reader = Searcher(self), Reader(self)
+        self.searcher, self.reader, self.memory = Searcher(self), Reader(self), Memories(self)
         exists = (self.path / "catalog.sqlite").is_file()
         if not exists:
             if readonly:
@@ -286,6 +288,51 @@ class Engine:
         """"More like this": search with an indexed item's own vector (no re-encoding)."""
         return self.searcher.search_like(item_id, k=k, types=types, min_relevance=min_relevance, cutoff=cutoff,
                                          filters=filters, sort=sort)
+
+    # ----------------------------------------------------------------- memory
+    def remember(self, text: str, *, user: str | None = None, agent: str | None = None, session: str | None = None,
+                 metadata: dict[str, Any] | None = None, merge: bool = True,
+                 merge_above: float | None = None) -> Remembered:
+        """Keep a note in the index's space (an agent's memory, see `memory`): no file, recalled by meaning.
+
+        `user`, `agent`, `session` scope it (names; None: none). A text that restates a memory of exactly the same
+        scope (the same words, or its vector at `merge_above` cosine or closer, default `memory.MERGE_COSINE`)
+        updates that memory instead of adding a copy; the result says which happened and the text replaced.
+        `merge=False` always adds. Metadata (flat names to strings, numbers, booleans) can filter recall."""
+        return self.memory.remember(text, scope=make_scope(user, agent, session), metadata=metadata, merge=merge,
+                                    merge_above=merge_above)
+
+    def recall(self, query: str | None = None, *, image: Any = None, audio: Any = None, k: int = 5,
+               user: str | None = None, agent: str | None = None, session: str | None = None,
+               metadata: dict[str, Any] | None = None, recency: float = 0.0, half_life_days: float = 7.0,
+               after: float | None = None, before: float | None = None) -> list[Memory]:
+        """The `k` memories closest in meaning to a query (text, or an image or sound), best first, among those of
+        the scope given (each of user, agent, session given must match exactly; None: any) whose metadata has
+        the values in `metadata` and that were updated in [`after`, `before`). `recency` (0..1) discounts older
+        memories: a memory's cosine times (1 - recency + recency * 0.5 ** (age / half_life_days))."""
+        return self.memory.recall(query, image=image, audio=audio, k=k, scope=make_scope(user, agent, session),
+                                  metadata=metadata, recency=recency, half_life_days=half_life_days, after=after,
+                                  before=before)
+
+    def update_memory(self, memory_id: int, text: str | None = None, *, metadata: dict[str, Any] | None = None,
+                      user: str | None = None, agent: str | None = None, session: str | None = None) -> Memory:
+        """Give a memory new text (embedded again) and/or metadata (merged into its own). The memory must be in
+        the scope given (MemoryNotFoundError otherwise: a caller scoped to one user never touches another's)."""
+        return self.memory.update(memory_id, text, metadata=metadata, scope=make_scope(user, agent, session))
+
+    def forget(self, memory_id: int | None = None, *, user: str | None = None, agent: str | None = None,
+               session: str | None = None, metadata: dict[str, Any] | None = None, everything: bool = False) -> int:
+        """Forget one memory (by id, within the scope given) or every memory of a scope and metadata; forgetting
+        all memories needs `everything=True`. Returns how many were forgotten."""
+        return self.memory.forget(memory_id, scope=make_scope(user, agent, session), metadata=metadata,
+                                  everything=everything)
+
+    def memories(self, *, user: str | None = None, agent: str | None = None, session: str | None = None,
+                 metadata: dict[str, Any] | None = None, after: float | None = None, before: float | None = None,
+                 limit: int | None = None) -> list[Memory]:
+        """The memories of a scope, most recently updated first."""
+        return self.memory.list(scope=make_scope(user, agent, session), metadata=metadata, after=after,
+                                before=before, limit=limit)
 
     # ----------------------------------------------------------------- reading
     def vectors(self, types: Iterable[str] | str | None = None, *, chunk: int = CHUNK,

@@ -35,7 +35,7 @@ class Reader:
             cat, vectors = self.engine.store.catalog, self.engine.store.vectors
             present = np.sort(vectors.ids())
             lanes = result_lanes(mods) if mods else [(m, m) for m in sorted(cat.counts()["items"])]
-            plan = [(m, np.intersect1d(cat.item_ids((m,), file_modality=t if t != m else None), present))
+            plan = [(m, np.intersect1d(cat.lane_item_ids(m, t if t != m else None), present))
                     for t, m in lanes]
         for m, ids in plan:
             for part, vecs in vectors.iter_vectors(ids, chunk=chunk, stored=stored):
@@ -56,6 +56,7 @@ class Reader:
             "items_total": sum(counts["items"].values()),
             "vectors": self.engine.store.vectors.ntotal,
             "files_indexed": counts["files_indexed"],
+            "memories": counts["memories"],
             "files_skipped": counts["files_skipped"],
             "index_type": self.engine.store.vectors.kind,
             "index_description": self.engine.store.vectors.description,

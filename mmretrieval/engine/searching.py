@@ -295,9 +295,7 @@ class Searcher:
             if len(self._filters) >= 64:
                 self._filters.pop(next(iter(self._filters)))
             kind, modality = lane
-            of_files = kind if kind != modality else None
-            ids = self.engine.store.catalog.item_ids([modality], file_modality=of_files) if key[1] is None else \
-                self.engine.store.catalog.item_ids_where([modality], key[1], file_modality=of_files)
+            ids = store.catalog.lane_item_ids(modality, kind if kind != modality else None, key[1])
             self._filters[key] = IdFilter(ids)
         return self._filters[key]
 

@@ -77,6 +77,7 @@ class Writer:
             if ray is not None:
                 embed, staging = self._ray_embedder(ray, batch_size, workers or None, items)
             result = indexer.run(roots, embed=embed.stream if embed else None)
+            self.engine.memory.embed_pending()  # memories whose vectors a repair had to forget
             if embed is not None:
                 result.distributed = embed.summary
                 if not ray.keep_shards:

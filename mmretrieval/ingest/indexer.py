@@ -47,6 +47,7 @@ class IndexReport:
     notes: list[tuple[str, str]] = field(default_factory=list)  # indexed, with something to know (path, note)
     seconds: float = 0.0
     distributed: dict[str, Any] | None = None  # with --ray: shards, actors, nodes, files taken from staged shards
+    memories: int = 0  # an agent's memories taken in (mmr import)
 
     @property
     def ignored_by_ext(self) -> Counter:

@@ -1,7 +1,8 @@
 """`mmr mcp`: the index as Model Context Protocol tools, for agents (Claude Desktop, IDEs, agent frameworks).
 
 Over stdio (the client starts `mmr mcp` and speaks JSON-RPC on its stdin and stdout: nothing else may reach
-stdout). Read-only unless `allow_index` names folders that the `index` tool may index. Tool results are small
+stdout). The collection is read-only unless `allow_index` names folders that the `index` tool may index; the
+agent's own notes (remember, recall, update_memory, forget) are on unless turned off, in the server's scope. Tool results are small
 enough for a model's context: hits carry their path, where in the file, a snippet, a time range and relevance,
 never vectors; an image item comes back as a thumbnail.
 
@@ -69,8 +70,12 @@ def _said(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def build(engine: Engine, *, allow_index: list[str] | None = None) -> Any:
-    """The MCP server over `engine` (an `mcp.server.mcpserver.MCPServer`; `.run()` serves it over stdio)."""
+def build(engine: Engine, *, allow_index: list[str] | None = None, memory: bool = True, user: str | None = None,
+          agent: str | None = None) -> Any:
+    """The MCP server over `engine` (an `mcp.server.mcpserver.MCPServer`; `.run()` serves it over stdio). With
+    `memory`, the agent keeps notes in the index (remember, recall, update_memory, forget), all of them in the
+    scope of `user` and `agent` (the server's, not the model's to choose: a model cannot reach another user's
+    notes); `engine` must then be writable."""
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.utilities.types import Image
 
@@ -83,7 +88,9 @@ def build(engine: Engine, *, allow_index: list[str] | None = None) -> Any:
                       "shared space: a text finds images, sounds, video moments and passages; an image or a "
                       "sound finds the rest. Each hit has a relevance in 0..1 comparable across queries (0.5: "
                       "as likely related as not); say when nothing reaches 0.5. Use get_item for a hit's full "
-                      "passage or its picture, similar for more like a hit."))
+                      "passage or its picture, similar for more like a hit."
+                      + (" Keep what you learn that matters later with remember, and recall it before answering "
+                         "from memory: recall returns only the notes related to the query." if memory else "")))
 
     @server.tool()
     @_said
@@ -139,6 +146,9 @@ def build(engine: Engine, *, allow_index: list[str] | None = None) -> Any:
                 info["thumbnail"] = f"unavailable: {e}"
         return out
 
+    if memory:
+        _memory_tools(server, engine, user, agent)
+
     @server.resource("mmr://index/stats", mime_type="application/json")
     def stats() -> dict[str, Any]:
         """What the index holds: its space, counts per modality, size on disk."""
@@ -160,7 +170,52 @@ def build(engine: Engine, *, allow_index: list[str] | None = None) -> Any:
     return server
 
 
-def serve_stdio(index: str | os.PathLike, *, allow_index: list[str] | None = None, device: str = "cpu") -> None:
+def _memory_tools(server: Any, engine: Engine, user: str | None, agent: str | None) -> None:
+    from ..memory import make_scope
+
+    make_scope(user, agent)  # a bad name is the operator's error, at start-up
+    scope = {"user": user or "", "agent": agent or ""}  # none given: the notes of no user and no agent
+
+    @server.tool()
+    @_said
+    def remember(text: str, session: str | None = None, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Keep a note for later (a fact about the user, a decision, what was tried): stored in the same space
+        as the collection and recalled by meaning. A note that restates an earlier one (same meaning) updates it
+        instead of adding a copy; the result says "added" or "updated" and what the earlier note said. One fact
+        per note works best. `session` groups notes of one conversation; `metadata` (names to strings, numbers,
+        booleans) can filter recall."""
+        return engine.remember(text, session=session or None, metadata=metadata, **scope).to_dict()
+
+    @server.tool()
+    @_said
+    def recall(query: str, k: int = 5, session: str | None = None, recency: float = 0.0,
+               metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The notes most related in meaning to `query`, best first: only the relevant ones, not everything
+        remembered. `session` limits them to one conversation's; `metadata` to notes with those values;
+        `recency` (0..1) prefers newer notes (0: meaning only). Each note: id (for update_memory and forget),
+        text, session, metadata, updated, relevance (0..1)."""
+        found = engine.recall(query, k=_k(k), session=session, recency=recency, metadata=metadata, **scope)
+        return {"memories": [{k_: v for k_, v in m.to_dict().items() if k_ not in ("user", "agent", "created")}
+                             for m in found]}
+
+    @server.tool()
+    @_said
+    def update_memory(memory_id: int, text: str | None = None,
+                      metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Correct a note (an id from recall): new text replaces the old, metadata is merged in."""
+        return engine.update_memory(int(memory_id), text, metadata=metadata, **scope).to_dict()
+
+    @server.tool()
+    @_said
+    def forget(memory_id: int | None = None, session: str | None = None) -> dict[str, Any]:
+        """Forget one note (its id from recall), or every note of a `session`."""
+        if (memory_id is None) == (session is None):
+            raise UsageError("give exactly one of memory_id, session")
+        return {"forgotten": engine.forget(memory_id, session=session, **scope)}
+
+
+def serve_stdio(index: str | os.PathLike, *, allow_index: list[str] | None = None, memory: bool = True,
+                user: str | None = None, agent: str | None = None, device: str = "cpu") -> None:
     """Serve `index` over stdio until the client closes it."""
-    with Engine(index, readonly=not allow_index, device=device) as engine:
-        build(engine, allow_index=allow_index).run("stdio")
+    with Engine(index, readonly=not (allow_index or memory), device=device) as engine:
+        build(engine, allow_index=allow_index, memory=memory, user=user, agent=agent).run("stdio")
