@@ -71,6 +71,12 @@ CREATE INDEX IF NOT EXISTS memories_scope ON memories(user, agent, session)
 _FILE_COLS = "id, path, modality, size, mtime_ns, hash, status, error, space"
 
 
+def in_range(ids: Iterable[int]) -> list[int]:
+    """The ids SQLite can hold (64-bit signed): any other names nothing here (a request's 2**63 is unknown, not
+    an overflow)."""
+    return [i for i in map(int, ids) if -(1 << 63) <= i < 1 << 63]
+
+
 def extension(path: str) -> str:
     """The lower-case extension without the dot ('' for none): what `--ext` matches."""
     return os.path.splitext(path)[1].lower().lstrip(".")
@@ -358,7 +364,7 @@ class Catalog:
         return self._items("WHERE i.file_id=? ORDER BY i.ordinal", (file_id,))
 
     def items(self, ids: Iterable[int]) -> dict[int, ItemRow]:
-        ids = [int(i) for i in ids]
+        ids = in_range(ids)
         out: dict[int, ItemRow] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
@@ -529,7 +535,7 @@ class Catalog:
             where.append("json_extract(m.metadata, ?) IS ?")  # IS: a None value matches a missing key too
             args += [f'$."{k}"', v]
         if ids is not None:
-            ids = [int(i) for i in ids]
+            ids = in_range(ids)
             where.append(f"m.id IN ({','.join('?' * len(ids))})")
             args += ids
         if after is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,20 +141,28 @@ class Store:
         return True
 
     # --- writing
-    def acquire_lock(self) -> None:
+    def acquire_lock(self, wait: float = 0.0) -> None:
+        """Take the writer's lock, waiting up to `wait` seconds for another writer to finish."""
         if self._lock_fd is not None:
             return
         fd = os.open(self.root / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        deadline = time.monotonic() + wait
+        while True:
             try:
-                holder = os.read(fd, 64).decode(errors="replace").strip()
-            finally:
-                os.close(fd)
-            raise IndexLockedError(
-                f"another process{f' (pid {holder})' if holder else ''} is writing to the index at {self.root}; "
-                f"wait for it to finish (searches keep working meanwhile)") from None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                try:
+                    holder = os.read(fd, 64).decode(errors="replace").strip()
+                finally:
+                    os.close(fd)
+                raise IndexLockedError(
+                    f"another process{f' (pid {holder})' if holder else ''} is writing to the index at {self.root}"
+                    f"{f' (waited {wait:g} s)' if wait else ''}; wait for it to finish (searches keep working "
+                    f"meanwhile)") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd

@@ -195,3 +195,92 @@ def test_100_concurrent_http_requests_to_a_real_server(index):
             rs = list(pool.map(one, range(100)))
         assert [r.status_code for r in rs] == [200] * 100
         assert all(len(r.json()) >= 3 for r in rs)
+
+
+def test_the_openapi_document_describes_bodies_statuses_and_media_types(client):
+    doc = client.get("/openapi.json").json()
+    post = doc["paths"]["/search"]["post"]
+    assert set(post["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/SearchRequest")
+    assert "SearchRequest" in doc["components"]["schemas"] and "Filters" in doc["components"]["schemas"]
+    assert post["responses"]["200"]["content"]["application/json"]["schema"]["items"]["$ref"].endswith("/HitOut")
+    for code in ("401", "413", "422", "503"):
+        assert post["responses"][code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    media = doc["paths"]["/items/{item_id}/media"]["get"]["responses"]
+    assert {"200", "206", "404", "416"} <= set(media) and "video/*" in media["206"]["content"]
+    assert set(doc["paths"]["/items/{item_id}/thumbnail"]["get"]["responses"]["200"]["content"]) == \
+        {"image/jpeg", "image/png"}
+    assert set(doc["paths"]["/audit.png"]["get"]["responses"]["200"]["content"]) == {"image/png"}
+    every = [op for path in doc["paths"].values() for op in path.values()]
+    assert all("401" in op["responses"] for op in every if op.get("operationId", "").find("healthz") < 0)
+    assert {"/memories", "/memories/recall", "/memories/{memory_id}", "/index"} <= set(doc["paths"])
+
+
+def test_writes_need_the_servers_token(index):
+    c = TestClient(create_app(index[0]))
+    r = c.post("/memories", json={"text": "a note"})
+    assert r.status_code == 403 and "--token" in r.json()["error"]
+    assert c.get("/memories").json() == []  # reading notes needs no write
+
+
+def test_notes_over_http_in_their_scope(index, tmp_path):
+    import shutil
+
+    shutil.copytree(index[0], tmp_path / "idx")
+    auth = {"Authorization": "Bearer t0k"}
+    c = TestClient(create_app(tmp_path / "idx", token="t0k"))
+    assert c.post("/memories", json={"text": "x"}).status_code == 401
+    added = c.post("/memories", headers=auth, json={"text": "The red circle is Ann's.", "user": "ann",
+                                                     "metadata": {"topic": "shapes"}})
+    assert added.status_code == 200 and added.json()["action"] == "added"
+    mine = added.json()["memory"]["id"]
+    again = c.post("/memories", headers=auth, json={"text": "the red circle is ann's", "user": "ann"}).json()
+    assert again["action"] == "updated" and again["replaced"] == "The red circle is Ann's."
+    theirs = c.post("/memories", headers=auth, json={"text": "The blue square is Bob's.", "user": "bob"}).json()
+    got = c.post("/memories/recall", headers=auth, json={"query": "a red circle", "user": "ann", "k": 5}).json()
+    assert [m["id"] for m in got] == [mine]
+    assert [m["user"] for m in c.get("/memories", headers=auth, params={"user": "bob"}).json()] == ["bob"]
+    patched = c.patch(f"/memories/{mine}", headers=auth, json={"text": "The green star is Ann's.", "user": "ann"})
+    assert patched.status_code == 200 and patched.json()["metadata"] == {"topic": "shapes"}
+    other = theirs["memory"]["id"]
+    assert c.patch(f"/memories/{other}", headers=auth, json={"text": "x", "user": "ann"}).status_code == 404
+    assert c.delete(f"/memories/{other}", headers=auth, params={"user": "ann"}).status_code == 404
+    assert c.post("/memories", headers=auth, json={"text": ""}).status_code == 422
+    assert c.post("/memories", headers=auth, json={"text": "x", "colour": "red"}).status_code == 422  # unknown field
+    assert c.delete(f"/memories/{mine}", headers=auth, params={"user": "ann"}).json() == {"forgotten": 1}
+    # the search page's routes never show notes
+    assert not any(h["path"].startswith("memory:") for h in c.get("/search", headers=auth,
+                                                                   params={"q": "Bob's", "type": "text"}).json())
+
+
+def test_indexing_over_http_only_under_allowed_folders_while_searches_go_on(index, tmp_path):
+    import shutil
+    import threading
+
+    from media import make_media
+
+    shutil.copytree(index[0], tmp_path / "idx")
+    make_media(tmp_path / "inbox")
+    auth = {"Authorization": "Bearer t0k"}
+    c = TestClient(create_app(tmp_path / "idx", token="t0k", allow_index=[str(tmp_path / "inbox")]))
+    before = c.get("/stats", headers=auth).json()["files_indexed"]
+    r = c.post("/index", headers=auth, json={"paths": [str(index[1]["red"])]})
+    assert r.status_code == 403 and "not under a folder" in r.json()["error"]
+    searched = []
+    done = threading.Event()
+
+    def search_meanwhile():
+        while not done.is_set():
+            searched.append(c.get("/search", headers=auth, params={"q": "a red circle", "k": 1}).status_code)
+
+    t = threading.Thread(target=search_meanwhile)
+    t.start()
+    try:
+        r = c.post("/index", headers=auth, json={"paths": [str(tmp_path / "inbox")]})
+    finally:
+        done.set()
+        t.join()
+    assert r.status_code == 200 and r.json()["files_new"] > 0, r.text
+    assert searched and set(searched) == {200}
+    added = r.json()["files_new"] + r.json()["files_copied"]  # the inbox repeats some of the index's files
+    assert c.get("/stats", headers=auth).json()["files_indexed"] == before + added

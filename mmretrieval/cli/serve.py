@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", default=os.environ.get("MMR_TOKEN"), help="require this token (default $MMR_TOKEN)")
     p.add_argument("--max-upload", type=int, default=20 * 1024 * 1024, metavar="BYTES")
+    p.add_argument("--allow-index", action="append", metavar="DIR",
+                   help="let POST /index index files under DIR (repeatable; writes need --token)")
     m = sub.add_parser("mcp", help="the index as Model Context Protocol tools over stdio, for agents "
                                    "(needs the 'mcp' extra)")
     m.set_defaults(func=cmd_mcp)
@@ -33,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     print(f"serving {index_dir(args)} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
     serve(index_dir(args), host=args.host, port=args.port, token=args.token, max_upload=args.max_upload,
-          device=device(args, bulk=False))
+          device=device(args, bulk=False), allow_index=args.allow_index)
     return EXIT_OK
 
 

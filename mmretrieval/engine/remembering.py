@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from .facade import Engine
 
 MERGE_CANDIDATES = 5   # memories of the scope whose restatement a new text may be, by their best passage
+# A note is written in milliseconds: it waits this long for another writer (an `mmr index` run) before giving up.
+WRITE_WAIT = 10.0
 
 
 def _memory(row: dict[str, Any], **scores: Any) -> Memory:
@@ -44,7 +46,7 @@ class Memories:
             raise UsageError(f"merge_above is a cosine from -1 to 1, got {merge_above!r}")
         items, vecs = self._embed(text)
         cat = self.engine.store.catalog
-        with self.engine.writer.writing():
+        with self.engine.writer.writing(wait=WRITE_WAIT):
             self.embed_pending()
             restated = self._restated(text, vecs, scope, threshold) if merge else None
             now = time.time()
@@ -76,7 +78,7 @@ class Memories:
         metadata = check_metadata(metadata) if metadata is not None else None
         embedded = self._embed(text) if text is not None else None
         cat = self.engine.store.catalog
-        with self.engine.writer.writing():
+        with self.engine.writer.writing(wait=WRITE_WAIT):
             old = self._one(memory_id, scope)
             self.engine.store.begin()
             try:
@@ -100,7 +102,7 @@ class Memories:
             raise UsageError("name the memory to forget (its id), or a user, agent, session or metadata whose "
                              "memories to forget; forgetting every memory needs everything=True (--all)")
         cat = self.engine.store.catalog
-        with self.engine.writer.writing():
+        with self.engine.writer.writing(wait=WRITE_WAIT):
             ids = [self._one(memory_id, scope)["id"]] if memory_id is not None else \
                 [r["id"] for r in cat.memories(scope, metadata)]
             if not ids:
@@ -136,7 +138,7 @@ class Memories:
         """Memories with their passages' vectors made in this space (an export's): each a dict of text, user,
         agent, session, metadata, created, updated, items (`ItemRecord`s) and vectors. Returns how many."""
         cat = self.engine.store.catalog
-        with self.engine.writer.writing():
+        with self.engine.writer.writing(wait=WRITE_WAIT):
             self.engine.store.begin()
             try:
                 for m in memories:

@@ -37,14 +37,14 @@ class Writer:
             raise UsageError("this engine was opened read-only")
 
     @contextmanager
-
-    def writing(self, *, reconcile: bool = True) -> Iterator[dict[str, int]]:
-        """Hold the index for writing: this process's lock, then the index's own (another process writing waits or
-        is refused), after repairing what a crash left half-done (`reconcile`; yields what it repaired)."""
+    def writing(self, *, reconcile: bool = True, wait: float = 0.0) -> Iterator[dict[str, int]]:
+        """Hold the index for writing: this process's lock, then the index's own (while another process writes,
+        wait up to `wait` seconds, then IndexLockedError), after repairing what a crash left half-done
+        (`reconcile`; yields what it repaired)."""
         self.check_writable()
         store = self.engine.store
         with self.engine._lock:
-            store.acquire_lock()
+            store.acquire_lock(wait)
             try:
                 yield store.reconcile() if reconcile else {}
             finally:

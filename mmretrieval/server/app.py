@@ -1,60 +1,83 @@
-"""The HTTP API and the search page. Routes are thin: they validate transport details (auth, upload
-size) and map the engine's typed errors to status codes; the engine does the rest."""
+"""The HTTP API and the search page: the app, its error handling and auth; the routes live in `routes/` (one
+router per area), the request and response models in `schemas` (the OpenAPI document is made from them)."""
 # No `from __future__ import annotations` here: FastAPI reads the route annotations at run time.
 
 import hmac
 import logging
 import os
 import re
-import tempfile
 import threading
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Optional
 
 from .. import __version__
 from ..engine import Engine
 from ..errors import (DecodeError, IndexLockedError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError,
                       MMRError, SpaceError, SpaceMismatchError, UsageError)
-from ..modalities import get_modality, modalities
-from .media import cached, media_type
+from .context import Context, Forbidden, UploadTooLarge
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
-STATUS = [(UsageError, 422), (DecodeError, 422), (ItemNotFoundError, 404), (IndexNotFoundError, 404),
-          (SpaceMismatchError, 409), (IndexLockedError, 423), (MissingWeightsError, 503), (SpaceError, 500),
-          (MMRError, 500)]
+STATUS = [(UploadTooLarge, 413), (Forbidden, 403), (UsageError, 422), (DecodeError, 422), (ItemNotFoundError, 404),
+          (IndexNotFoundError, 404), (SpaceMismatchError, 409), (IndexLockedError, 423), (MissingWeightsError, 503),
+          (SpaceError, 500), (MMRError, 500)]
 PAGE = Path(__file__).with_name("page.html")
+OPEN = ("/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect")  # no token: they show no data
 log = logging.getLogger(__name__)
 
 
-class UploadTooLarge(MMRError):
-    pass
-
-
-def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD,
-               device: str = "cpu"):
+def create_app(index: str | os.PathLike, *, token: Optional[str] = None, max_upload: int = DEFAULT_MAX_UPLOAD,
+               device: str = "cpu", allow_index: Optional[list[str]] = None):
+    """The API over the index at `index`. Writes (notes, indexing under `allow_index`) need `token`."""
     try:
-        from fastapi import FastAPI, Query, Request
-        from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-        from starlette.concurrency import run_in_threadpool
+        from fastapi import FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import HTMLResponse, JSONResponse
+        from starlette.exceptions import HTTPException as StarletteHTTPException
     except ImportError:  # pragma: no cover - depends on the install
         raise UsageError("the server needs the optional extra: pip install 'mmretrieval[server]'") from None
+    from .routes import collection, items, memories, search
+    from .schemas import SearchRequest
 
-    engine = Engine(index, readonly=True, device=device)
+    ctx = Context(index, token=token, max_upload=max_upload, device=device, allow_index=allow_index)
     redact_tokens_in_access_log()
-    lock = threading.Lock()  # one engine, one SQLite connection, one model: requests take turns
-    thumbs = engine.path / "thumbnails"
-    app = FastAPI(title="mmretrieval", version=__version__,
-                  description="Search photos, recordings and documents by meaning, across modalities.")
-    app.state.engine = engine
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        ctx.close_writer()  # the reader lives as long as the app (a test client may start and stop it often)
+
+    app = FastAPI(title="mmretrieval", version=__version__, lifespan=lifespan,
+                  description="Search photos, recordings and documents by meaning, across modalities; keep an "
+                              "agent's notes in the same space. Errors are {error, type}; with a server token, "
+                              "every route but /healthz needs 'Authorization: Bearer TOKEN' (or ?token=).")
+    app.state.ctx, app.state.engine = ctx, ctx.engine
+    for router in (search.router, items.router, memories.router, collection.router):
+        app.include_router(router)
 
     @app.exception_handler(MMRError)
     async def _domain_error(request: Request, exc: MMRError):
-        code = 413 if isinstance(exc, UploadTooLarge) else next(c for t, c in STATUS if isinstance(exc, t))
+        code = next(c for t, c in STATUS if isinstance(exc, t))
         return JSONResponse({"error": str(exc), "type": type(exc).__name__}, status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError):
+        said = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+                         for e in exc.errors()[:5])
+        return JSONResponse({"error": f"bad request: {said}", "type": "UsageError"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        # Starlette's own refusals in our error body; a body that cannot be parsed is a bad argument like any
+        # other (422, as the routes declare), not a 400 no route declares.
+        code = 422 if exc.status_code == 400 else exc.status_code
+        kind = "UsageError" if code == 422 else "NotFound" if code == 404 else "HTTPError"
+        return JSONResponse({"error": str(exc.detail), "type": kind}, status_code=code,
+                            headers=getattr(exc, "headers", None))
 
     @app.middleware("http")
     async def _auth(request: Request, call_next):
-        if token and request.url.path not in ("/healthz",):
+        if token and request.url.path not in OPEN:
             given = request.query_params.get("token") or ""
             auth = request.headers.get("authorization", "")
             if auth.lower().startswith("bearer "):
@@ -64,150 +87,25 @@ def create_app(index: str | os.PathLike, *, token: str | None = None, max_upload
                                               "or ?token=TOKEN", "type": "Unauthorized"}, status_code=401)
         return await call_next(request)
 
-    def hits(result) -> list[dict[str, Any]]:
-        return [h.to_dict() for h in result]
-
-    def parse_types(types: list[str] | None) -> list[str] | None:
-        return types or None  # the engine splits "image,audio" and validates
-
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
-    @app.get("/healthz")
-    def healthz():
-        return {"status": "ok"}
+    def openapi():
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
 
-    @app.get("/stats")
-    def stats():
-        with lock:
-            return engine.stats()
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            # POST /search names its JSON body in openapi_extra (it also takes a form): add the model it names.
+            found = SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            parts = schema.setdefault("components", {}).setdefault("schemas", {})
+            parts.update(found.pop("$defs", {}))
+            parts["SearchRequest"] = found
+            app.openapi_schema = schema
+        return app.openapi_schema
 
-    @app.get("/search")
-    def search_get(q: str = Query(..., description="text query"), type: list[str] | None = Query(None),
-                   k: int = Query(10), min_relevance: float | None = Query(None, ge=0, le=1),
-                   cutoff: str | None = Query(None, description="none or gap"),
-                   path: list[str] | None = Query(None, description="folder, file or glob (repeatable)"),
-                   after: str | None = Query(None, description="YYYY-MM-DD[THH:MM]"), before: str | None = Query(None),
-                   min_size: str | None = Query(None), max_size: str | None = Query(None),
-                   ext: list[str] | None = Query(None), sort: str | None = Query(None, description="relevance, date or path"),
-                   mode: str | None = Query(None, description="vector, keyword or hybrid")):
-        filters = {"paths": path, "after": after, "before": before, "min_size": min_size, "max_size": max_size,
-                   "exts": ext}
-        with lock:
-            return hits(engine.search(q, k=k, types=parse_types(type), min_relevance=min_relevance, cutoff=cutoff,
-                                      filters=filters, sort=sort, mode=mode))
-
-    @app.post("/search")
-    async def search_post(request: Request):
-        # Only reading the body is async; the search itself runs in the thread pool like every `def` route, so a
-        # slow one (the towers loading at first use) never holds the event loop and every other route with it.
-        ctype = request.headers.get("content-type", "")
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > max_upload:
-            raise UploadTooLarge(f"upload of {declared} bytes exceeds the limit of {max_upload} bytes")
-        if ctype.startswith("multipart/form-data"):
-            form = await request.form()
-            k = _int(form.get("k", 10))
-            types = parse_types(form.getlist("types") or form.getlist("type"))
-            cut = {"min_relevance": _relevance(form.get("min_relevance")), "cutoff": form.get("cutoff") or None,
-                   "filters": {"paths": form.getlist("path") or None, "after": form.get("after"),
-                               "before": form.get("before"), "min_size": form.get("min_size"),
-                               "max_size": form.get("max_size"), "exts": form.getlist("ext") or None},
-                   "sort": form.get("sort") or None}
-            for field in (m.name for m in modalities() if m.file_query):
-                up = form.get(field)
-                if up is not None and hasattr(up, "read"):
-                    data = await _read_limited(up, max_upload)
-                    suffix = os.path.splitext(up.filename or "")[1][:10]  # decoders go by content, not by name
-                    return await run_in_threadpool(search_upload, field, data, suffix, k, types, cut)
-            fields = " or ".join(repr(m.name) for m in modalities() if m.file_query)
-            raise UsageError(f"multipart search needs a file field named {fields}")
-        try:
-            body = await request.json()
-        except ValueError:
-            raise UsageError("send JSON {text | item, types, k} or a multipart form with an image/audio file") from None
-        if not isinstance(body, dict):
-            raise UsageError("the JSON body must be an object: {text | item, types, k}")
-        return await run_in_threadpool(search_json, body)
-
-    def search_upload(field: str, data: bytes, suffix: str, k: int, types: Any, cut: dict[str, Any]):
-        with tempfile.NamedTemporaryFile(suffix=suffix) as f:
-            f.write(data)
-            f.flush()
-            with lock:
-                return hits(engine.search(**{field: f.name}, k=k, types=types, **cut))
-
-    def search_json(body: dict[str, Any]):
-        k = _int(body.get("k", 10))
-        types = body.get("types")
-        cut = {"min_relevance": _relevance(body.get("min_relevance")), "cutoff": body.get("cutoff"),
-               "filters": body.get("filters"), "sort": body.get("sort")}
-        with lock:
-            if body.get("parts") is not None:
-                return hits(engine.search_parts(_parts(body["parts"]), k=k, types=types, mode=body.get("mode"), **cut))
-            if body.get("item") is not None:
-                return hits(engine.search_like(_int(body["item"]), k=k, types=types, **cut))
-            return hits(engine.search(body.get("text"), k=k, types=types, mode=body.get("mode"), **cut))
-
-    @app.get("/relevance")
-    def relevance():
-        """How relevance is computed for this index: the self-labelled curve per pair of modalities and the
-        calibration, if one was fitted (`mmr calibrate`)."""
-        with lock:
-            return engine.relevance.describe()
-
-    @app.get("/audit")
-    def audit():
-        """The calibration audit of the index: best-match vs random cosines per pair of modalities."""
-        from ..relevance.audit import audit_index, public
-
-        with lock:
-            return public(audit_index(engine))
-
-    @app.get("/audit.png")
-    def audit_png():
-        from ..relevance.audit import audit_index, plot
-
-        with lock:
-            report = audit_index(engine)
-        with tempfile.TemporaryDirectory() as tmp:
-            data = plot(report, Path(tmp) / "audit.png").read_bytes()
-        return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
-
-    def item_or_404(item_id: int):
-        row = engine.item(item_id)
-        if row is None:
-            raise ItemNotFoundError(f"no indexed item with id {item_id}")
-        return row
-
-    @app.get("/items/{item_id}")
-    def item(item_id: int):
-        with lock:
-            r = item_or_404(item_id)
-        return {"id": r.id, "modality": r.modality, "path": r.path, "locator": r.locator, "text": r.text,
-                "media": f"/items/{r.id}/media", "thumbnail": f"/items/{r.id}/thumbnail"}
-
-    @app.get("/items/{item_id}/thumbnail")
-    def thumbnail(item_id: int):
-        with lock:
-            r = item_or_404(item_id)
-        # Only paths from the catalog reach the filesystem; nothing from the request does.
-        m = get_modality(r.modality)
-        thumb = m.thumbnail(r) if m.thumbnail is not None else None
-        if thumb is None:
-            raise ItemNotFoundError(f"item {item_id} is a {r.modality} item; it has no thumbnail")
-        name, media_type_, make = thumb
-        return Response(cached(thumbs, name, make), media_type=media_type_)
-
-    @app.get("/items/{item_id}/media")
-    def media(item_id: int):
-        with lock:
-            r = item_or_404(item_id)
-        if not os.path.isfile(r.path):
-            raise ItemNotFoundError(f"the file of item {item_id} is no longer on disk: {r.path}")
-        return FileResponse(r.path, media_type=media_type(r.path))
-
+    app.openapi = openapi
     return app
 
 
@@ -231,51 +129,15 @@ def redact_tokens_in_access_log() -> None:
         access.addFilter(_RedactToken())
 
 
-def _parts(raw: Any) -> list[tuple[float, str, Any]]:
-    """[{"weight": 1, "modality": "text", "value": "a dog"}, {"weight": -1, "modality": "item", "value": 12}]"""
-    if not isinstance(raw, list) or not all(isinstance(p, dict) for p in raw):
-        raise UsageError('"parts" must be a list of {"weight", "modality", "value"} objects')
-    return [(p.get("weight", 1), p.get("modality"), p.get("value")) for p in raw]
-
-
-def _relevance(v: Any) -> float | None:
-    if v is None or v == "":
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise UsageError(f"min_relevance must be a number from 0 to 1, got {v!r}") from None
-
-
-def _int(v: Any) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        raise UsageError(f"k and item must be integers, got {v!r}") from None
-
-
-async def _read_limited(upload, limit: int) -> bytes:
-    chunks, size = [], 0
-    while True:
-        chunk = await upload.read(1 << 20)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise UploadTooLarge(f"upload exceeds the limit of {limit} bytes (--max-upload)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def serve(index: str, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          max_upload: int = DEFAULT_MAX_UPLOAD, device: str = "cpu") -> None:
+          max_upload: int = DEFAULT_MAX_UPLOAD, device: str = "cpu", allow_index: Optional[list[str]] = None) -> None:
     try:
         import uvicorn
     except ImportError:
         raise UsageError("the server needs the optional extra: pip install 'mmretrieval[server]'") from None
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         raise UsageError(f"binding to {host} exposes your files: give --token (or MMR_TOKEN) so requests must carry it")
-    app = create_app(index, token=token, max_upload=max_upload, device=device)
+    app = create_app(index, token=token, max_upload=max_upload, device=device, allow_index=allow_index)
     warm_up(app.state.engine)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
