@@ -269,3 +269,64 @@ def test_mmr_notes_from_the_shell(demo_index, tmp_path, capsys):
     assert main(["notes", "rm", "1", "--user", "bob", *i]) == 1 and "no memory 1" in capsys.readouterr().err
     assert main(["notes", "rm", "--user", "bob", *i]) == 0 and "forgot 1 note(s)" in capsys.readouterr().out
     assert main(["info", *i]) == 0 and "notes:        1" in capsys.readouterr().out
+
+
+WRITER = """
+import sys, mmretrieval as mmr
+from mmretrieval.errors import IndexLockedError
+eng = mmr.Engine(sys.argv[1])
+for n in range(int(sys.argv[3])):
+    text = f"{sys.argv[2]} note {n}: a red circle number {n}"
+    try:
+        m = eng.remember(text, user=sys.argv[2], merge=False).memory
+        print("ok", m.id, text, flush=True)
+    except IndexLockedError as e:
+        print("locked", text, "|", e, flush=True)
+"""
+
+
+def test_concurrent_writers_and_a_kill_lose_no_note(tmp_path):
+    """`mmr index` of a folder, two processes writing notes and a third killed while writing, on one index at
+    once: every note a writer was told is kept is there, each refusal says another process is writing, readers
+    answer throughout, and the index is consistent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from mmretrieval.synth import shape_image
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for k in range(40):
+        shape_image(list(COLOR_WORDS)[k % 8], list(SHAPE_WORDS)[k % 6], size=96 + k).save(lib / f"{k}.png")
+    with mmr.Engine(tmp_path / "idx", model="tiny") as eng:
+        eng.index([DEMO / "docs"])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    idx = str(tmp_path / "idx")
+    indexer = subprocess.Popen([sys.executable, "-m", "mmretrieval.cli", "index", str(lib), "--index", idx],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, idx, who, "12"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for who in ("ann", "bob", "cy")]
+    reader = mmr.Engine(idx, readonly=True)
+    victim, kept = writers[2], []
+    for line in victim.stdout:  # kill cy's writer after its second note: maybe in the middle of the third
+        kept.append(line)
+        if len(kept) == 2:
+            os.kill(victim.pid, signal.SIGKILL)
+            break
+    victim.wait()
+    searched = len(reader.search("a red circle", types=["text"], k=3))
+    outs = [w.communicate(timeout=600)[0] for w in writers[:2]]
+    assert indexer.wait(timeout=600) == 0, indexer.stderr.read()
+    lines = [ln for out in [*outs, "".join(kept)] for ln in out.splitlines()]
+    confirmed = {ln.split(" ", 2)[2] for ln in lines if ln.startswith("ok ")}
+    refused = [ln for ln in lines if ln.startswith("locked ")]
+    assert all("is writing to the index" in ln for ln in refused)
+    print(f"notes confirmed: {len(confirmed)}, refused while another process wrote: {len(refused)}")
+    with mmr.Engine(idx) as eng:
+        stored = {m.text for m in eng.memories()}
+        assert confirmed <= stored and len(confirmed) >= 20
+        assert eng.check()["consistent"] and eng.stats()["files_indexed"] == 51 + 40
+    assert searched == 3
+    reader.close()

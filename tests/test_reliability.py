@@ -145,3 +145,24 @@ def test_check_and_repair_cli(tmp_path, folder, tiny_space_dir, capsys):
     out = capsys.readouterr().out
     assert "items_without_vector 1" in out
     assert main(["check", "--index", str(idx)]) == 0
+
+
+def test_a_writer_opened_before_another_commit_keeps_that_commit(tmp_path, tiny_space_dir):
+    """A long-lived writer (a server, an MCP server) whose vectors were loaded before another writer committed:
+    its next write must catch up first. It once reconciled against its stale vectors, took the other's new items
+    for items without vectors, and forgot their files."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shape_image("red", "circle", size=64).save(tmp_path / "a" / "red.png")
+    shape_image("blue", "square", size=64).save(tmp_path / "b" / "blue.png")
+    first = mmr.Engine(tmp_path / "idx", model=str(tiny_space_dir))
+    first.index([tmp_path / "a"])
+    other = mmr.Engine(tmp_path / "idx")  # opened now, written with later
+    first.index([tmp_path / "b"])         # commits blue.png
+    first.close()
+    report = other.index([tmp_path / "a"])
+    assert report.repaired == {"orphan_vectors": 0, "items_without_vector": 0, "files_reset": 0}
+    assert {os.path.basename(p) for p in other.store.catalog.files()} == {"red.png", "blue.png"}
+    other.remember("a note written by the late writer")
+    assert len(other.store.catalog.files()) == 3 and other.check()["consistent"]
+    other.close()

@@ -46,6 +46,9 @@ class Writer:
         with self.engine._lock:
             store.acquire_lock(wait)
             try:
+                # Another process may have committed since these vectors were loaded: catch up first, or the
+                # reconcile below would take its new items for items without vectors and forget their files.
+                store.refresh_vectors(self.engine.dim)
                 yield store.reconcile() if reconcile else {}
             finally:
                 store.release_lock()
