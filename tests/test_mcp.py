@@ -155,6 +155,62 @@ def test_an_agent_keeps_its_own_memory_in_the_servers_scope(demo_index, tmp_path
         assert [m.id for m in eng.memories()] == [theirs]
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_streamable_http_with_a_token(demo_index, tmp_path):
+    """`mmr mcp --http --token T` as a long-running server: the SDK's streamable-HTTP client with the token
+    lists the tools, searches and keeps a note; without it, or with a wrong one, nothing gets through."""
+    import subprocess
+    import time
+
+    import httpx
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    idx = tmp_path / "idx"
+    shutil.copytree(demo_index, idx)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    p = subprocess.Popen([sys.executable, "-m", "mmretrieval.cli", "mcp", "--http", "--port", str(port), "--token",
+                          "s3cret", "--index", str(idx), "--user", "ann"], cwd=ROOT, env={**os.environ,
+                         "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            try:
+                refused = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=5)
+                break
+            except httpx.TransportError:
+                assert p.poll() is None, p.stderr.read()
+                time.sleep(0.2)
+        assert refused.status_code == 401 and "token" in refused.json()["error"]
+        wrong = httpx.post(url, json={}, headers={"Authorization": "Bearer nope"}, timeout=5)
+        assert wrong.status_code == 401
+
+        async def run():
+            async with create_mcp_http_client(headers={"Authorization": "Bearer s3cret"}) as http, \
+                    streamable_http_client(url, http_client=http) as (read, write), ClientSession(read, write) as s:
+                await s.initialize()
+                assert {"search", "remember", "recall"} <= {t.name for t in (await s.list_tools()).tools}
+                hits = payload(await s.call_tool("search", {"query": "a red circle", "k": 1}))["hits"]
+                assert hits[0]["path"].endswith("red-circle.png")
+                assert payload(await s.call_tool("remember", {"text": "Ann's logo is a red circle."}))["action"] == "added"
+                got = payload(await s.call_tool("recall", {"query": "a red circle"}))["memories"]
+                assert [m["text"] for m in got] == ["Ann's logo is a red circle."]
+        asyncio.run(asyncio.wait_for(run(), 240))
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+    with mmr.Engine(idx, readonly=True) as eng:
+        assert [m.scope.user for m in eng.memories()] == ["ann"]
+
+
 def test_stdout_carries_protocol_messages_only(demo_index):
     """Loading the space (open_clip and ONNX Runtime talk as they load), searching, an error: every line on
     stdout is a JSON-RPC message, and each request gets its answer."""
@@ -189,3 +245,10 @@ def test_stdout_carries_protocol_messages_only(demo_index):
     assert set(answers) == {1, 2, 3, 4} and all(m["jsonrpc"] == "2.0" for m in lines)
     assert not answers[2]["result"]["isError"] and not answers[3]["result"]["isError"]
     assert answers[4]["result"]["isError"] and "serving" in p.stderr.read() and p.stdout.read() == ""
+
+
+def test_http_beyond_loopback_needs_a_token(demo_index, capsys):
+    from mmretrieval.cli import main
+
+    assert main(["mcp", "--http", "--host", "0.0.0.0", "--index", str(demo_index)]) == 2
+    assert "--token" in capsys.readouterr().err

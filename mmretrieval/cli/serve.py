@@ -28,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="no memory tools (remember, recall, update_memory, forget): the index is opened read-only")
     m.add_argument("--user", metavar="NAME", help="the user whose notes the memory tools keep (default: none)")
     m.add_argument("--agent", metavar="NAME", help="the agent whose notes the memory tools keep (default: none)")
+    m.add_argument("--http", action="store_true",
+                   help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    m.add_argument("--host", default="127.0.0.1", help="with --http: address to bind (others need --token)")
+    m.add_argument("--port", type=int, default=8765, help="with --http: port (default 8765)")
+    m.add_argument("--token", default=os.environ.get("MMR_TOKEN"),
+                   help="with --http: require this token (default $MMR_TOKEN)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -46,10 +52,15 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         from ..errors import UsageError
 
         raise UsageError("mmr mcp needs the Model Context Protocol SDK: pip install 'mmretrieval[mcp]'")
-    from ..server.mcp_tools import serve_stdio
+    from ..server.mcp_tools import serve_http, serve_stdio
 
+    common = dict(allow_index=args.allow_index, memory=not args.no_memory, user=args.user, agent=args.agent,
+                  device=device(args, bulk=False))
+    if args.http:
+        print(f"mmr mcp: serving {index_dir(args)} at http://{args.host}:{args.port}/mcp", file=sys.stderr)
+        serve_http(index_dir(args), host=args.host, port=args.port, token=args.token, **common)
+        return EXIT_OK
     # stdout carries the protocol: anything a library prints there would break the client
     print(f"mmr mcp: serving {index_dir(args)} over stdio", file=sys.stderr)
-    serve_stdio(index_dir(args), allow_index=args.allow_index, memory=not args.no_memory, user=args.user,
-                agent=args.agent, device=device(args, bulk=False))
+    serve_stdio(index_dir(args), **common)
     return EXIT_OK

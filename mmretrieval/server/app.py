@@ -2,7 +2,6 @@
 router per area), the request and response models in `schemas` (the OpenAPI document is made from them)."""
 # No `from __future__ import annotations` here: FastAPI reads the route annotations at run time.
 
-import hmac
 import logging
 import os
 import re
@@ -15,6 +14,7 @@ from .. import __version__
 from ..engine import Engine
 from ..errors import (DecodeError, IndexLockedError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError,
                       MMRError, SpaceError, SpaceMismatchError, UsageError)
+from .auth import REFUSAL, check_binding, token_matches
 from .context import Context, Forbidden, UploadTooLarge
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
@@ -77,14 +77,9 @@ def create_app(index: str | os.PathLike, *, token: Optional[str] = None, max_upl
 
     @app.middleware("http")
     async def _auth(request: Request, call_next):
-        if token and request.url.path not in OPEN:
-            given = request.query_params.get("token") or ""
-            auth = request.headers.get("authorization", "")
-            if auth.lower().startswith("bearer "):
-                given = auth[7:]
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return JSONResponse({"error": "missing or wrong token: send 'Authorization: Bearer TOKEN' "
-                                              "or ?token=TOKEN", "type": "Unauthorized"}, status_code=401)
+        if token and request.url.path not in OPEN and not token_matches(
+                token, request.headers.get("authorization"), request.query_params.get("token")):
+            return JSONResponse(REFUSAL, status_code=401)
         return await call_next(request)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -135,8 +130,7 @@ def serve(index: str, *, host: str = "127.0.0.1", port: int = 8000, token: str |
         import uvicorn
     except ImportError:
         raise UsageError("the server needs the optional extra: pip install 'mmretrieval[server]'") from None
-    if host not in ("127.0.0.1", "localhost", "::1") and not token:
-        raise UsageError(f"binding to {host} exposes your files: give --token (or MMR_TOKEN) so requests must carry it")
+    check_binding(host, token)
     app = create_app(index, token=token, max_upload=max_upload, device=device, allow_index=allow_index)
     warm_up(app.state.engine)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,7 +1,7 @@
 """`mmr mcp`: the index as Model Context Protocol tools, for agents (Claude Desktop, IDEs, agent frameworks).
 
 Over stdio (the client starts `mmr mcp` and speaks JSON-RPC on its stdin and stdout: nothing else may reach
-stdout). The collection is read-only unless `allow_index` names folders that the `index` tool may index; the
+stdout), or streamable HTTP (`mmr mcp --http`: a long-running server at /mcp, with `mmr serve`'s token). The collection is read-only unless `allow_index` names folders that the `index` tool may index; the
 agent's own notes (remember, recall, update_memory, forget) are on unless turned off, in the server's scope. Tool results are small
 enough for a model's context: hits carry their path, where in the file, a snippet, a time range and relevance,
 never vectors; an image item comes back as a thumbnail.
@@ -219,3 +219,19 @@ def serve_stdio(index: str | os.PathLike, *, allow_index: list[str] | None = Non
     """Serve `index` over stdio until the client closes it."""
     with Engine(index, readonly=not (allow_index or memory), device=device) as engine:
         build(engine, allow_index=allow_index, memory=memory, user=user, agent=agent).run("stdio")
+
+
+def serve_http(index: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+               allow_index: list[str] | None = None, memory: bool = True, user: str | None = None,
+               agent: str | None = None, device: str = "cpu") -> None:
+    """Serve `index` over streamable HTTP at http://HOST:PORT/mcp; with `token`, every request must carry it
+    (as `mmr serve` checks it); beyond loopback a token is required."""
+    import uvicorn
+
+    from .auth import RequireToken, check_binding
+
+    check_binding(host, token)
+    with Engine(index, readonly=not (allow_index or memory), device=device) as engine:
+        app = build(engine, allow_index=allow_index, memory=memory, user=user, agent=agent).streamable_http_app(
+            host=host)
+        uvicorn.run(RequireToken(app, token) if token else app, host=host, port=port, log_level="warning")
