@@ -252,3 +252,14 @@ def test_http_beyond_loopback_needs_a_token(demo_index, capsys):
 
     assert main(["mcp", "--http", "--host", "0.0.0.0", "--index", str(demo_index)]) == 2
     assert "--token" in capsys.readouterr().err
+
+
+def test_an_index_this_user_may_not_write_is_served_without_memory(demo_index, monkeypatch, capsys):
+    from mmretrieval.server import mcp_tools
+
+    real = os.access
+    monkeypatch.setattr(mcp_tools.os, "access", lambda p, mode: False if mode == os.W_OK else real(p, mode))
+    assert mcp_tools._writable(demo_index, True, None) is False
+    assert "without the memory tools" in capsys.readouterr().err
+    with pytest.raises(mmr.UsageError, match="--allow-index needs to write"):
+        mcp_tools._writable(demo_index, True, ["/tmp"])

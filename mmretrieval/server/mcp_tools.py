@@ -214,10 +214,27 @@ def _memory_tools(server: Any, engine: Engine, user: str | None, agent: str | No
         return {"forgotten": engine.forget(memory_id, session=session, **scope)}
 
 
+def _writable(index: str | os.PathLike, memory: bool, allow_index: list[str] | None) -> bool:
+    """Whether to open the index for writing: for notes or indexing, where this user may write there (else the
+    memory tools are left out, said on stderr: a shared read-only index still answers searches)."""
+    import sys
+
+    if not (memory or allow_index):
+        return False
+    if os.access(Path(os.path.expanduser(index)), os.W_OK):
+        return True
+    if allow_index:
+        raise UsageError(f"--allow-index needs to write to the index at {index}, and this user may not")
+    print(f"mmr mcp: {index} is read-only for this user: serving without the memory tools", file=sys.stderr)
+    return False
+
+
 def serve_stdio(index: str | os.PathLike, *, allow_index: list[str] | None = None, memory: bool = True,
                 user: str | None = None, agent: str | None = None, device: str = "cpu") -> None:
     """Serve `index` over stdio until the client closes it."""
-    with Engine(index, readonly=not (allow_index or memory), device=device) as engine:
+    writable = _writable(index, memory, allow_index)
+    memory = memory and writable
+    with Engine(index, readonly=not writable, device=device) as engine:
         build(engine, allow_index=allow_index, memory=memory, user=user, agent=agent).run("stdio")
 
 
@@ -231,7 +248,9 @@ def serve_http(index: str | os.PathLike, *, host: str = "127.0.0.1", port: int =
     from .auth import RequireToken, check_binding
 
     check_binding(host, token)
-    with Engine(index, readonly=not (allow_index or memory), device=device) as engine:
+    writable = _writable(index, memory, allow_index)
+    memory = memory and writable
+    with Engine(index, readonly=not writable, device=device) as engine:
         app = build(engine, allow_index=allow_index, memory=memory, user=user, agent=agent).streamable_http_app(
             host=host)
         uvicorn.run(RequireToken(app, token) if token else app, host=host, port=port, log_level="warning")
