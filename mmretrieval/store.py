@@ -21,11 +21,35 @@ from typing import Any
 
 import numpy as np
 
+from . import switch
 from .catalog import Catalog
 from .errors import IndexLockedError, IndexNotFoundError, SpaceMismatchError
 from .index import VectorIndex
 from .index.segments import DELTA_SUFFIX, base_is_due, is_delta, read_delta, write_delta
 from .space.spec import SpaceSpec
+
+
+def settle(root: Path) -> None:
+    """Before anything looks at an index folder: a switch to another space under way is waited for, one cut
+    short is finished (`switch`)."""
+    if (root / switch.JOURNAL).exists():
+        switch.wait_or_finish(root, lambda: lock_is_held(root / Store.LOCK))
+
+
+def lock_is_held(path: Path) -> bool:
+    """Does a process hold the writer's lock at `path` (this one through another descriptor included)?"""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _summary(ids: np.ndarray) -> tuple[int, int, int, int]:
@@ -39,6 +63,7 @@ class Store:
 
     def __init__(self, root: str | os.PathLike, *, create: bool = False, readonly: bool = False) -> None:
         self.root = Path(os.path.expanduser(os.fspath(root))).resolve()
+        settle(self.root)
         if not create and not (self.root / Catalog.FILE).is_file():
             what = "does not exist" if not self.root.exists() else "is not an mmretrieval index (no catalog.sqlite)"
             raise IndexNotFoundError(f"{self.root} {what}; create one with `mmr index FOLDER --index {self.root}`")
@@ -46,10 +71,18 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
         self.readonly = readonly
         self.catalog = Catalog(self.root / Catalog.FILE, create=create, readonly=readonly)
+        self._catalog_inode = (self.root / Catalog.FILE).stat().st_ino
         self._lock_fd: int | None = None
         self.vectors: VectorIndex | None = None
         self._segments: list[str] = []  # the committed segments the loaded vectors are made of
         self._closed = False
+
+    def switched(self) -> bool:
+        """Has another space's index taken this folder's place since it was opened (`switch`)?"""
+        try:
+            return (self.root / Catalog.FILE).stat().st_ino != self._catalog_inode
+        except FileNotFoundError:
+            return False  # in the middle of a switch: the next look sees it done
 
     # --- space
     @property

@@ -195,6 +195,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"files:        {st['files_indexed']} indexed, {st['files_skipped']} skipped")
     if st["memories"]:
         print(f"notes:        {st['memories']} (an agent's memory: mmr notes list)")
+    if st["migration"]:
+        m = st["migration"]
+        print(f"migration:    to {m['to']} ({m['fingerprint']}), {m['files_done']} of {m['files']} files "
+              f"(mmr migrate --to {m['to']} goes on)")
+    for p in st["previous_spaces"]:
+        print(f"kept:         {p['space']} ({p['fingerprint']}), {p['bytes'] / 1e6:.1f} MB (mmr migrate --back)")
     print(f"index type:   {st['index_description']}, {st['vectors']} vectors (policy: {st['index_policy']})")
     seg = st["vector_segments"]
     deltas = f" (vectors: base + {seg['deltas']} delta(s), {seg['delta_bytes'] / 1e6:.2f} MB)" if seg["deltas"] else ""

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # encoders do not import the space layer; the space builds th
     from ..space.spec import AudioSpec
 
 from .waves import check_wave, load_audio, windows  # decoding, without torch
+from . import torch_gate
 
 
 class AudioEncoder(Encoder):
@@ -97,7 +98,7 @@ class AudioEncoder(Encoder):
     def calibration_features(self, seed: int = 0, batch: int = 4) -> list[np.ndarray]:
         """`tower.features` of `calibration_waves` at the tower's window length, in batches."""
         waves = calibration_waves(self.sample_rate, int(round(self.spec.window_s * self.sample_rate)), seed=seed)
-        with torch.inference_mode():
+        with torch_gate.forward():
             return [self.tower.features(torch.from_numpy(waves[i:i + batch]).to(self.device)).float().cpu().numpy()
                     for i in range(0, len(waves), batch)]
 
@@ -178,7 +179,7 @@ def _shortest_accepted(tower: torch.nn.Module, device: torch.device, longest: in
     def runs(n: int) -> bool:
         x = torch.from_numpy(rng.standard_normal((1, n)).astype(np.float32)).to(device)
         try:
-            with torch.inference_mode():
+            with torch_gate.forward():
                 tower(x)
             return True
         except RuntimeError:  # "output size is too small", "padding size should be less than ..."

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .arrays import check_args, unit_rows
+from . import torch_gate
 
 
 class Encoder(ABC):
@@ -46,7 +47,7 @@ class Encoder(ABC):
         out = np.empty((len(inputs), self.dim), dtype=np.float32)
         for start in range(0, len(inputs), batch_size):
             chunk = list(inputs[start:start + batch_size])
-            with torch.inference_mode():
+            with torch_gate.forward():
                 emb = self._encode_batch(chunk)
             out[start:start + len(chunk)] = normalize(emb)
         return out

@@ -11,6 +11,7 @@ from PIL import Image
 from ..errors import UsageError
 from .base import Encoder, normalize, to_device
 from .pixels import load_image  # decoding, without torch: what read-only paths import instead of this module
+from . import torch_gate
 
 
 class ImageEncoder(Encoder):
@@ -69,7 +70,7 @@ class ImageEncoder(Encoder):
         self.check_args(inputs, 1)
         if not self.per_core():
             return super().encode_here(inputs)
-        with torch.inference_mode():
+        with torch_gate.forward():
             x = torch.stack([self.prepare(b) for b in inputs]).float().numpy()
         return normalize(self.runner.on_this_thread(x))
 

@@ -38,6 +38,7 @@ from .arrays import PER_CORE_MIN_TOKENS
 from .ort_tower import INPUTS, ExportFiles, OrtTower, checksum, read_export, weights_file
 from .onnx_int8 import quantize_dynamic, quantize_static
 from .packed import SelfAttention, self_attention_block
+from . import torch_gate
 
 FORMAT_VERSION = 4  # of what we export (its graph, its checks, the int8 recipe): part of the cache folder's name
 OPSET = 17
@@ -149,7 +150,7 @@ def _export(model: nn.Module, modality: str, path: Path, probe: torch.Tensor) ->
     def write(tmp: str) -> None:
         import warnings
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch_gate.export():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapped, (probe,), tmp, dynamo=False, input_names=[INPUTS[modality]],
                               output_names=["vectors"], dynamic_axes=axes, opset_version=OPSET)
@@ -182,7 +183,7 @@ def verify(tower: OrtTower, model: nn.Module, modality: str, precision: str,
         probes.append(probes[0][:, :, :, : max(1, probes[0].shape[3] * 3 // 4)].contiguous())
     worst_diff, worst_cos = 0.0, 1.0
     for p in probes:
-        with torch.inference_mode():
+        with torch_gate.forward():
             ref = _Tower(model, modality)(p).float().numpy()
         got = tower(p.numpy())
         a, b = _unit(ref), _unit(got)
@@ -325,7 +326,7 @@ def int8_speedup(torch_dtype: torch.dtype, rows: int = 400, width: int = 768) ->
         src, dst = Path(tmp) / "mlp.onnx", Path(tmp) / "mlp.int8.onnx"
         import warnings
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch_gate.export():
             warnings.simplefilter("ignore")
             torch.onnx.export(mlp, (x,), str(src), dynamo=False, input_names=["x"], output_names=["y"],
                               dynamic_axes={"x": {0: "items"}, "y": {0: "items"}}, opset_version=OPSET)
@@ -339,7 +340,7 @@ def int8_speedup(torch_dtype: torch.dtype, rows: int = 400, width: int = 768) ->
         xt = x.reshape(-1, width).to(torch_dtype)
 
         def by_torch() -> None:
-            with torch.inference_mode():
+            with torch_gate.forward():
                 ref(xt)
 
         if int8.per_core and xs.shape[1] >= PER_CORE_MIN_TOKENS:  # as an index runs it: one image per core

@@ -9,6 +9,7 @@ import torch
 from ..errors import UsageError
 from .base import Encoder, normalize
 from .exported_text import encode_ids, text_lengths, token_ids
+from . import torch_gate
 
 
 class TextEncoder(Encoder):
@@ -48,7 +49,7 @@ class TextEncoder(Encoder):
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         for start in range(0, len(ids), batch_size):
             idx = order[start:start + batch_size]
-            with torch.inference_mode():
+            with torch_gate.forward():
                 part = torch.from_numpy(ids[idx])
                 n = trimmed_length(part)  # here, before the copy: on a GPU it would wait for the device
                 out[idx] = normalize(encode_text_trimmed(self.model, part[:, :n].to(self.device), n))

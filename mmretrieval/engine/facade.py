@@ -28,9 +28,10 @@ from ..space.precision import TOWERS, describe, parse_precision
 from ..space.registry import resolve_model_arg
 from ..space.spec import SpaceSpec, fingerprint_of
 from ..space.image_decode import JPEG_DRAFT, JPEG_DRAFT_BEFORE
-from ..store import Store
+from ..store import Store, settle
 from .policy import IndexPolicy
 from .reading import Reader
+from .migrating import MigrationReport, Migrator
 from .remembering import Memories
 from .searching import Hit, Searcher
 from .writing import Writer
@@ -72,6 +73,8 @@ class Engine:
         self._lock = threading.RLock()
         self.writer, self.policy = Writer(self), IndexPolicy(self)
         self.searcher, self.reader, self.memory = Searcher(self), Reader(self), Memories(self)
+        self.migrator = Migrator(self)
+        settle(self.path)  # a switch to another space cut short is finished before anything looks
         exists = (self.path / "catalog.sqlite").is_file()
         if not exists:
             if readonly:
@@ -129,6 +132,32 @@ class Engine:
                 f"the index at {self.path} encodes with precision {describe(self.precision)}, not "
                 f"{describe(wanted)}: its vectors were made that way and queries must match them. "
                 f"Omit --precision to use the index's own, or build a new index.")
+
+    def _reopen(self) -> None:
+        """Open the index folder again: another space's files took its place (a migration, a switch back). The
+        writer's lock, if held, passes to the new store."""
+        old = self.store
+        try:
+            old.catalog.close()
+        except Exception:  # noqa: BLE001  (closed already by the switch)
+            pass
+        old._closed = True
+        self.store = Store(self.path, readonly=self.readonly)
+        self.store._lock_fd, old._lock_fd = old._lock_fd, None
+        rec = self.store.space_record() or {}
+        self.precision = parse_precision(rec.get("precision", "fp32"), self.device)
+        self.jpeg_draft = int(rec.get("jpeg_draft", JPEG_DRAFT_BEFORE))
+        self.dim = int(rec["dim"])
+        self.store.load_vectors(self.dim)
+        self._space, self._query_towers, self._relevance = None, {}, None
+        self.searcher = Searcher(self)  # its filters name the old ids
+
+    def follow_switch(self) -> None:
+        """If another process switched the index to another space, open it again (searches call this first)."""
+        if not self.store.holds_lock and self.store.switched():
+            with self._lock:
+                if self.store.switched():
+                    self._reopen()
 
     @property
     def spec(self) -> SpaceSpec:
@@ -288,6 +317,27 @@ class Engine:
         """"More like this": search with an indexed item's own vector (no re-encoding)."""
         return self.searcher.search_like(item_id, k=k, types=types, min_relevance=min_relevance, cutoff=cutoff,
                                          filters=filters, sort=sort)
+
+    # ----------------------------------------------------------------- migration
+    def migrate(self, to: str | SpaceSpec, *, dry_run: bool = False, progress: bool = False) -> MigrationReport:
+        """Move the index to another space (`engine.migrating`): a sample is indexed in it first and the rest
+        estimated from its time per file (`dry_run` stops there); then every file is indexed into the new space
+        beside the current one (searches keep answering from the current one; a kill loses at most the last
+        checkpoint: the same call goes on), the notes are carried over, and the folder switches. The old space is
+        kept (`migrate_back`, `drop_old_spaces`)."""
+        return self.migrator.migrate(to, dry_run=dry_run, progress=progress)
+
+    def migrate_back(self, fingerprint: str | None = None) -> dict[str, Any]:
+        """Switch to a space kept from before a migration (the newest, or `fingerprint`), encoding no file."""
+        return self.migrator.back(fingerprint)
+
+    def drop_old_spaces(self) -> int:
+        """Delete the spaces kept from before migrations; returns the bytes freed."""
+        return self.migrator.drop_old()
+
+    def abandon_migration(self) -> bool:
+        """Delete a migration under way (False: there was none)."""
+        return self.migrator.abandon()
 
     # ----------------------------------------------------------------- memory
     def remember(self, text: str, *, user: str | None = None, agent: str | None = None, session: str | None = None,

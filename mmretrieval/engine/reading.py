@@ -42,6 +42,7 @@ class Reader:
                 yield VectorChunk(part, np.full(part.size, m, dtype=object), vecs)
 
     def stats(self) -> dict[str, Any]:
+        self.engine.follow_switch()
         rec = self.engine.store.space_record() or {}
         counts = self.engine.store.catalog.counts()
         size = sum(f.stat().st_size for f in self.engine.path.iterdir() if f.is_file())
@@ -64,6 +65,8 @@ class Reader:
             "item_options": json.loads(self.engine.store.catalog.get_meta(ItemOptions.META_KEY) or "null"),
             "bytes_on_disk": size,
             "vector_segments": self.engine.store.segment_stats(),
+            "migration": self.engine.migrator.status(),
+            "previous_spaces": self.engine.migrator.previous(),
         }
 
     def check(self, repair: bool = False) -> dict[str, Any]:

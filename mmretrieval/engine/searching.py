@@ -137,6 +137,7 @@ class Searcher:
         self._filters: dict[Any, Any] = {}
 
     def encode_query(self, q: Query) -> np.ndarray:
+        self.engine.follow_switch()
         m = get_modality(q.modality)
         enc = self.engine.query_encoder(m.name)
         if enc is None:

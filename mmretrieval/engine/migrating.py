@@ -1,0 +1,304 @@
+"""Moving an index to another space (`Engine.migrate`, `mmr migrate`): the new space's index is built beside the
+current one from the files on disk, while searches keep answering from the current one; then a switch.
+
+1. **Estimate**: a sample spread over the collection (per file modality) is indexed first in the new space, its
+   time per file measured on this machine, and the rest extrapolated per modality; `dry_run` stops there (the
+   sample's work is kept for the real run).
+2. **Build**: every file of the index, indexed into ``INDEX/migration/`` by the ordinary incremental indexer:
+   a kill loses at most the last checkpoint, and the next run goes on from there.
+3. **Switch**, under the index's writer lock: catch up with what changed meanwhile, carry the notes over
+   (embedded again in the new space), then `switch.switch`: the current space's files go to
+   ``INDEX/previous/<fingerprint>/`` (`back` switches to them again without encoding a file; `drop_old` deletes
+   them) and the new ones take their place. Other processes follow the switch at their next query.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..catalog import MEMORY
+from ..errors import UsageError
+from .. import switch
+
+if TYPE_CHECKING:
+    from ..space.spec import SpaceSpec
+    from .facade import Engine
+
+SAMPLE_PER_MODALITY = 8   # files per file modality indexed first to measure the new space's time per file
+SAMPLE_SHARE = 0.02       # ... or this share of them, whichever is more
+
+
+@dataclass
+class MigrationReport:
+    to: str                               # the new space's name
+    fingerprint: str
+    files: int                            # the index's files (indexed and skipped), all of them wanted there
+    gone: int = 0                         # no longer on disk: not carried over
+    estimate_seconds: float | None = None  # the rest of the work, extrapolated from the sample (None: no sample)
+    per_modality: dict[str, dict[str, float]] = field(default_factory=dict)  # files, seconds per file, seconds
+    estimate_bytes: int | None = None     # the new space's index on disk, extrapolated from the sample
+    sampled: int = 0
+    indexed: int = 0                      # files indexed in the new space by this run (the sample included)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # files the new space could not read
+    memories: int = 0                     # notes carried over
+    switched: bool = False
+    previous: str | None = None           # where the old space's files are kept
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["skipped"] = [{"path": p, "why": w} for p, w in self.skipped]
+        return out
+
+
+class Migrator:
+    """The migrations of one engine's index."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def target_path(self) -> Path:
+        return self.engine.path / switch.MIGRATION_DIR
+
+    # ----------------------------------------------------------------- migrate
+    def migrate(self, to: str | SpaceSpec, *, dry_run: bool = False, progress: bool = False) -> MigrationReport:
+        from .facade import _spec_of
+
+        eng = self.engine
+        eng.writer.check_writable()
+        spec = _spec_of(to)
+        t0 = time.monotonic()
+        fresh = not (self.target_path / "catalog.sqlite").is_file()
+        target = self._open_target(spec)
+        try:
+            fp = target.store.space_record()["fingerprint"]
+            try:
+                if fp == eng.store.space_record()["fingerprint"]:
+                    raise UsageError(f"the index is already in space {spec.name!r} (fingerprint {fp})")
+                self._check_towers(target)
+            except UsageError:
+                if fresh:  # refused before any work: leave nothing behind
+                    target.close()
+                    target = None
+                    shutil.rmtree(self.target_path, ignore_errors=True)
+                raise
+            by_modality = self._files()
+            paths = [p for ps in by_modality.values() for p in ps]
+            report = MigrationReport(to=spec.name, fingerprint=fp, files=len(paths))
+            present = {m: [p for p in ps if os.path.exists(p)] for m, ps in by_modality.items()}
+            report.gone = len(paths) - sum(map(len, present.values()))
+            self._estimate(target, present, report)
+            if dry_run:
+                report.seconds = time.monotonic() - t0
+                return report
+            done = target.index([p for ps in present.values() for p in ps], progress=progress)
+            report.indexed += done.files_new + done.files_changed + done.files_moved + done.files_copied
+            report.skipped += done.skipped
+            self._switch(target, report)
+            target = None
+            report.seconds = time.monotonic() - t0
+            return report
+        finally:
+            if target is not None:
+                target.close()
+
+    def _open_target(self, spec: SpaceSpec) -> Engine:
+        from .facade import Engine
+
+        path, eng = self.target_path, self.engine
+        if not (path / "catalog.sqlite").is_file():
+            if path.exists():
+                shutil.rmtree(path)  # a migration that failed before its index existed
+            return Engine(path, model=spec, device=eng.device, backend=eng.backend)
+        target = Engine(path, device=eng.device, backend=eng.backend)
+        if target.spec.name != spec.name or target.spec.towers != spec.towers:
+            name = target.spec.name
+            target.close()
+            raise UsageError(f"a migration to space {name!r} is under way in {path}: finish it (mmr migrate --to "
+                             f"{name}) or give it up (mmr migrate --abandon)")
+        return target
+
+    def _check_towers(self, target: Engine) -> None:
+        """A modality the index holds that the new space has no tower for would be lost: say so before any work."""
+        from ..modalities import get_modality
+
+        counts = self.engine.store.catalog.counts()["items"]
+        missing = {m: n for m, n in counts.items() if n and get_modality(m).encoder(target.space) is None}
+        if missing:
+            what = ", ".join(f"{n} {m} item(s)" for m, n in sorted(missing.items()))
+            raise UsageError(f"space {target.spec.name!r} has no tower for {', '.join(sorted(missing))}: the index "
+                             f"holds {what} it could not carry over. Choose a space with those towers.")
+
+    def _files(self) -> dict[str, list[str]]:
+        """The index's files (indexed or skipped: the new space may read what the old could not), by modality."""
+        out: dict[str, list[str]] = {}
+        for row in self.engine.store.catalog.files().values():
+            if row.modality != MEMORY:
+                out.setdefault(row.modality, []).append(row.path)
+        return {m: sorted(ps) for m, ps in sorted(out.items())}
+
+    def _estimate(self, target: Engine, present: dict[str, list[str]], report: MigrationReport) -> None:
+        """Index a sample of each modality's files first and extrapolate the rest from its time per file."""
+        target.prepare()  # the towers load and open before the clock starts: they are not per file
+        known = target.store.catalog.files()
+        for m, paths in present.items():
+            todo = [p for p in paths if p not in known]
+            if not todo:
+                continue
+            n = min(len(todo), max(SAMPLE_PER_MODALITY, int(len(todo) * SAMPLE_SHARE)))
+            step = len(todo) / n
+            sample = [todo[int(i * step)] for i in range(n)]  # spread over the collection, not its first folder
+            # The first file of a modality pays once for what every later one reuses (decoders' imports and
+            # compiled kernels): it warms up untimed, unless it is the only one.
+            warm = sample[:1] if n > 1 else []
+            for part in (warm, sample[len(warm):]):
+                t = time.perf_counter()
+                done = target.index(part) if part else None
+                if done is not None:
+                    report.indexed += done.files_new + done.files_changed + done.files_moved + done.files_copied
+                    report.skipped += done.skipped
+            per_file = (time.perf_counter() - t) / (n - len(warm))
+            report.sampled += n
+            rest = len(todo) - n
+            report.per_modality[m] = {"files": len(todo), "sampled": n, "seconds_per_file": round(per_file, 4),
+                                      "seconds": round(per_file * rest, 1)}
+        if report.per_modality:
+            report.estimate_seconds = round(sum(v["seconds"] for v in report.per_modality.values()), 1)
+            items = max(1, sum(target.store.catalog.counts()["items"].values()))
+            total = sum(self.engine.store.catalog.counts()["items"].values())
+            used = sum(f.stat().st_size for f in target.path.iterdir() if f.is_file())
+            report.estimate_bytes = int(used / items * total)
+
+    def _switch(self, target: Engine, report: MigrationReport) -> None:
+        """Catch up, carry the notes, and switch, holding the index's writer lock throughout."""
+        eng = self.engine
+        with eng.writer.writing(wait=60.0):
+            now = self._files()  # another process may have indexed or removed files meanwhile
+            wanted = {p for ps in now.values() for p in ps if os.path.exists(p)}
+            extra = [p for p in target.store.catalog.files() if p not in wanted and not p.startswith(f"{MEMORY}:")]
+            if extra:
+                target.remove(extra)
+            late = target.index(sorted(wanted)) if wanted else None
+            if late is not None:
+                report.indexed += late.files_new + late.files_changed + late.files_moved + late.files_copied
+                report.skipped += late.skipped
+            report.memories = sync_memories(eng, target)
+            keep = eng.path / switch.PREVIOUS_DIR / eng.store.space_record()["fingerprint"]
+            self._swap(target, keep)
+        report.switched, report.previous = True, str(keep)
+
+    def _swap(self, incoming: Engine, keep: Path) -> None:
+        """The switch itself (the caller holds the lock): both catalogs closed, files moved, the engine reopened."""
+        eng = self.engine
+        incoming_path = incoming.path
+        incoming.close()
+        if keep.exists():
+            shutil.rmtree(keep)  # an older copy of the same space
+        eng.store.catalog.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        eng.store.catalog.close()
+        switch.switch(eng.path, incoming_path, keep)
+        eng._reopen()
+
+    # ----------------------------------------------------------------- back, drop, abandon
+    def previous(self) -> list[dict[str, Any]]:
+        """The spaces switched away from, newest first: fingerprint, name, folder, size."""
+        out = []
+        base = self.engine.path / switch.PREVIOUS_DIR
+        for folder in sorted(base.iterdir(), key=lambda p: -p.stat().st_mtime) if base.is_dir() else []:
+            try:
+                rec = json.loads((folder / "space.json").read_text())
+            except (OSError, ValueError):
+                continue
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            out.append({"fingerprint": folder.name, "space": rec["spec"]["name"], "path": str(folder), "bytes": size})
+        return out
+
+    def back(self, fingerprint: str | None = None) -> dict[str, Any]:
+        """Switch to a space switched away from (the newest, or the one of `fingerprint`) without encoding a file;
+        notes made since are carried over. The current space is kept in its place under previous/."""
+        from .facade import Engine
+
+        eng = self.engine
+        eng.writer.check_writable()
+        choices = self.previous()
+        chosen = next((p for p in choices if fingerprint in (None, p["fingerprint"])), None)
+        if chosen is None:
+            raise UsageError("no earlier space is kept here" if not choices else
+                             f"no earlier space {fingerprint}; kept: {', '.join(p['fingerprint'] for p in choices)}")
+        with eng.writer.writing(wait=60.0):
+            old = Engine(chosen["path"], device=eng.device, backend=eng.backend)
+            carried = sync_memories(eng, old)
+            keep = eng.path / switch.PREVIOUS_DIR / eng.store.space_record()["fingerprint"]
+            self._swap(old, keep)
+        return {"space": chosen["space"], "fingerprint": chosen["fingerprint"], "memories": carried,
+                "previous": str(keep)}
+
+    def drop_old(self) -> int:
+        """Delete the spaces switched away from; returns the bytes freed."""
+        base = self.engine.path / switch.PREVIOUS_DIR
+        freed = sum(p["bytes"] for p in self.previous())
+        shutil.rmtree(base, ignore_errors=True)
+        return freed
+
+    def abandon(self) -> bool:
+        """Give up a migration under way (its partial index is deleted)."""
+        if not self.target_path.exists():
+            return False
+        shutil.rmtree(self.target_path)
+        return True
+
+    def status(self) -> dict[str, Any] | None:
+        """A migration under way: the space, files done of all (None: none)."""
+        try:
+            rec = json.loads((self.target_path / "space.json").read_text())
+        except (OSError, ValueError):
+            return None
+        from ..catalog import Catalog
+
+        cat = Catalog(self.target_path / "catalog.sqlite", readonly=True)
+        try:
+            done = cat.counts()
+        finally:
+            cat.close()
+        total = sum(1 for r in self.engine.store.catalog.files().values() if r.modality != MEMORY)
+        return {"to": rec["spec"]["name"], "fingerprint": rec["fingerprint"],
+                "files_done": done["files_indexed"] + done["files_skipped"], "files": total}
+
+
+def sync_memories(src: Engine, dst: Engine) -> int:
+    """Make `dst`'s notes `src`'s (each embedded again in `dst`'s space): notes are matched by scope and creation
+    time; changed ones are replaced, missing ones added, ones `src` no longer has forgotten. Returns the notes
+    written."""
+    mine = {_key(m): m for m in src.memories()}
+    theirs = {_key(m): m for m in dst.memories()}
+    stale = [m.id for k, m in theirs.items() if k not in mine or (m.text, m.metadata, m.updated) !=
+             (mine[k].text, mine[k].metadata, mine[k].updated)]
+    if stale:
+        import numpy as np
+
+        with dst.writer.writing():
+            dst.store.begin()
+            gone = [dst.store.catalog.delete_memory(i) for i in stale]
+            dst.store.vectors.remove(np.concatenate(gone))
+            dst.store.checkpoint()
+    kept = {k for k, m in theirs.items() if m.id not in stale}
+    todo = [m for k, m in mine.items() if k not in kept]
+    if todo:
+        rows = []
+        for m in todo:
+            items, vecs = dst.memory._embed(m.text)
+            rows.append({"text": m.text, "user": m.scope.user, "agent": m.scope.agent, "session": m.scope.session,
+                         "metadata": m.metadata, "created": m.created, "updated": m.updated, "items": items,
+                         "vectors": vecs})
+        dst.memory.add_embedded(rows)
+    return len(todo)
+
+
+def _key(m: Any) -> tuple:
+    return (m.scope.user, m.scope.agent, m.scope.session, m.created)

@@ -1,0 +1,162 @@
+"""Moving an index to another space (`Engine.migrate`, `mmr migrate`): an estimate from a measured sample, the new
+space built beside the old while searches go on, notes carried, the old space kept and switched back to without
+encoding, a kill and a resume, a switch cut short and finished by the next open, and refusals before any work."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import mmretrieval as mmr
+from mmretrieval import switch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "assets" / "demo"
+
+
+@pytest.fixture(scope="module")
+def demo_index(tmp_path_factory):
+    idx = tmp_path_factory.mktemp("migrate") / "idx"
+    with mmr.Engine(idx, model="tiny") as eng:
+        eng.index([DEMO])
+        eng.remember("Ann's logo is a red circle.", user="ann")
+    return idx
+
+
+@pytest.fixture
+def index(demo_index, tmp_path):
+    shutil.copytree(demo_index, tmp_path / "idx")
+    return tmp_path / "idx"
+
+
+def test_there_and_back_with_searches_throughout(index, tiny_space_dir, monkeypatch):
+    eng = mmr.Engine(index)
+    old_fp, files = eng.store.space_record()["fingerprint"], eng.stats()["files_indexed"]
+    reader = mmr.Engine(index, readonly=True)  # another process's view: a server, say
+    answers, failures, stop = [], [], threading.Event()
+
+    def search_throughout():
+        while not stop.is_set():
+            try:
+                answers.append(len(reader.search("a red circle", types=["image"], k=3)))
+            except Exception as e:  # noqa: BLE001
+                failures.append(repr(e))
+
+    t = threading.Thread(target=search_throughout)
+    t.start()
+    try:
+        estimate = eng.migrate(str(tiny_space_dir), dry_run=True)
+        report = eng.migrate(str(tiny_space_dir))
+    finally:
+        stop.set()
+        t.join()
+    assert failures == [] and answers and set(answers) == {3}
+    assert estimate.estimate_seconds is not None and set(estimate.per_modality) == {"audio", "image", "text"}
+    assert estimate.sampled == 24 and not estimate.switched and report.switched
+    new_fp = eng.store.space_record()["fingerprint"]
+    assert new_fp == report.fingerprint != old_fp and eng.spec.name == "test-tiny"
+    assert eng.stats()["files_indexed"] == files and eng.check()["consistent"]
+    assert [m.text for m in eng.memories()] == ["Ann's logo is a red circle."] and report.memories == 1
+    assert eng.recall("a red circle", user="ann")[0].text == "Ann's logo is a red circle."
+    assert reader.search("a red circle", k=1) and reader.spec.name == "test-tiny"  # followed the switch
+    assert [p["fingerprint"] for p in eng.stats()["previous_spaces"]] == [old_fp]
+
+    # back: no file is encoded; a note made in the new space comes along
+    eng.remember("Bob's logo is a blue square.", user="bob")
+    from mmretrieval.ingest.embed import Embedder
+
+    monkeypatch.setattr(Embedder, "stream", lambda *a, **k: (_ for _ in ()).throw(AssertionError("encoded")))
+    back = eng.migrate_back()
+    assert back["fingerprint"] == old_fp == eng.store.space_record()["fingerprint"] and back["memories"] == 1
+    assert eng.search("a red circle", types=["image"], k=1)[0].path.endswith("red-circle.png")
+    assert {m.text for m in eng.memories()} == {"Ann's logo is a red circle.", "Bob's logo is a blue square."}
+    assert eng.check()["consistent"] and eng.drop_old_spaces() > 0 and eng.stats()["previous_spaces"] == []
+    reader.close()
+    eng.close()
+
+
+def test_refused_before_any_work(index, tiny_space_noaudio_dir, tiny_space_dir):
+    with mmr.Engine(index) as eng:
+        with pytest.raises(mmr.UsageError, match="no tower for audio: the index holds 27 audio"):
+            eng.migrate(str(tiny_space_noaudio_dir))
+        assert not (index / switch.MIGRATION_DIR).exists()
+        with pytest.raises(mmr.UsageError, match="already in space 'tiny'"):
+            eng.migrate("tiny")
+        eng.migrate(str(tiny_space_dir), dry_run=True)  # a migration under way ...
+        with pytest.raises(mmr.UsageError, match="under way"):
+            eng.migrate(str(tiny_space_noaudio_dir))      # ... is finished or abandoned before another
+        assert eng.stats()["migration"]["files_done"] == 24
+        assert eng.abandon_migration() and eng.stats()["migration"] is None
+        with pytest.raises(mmr.UsageError, match="no earlier space"):
+            eng.migrate_back()
+
+
+def test_a_kill_mid_migration_and_a_resume(tmp_path, tiny_space_dir):
+    from mmretrieval.synth import shape_image
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for k in range(160):
+        shape_image(["red", "green", "blue", "yellow"][k % 4], ["circle", "square", "star"][k % 3],
+                    size=80 + k).save(lib / f"{k}.png")
+    idx = tmp_path / "idx"
+    with mmr.Engine(idx, model="tiny") as eng:
+        eng.index([lib])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen([sys.executable, "-m", "mmretrieval.cli", "migrate", "--to", str(tiny_space_dir),
+                          "--index", str(idx)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:  # the estimate is printed before the long part
+        if line.startswith("estimate:"):
+            break
+    time.sleep(0.3)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    with mmr.Engine(idx, readonly=True) as eng:  # the old space answers, whole
+        assert eng.spec.name == "tiny" and eng.stats()["files_indexed"] == 160 and eng.check()["consistent"]
+        assert 0 < eng.stats()["migration"]["files_done"] <= 160
+    with mmr.Engine(idx) as eng:
+        report = eng.migrate(str(tiny_space_dir))
+        assert report.switched and eng.spec.name == "test-tiny" and eng.check()["consistent"]
+        assert eng.stats()["files_indexed"] == 160 and report.indexed < 160  # what the killed run made was kept
+
+
+def test_a_switch_cut_short_is_finished_by_the_next_open(index, tiny_space_dir):
+    with mmr.Engine(index) as eng:
+        eng.migrate(str(tiny_space_dir), dry_run=True)
+        eng.migrate(str(tiny_space_dir))  # the new space is in place, the old under previous/
+        new_fp = eng.store.space_record()["fingerprint"]
+        old = eng.stats()["previous_spaces"][0]
+    # switch back by hand, stopped after the current files went out: what a kill there leaves
+    root, keep = index, index / switch.PREVIOUS_DIR / new_fp
+    plan = {"incoming": str(Path(old["path"]).relative_to(root)), "keep": str(keep.relative_to(root)),
+            "out": switch.index_files(root), "in": switch.index_files(Path(old["path"])), "phase": "out"}
+    switch._write(root, plan)
+    keep.mkdir(parents=True)
+    for name in plan["out"]:
+        os.replace(root / name, keep / name)
+    with mmr.Engine(index, readonly=True) as eng:  # no writer holds the lock: the open finishes the switch
+        assert eng.store.space_record()["fingerprint"] == old["fingerprint"] and eng.check()["consistent"]
+        assert eng.search("a red circle", types=["image"], k=1)[0].path.endswith("red-circle.png")
+    assert not (root / switch.JOURNAL).exists() and not Path(old["path"]).exists()
+
+
+def test_mmr_migrate_from_the_shell(index, tiny_space_dir, capsys):
+    from mmretrieval.cli import main
+
+    i = ["--index", str(index)]
+    assert main(["migrate", "--to", str(tiny_space_dir), "--dry-run", *i]) == 0
+    out = capsys.readouterr().out
+    assert "file(s) to index in test-tiny" in out and "estimate: ~" in out and "ms/file" in out
+    assert main(["info", *i]) == 0 and "migration:    to test-tiny" in capsys.readouterr().out
+    assert main(["migrate", "--to", str(tiny_space_dir), *i]) == 0
+    assert "switched to test-tiny" in capsys.readouterr().out
+    assert main(["info", *i]) == 0 and "kept:         tiny" in capsys.readouterr().out
+    assert main(["migrate", "--back", *i]) == 0 and "switched back to tiny" in capsys.readouterr().out
+    assert main(["migrate", "--drop-old", *i]) == 0 and "freed" in capsys.readouterr().out
