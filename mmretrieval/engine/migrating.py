@@ -144,32 +144,42 @@ class Migrator:
         return {m: sorted(ps) for m, ps in sorted(out.items())}
 
     def _estimate(self, target: Engine, present: dict[str, list[str]], report: MigrationReport) -> None:
-        """Index a sample of each modality's files first and extrapolate the rest from its time per file."""
+        """Index a sample of each modality's files first and extrapolate the rest: per file, the slope between
+        two timed parts of n and 2n files (every `index` call also pays a fixed cost, planning and checkpoints,
+        that a sample of a few files would otherwise count per file), plus one call's fixed cost."""
         target.prepare()  # the towers load and open before the clock starts: they are not per file
         known = target.store.catalog.files()
+        fixed: list[float] = []
         for m, paths in present.items():
             todo = [p for p in paths if p not in known]
             if not todo:
                 continue
-            n = min(len(todo), max(SAMPLE_PER_MODALITY, int(len(todo) * SAMPLE_SHARE)))
-            step = len(todo) / n
-            sample = [todo[int(i * step)] for i in range(n)]  # spread over the collection, not its first folder
-            # The first file of a modality pays once for what every later one reuses (decoders' imports and
-            # compiled kernels): it warms up untimed, unless it is the only one.
-            warm = sample[:1] if n > 1 else []
-            for part in (warm, sample[len(warm):]):
+            n1 = max(SAMPLE_PER_MODALITY, int(len(todo) * SAMPLE_SHARE))
+            take = min(len(todo), 1 + 3 * n1)
+            step = len(todo) / take
+            sample = [todo[int(i * step)] for i in range(take)]  # spread over the collection, not its first folder
+            # The first file pays once for what every later one reuses (decoders' imports, compiled kernels).
+            parts = [sample[:1], sample[1:1 + n1], sample[1 + n1:]] if take == 1 + 3 * n1 else [[], sample]
+            times = []
+            for part in parts:
                 t = time.perf_counter()
-                done = target.index(part) if part else None
+                done = target.writer.index(part, refit=False) if part else None
+                times.append(time.perf_counter() - t)
                 if done is not None:
                     report.indexed += done.files_new + done.files_changed + done.files_moved + done.files_copied
                     report.skipped += done.skipped
-            per_file = (time.perf_counter() - t) / (n - len(warm))
-            report.sampled += n
-            rest = len(todo) - n
-            report.per_modality[m] = {"files": len(todo), "sampled": n, "seconds_per_file": round(per_file, 4),
+            if len(parts) == 3 and times[2] > times[1]:
+                per_file = (times[2] - times[1]) / (len(parts[2]) - len(parts[1]))
+                fixed.append(max(0.0, times[1] - per_file * len(parts[1])))
+            else:  # too few files for two parts: all of the time counts per file (an overestimate)
+                per_file = times[-1] / max(1, len(parts[-1]))
+            report.sampled += take
+            rest = len(todo) - take
+            report.per_modality[m] = {"files": len(todo), "sampled": take, "seconds_per_file": round(per_file, 4),
                                       "seconds": round(per_file * rest, 1)}
         if report.per_modality:
-            report.estimate_seconds = round(sum(v["seconds"] for v in report.per_modality.values()), 1)
+            work = sum(v["seconds"] for v in report.per_modality.values())
+            report.estimate_seconds = round(work + (max(fixed) if fixed else 0.0), 1)
             items = max(1, sum(target.store.catalog.counts()["items"].values()))
             total = sum(self.engine.store.catalog.counts()["items"].values())
             used = sum(f.stat().st_size for f in target.path.iterdir() if f.is_file())

@@ -57,8 +57,9 @@ class Writer:
               progress: bool = False, checkpoint_seconds: float = 30.0, pool_audio: bool | None = None,
               ocr: str | None = None,
               index_type: str | None = None, memory_budget: int | None = None,
-              ray: RayOptions | None = None) -> IndexReport:
-        """`Engine.index`: plan, embed, commit under the writer's lock."""
+              ray: RayOptions | None = None, refit: bool = True) -> IndexReport:
+        """`Engine.index`: plan, embed, commit under the writer's lock. `refit=False` leaves the index type and
+        the relevance profile to the next run (a migration's sample: a few files, timed)."""
         paths = list(paths) if not isinstance(paths, (str, os.PathLike)) else [paths]
         if not paths:
             raise UsageError("give at least one file or folder to index")
@@ -85,8 +86,9 @@ class Writer:
                 result.distributed = embed.summary
                 if not ray.keep_shards:
                     staging.clear()  # committed: the staged copies are of no further use
-            self.engine.policy.fit()
-            self.engine.relevance.store_profile_if_stale()
+            if refit:
+                self.engine.policy.fit()
+                self.engine.relevance.store_profile_if_stale()
             return result
 
     def _ray_embedder(self, options: RayOptions, batch_size: int, workers: int | None, items: ItemOptions):

@@ -1,0 +1,81 @@
+"""How close `mmr migrate`'s estimate comes to the time the migration then takes, on this machine.
+
+For each collection size and each pair of spaces: a generated collection (shapes, tones and captions from
+`mmretrieval.synth`, a third each) is indexed in the first space; `Engine.migrate(dry_run=True)` indexes its
+sample and estimates the rest; then `Engine.migrate` is timed up to the switch (its own second sample included:
+the user's command runs both). Ratio = estimate / actual time of the work after the first sample.
+
+Spaces: the shipped `tiny` and a differently seeded space of the same shape (`tests/tiny_space.py`, made in a
+temporary folder), both directions.
+
+Run: `python scripts/bench/migrate_estimate.py --sizes 300 1200` (prints a table and a JSON line).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def collection(folder: Path, n: int) -> None:
+    import soundfile as sf
+
+    from mmretrieval.synth import COLORS, SHAPES, shape_image, tone
+
+    folder.mkdir(parents=True)
+    colors, shapes = list(COLORS), list(SHAPES)
+    for k in range(n):
+        c, s = colors[k % len(colors)], shapes[(k // len(colors)) % len(shapes)]
+        if k % 3 == 0:
+            shape_image(c, s, size=96 + k % 200).save(folder / f"{k}.png")
+        elif k % 3 == 1:
+            (folder / f"{k}.txt").write_text(f"A {c} {s} drawn on paper, number {k}. " * (1 + k % 4))
+        else:
+            sf.write(folder / f"{k}.wav", tone(220.0 * (1 + k % 7), seconds=1.0 + (k % 3)), 16000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[300, 1200])
+    args = ap.parse_args()
+    import mmretrieval as mmr
+    from tiny_space import make_tiny_space
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        other = str(make_tiny_space(tmp / "other"))
+        for n in args.sizes:
+            lib = tmp / f"lib{n}"
+            collection(lib, n)
+            for src, dst in (("tiny", other), (other, "tiny")):
+                idx = tmp / f"idx{n}"
+                shutil.rmtree(idx, ignore_errors=True)
+                with mmr.Engine(idx, model=src) as eng:
+                    eng.index([lib])
+                    est = eng.migrate(dst, dry_run=True)
+                    t = time.perf_counter()
+                    done = eng.migrate(dst)
+                    actual = time.perf_counter() - t
+                rows.append({"files": n, "from": "tiny" if src == "tiny" else "other",
+                             "to": "tiny" if dst == "tiny" else "other", "estimate_s": est.estimate_seconds,
+                             "actual_s": round(actual, 2), "ratio": round(est.estimate_seconds / actual, 2),
+                             "switched": done.switched})
+                print(rows[-1], flush=True)
+    print("| files | from → to | estimate | actual | estimate ÷ actual |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['files']} | {r['from']} → {r['to']} | {r['estimate_s']:.1f} s | {r['actual_s']:.1f} s | {r['ratio']:.2f} |")
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
