@@ -83,6 +83,17 @@ def test_there_and_back_with_searches_throughout(index, tiny_space_dir, monkeypa
     eng.close()
 
 
+def test_a_writer_opened_before_another_process_switched_writes_to_the_new_space(index, tiny_space_dir):
+    late = mmr.Engine(index)  # a server's writer, say, opened before the switch
+    with mmr.Engine(index) as eng:
+        eng.migrate(str(tiny_space_dir))
+    note = late.remember("written after the switch")
+    assert late.spec.name == "test-tiny" and note.memory.text == "written after the switch"
+    late.close()
+    with mmr.Engine(index, readonly=True) as eng:
+        assert "written after the switch" in {m.text for m in eng.memories()} and eng.check()["consistent"]
+
+
 def test_refused_before_any_work(index, tiny_space_noaudio_dir, tiny_space_dir):
     with mmr.Engine(index) as eng:
         with pytest.raises(mmr.UsageError, match="no tower for audio: the index holds 27 audio"):

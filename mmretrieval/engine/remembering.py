@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from .facade import Engine
 
 MERGE_CANDIDATES = 5   # memories of the scope whose restatement a new text may be, by their best passage
-# A note is written in milliseconds: it waits this long for another writer (an `mmr index` run) before giving up.
-WRITE_WAIT = 10.0
 
 
 def _memory(row: dict[str, Any], **scores: Any) -> Memory:
@@ -44,9 +42,11 @@ class Memories:
         threshold = MERGE_COSINE if merge_above is None else float(merge_above)
         if not -1.0 <= threshold <= 1.0:
             raise UsageError(f"merge_above is a cosine from -1 to 1, got {merge_above!r}")
-        items, vecs = self._embed(text)
-        cat = self.engine.store.catalog
-        with self.engine.writer.writing(wait=WRITE_WAIT):
+        self._text_tower()  # the model loads before the lock is taken: others wait for an encode, not a load
+        with self.engine.writer.writing():
+            # inside the lock: the engine has followed any switch to another space, and embeds in that one
+            items, vecs = self._embed(text)
+            cat = self.engine.store.catalog
             self.embed_pending()
             restated = self._restated(text, vecs, scope, threshold) if merge else None
             now = time.time()
@@ -76,9 +76,11 @@ class Memories:
             raise UsageError("give the memory's new text, new metadata, or both")
         text = check_text(text) if text is not None else None
         metadata = check_metadata(metadata) if metadata is not None else None
-        embedded = self._embed(text) if text is not None else None
-        cat = self.engine.store.catalog
-        with self.engine.writer.writing(wait=WRITE_WAIT):
+        if text is not None:
+            self._text_tower()
+        with self.engine.writer.writing():
+            embedded = self._embed(text) if text is not None else None
+            cat = self.engine.store.catalog
             old = self._one(memory_id, scope)
             self.engine.store.begin()
             try:
@@ -101,8 +103,8 @@ class Memories:
         if memory_id is None and not scope.given() and not metadata and not everything:
             raise UsageError("name the memory to forget (its id), or a user, agent, session or metadata whose "
                              "memories to forget; forgetting every memory needs everything=True (--all)")
-        cat = self.engine.store.catalog
-        with self.engine.writer.writing(wait=WRITE_WAIT):
+        with self.engine.writer.writing():
+            cat = self.engine.store.catalog
             ids = [self._one(memory_id, scope)["id"]] if memory_id is not None else \
                 [r["id"] for r in cat.memories(scope, metadata)]
             if not ids:
@@ -137,8 +139,8 @@ class Memories:
     def add_embedded(self, memories: list[dict[str, Any]]) -> int:
         """Memories with their passages' vectors made in this space (an export's): each a dict of text, user,
         agent, session, metadata, created, updated, items (`ItemRecord`s) and vectors. Returns how many."""
-        cat = self.engine.store.catalog
-        with self.engine.writer.writing(wait=WRITE_WAIT):
+        with self.engine.writer.writing():
+            cat = self.engine.store.catalog
             self.engine.store.begin()
             try:
                 for m in memories:
@@ -218,11 +220,15 @@ class Memories:
             raise MemoryNotFoundError(f"no memory {memory_id}" + (" in this scope" if scope and scope.given() else ""))
         return rows[0]
 
-    def _embed(self, text: str) -> tuple[list[ItemRecord], np.ndarray]:
-        """A memory's passages (as a document's are cut for this text tower) and their vectors."""
+    def _text_tower(self) -> Any:
         enc = self.engine.space.text
         if enc is None:
             raise UsageError(f"space {self.engine.spec.name!r} has no text tower, so it cannot keep memories")
+        return enc
+
+    def _embed(self, text: str) -> tuple[list[ItemRecord], np.ndarray]:
+        """A memory's passages (as a document's are cut for this text tower) and their vectors."""
+        enc = self._text_tower()
         cut = split_passages(text, enc.count_tokens, enc.max_passage_tokens)
         return [ItemRecord(p.locator(), p.text, "text") for p in cut], enc.encode([p.text for p in cut])
 

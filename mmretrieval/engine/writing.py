@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from .facade import Engine
 
 STAGING_DIR = "staging"  # under the index: shards embedded on Ray, kept until committed
+# How long a write waits for another process's write before IndexLockedError: an agent's note or a short index run
+# holds the lock for moments, and a user's command should not fail for that.
+LOCK_WAIT = 10.0
 
 
 class Writer:
@@ -37,7 +40,7 @@ class Writer:
             raise UsageError("this engine was opened read-only")
 
     @contextmanager
-    def writing(self, *, reconcile: bool = True, wait: float = 0.0) -> Iterator[dict[str, int]]:
+    def writing(self, *, reconcile: bool = True, wait: float = LOCK_WAIT) -> Iterator[dict[str, int]]:
         """Hold the index for writing: this process's lock, then the index's own (while another process writes,
         wait up to `wait` seconds, then IndexLockedError), after repairing what a crash left half-done
         (`reconcile`; yields what it repaired)."""
@@ -46,12 +49,15 @@ class Writer:
         with self.engine._lock:
             store.acquire_lock(wait)
             try:
+                if store.switched():  # another process moved the index to another space: write to that one
+                    self.engine._reopen()
+                    store = self.engine.store
                 # Another process may have committed since these vectors were loaded: catch up first, or the
                 # reconcile below would take its new items for items without vectors and forget their files.
                 store.refresh_vectors(self.engine.dim)
                 yield store.reconcile() if reconcile else {}
             finally:
-                store.release_lock()
+                self.engine.store.release_lock()
 
     def index(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 32, workers: int | None = None,
               progress: bool = False, checkpoint_seconds: float = 30.0, pool_audio: bool | None = None,
@@ -107,8 +113,8 @@ class Writer:
         files = list(files)
         for f in files:
             _check_embedded(f, self.engine.dim)
-        fingerprint = self.engine.store.space_record()["fingerprint"]
         with self.writing() as repaired:
+            fingerprint = self.engine.store.space_record()["fingerprint"]  # after following any switch
             report = IndexReport()
             report.repaired = repaired
             t0 = last = time.monotonic()
