@@ -22,11 +22,15 @@ from typing import Any
 import numpy as np
 
 from . import switch
-from .catalog import Catalog
+from .catalog import Catalog, FileRow
+from .embedding_cache import FILE as CACHE_FILE, EmbeddingCache, key as cache_key
 from .errors import IndexLockedError, IndexNotFoundError, SpaceMismatchError
 from .index import VectorIndex
 from .index.segments import DELTA_SUFFIX, base_is_due, is_delta, read_delta, write_delta
 from .space.spec import SpaceSpec
+
+
+LOSSY_KINDS = ("ivf-sq8", "ivf-pq")  # their vectors read back are approximations: not worth keeping
 
 
 def settle(root: Path) -> None:
@@ -76,6 +80,7 @@ class Store:
         self.vectors: VectorIndex | None = None
         self._segments: list[str] = []  # the committed segments the loaded vectors are made of
         self._closed = False
+        self.cache = EmbeddingCache(self.root / CACHE_FILE)
 
     def switched(self) -> bool:
         """Has another space's index taken this folder's place since it was opened (`switch`)?"""
@@ -295,6 +300,26 @@ class Store:
         self.checkpoint()
         return fixed
 
+    def keep_vectors(self, row: FileRow, options: dict[str, Any]) -> None:
+        """Before a file's vectors leave the index (removed, changed, gone): keep them in the embedding cache, so
+        that its content coming back costs no encoding. Not from indexes whose stored vectors are lossy codes."""
+        if (row.status != "indexed" or not row.hash or not row.space or not self.cache.enabled
+                or self.vectors is None or self.vectors.kind in LOSSY_KINDS):
+            return
+        items = self.catalog.items_of_file(row.id)
+        if not items:
+            return
+        vecs = self.vectors.reconstruct(np.array([i.id for i in items], np.int64))
+        date, source, tags = self.catalog.db.execute("SELECT date, date_source, tags FROM files WHERE id=?",
+                                                     (row.id,)).fetchone()
+        own = source in ("exif", "tag")
+        meta = {"date": date if own else None, "date_source": source if own else None,
+                "tags": tags.split("\n") if tags else []}
+        # as the index holds them: unit rows from an exact index, fp16-rounded ones that an ivf-fp16 index stores
+        # again as the same codes (normalising again would move their last bits)
+        self.cache.put(cache_key(row.space, row.hash, row.modality, options),
+                       [(i.locator, i.text, i.modality) for i in items], vecs, meta)
+
     def close(self) -> None:
         """Roll back what was not checkpointed, release the lock, close the catalog (again: nothing)."""
         if self._closed:
@@ -305,3 +330,4 @@ class Store:
         finally:
             self.release_lock()
             self.catalog.close()
+            self.cache.close()

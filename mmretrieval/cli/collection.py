@@ -199,6 +199,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         m = st["migration"]
         print(f"migration:    to {m['to']} ({m['fingerprint']}), {m['files_done']} of {m['files']} files "
               f"(mmr migrate --to {m['to']} goes on)")
+    c = st["embedding_cache"]
+    if c["entries"] or c["hits"]:
+        print(f"kept vectors: {c['entries']} file(s), {c['bytes'] / 1e6:.1f} MB of {c['limit'] / 1e6:.0f} MB; "
+              f"{c['hits']} file(s) came back from them (MMR_EMBEDDING_CACHE)")
     for p in st["previous_spaces"]:
         print(f"kept:         {p['space']} ({p['fingerprint']}), {p['bytes'] / 1e6:.1f} MB (mmr migrate --back)")
     print(f"index type:   {st['index_description']}, {st['vectors']} vectors (policy: {st['index_policy']})")

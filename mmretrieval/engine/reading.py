@@ -65,6 +65,7 @@ class Reader:
             "item_options": json.loads(self.engine.store.catalog.get_meta(ItemOptions.META_KEY) or "null"),
             "bytes_on_disk": size,
             "vector_segments": self.engine.store.segment_stats(),
+            "embedding_cache": self.engine.store.cache.stats(),
             "migration": self.engine.migrator.status(),
             "previous_spaces": self.engine.migrator.previous(),
         }

@@ -120,7 +120,8 @@ class Writer:
             t0 = last = time.monotonic()
             cat = self.engine.store.catalog
             plan = Plan(roots=[], present_by_hash=IndexedContents(cat))  # looked up per hash: no scan
-            committer = Committer(self.engine.store, plan, fingerprint, report)
+            committer = Committer(self.engine.store, plan, fingerprint, report,
+                                  self.engine.policy.item_options(None).to_dict())
             self.engine.store.begin()
             try:
                 for f in files:
@@ -148,6 +149,9 @@ class Writer:
         with self.writing():
             self.engine.store.begin()
             rows = list(self.engine.store.catalog.files(under=roots).values())
+            options = self.engine.policy.item_options(None).to_dict()
+            for r in rows:  # re-adding the folder later costs no encoding
+                self.engine.store.keep_vectors(r, options)
             ids = [self.engine.store.catalog.delete_file(r.id) for r in rows]
             if ids:  # one removal: on IVF and HNSW each removal rebuilds the structure
                 self.engine.store.vectors.remove(np.concatenate(ids))

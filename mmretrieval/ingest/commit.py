@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..catalog import ItemRecord, item_modality
+from ..embedding_cache import key as cache_key
 from ..errors import SpaceMismatchError
 from ..index.vectors_stream import unit_rows
 from ..store import Store
@@ -19,7 +20,10 @@ from .plan import Plan
 
 
 class Committer:
-    def __init__(self, store: Store, plan: Plan, fingerprint: str, report) -> None:  # noqa: ANN001
+    def __init__(self, store: Store, plan: Plan, fingerprint: str, report,  # noqa: ANN001
+                 options: dict | None = None) -> None:
+        """`options`: the index's item options (`ItemOptions.to_dict()`), part of the embedding cache's keys."""
+        self.options = options if options is not None else {}
         self.store = store
         self.plan = plan
         self.fingerprint = fingerprint
@@ -45,6 +49,8 @@ class Committer:
         if old is None:  # not under the planned roots, or added after the plan: look it up
             old = cat.file(entry.path)
         if old is not None:
+            if old.hash != f.hash and not f.reuse:  # its content changed (or it cannot be read now): keep the vectors
+                self.store.keep_vectors(old, self.options)
             removed = cat.delete_items_of_file(old.id)
             self._to_remove.append(removed)
             report.items_removed += int(removed.size)
@@ -70,6 +76,9 @@ class Committer:
                 report.added[item_modality(item, entry.modality)] += 1
         if old is None:
             report.files_new += 1
+        if f.cached:  # back in the index: the cache's copy is of no further use
+            report.files_from_cache += 1
+            self.store.cache.discard(cache_key(fp, f.hash or "", entry.modality, self.options))
 
     def _reuse(self, f: EmbeddedFile, old) -> None:  # noqa: ANN001
         cat, vectors, entry, report = self.store.catalog, self.store.vectors, f.entry, self.report
@@ -103,6 +112,7 @@ class Committer:
         for path, row in self.plan.gone.items():
             if path in self.moved_from:
                 continue
+            self.store.keep_vectors(row, self.options)
             removed = self.store.catalog.delete_file(row.id)
             self._to_remove.append(removed)
             self.report.files_removed += 1

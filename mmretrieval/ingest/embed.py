@@ -16,7 +16,7 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class EmbeddedFile:
     error: str | None = None                           # why it is skipped (about the file)
     note: str | None = None                            # indexed, with something to know (e.g. only in part)
     reuse: bool = False                                # the index already holds vectors for this content
+    cached: bool = False                               # items and vectors from the embedding cache (no encoding)
     meta: dict[str, Any] | None = None                 # date, date_source, tags (modalities/metadata.py)
 
 
@@ -97,8 +98,11 @@ class Embedder:
 
     def __init__(self, space: Any, *, batch_size: int = 32, workers: int | None = None,
                  options: ItemOptions | None = None,
-                 reusable: dict[str, tuple[str, str | None]] | None = None) -> None:
+                 reusable: dict[str, tuple[str, str | None]] | None = None,
+                 cached: Callable[[str, str], Any] | None = None) -> None:
+        """`cached(content hash, modality)`: a file's (items, vectors, meta) kept from before, or None."""
         self.space = space
+        self.cached = cached
         self.batch_size = max(1, batch_size)
         cores = {m: enc.per_core() for m, enc in space.encoders.items() if enc is not None}
         self.per_core = {m for m, n in cores.items() if n}
@@ -116,6 +120,11 @@ class Embedder:
             known = self.reusable.get(digest)
             if known is not None and known[0] == entry.modality and known[1] != entry.path:
                 return EmbeddedFile(entry, digest, self.space.fingerprint, reuse=True)
+            hit = self.cached(digest, entry.modality) if self.cached is not None else None
+            if hit is not None:
+                items, vectors, meta = hit
+                return EmbeddedFile(entry, digest, self.space.fingerprint, [ItemRecord(*i) for i in items], vectors,
+                                    meta=meta, cached=True)
             decoded = self.decoder.decode(entry, digest, data)
             here = decoded.rest is None and decoded.head and all(it.modality in self.per_core for it in decoded.head)
             return self._encode_here(decoded) if here else decoded

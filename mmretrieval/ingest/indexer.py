@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..options import ItemOptions
 from ..store import Store
+from ..embedding_cache import key as cache_key
 from .commit import Committer
 from .embed import ENCODER_BUG, EmbeddedFile, Embedder  # noqa: F401  (ENCODER_BUG: the reason an encoder failure gives)
 from .plan import Plan, make_plan
@@ -48,6 +49,7 @@ class IndexReport:
     seconds: float = 0.0
     distributed: dict[str, Any] | None = None  # with --ray: shards, actors, nodes, files taken from staged shards
     memories: int = 0  # an agent's memories taken in (mmr import)
+    files_from_cache: int = 0  # committed from the embedding cache: content seen before, nothing encoded
 
     @property
     def ignored_by_ext(self) -> Counter:
@@ -67,6 +69,7 @@ class IndexReport:
             "files_new": self.files_new, "files_changed": self.files_changed,
             "files_unchanged": self.files_unchanged, "files_moved": self.files_moved,
             "files_copied": self.files_copied, "files_removed": self.files_removed,
+            "files_from_cache": self.files_from_cache,
             "items_removed": self.items_removed,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "still_skipped": [{"path": p, "reason": r} for p, r in self.still_skipped],
@@ -100,10 +103,16 @@ class Indexer:
         report.still_skipped += plan.still_skipped
         report.skipped += plan.walk_errors
         report.ignored += plan.ignored
+        options = self.options.to_dict()
         if embed is None:
-            embed = Embedder(self.space, batch_size=self.batch_size, workers=self.workers,
-                             options=self.options, reusable=plan.reusable).stream_plan
-        committer = Committer(store, plan, self.space.fingerprint, report)
+            fp = self.space.fingerprint
+
+            def cached(digest: str, modality: str) -> Any:
+                return store.cache.get(cache_key(fp, digest, modality, options))
+
+            embed = Embedder(self.space, batch_size=self.batch_size, workers=self.workers, options=self.options,
+                             reusable=plan.reusable, cached=cached if store.cache.enabled else None).stream_plan
+        committer = Committer(store, plan, self.space.fingerprint, report, options)
         store.begin()
         last = time.monotonic()
         bar = _progress(len(plan.todo), self.progress)
