@@ -266,6 +266,8 @@ def test_indexing_over_http_only_under_allowed_folders_while_searches_go_on(inde
     before = c.get("/stats", headers=auth).json()["files_indexed"]
     r = c.post("/index", headers=auth, json={"paths": [str(index[1]["red"])]})
     assert r.status_code == 403 and "not under a folder" in r.json()["error"]
+    r = c.post("/index", headers=auth, json={"paths": [str(tmp_path / "inbox") + "\u0000x"]})
+    assert r.status_code == 422 and "not a usable path" in r.json()["error"]
     searched = []
     done = threading.Event()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..engine import Engine
-from ..errors import MMRError
+from ..errors import MMRError, UsageError
 from .schemas import ErrorBody
 
 DESCRIPTIONS = {401: "missing or wrong token", 403: "not allowed: a write without a server token, or a path "
@@ -21,6 +21,14 @@ DESCRIPTIONS = {401: "missing or wrong token", 403: "not allowed: a write withou
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` for these error statuses (and 401, which any route answers when the server has a token)."""
     return {c: {"model": ErrorBody, "description": DESCRIPTIONS[c]} for c in sorted({401, *codes})}
+
+
+def resolved(path: str) -> Path:
+    """A requested path, absolute and without links; one the OS cannot take (a NUL byte) is the request's fault."""
+    try:
+        return Path(os.path.expanduser(path)).resolve()
+    except (ValueError, OSError) as e:
+        raise UsageError(f"not a usable path: {path!r} ({e})") from None
 
 
 class UploadTooLarge(MMRError):
@@ -53,7 +61,7 @@ class Context:
         return self._writer
 
     def under_roots(self, path: str) -> Path:
-        p = Path(os.path.expanduser(path)).resolve()
+        p = resolved(path)
         if not self.roots:
             raise Forbidden("this server indexes nothing: start it with --allow-index DIR")
         if not any(p == r or r in p.parents for r in self.roots):

@@ -49,7 +49,9 @@ def _k(k: int) -> int:
 
 
 def _under(path: str, roots: list[Path]) -> Path:
-    p = Path(os.path.expanduser(path)).resolve()
+    from .context import resolved
+
+    p = resolved(path)
     if not any(p == r or r in p.parents for r in roots):
         raise UsageError(f"{p} is not under a folder this server may index ({', '.join(map(str, roots))})")
     return p
