@@ -268,6 +268,23 @@ class Catalog:
                             (hash,)).fetchone()
         return None if r is None else FileRow(**dict(r))
 
+    def file_facts(self, file_ids: Iterable[int]) -> dict[int, tuple[int, str | None, float | None]]:
+        """(size, content hash, date) of each file id: what ranks the copies of a near-duplicate group."""
+        ids, out = in_range(file_ids), {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for r in self.db.execute(f"SELECT id, size, hash, {self._date.replace('f.', '')} FROM files "
+                                     f"WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                out[int(r[0])] = (int(r[1]), r[2], r[3])
+        return out
+
+    def copies(self) -> list[list[int]]:
+        """Indexed files that share a content hash (byte-for-byte copies), as lists of file ids; notes left out."""
+        rows = self.db.execute(
+            "SELECT GROUP_CONCAT(id) FROM files WHERE status='indexed' AND hash IS NOT NULL AND modality != ? "
+            "GROUP BY hash HAVING COUNT(*) > 1", (MEMORY,))
+        return [sorted(int(i) for i in r[0].split(",")) for r in rows]
+
     def file(self, path: str) -> FileRow | None:
         r = self.db.execute(f"SELECT {_FILE_COLS} FROM files WHERE path=?", (path,)).fetchone()
         return None if r is None else FileRow(**dict(r))

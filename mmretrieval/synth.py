@@ -51,6 +51,24 @@ def draw_shape(d: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: floa
         raise ValueError(f"unknown shape {shape!r}; valid: {', '.join(SHAPES)}")
 
 
+def scene_image(seed: int, color: str, shape: str, center: tuple[float, float] = (0.5, 0.5), size: int = 224,
+                scale: float = 0.35) -> Image.Image:
+    """A shape in front of a background of its own (a colour gradient and blocks, fixed by `seed`): shots of one
+    scene with the object moved keep their background, as burst photos do."""
+    rng = np.random.default_rng(seed)
+    c0, c1 = rng.integers(60, 200, 3), rng.integers(60, 200, 3)
+    ramp = np.linspace(0.0, 1.0, size)[:, None, None]
+    bg = (c0 * (1 - ramp) + c1 * ramp).repeat(size, axis=1).astype(np.uint8)
+    img = Image.fromarray(bg, "RGB")
+    d = ImageDraw.Draw(img)
+    for _ in range(6):
+        x, y = rng.integers(0, size, 2)
+        w, h = rng.integers(size // 10, size // 3, 2)
+        d.rectangle((int(x), int(y), int(x + w), int(y + h)), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw_shape(d, shape, center[0] * size, center[1] * size, scale * size / 2, COLORS[color])
+    return img
+
+
 def tone(freq: float, seconds: float, sr: int = 16000, contour: str = "steady", pulsing: bool = False) -> np.ndarray:
     """A sine tone; `contour` steady/rising/falling glides an octave; `pulsing` gates it at 4 Hz."""
     n = int(seconds * sr)

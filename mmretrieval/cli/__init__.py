@@ -11,13 +11,13 @@ import os
 import sys
 from typing import Sequence
 
-from . import collection, migrate, notes, relevance, search, serve, spaces
+from . import collection, migrate, notes, relevance, search, serve, spaces, views
 from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, err, safe_text, show_path
 from .search import format_hit
 
 # Each registers its commands in `mmr --help`'s order: index and search first.
-REGISTER = (collection.register_index, search.register, collection.register, migrate.register, notes.register,
-            relevance.register, serve.register, spaces.register)
+REGISTER = (collection.register_index, search.register, collection.register, views.register, migrate.register,
+            notes.register, relevance.register, serve.register, spaces.register)
 
 __all__ = ["main", "build_parser", "format_hit", "show_path", "safe_text", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE"]
 

@@ -34,6 +34,7 @@ from .reading import Reader
 from .migrating import MigrationReport, Migrator
 from .remembering import Memories
 from .searching import Hit, Searcher
+from .viewing import ClustersReport, DupesReport, Views
 from .writing import Writer
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class Engine:
         self.writer, self.policy = Writer(self), IndexPolicy(self)
         self.searcher, self.reader, self.memory = Searcher(self), Reader(self), Memories(self)
         self.migrator = Migrator(self)
+        self.views = Views(self)
         settle(self.path)  # a switch to another space cut short is finished before anything looks
         exists = (self.path / "catalog.sqlite").is_file()
         if not exists:
@@ -392,6 +394,40 @@ class Engine:
         without holding it decoded at once. Vectors are float32 unit rows; `stored=True` gives them as the index
         holds them where it holds floats (float16 in ivf-fp16), without renormalising."""
         return self.reader.vectors(types, chunk=chunk, stored=stored)
+
+    # ----------------------------------------------------------------- collection views
+    def dupes(self, types: Iterable[str] | str | None = None, *, threshold: float | None = None,
+              radius: float | None = None) -> DupesReport:
+        """Groups of near-duplicates (re-saved, resized, slightly cropped or re-encoded copies; byte-for-byte copies
+        marked exact), largest first, the member to keep first with the reason. Candidates come from the index's
+        range search within cosine `radius`; each pair is confirmed by comparing the items' content (pixels,
+        spectrogram, words: `collection.dupes`) at likeness `threshold` (default: measured per modality; lower
+        takes in near neighbours such as burst shots)."""
+        return self.views.dupes(types, threshold=threshold, radius=radius)
+
+    def clusters(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None,
+                 bridge: bool = False, refit: bool = False) -> ClustersReport:
+        """k-means clusters in the shared space over every modality asked for (`k` None/"auto": chosen by
+        silhouette), each named by the built-in vocabulary's labels and the collection's nearest passage; kept
+        and updated incrementally (`refit` forces a new fit). `bridge`: take each modality's mean direction out
+        first, so that pictures, sounds and texts of one subject can share a cluster (`collection.clusters`)."""
+        return self.views.clusters(types, k=k, bridge=bridge, refit=refit)
+
+    def outliers(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None,
+                 z: float = 3.5, limit: int | None = 50) -> dict[str, Any]:
+        """Items far from their cluster's centre compared with its other members (robust z-score >= `z`), most
+        unusual first, each with its cluster and its nearest other item."""
+        return self.views.outliers(types, k=k, z=z, limit=limit)
+
+    def map(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None,
+            method: str = "pca") -> list[dict[str, Any]]:
+        """Every item as a point in two dimensions (PCA, or UMAP with umap-learn) with its cluster."""
+        return self.views.map(types, k=k, method=method)[0]
+
+    def map_png(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None, method: str = "pca",
+                width: int = 1200, height: int = 900) -> bytes:
+        """The map drawn as a PNG (matplotlib): clusters coloured and named, modalities by marker."""
+        return self.views.map_png(types, k=k, method=method, width=width, height=height)
 
     def stats(self) -> dict[str, Any]:
         return self.reader.stats()

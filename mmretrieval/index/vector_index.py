@@ -401,6 +401,48 @@ class VectorIndex:
         with _threads_for(nq):
             return self.index.search(queries, k, params=params)  # `sel`/`bits` stay alive until here
 
+    def range_search(self, queries: np.ndarray, radius: float,
+                     allowed: np.ndarray | IdFilter | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every stored vector with an inner product of at least `radius` with each query (among `allowed`), as
+        (ids, scores) per query, best first. IVF types look only in the lists a search probes, as `search` does;
+        where faiss has no range search for the type (HNSW), a top-k search widened until the k-th falls below
+        `radius` stands in."""
+        queries = _check_vectors(np.atleast_2d(queries), self.dim)
+        filt = None if allowed is None else allowed if isinstance(allowed, IdFilter) else IdFilter(allowed)
+        if filt is not None and filt.empty:
+            return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(queries.shape[0])]
+        params = self._params()
+        sel = None
+        if filt is not None:
+            sel = faiss.IDSelectorBitmap(filt.n, faiss.swig_ptr(filt.bits))
+            params.sel = sel
+        try:
+            with _threads_for(queries.shape[0]):
+                lims, scores, ids = self.index.range_search(queries, float(radius), params=params)
+        except RuntimeError:  # not implemented for this type
+            return self._range_by_topk(queries, float(radius), filt)
+        out = []
+        for q in range(queries.shape[0]):
+            s, i = scores[lims[q]:lims[q + 1]], ids[lims[q]:lims[q + 1]]
+            order = np.lexsort((i, -s))
+            out.append((i[order].astype(np.int64), s[order].astype(np.float32)))
+        return out
+
+    def _range_by_topk(self, queries: np.ndarray, radius: float,
+                       filt: IdFilter | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for q in queries:
+            k = 16
+            while True:
+                s, i = self.search(q[None], min(k, max(self.ntotal, 1)), filt)
+                s, i = s[0], i[0]
+                keep = (i >= 0) & (s >= radius)
+                if not keep.all() or k >= self.ntotal:
+                    out.append((i[keep], s[keep]))
+                    break
+                k *= 4
+        return out
+
     def _exact(self, queries: np.ndarray, k: int, filt: IdFilter) -> tuple[np.ndarray, np.ndarray]:
         """Brute force over the filter's vectors (fetched once per state of the index); ties by id, as faiss."""
         state = (id(self.index), self._version)

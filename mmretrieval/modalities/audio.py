@@ -1,6 +1,7 @@
 """Audio: decoded mono at the tower's rate and cut into windows, one item each (or one pooled item per file)."""
 from __future__ import annotations
 
+import functools
 import io
 import os
 from typing import Any, Iterator
@@ -11,6 +12,7 @@ from ..dates import span
 from ..encoders.waves import load_audio, windows
 from .base import DecodeContext, Item, Modality, register_modality
 from .metadata import media_metadata
+from .sketch import SOUND_RATE, sound_likeness, sound_sketch
 
 # What libsndfile reads, and the containers FFmpeg (PyAV) decodes audio from.
 EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aif", ".aiff", ".aifc", ".au", ".snd",
@@ -72,6 +74,17 @@ def thumbnail(row: Any):
     return f"{row.id}.png", "image/png", lambda: waveform_png(row.path, s, e)
 
 
+@functools.lru_cache(maxsize=2)  # the windows of one recording are sketched one after another
+def _wave(path: str, mtime_ns: int) -> np.ndarray:
+    return load_audio(path, SOUND_RATE)
+
+
+def sketch(row: Any) -> np.ndarray:
+    wave = _wave(row.path, os.stat(row.path).st_mtime_ns)
+    start, end = float(row.locator.get("start", 0.0)), row.locator.get("end")
+    return sound_sketch(wave[int(start * SOUND_RATE): None if end is None else int(float(end) * SOUND_RATE)])
+
+
 AUDIO = register_modality(Modality(
     name="audio",
     extensions=lambda: EXTENSIONS,
@@ -85,4 +98,6 @@ AUDIO = register_modality(Modality(
     missing_tower="this space has no audio tower (use a space with audio to index sound)",
     media_types={".flac": "audio/flac", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg",
                  ".wav": "audio/wav", ".aif": "audio/aiff", ".aiff": "audio/aiff"},
+    sketch=sketch,
+    likeness=sound_likeness,
 ))

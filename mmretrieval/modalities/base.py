@@ -94,6 +94,12 @@ class Modality:
     # One file's items once encoded, as (locator, text, modality) tuples, and their vectors -> what is stored (a
     # video's frame samples merged into scenes); runs wherever the file is embedded.
     finish: Callable[[list[tuple], np.ndarray], tuple[list[tuple], np.ndarray]] | None = None
+    # Near-duplicate review (`collection.dupes`): item row -> a small summary of the item's own content (a
+    # picture's pixels, a sound's spectrogram, a passage's words), and (summary, summary) -> how alike in [0, 1].
+    # Vectors find the candidates; this tells a re-saved copy from a near neighbour they rate as close (the next
+    # shot of a burst). None: vectors alone decide.
+    sketch: Callable[[Any], Any] | None = None
+    likeness: Callable[[Any, Any], float] | None = None
     # (path, the names in its folder or None) -> other files read with it (a video's sidecar subtitles): a
     # change to one of them re-indexes the file.
     companions: Callable[[str, Iterable[str] | None], list[str]] | None = None

@@ -4,10 +4,13 @@ from __future__ import annotations
 import io
 from typing import Any, Iterator
 
+import numpy as np
+
 from ..dates import span
 from ..encoders.pixels import image_extensions, load_image
 from .base import DecodeContext, Item, Modality, register_modality
 from .metadata import image_metadata
+from .sketch import picture_likeness, picture_sketch
 from .text import ocr_items
 
 
@@ -23,35 +26,31 @@ def decode(data: bytes | None, path: str, ctx: DecodeContext) -> Iterator[Item]:
 THUMB_SIZE = 256
 
 
-def image_thumbnail(path: str) -> bytes:
-    """A JPEG no larger than THUMB_SIZE on either side."""
-    img = load_image(path)
-    img.thumbnail((THUMB_SIZE, THUMB_SIZE))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
+def picture(path: str, locator: dict[str, Any]) -> Any:
+    """The picture an image item stands for (PIL): the image file, a document's figure or page found again by its
+    locator, or a video scene's most typical frame decoded again at its time."""
+    if is_scene(locator):
+        from ..video.frames import frame_at
+
+        return frame_at(path, float(locator.get("frame", locator.get("start", 0.0))))
+    if is_figure(locator):
+        from ..documents import format_of
+        from ..errors import DecodeError
+
+        fmt = format_of(path)
+        if fmt is None or fmt.figure is None:
+            raise DecodeError(f"{path} keeps no figures that can be found again")
+        return fmt.figure(path, locator)
+    return load_image(path)
 
 
-def figure_thumbnail(path: str, locator: dict[str, Any]) -> bytes:
-    """A JPEG of a document's figure or page image, found again in the document by its locator."""
-    from ..documents import format_of
-    from ..errors import DecodeError
-
-    fmt = format_of(path)
-    if fmt is None or fmt.figure is None:
-        raise DecodeError(f"{path} keeps no figures that can be found again")
-    img = fmt.figure(path, locator)
+def picture_thumbnail(path: str, locator: dict[str, Any]) -> bytes:
+    """A JPEG of the item's picture no larger than THUMB_SIZE on either side."""
+    img = picture(path, locator)
     img.thumbnail((THUMB_SIZE, THUMB_SIZE))
     buf = io.BytesIO()
     img.convert("RGB").save(buf, format="JPEG", quality=85)
     return buf.getvalue()
-
-
-def scene_thumbnail(path: str, locator: dict[str, Any]) -> bytes:
-    """A JPEG of a video scene's most typical frame, decoded again from the video at its time."""
-    from ..video.frames import frame_jpeg
-
-    return frame_jpeg(path, float(locator.get("frame", locator.get("start", 0.0))), THUMB_SIZE)
 
 
 def is_scene(locator: dict[str, Any]) -> bool:
@@ -65,11 +64,12 @@ def is_figure(locator: dict[str, Any]) -> bool:
 
 
 def thumbnail(row: Any):
-    if is_scene(row.locator):
-        return f"{row.id}.jpg", "image/jpeg", lambda: scene_thumbnail(row.path, row.locator)
-    if is_figure(row.locator):
-        return f"{row.id}.jpg", "image/jpeg", lambda: figure_thumbnail(row.path, row.locator)
-    return f"{row.file_id}.jpg", "image/jpeg", lambda: image_thumbnail(row.path)
+    own = is_scene(row.locator) or is_figure(row.locator)  # one of a file's pictures, not the file's own
+    return f"{row.id if own else row.file_id}.jpg", "image/jpeg", lambda: picture_thumbnail(row.path, row.locator)
+
+
+def sketch(row: Any) -> np.ndarray:
+    return picture_sketch(picture(row.path, row.locator))
 
 
 def describe(locator: dict[str, Any], text: str | None) -> tuple[str, str]:
@@ -89,4 +89,6 @@ IMAGE = register_modality(Modality(
     describe=describe,
     metadata=image_metadata,
     media_types={".webp": "image/webp"},
+    sketch=sketch,
+    likeness=picture_likeness,
 ))

@@ -12,6 +12,7 @@ from ..encoders.passages import split_passages
 from ..errors import DecodeError, UsageError
 from .base import DecodeContext, Item, Modality, Note, register_modality
 from .metadata import FileMeta
+from .sketch import words_likeness, words_sketch
 
 # A document gives at most this many passages (~150,000 words, a long book); text that is mostly very long
 # lines (logs, dumps, minified data: machine-generated, without sentences) gives at most the smaller number.
@@ -149,4 +150,6 @@ TEXT = register_modality(Modality(
     media_types={".md": "text/markdown; charset=utf-8", ".txt": "text/plain; charset=utf-8",
                  ".srt": "text/plain; charset=utf-8", ".vtt": "text/vtt; charset=utf-8",
                  ".epub": "application/epub+zip"},
+    sketch=lambda row: words_sketch(row.text),
+    likeness=words_likeness,
 ))

@@ -1,0 +1,371 @@
+"""Views of the whole collection (`collection`): near-duplicates, clusters, outliers, a map.
+
+This part gathers what the methods need from the index (lanes of item ids, vectors, catalog rows, the text tower
+for naming) and keeps their results beside the index in `views/`, keyed by the space's fingerprint: a second call
+on an unchanged index reads them back, and after a small change only the new items are searched (dupes) or
+assigned to the clusters found before (clusters, outliers, map). Notes (agent memory) are never part of a view.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+from ..collection import clusters as clustering
+from ..collection import dupes as duping
+from ..collection import projection, vocabulary
+from ..errors import UsageError
+from ..index.vectors_stream import unit_rows
+from ..modalities import get_modality
+from ..modalities.sketch import LIKENESS
+from ..query import parse_types, result_lanes
+
+if TYPE_CHECKING:
+    from .facade import Engine
+
+VIEWS_DIR = "views"
+REFIT_SHARE = 0.1   # clusters are fitted again once this share of the items is new or gone
+
+
+@dataclass
+class DupesReport:
+    groups: list[duping.DupeGroup]
+    thresholds: dict[str, float]       # the likeness each modality's pairs had to reach
+    radius: dict[str, float]           # the cosine its candidates were searched within
+    items: dict[str, int]              # items looked at, by modality
+    searched: int                      # items whose neighbours were searched this time (new since the last run)
+    candidates: int                    # pairs within the radius
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"groups": [g.as_dict() for g in self.groups], "thresholds": self.thresholds, "radius": self.radius,
+                "items": self.items, "searched": self.searched, "candidates": self.candidates,
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class ClustersReport:
+    clusters: list[clustering.Cluster]
+    k: int
+    bridged: bool                       # modalities' mean directions taken out (several modalities)
+    items: int
+    refitted: bool                      # False: the clusters found before, new items assigned to them
+    seconds: float
+    fit: clustering.Fit | None = field(default=None, repr=False)
+    vectors: np.ndarray | None = field(default=None, repr=False)   # the items' unit vectors, rows as fit.ids
+
+    def as_dict(self, members: int | None = 12) -> dict[str, Any]:
+        return {"k": self.k, "bridged": self.bridged, "items": self.items, "refitted": self.refitted,
+                "seconds": round(self.seconds, 3), "clusters": [c.as_dict(members) for c in self.clusters]}
+
+
+class Views:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ----------------------------------------------------------------- shared
+    @property
+    def _dir(self) -> Path:
+        return self.engine.path / VIEWS_DIR
+
+    def _key(self) -> str:
+        return ((self.engine.store.space_record() or {}).get("fingerprint") or "unknown")[:16]
+
+    def _save(self, name: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Atomically, or not at all (a read-only folder: the view is computed again next time)."""
+        try:
+            self._dir.mkdir(exist_ok=True)
+            tmp = self._dir / f".{name}.{os.getpid()}.tmp.npz"
+            np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+            os.replace(tmp, self._dir / f"{name}.npz")
+        except OSError:
+            pass
+
+    def _load(self, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        f = self._dir / f"{name}.npz"
+        if not f.is_file():
+            return None
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files if k != "meta"}
+                return arrays, json.loads(str(z["meta"]))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _lanes(self, types: Iterable[str] | str | None) -> list[tuple[str, np.ndarray]]:
+        """(item modality, item ids present in the vectors) of each modality the types asked for take in (a video
+        type: its files' scenes, sound and subtitles); notes are left out."""
+        e = self.engine
+        e.follow_switch()
+        mods = parse_types(types, "") if types is not None else None
+        with e._lock:
+            if not e.store.holds_lock:
+                e.store.refresh_vectors(e.dim)
+            cat = e.store.catalog
+            present = np.sort(e.store.vectors.ids())
+            lanes = result_lanes(mods) if mods else [(m, m) for m in sorted(cat.counts()["items"])]
+            by_modality: dict[str, np.ndarray] = {}
+            for t, m in lanes:
+                ids = np.intersect1d(cat.lane_item_ids(m, t if t != m else None), present)
+                by_modality[m] = np.union1d(by_modality.get(m, np.empty(0, np.int64)), ids)
+        return sorted(by_modality.items())
+
+    def _vectors(self, types: Iterable[str] | str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, modality, unit vectors) of every item of the lanes asked for, modality by modality."""
+        ids, mods, vecs = [], [], []
+        for chunk in self.engine.reader.vectors(types):
+            ids.append(chunk.ids)
+            mods.append(chunk.modalities)
+            vecs.append(unit_rows(chunk.vectors))
+        if not ids:
+            return np.empty(0, np.int64), np.empty(0, object), np.empty((0, self.engine.dim), np.float32)
+        return np.concatenate(ids), np.concatenate(mods), np.concatenate(vecs)
+
+    # ----------------------------------------------------------------- dupes
+    def dupes(self, types: Iterable[str] | str | None = None, *, threshold: float | None = None,
+              radius: float | None = None) -> DupesReport:
+        """Groups of near-duplicates (see `collection.dupes`), largest first, best member first in each.
+
+        `threshold` (0..1): the likeness of content a pair must reach (default: each modality's measured
+        `modalities.sketch.LIKENESS`); lower it to take in near neighbours (burst shots). `radius`: the cosine
+        within which candidates are searched (default `collection.dupes.RADIUS`)."""
+        for name, v in (("threshold", threshold), ("radius", radius)):
+            if v is not None and not (isinstance(v, (int, float)) and 0.0 < float(v) <= 1.0):
+                raise UsageError(f"{name} must be a number in (0, 1], got {v!r}")
+        t0 = time.perf_counter()
+        e = self.engine
+        groups: list[duping.DupeGroup] = []
+        thresholds, radii, items = {}, {}, {}
+        searched = candidates = 0
+        copies = e.store.catalog.copies()
+        for modality, ids in self._lanes(types):
+            m = get_modality(modality)
+            r = float(radius if radius is not None else duping.RADIUS.get(modality, duping.DEFAULT_RADIUS))
+            t = float(threshold if threshold is not None else LIKENESS.get(modality, 0.9))
+            thresholds[modality], radii[modality], items[modality] = t, r, int(ids.size)
+            name = f"dupes-{modality}-{self._key()}"
+            cache = self._pair_cache(name)
+            cache, n = duping.candidate_pairs(ids, r, cache, self._neighbours)
+            searched += n
+            candidates += int(cache.pairs.shape[0])
+            involved = np.unique(np.concatenate([cache.pairs.reshape(-1), *self._copy_items(copies, ids)]))
+            rows = e.store.catalog.items(involved.tolist())
+            facts = e.store.catalog.file_facts({r.file_id for r in rows.values()})
+            members = {i: duping.Member(i, r.file_id, r.path, r.locator, facts.get(r.file_id, (0, None, None))[0],
+                                        r.date, facts.get(r.file_id, (0, None, None))[1])
+                       for i, r in rows.items()}
+            sketch = (lambda i, m=m: m.sketch(rows[i])) if m.sketch is not None else None
+            groups += duping.group_dupes(modality, cache, members, sketch, m.likeness, t,
+                                         self._copy_items(copies, ids))
+            self._save_pair_cache(name, cache)
+        groups.sort(key=lambda g: (-len(g.members), g.modality, g.members[0].path))
+        return DupesReport(groups, thresholds, radii, items, searched, candidates, time.perf_counter() - t0)
+
+    def _neighbours(self, query_ids: np.ndarray, radius: float, allowed: np.ndarray):
+        from ..index.vector_index import IdFilter
+
+        e = self.engine
+        filt = IdFilter(allowed)
+        with e._lock:
+            vectors = e.store.vectors
+            for part, vecs in vectors.iter_vectors(query_ids, chunk=1024):
+                for q, (hit_ids, scores) in zip(part, vectors.range_search(vecs, radius, filt)):
+                    yield int(q), hit_ids, scores
+
+    def _copy_items(self, copies: list[list[int]], lane_ids: np.ndarray) -> list[np.ndarray]:
+        """Item ids of byte-for-byte copies in this lane: the items at one position of files sharing a hash."""
+        out = []
+        cat = self.engine.store.catalog
+        lane = set(map(int, lane_ids))
+        for files in copies:
+            by_ordinal: dict[tuple, list[int]] = {}
+            for f in files:
+                for row in cat.items_of_file(f):
+                    if row.id in lane:
+                        by_ordinal.setdefault((row.ordinal, json.dumps(row.locator, sort_keys=True)), []).append(row.id)
+            out += [np.array(sorted(v), np.int64) for v in by_ordinal.values() if len(v) > 1]
+        return out
+
+    def _pair_cache(self, name: str) -> duping.PairCache | None:
+        got = self._load(name)
+        if got is None:
+            return None
+        a, meta = got
+        lk = a.get("likeness_pairs", np.empty((0, 2), np.int64))
+        lv = a.get("likeness_values", np.empty(0, np.float32))
+        return duping.PairCache(float(meta["radius"]), a["ids"], a["pairs"].reshape(-1, 2), a["cosines"],
+                                {(int(x), int(y)): float(v) for (x, y), v in zip(lk, lv)})
+
+    def _save_pair_cache(self, name: str, c: duping.PairCache) -> None:
+        keys = np.array(list(c.likeness), np.int64).reshape(-1, 2)
+        self._save(name, {"ids": c.ids, "pairs": c.pairs, "cosines": c.cosines, "likeness_pairs": keys,
+                          "likeness_values": np.array(list(c.likeness.values()), np.float32)},
+                   {"radius": c.radius})
+
+    # ----------------------------------------------------------------- clusters
+    def clusters(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None,
+                 bridge: bool = False, refit: bool = False) -> ClustersReport:
+        """k-means clusters of the collection (k None or "auto": chosen by silhouette), each named zero-shot (see
+        `collection.clusters`), largest first. A second call with the same arguments reuses the clusters found
+        before while under REFIT_SHARE of the items changed, assigning new ones; `refit` fits them again."""
+        if k == "auto":
+            k = None
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise UsageError(f"k must be a positive integer or auto, got {k!r}")
+        t0 = time.perf_counter()
+        ids, mods, vecs = self._vectors(types)
+        if ids.size == 0:
+            return ClustersReport([], 0, False, 0, False, time.perf_counter() - t0)
+        fit, refitted = self._fit(ids, mods, vecs, k, bridge, types, refit)
+        found = clustering.clusters_of(fit, vecs)
+        clustering.name_clusters(found, fit, vecs, vocabulary.LABELS, self._label_vectors(set(mods.tolist())))
+        self._nearest_passages(found, fit, vecs)
+        return ClustersReport(found, fit.k, fit.bridge, int(ids.size), refitted, time.perf_counter() - t0, fit, vecs)
+
+    def _fit(self, ids: np.ndarray, mods: np.ndarray, vecs: np.ndarray, k: int | None, bridge: bool,
+             types: Any, refit: bool) -> tuple[clustering.Fit, bool]:
+        params = {"k": k, "bridge": bridge, "types": sorted(parse_types(types, "")) if types is not None else None}
+        name = f"clusters-{self._key()}"
+        got = None if refit else self._load(name)
+        if got is not None and got[1].get("params") == params:
+            a, meta = got
+            old_ids = a["ids"]
+            new, gone = np.setdiff1d(ids, old_ids), np.setdiff1d(old_ids, ids)
+            if (new.size + gone.size) <= REFIT_SHARE * max(ids.size, 1):
+                offsets = {m: a[f"offset_{m}"] for m in meta["offset_modalities"]}
+                f = clustering.Fit(int(meta["k"]), bool(meta["bridge"]), a["centroids"], offsets, ids, mods,
+                                   np.empty(0, np.int32), np.empty(0, np.float32))
+                labels, cosines = f.assign(vecs, mods)  # the old items' own, recomputed: cheap, and always right
+                f.labels, f.cosines = labels, cosines
+                if new.size or gone.size:
+                    self._save_fit(name, f, params)
+                return f, False
+        f = clustering.fit(ids, mods, vecs, k, bridge)
+        self._save_fit(name, f, params)
+        return f, True
+
+    def _save_fit(self, name: str, f: clustering.Fit, params: dict[str, Any]) -> None:
+        self._save(name, {"ids": f.ids, "centroids": f.centroids, **{f"offset_{m}": v for m, v in f.offsets.items()}},
+                   {"k": f.k, "bridge": f.bridge, "offset_modalities": sorted(f.offsets), "params": params})
+
+    def _label_vectors(self, modalities: set[str]) -> dict[str, np.ndarray]:
+        """The vocabulary's vectors through each modality's templates, embedded once per space (kept in views/)."""
+        name = f"labels-{self._key()}"
+        got = self._load(name)
+        have = got[0] if got is not None and got[1].get("labels") == list(vocabulary.LABELS) else {}
+        missing = [m for m in sorted(modalities) if m not in have]
+        if missing:
+            encoder = self.engine.query_encoder("text")
+            if encoder is None:
+                return dict(have)  # a space without a text tower names nothing
+            have = dict(have)
+            for m in missing:
+                prompts = vocabulary.prompts(m)
+                flat = encoder.encode([p for ps in prompts for p in ps])
+                sizes = np.cumsum([0] + [len(ps) for ps in prompts])
+                have[m] = unit_rows(np.stack([flat[a:b].mean(axis=0) for a, b in zip(sizes[:-1], sizes[1:])]))
+            self._save(name, have, {"labels": list(vocabulary.LABELS)})
+        return {m: have[m] for m in modalities if m in have}
+
+    def _nearest_passages(self, found: list[clustering.Cluster], f: clustering.Fit, vecs: np.ndarray) -> None:
+        """Each cluster's nearest passage of the collection's own texts, where it has any."""
+        e = self.engine
+        texts = dict(self._lanes(["text"])).get("text")
+        if texts is None or not texts.size:
+            return
+        centres = []
+        for c in found:
+            rows = np.flatnonzero(f.labels == c.id)
+            centres.append(unit_rows(vecs[rows].mean(axis=0)))
+        with e._lock:
+            _, hit = e.store.vectors.search(np.stack(centres).astype(np.float32), 1, texts)
+            rows = e.store.catalog.items([int(i) for i in hit[:, 0] if i >= 0])
+        for c, i in zip(found, hit[:, 0]):
+            if int(i) in rows and rows[int(i)].text:
+                c.passage = (int(i), " ".join(rows[int(i)].text.split())[:200])
+
+    # ----------------------------------------------------------------- outliers and the map
+    def outliers(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None,
+                 z: float = clustering.OUTLIER_Z, limit: int | None = 50) -> dict[str, Any]:
+        """Items that belong nowhere: much farther from their cluster's centre than its other members (robust
+        z-score of the distance, at least `z`) and with fewer close neighbours than usual (their nearest other
+        item less alike than the median item's nearest: a pair of copies far from every centre is not an
+        anomaly), most unusual first, each with its nearest cluster and its nearest other item."""
+        if isinstance(z, bool) or not isinstance(z, (int, float)) or not np.isfinite(z) or z <= 0:
+            raise UsageError(f"z must be a positive number, got {z!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise UsageError(f"limit must be a positive integer, got {limit!r}")
+        report = self.clusters(types, k=k)
+        if report.fit is None or report.vectors is None:
+            return {"outliers": [], "total": 0, "items": 0, "z": z, "k": 0}
+        f, vecs = report.fit, report.vectors
+        names = {c.id: c.name for c in report.clusters}
+        lanes = dict(self._lanes(types))
+        row_of = {int(i): n for n, i in enumerate(f.ids)}
+        typical = {m: self._typical_nearest(ids, vecs, row_of) for m, ids in lanes.items()}
+        kept = []
+        for i, score, c in clustering.outliers(f, z):
+            m = str(f.modality[row_of[i]])
+            near = self._nearest_other(i, vecs[row_of[i]], lanes.get(m))
+            if near is not None and typical.get(m) is not None and near["cosine"] >= typical[m]:
+                continue  # it has neighbours as close as most items do
+            kept.append((i, score, c, near))
+        total = len(kept)
+        kept = kept[:limit] if limit is not None else kept
+        with self.engine._lock:
+            rows = self.engine.store.catalog.items([i for i, _, _, _ in kept])
+        out = [{"item_id": i, "path": rows[i].path, "modality": rows[i].modality, "locator": rows[i].locator,
+                "score": round(score, 3) if np.isfinite(score) else None, "cluster": c,
+                "cluster_name": names.get(c), "nearest": near}
+               for i, score, c, near in kept if i in rows]
+        return {"outliers": out, "total": total, "items": report.items, "z": z, "k": report.k,
+                "typical_nearest": {m: None if v is None else round(v, 4) for m, v in typical.items()}}
+
+    def _typical_nearest(self, lane: np.ndarray, vecs: np.ndarray, row_of: dict[int, int]) -> float | None:
+        """The median cosine of an item's nearest other item in its lane (over a sample of 256)."""
+        ids = [int(i) for i in lane if int(i) in row_of]
+        if len(ids) < 3:
+            return None
+        rng = np.random.default_rng(0)
+        sample = ids if len(ids) <= 256 else [ids[j] for j in rng.choice(len(ids), 256, replace=False)]
+        with self.engine._lock:
+            scores, hits = self.engine.store.vectors.search(vecs[[row_of[i] for i in sample]], 2, lane)
+        best = [float(s[1] if h[0] == i else s[0]) for i, s, h in zip(sample, scores, hits)]
+        return float(np.median(best))
+
+    def _nearest_other(self, item_id: int, vec: np.ndarray, lane: np.ndarray | None) -> dict[str, Any] | None:
+        if lane is None or lane.size < 2:
+            return None
+        with self.engine._lock:
+            scores, hits = self.engine.store.vectors.search(unit_rows(vec)[None].astype(np.float32), 2, lane)
+        for s, h in zip(scores[0], hits[0]):
+            if h >= 0 and int(h) != item_id:
+                return {"item_id": int(h), "cosine": round(float(s), 4)}
+        return None
+
+    def map(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None, method: str = "pca"
+            ) -> tuple[list[dict[str, Any]], dict[int, str], ClustersReport]:
+        """The collection as points in two dimensions (see `collection.projection`), each with its cluster, and
+        the clusters' names."""
+        report = self.clusters(types, k=k)
+        if report.fit is None:
+            return [], {}, report
+        f = report.fit
+        coords = projection.project(f.work(report.vectors, f.modality), method)
+        return projection.points(coords, f.ids, f.labels, f.modality), {c.id: c.name for c in report.clusters}, report
+
+    def map_png(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None, method: str = "pca",
+                width: int = 1200, height: int = 900) -> bytes:
+        for name, v in (("width", width), ("height", height)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 200 <= v <= 8000:
+                raise UsageError(f"{name} must be a whole number of pixels from 200 to 8000, got {v!r}")
+        pts, names, report = self.map(types, k=k, method=method)
+        coords = np.array([[p["x"], p["y"]] for p in pts], np.float32).reshape(-1, 2)
+        return projection.draw_png(coords, np.array([p["cluster"] for p in pts], np.int32),
+                                   [p["modality"] for p in pts], names, width, height,
+                                   title=f"{report.items:,} items, {report.k} clusters ({method.upper()})")
