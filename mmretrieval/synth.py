@@ -107,3 +107,85 @@ def write_demo_folder(root: str | Path, seed: int = 0) -> Path:
             lines.append(f"A {pitch} {contour} beep.")
     (root / "docs" / "captions.md").write_text("# What is in this folder\n\n" + "\n".join(lines) + "\n")
     return root
+
+
+def write_dupes_set(root: str | Path, scenes: int = 12, sounds: int = 6, seed: int = 0) -> dict[str, list]:
+    """A folder of originals, their transformed copies and distinct near neighbours, with the truth.
+
+    Pictures: each scene as a PNG, then a JPEG at quality 60, a half-size PNG, a 5 % crop, a PNG 5 % brighter, one
+    5 % darker and a byte-for-byte copy (its group); its burst shot (the object moved) and the same scene with the
+    object in another colour (near neighbours, not copies). Sounds: each tone as a 44.1 kHz WAV, then as FLAC,
+    resampled to 22.05 kHz, and as stereo (its group); the same tone an octave up (a neighbour). Texts: one
+    paragraph in two documents (a group) and a paraphrase of it (a neighbour). Returns {"groups": [[paths]],
+    "neighbours": [paths]}: every path of a group is a copy of the others; no neighbour is a copy of anything."""
+    import io
+    import shutil
+
+    import soundfile as sf
+    from PIL import ImageEnhance
+
+    root = Path(root)
+    for sub in ("images", "sounds", "docs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    groups: list[list[str]] = []
+    neighbours: list[str] = []
+    colors = list(COLORS)
+    for i in range(scenes):
+        color, shape = colors[i % len(colors)], SHAPES[i % len(SHAPES)]
+        center = (float(rng.uniform(0.3, 0.6)), float(rng.uniform(0.3, 0.7)))
+        img = scene_image(seed * 1000 + i, color, shape, center)
+        d = root / "images"
+        base = d / f"scene{i:02d}.png"
+        img.save(base)
+        w, h = img.size
+        c = int(round(w * 0.05 / 2))
+        copies = {
+            "q60.jpg": lambda im: im, "half.png": lambda im: im.resize((w // 2, h // 2)),
+            "crop.png": lambda im: im.crop((c, c, w - c, h - c)),
+            "bright.png": lambda im: ImageEnhance.Brightness(im).enhance(1.05),
+            "dark.png": lambda im: ImageEnhance.Brightness(im).enhance(0.95)}
+        group = [str(base)]
+        for suffix, make in copies.items():
+            out = d / f"scene{i:02d}-{suffix}"
+            if suffix.endswith(".jpg"):
+                buf = io.BytesIO()
+                img.save(buf, "JPEG", quality=60)
+                out.write_bytes(buf.getvalue())
+            else:
+                make(img).save(out)
+            group.append(str(out))
+        shutil.copyfile(base, d / f"scene{i:02d}-copy.png")
+        group.append(str(d / f"scene{i:02d}-copy.png"))
+        groups.append(group)
+        moved = (center[0] + 0.12, center[1])
+        scene_image(seed * 1000 + i, color, shape, moved).save(d / f"scene{i:02d}-burst.png")
+        other = colors[(i + 3) % len(colors)]
+        scene_image(seed * 1000 + i, other, shape, center).save(d / f"scene{i:02d}-recolour.png")
+        neighbours += [str(d / f"scene{i:02d}-burst.png"), str(d / f"scene{i:02d}-recolour.png")]
+    for i in range(sounds):
+        import librosa
+
+        freq = float(rng.uniform(250, 700))
+        contour = ("steady", "rising", "falling")[i % 3]
+        wave = tone(freq, 3.0, sr=44100, contour=contour, pulsing=bool(i % 2))
+        d = root / "sounds"
+        sf.write(d / f"tone{i:02d}.wav", wave, 44100)
+        sf.write(d / f"tone{i:02d}-copy.flac", wave, 44100)
+        sf.write(d / f"tone{i:02d}-22k.wav", librosa.resample(wave, orig_sr=44100, target_sr=22050), 22050)
+        sf.write(d / f"tone{i:02d}-stereo.wav", np.stack([wave, wave], axis=1), 44100)
+        groups.append([str(d / f"tone{i:02d}{s}") for s in (".wav", "-copy.flac", "-22k.wav", "-stereo.wav")])
+        sf.write(d / f"tone{i:02d}-octave.wav", tone(2 * freq, 3.0, sr=44100, contour=contour, pulsing=bool(i % 2)),
+                 44100)
+        neighbours.append(str(d / f"tone{i:02d}-octave.wav"))
+    paragraph = ("The lighthouse keeper climbed the spiral stairs every evening at dusk, trimmed the wick, polished "
+                 "the great lens and watched the ships pass the rocks until the sun came up again.")
+    paraphrase = ("Each night as darkness fell, the man who tended the light went up the winding steps, cleaned "
+                  "the huge glass and kept watch over passing vessels near the reef till morning.")
+    d = root / "docs"
+    (d / "keeper.txt").write_text(paragraph + "\n")
+    (d / "keeper-notes.md").write_text(paragraph.upper().replace(",", " ,") + "\n")
+    (d / "keeper-retold.txt").write_text(paraphrase + "\n")
+    groups.append([str(d / "keeper.txt"), str(d / "keeper-notes.md")])
+    neighbours.append(str(d / "keeper-retold.txt"))
+    return {"groups": groups, "neighbours": neighbours}

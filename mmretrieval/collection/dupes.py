@@ -41,7 +41,7 @@ class Member:
     items: int = 1            # a file-level group: how many of this file's items are in it
     cosine: float = 1.0       # to the group's best member
     likeness: float = 1.0     # its sketch's, to the best member's
-    exact: bool = False       # byte-for-byte the best member's file
+    exact: bool = False       # byte-for-byte the same file as another member
 
     def as_dict(self) -> dict[str, Any]:
         return {"item_id": self.item_id, "path": self.path, "locator": self.locator, "size": self.size,
@@ -54,7 +54,7 @@ class DupeGroup:
     modality: str
     members: list[Member]          # the best first
     why_first: str                 # why the first is the one to keep
-    exact: bool = False            # every member a byte-for-byte copy of the first
+    exact: bool = False            # every member a byte-for-byte copy of the others
 
     def as_dict(self) -> dict[str, Any]:
         return {"modality": self.modality, "exact": self.exact, "why_first": self.why_first,
@@ -151,10 +151,12 @@ def why_first(modality: str, best: Member, runner_up: Member) -> str:
 
 def group_dupes(modality: str, cache: PairCache, members: dict[int, Member],
                 sketch: Callable[[int], Any] | None, likeness: Callable[[Any, Any], float] | None,
-                threshold: float, copies: Sequence[Sequence[int]] = ()) -> list[DupeGroup]:
+                threshold: float, copies: Sequence[Sequence[int]] = (),
+                cosine: Callable[[int, int], float] | None = None) -> list[DupeGroup]:
     """Groups of confirmed near-duplicates among a lane's candidate pairs (`cache`, updated with the likeness it
     computes). `members[item id]` describes each item; `sketch(item id)` gives its sketch (None: nothing to
-    compare, e.g. silence); `copies`: item ids known byte-for-byte equal (their files share a hash)."""
+    compare, e.g. silence); `copies`: item ids known byte-for-byte equal (their files share a hash); `cosine(a, b)`:
+    the cosine of two items that are not a candidate pair (reported only)."""
     cos_of = {(int(a), int(b)): float(c) for (a, b), c in zip(cache.pairs, cache.cosines)}
     sketches: dict[int, Any] = {}
 
@@ -180,7 +182,7 @@ def group_dupes(modality: str, cache: PairCache, members: dict[int, Member],
             return 1.0
         if members[a].file_id == members[b].file_id:
             return None  # a repeat inside one file (a chorus, silence) is not a copy of the file
-        if likeness is None:
+        if likeness is None:  # vectors alone decide
             return 1.0 if key in cos_of else None
         if key not in cache.likeness:
             sa, sb = sketch_of(a), sketch_of(b)
@@ -201,21 +203,29 @@ def group_dupes(modality: str, cache: PairCache, members: dict[int, Member],
         rest = sorted(component, key=lambda i: rank_key(modality, members[i]), reverse=True)
         while len(rest) > 1:  # each group is cut around its best member: no chains of small steps
             best, kept, left = rest[0], [rest[0]], []
+            files = {members[best].file_id}
             for i in rest[1:]:
                 key = (min(best, i), max(best, i))
-                # Not even a candidate of the best (below the radius): it waits for a group of its own.
-                v = alike(best, i) if key in cos_of or key in exact_pairs else None
-                (kept if v is not None else left).append(i)
-                if v is not None:
-                    m = members[i]
-                    m.cosine, m.likeness = cos_of.get(key, 1.0), v
-                    m.exact = key in exact_pairs
+                # Compared with the best directly, candidate or not: joined through others, its vector may lie
+                # outside the radius of the best's (a crop of a re-saved copy) while its content is the same.
+                v = alike(best, i) if members[i].file_id not in files else None
+                if v is None:
+                    left.append(i)  # another window of a file already here, or not a copy of the best
+                    continue
+                kept.append(i)
+                files.add(members[i].file_id)
+                m = members[i]
+                m.cosine = cos_of[key] if key in cos_of else float(cosine(best, i)) if cosine is not None else 1.0
+                m.likeness = v
             if len(kept) > 1:
                 head = members[best]
-                head.cosine, head.likeness, head.exact = 1.0, 1.0, False
+                head.cosine, head.likeness = 1.0, 1.0
                 ms = [members[i] for i in kept]
+                hashes = [m.hash for m in ms]
+                for m in ms:
+                    m.exact = m.hash is not None and hashes.count(m.hash) > 1
                 groups.append(DupeGroup(modality, ms, why_first(modality, ms[0], ms[1]),
-                                        exact=all(m.exact for m in ms[1:])))
+                                        exact=all(m.exact for m in ms) and len(set(hashes)) == 1))
             rest = left
     return _by_files(groups)
 

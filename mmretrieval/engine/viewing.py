@@ -161,10 +161,15 @@ class Views:
                        for i, r in rows.items()}
             sketch = (lambda i, m=m: m.sketch(rows[i])) if m.sketch is not None else None
             groups += duping.group_dupes(modality, cache, members, sketch, m.likeness, t,
-                                         self._copy_items(copies, ids))
+                                         self._copy_items(copies, ids), self._cosine)
             self._save_pair_cache(name, cache)
         groups.sort(key=lambda g: (-len(g.members), g.modality, g.members[0].path))
         return DupesReport(groups, thresholds, radii, items, searched, candidates, time.perf_counter() - t0)
+
+    def _cosine(self, a: int, b: int) -> float:
+        with self.engine._lock:
+            va, vb = unit_rows(self.engine.store.vectors.reconstruct(np.array([a, b], np.int64)))
+        return float(va @ vb)
 
     def _neighbours(self, query_ids: np.ndarray, radius: float, allowed: np.ndarray):
         from ..index.vector_index import IdFilter

@@ -25,7 +25,7 @@ SOUND_SECONDS = 30.0
 MEL_BANDS = 128
 
 # The likeness a copy reaches (measured; see the module's docstring).
-LIKENESS = {"image": 0.90, "audio": 0.90, "text": 0.80}
+LIKENESS = {"image": 0.95, "audio": 0.95, "text": 0.80}
 
 
 # ----------------------------------------------------------------- pictures
