@@ -166,7 +166,7 @@ def write_dupes_set(root: str | Path, scenes: int = 12, sounds: int = 6, seed: i
     for i in range(sounds):
         import librosa
 
-        freq = float(rng.uniform(250, 700))
+        freq = 250.0 * 2 ** (i / max(sounds, 12))  # a semitone apart or more: no tone is another's octave
         contour = ("steady", "rising", "falling")[i % 3]
         wave = tone(freq, 3.0, sr=44100, contour=contour, pulsing=bool(i % 2))
         d = root / "sounds"

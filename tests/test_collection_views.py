@@ -67,9 +67,9 @@ def test_dupes_find_copies_and_leave_near_neighbours(dupes_index):
 def test_burst_shots_join_only_when_the_threshold_is_widened(dupes_index):
     eng, truth, _ = dupes_index
     bursts = {p for p in truth["neighbours"] if p.endswith("-burst.png")}
-    wide = eng.dupes("image", threshold=0.6)
+    wide = eng.dupes("image", threshold=0.4)
     assert {m.path for g in wide.groups for m in g.members} & bursts
-    assert wide.thresholds == {"image": 0.6}
+    assert wide.thresholds == {"image": 0.4}
     with pytest.raises(UsageError, match="threshold"):
         eng.dupes(threshold=1.5)
     with pytest.raises(UsageError, match="unknown result type"):
@@ -219,7 +219,7 @@ def test_views_from_the_command_line(shapes_index, dupes_index, tmp_path, capsys
     eng, root = dupes_index[0], dupes_index[2]
     assert main(["dupes", "--index", str(eng.path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["groups"] and out["thresholds"]["image"] == pytest.approx(0.95)
+    assert out["groups"] and out["thresholds"]["image"] == pytest.approx(0.85)
     assert main(["dupes", "--index", str(eng.path), "--type", "audio"]) == 0
     text = capsys.readouterr().out
     assert "tone00.wav" in text and "keep the first" in text and "scene" not in text
@@ -234,3 +234,27 @@ def test_views_from_the_command_line(shapes_index, dupes_index, tmp_path, capsys
     assert Image.open(out_png).size == (800, 600)
     assert main(["map", "--index", str(shapes.path), "--size", "big"]) == 2
     assert main(["clusters", "--index", str(tmp_path / "none")]) == 1
+
+
+def test_views_over_http(shapes_index, dupes_index):
+    from fastapi.testclient import TestClient
+
+    from mmretrieval.server.app import create_app
+
+    client = TestClient(create_app(dupes_index[0].path))
+    r = client.get("/dupes", params={"type": "audio"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["groups"]) == 6 and body["thresholds"] == {"audio": 0.95}
+    assert client.get("/dupes", params={"threshold": 2}).status_code == 422
+    client = TestClient(create_app(shapes_index[0].path))
+    r = client.get("/clusters", params={"type": "image", "k": "4", "members": 3})
+    assert r.status_code == 200 and len(r.json()["clusters"]) == 4
+    assert all(len(c["members"]) <= 3 and c["name"] for c in r.json()["clusters"])
+    assert client.get("/clusters", params={"k": "many"}).status_code == 422
+    assert client.get("/outliers").status_code == 200
+    pts = client.get("/map", params={"k": "4"}).json()
+    assert len(pts["points"]) == shapes_index[0].stats()["items_total"] and len(pts["names"]) == 4
+    png = client.get("/map.png", params={"width": 400, "height": 300})
+    assert png.headers["content-type"] == "image/png" and Image.open(__import__("io").BytesIO(png.content)).size == (400, 300)
+    assert client.get("/map", params={"method": "tsne"}).status_code == 422

@@ -36,7 +36,7 @@ def create_app(index: str | os.PathLike, *, token: Optional[str] = None, max_upl
         from starlette.exceptions import HTTPException as StarletteHTTPException
     except ImportError:  # pragma: no cover - depends on the install
         raise UsageError("the server needs the optional extra: pip install 'mmretrieval[server]'") from None
-    from .routes import collection, items, memories, search
+    from .routes import collection, items, memories, search, views
     from .schemas import SearchRequest
 
     ctx = Context(index, token=token, max_upload=max_upload, device=device, allow_index=allow_index)
@@ -52,7 +52,7 @@ def create_app(index: str | os.PathLike, *, token: Optional[str] = None, max_upl
                               "agent's notes in the same space. Errors are {error, type}; with a server token, "
                               "every route but /healthz needs 'Authorization: Bearer TOKEN' (or ?token=).")
     app.state.ctx, app.state.engine = ctx, ctx.engine
-    for router in (search.router, items.router, memories.router, collection.router):
+    for router in (search.router, items.router, memories.router, collection.router, views.router):
         app.include_router(router)
 
     @app.exception_handler(MMRError)

@@ -153,3 +153,101 @@ class IndexOut(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class DupeMemberOut(BaseModel):
+    item_id: int
+    path: str
+    locator: dict[str, Any]
+    size: int = Field(description="the file's bytes")
+    date: Optional[float] = Field(description="the file's date, seconds since the epoch")
+    items: int = Field(description="how many of the file's items are in the group (a recording's windows)")
+    cosine: float = Field(description="cosine with the group's first member")
+    likeness: float = Field(description="0..1: how alike its content is to the first member's")
+    exact: bool = Field(description="byte-for-byte the same file as another member")
+
+
+class DupeGroupOut(BaseModel):
+    modality: str
+    exact: bool = Field(description="every member the same bytes")
+    why_first: str = Field(description="why the first member is the one to keep")
+    members: list[DupeMemberOut]
+
+
+class DupesOut(BaseModel):
+    groups: list[DupeGroupOut]
+    thresholds: dict[str, float] = Field(description="the likeness each modality's pairs had to reach")
+    radius: dict[str, float] = Field(description="the cosine candidates were searched within")
+    items: dict[str, int]
+    searched: int = Field(description="items searched this time (new since the last call)")
+    candidates: int
+    seconds: float
+
+
+class ClusterName(BaseModel):
+    label: str
+    score: float
+
+
+class ClusterPassage(BaseModel):
+    item_id: int
+    text: str
+
+
+class ClusterOut(BaseModel):
+    id: int
+    name: str
+    size: int
+    modalities: dict[str, int]
+    mixed: bool
+    names: list[ClusterName]
+    passage: Optional[ClusterPassage] = Field(description="the collection's own passage nearest the cluster")
+    members: list[int] = Field(description="item ids, nearest the centre first")
+
+
+class ClustersOut(BaseModel):
+    k: int
+    bridged: bool
+    items: int
+    refitted: bool = Field(description="false: the clusters found before, new items assigned to them")
+    seconds: float
+    clusters: list[ClusterOut]
+
+
+class NearestOut(BaseModel):
+    item_id: int
+    cosine: float
+
+
+class OutlierOut(BaseModel):
+    item_id: int
+    path: str
+    modality: str
+    locator: dict[str, Any]
+    score: Optional[float] = Field(description="robust z-score of its distance to its cluster's centre; null: its "
+                                               "cluster is one or two items among many")
+    cluster: int
+    cluster_name: Optional[str]
+    nearest: Optional[NearestOut]
+
+
+class OutliersOut(BaseModel):
+    outliers: list[OutlierOut]
+    total: int
+    items: int
+    z: float
+    k: int
+    typical_nearest: dict[str, Optional[float]] = Field(default_factory=dict)
+
+
+class MapPoint(BaseModel):
+    item_id: int
+    x: float
+    y: float
+    cluster: int
+    modality: str
+
+
+class MapOut(BaseModel):
+    points: list[MapPoint]
+    names: dict[int, str] = Field(description="cluster id -> name")
