@@ -213,3 +213,47 @@ def test_a_video_moment_plays_from_its_time_and_its_other_moments_seek(video_pag
     links.first.click()
     video_page.wait_for_function(f"Math.abs(document.querySelector('.hit video').currentTime - {target}) < 0.6",
                                  timeout=20_000)
+
+
+@pytest.fixture(scope="module")
+def collection_page(tmp_path_factory):
+    from mmretrieval import synth
+
+    root = tmp_path_factory.mktemp("views")
+    synth.write_dupes_set(root / "media", scenes=3, sounds=2)
+    for url in _serve(root / "idx", root / "media"):
+        for pg in _page(url + "/collection"):
+            yield pg, url
+
+
+def test_the_collection_page_shows_dupes_clusters_outliers_and_a_clickable_map(collection_page):
+    import json
+    import urllib.request
+
+    page, url = collection_page
+    page.wait_for_function("document.getElementById('status').textContent.includes('group(s)')")
+    groups = page.locator(".group.dupes")
+    assert groups.count() == 6  # three pictures, two sounds, one paragraph
+    assert page.locator(".group.dupes .member.keep").count() == 6
+    first = groups.first
+    assert "keep the first" in first.locator("h3").inner_text()
+    page.wait_for_function("[...document.querySelectorAll('.member img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.click("nav button[data-view=clusters]")
+    page.wait_for_function("document.getElementById('status').textContent.includes('clusters')")
+    assert page.locator(".group.cluster").count() >= 2
+    assert all(h.strip() for h in page.locator(".group.cluster h3").all_inner_texts())
+    assert "view=clusters" in page.url
+    page.click("nav button[data-view=outliers]")
+    page.wait_for_function("document.getElementById('status').textContent.includes('outlier(s)')")
+    page.click("nav button[data-view=map]")
+    page.wait_for_function("document.getElementById('status').textContent.includes('click a point')")
+    pts = json.loads(urllib.request.urlopen(url + "/map").read())["points"]
+    xs, ys = [p["x"] for p in pts], [p["y"] for p in pts]
+    p = pts[0]
+    x = (p["x"] - min(xs)) / ((max(xs) - min(xs)) or 1) * 920 + 40
+    y = (max(ys) - p["y"]) / ((max(ys) - min(ys)) or 1) * 620 + 40
+    page.locator("#map").click(position={"x": x, "y": y})
+    page.wait_for_selector("#picked .member")
+    assert page.locator("#picked .member").get_attribute("data-id") is not None
+    page.mouse.wheel(0, -300)  # zooms without an error
+    assert "error" not in page.locator("#status").inner_text()

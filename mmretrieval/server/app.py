@@ -22,6 +22,7 @@ STATUS = [(UploadTooLarge, 413), (Forbidden, 403), (UsageError, 422), (DecodeErr
           (IndexNotFoundError, 404), (SpaceMismatchError, 409), (IndexLockedError, 423), (MissingWeightsError, 503),
           (SpaceError, 500), (MMRError, 500)]
 PAGE = Path(__file__).with_name("page.html")
+COLLECTION_PAGE = Path(__file__).with_name("collection.html")
 OPEN = ("/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect")  # no token: they show no data
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,11 @@ def create_app(index: str | os.PathLike, *, token: Optional[str] = None, max_upl
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/collection", response_class=HTMLResponse, include_in_schema=False)
+    def collection_page():
+        """Duplicates side by side, clusters as groups of thumbnails, outliers, and the map."""
+        return HTMLResponse(COLLECTION_PAGE.read_text(encoding="utf-8"))
 
     def openapi():
         if app.openapi_schema is None:

@@ -144,7 +144,7 @@ def main() -> None:
     s.add_argument("--clusters", type=int, default=50)
     s.add_argument("-k", default="auto")
     args = ap.parse_args()
-    started = time.strftime("%Y-%m-%d %H:%M")
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result = quality(args) if args.what == "quality" else scale(args)
     print(json.dumps({"date": started, **result}, indent=2))
 
