@@ -146,14 +146,17 @@ def test_clusters_are_named_from_the_vocabulary(shapes_index):
     right, total, names = 0, 0, {}
     for types, key, truth in (("image", 0, None), ("image", 1, None), ("audio", 0, {"high", "low"}),
                               ("audio", 1, {"rising", "falling"})):
-        ids, mods, vecs = eng.views._vectors(types)
+        chunks = list(eng.vectors(types))
+        ids = np.concatenate([c.ids for c in chunks])
+        mods = np.concatenate([c.modalities for c in chunks])
+        vecs = np.concatenate([c.vectors for c in chunks])
         rows = eng.store.catalog.items(ids.tolist())
         labels = [Path(rows[int(i)].path).name.split("-")[key] for i in ids]
         kinds = sorted(set(labels))
-        fit = clustering.Fit(len(kinds), False, np.zeros((len(kinds), vecs.shape[1]), np.float32), {}, ids, mods,
-                             np.array([kinds.index(x) for x in labels]), np.ones(len(ids), np.float32))
-        found = clustering.clusters_of(fit, vecs)
-        clustering.name_clusters(found, fit, vecs, vocabulary.LABELS, eng.views._label_vectors(set(mods.tolist())))
+        groups = clustering.Assignment.grouped(ids, mods, np.array([kinds.index(x) for x in labels]), vecs)
+        model = clustering.Model(len(kinds), False, np.zeros((len(kinds), vecs.shape[1]), np.float32), {})
+        found = clustering.clusters_of(model, groups)
+        clustering.name_clusters(found, groups, vocabulary.LABELS, eng.views._label_vectors(set(mods.tolist())))
         for c in found:
             if truth is None or kinds[c.id] in truth:
                 total += 1
@@ -216,7 +219,7 @@ def test_map_png_and_points(shapes_index, tmp_path):
 
 
 def test_views_from_the_command_line(shapes_index, dupes_index, tmp_path, capsys):
-    eng, root = dupes_index[0], dupes_index[2]
+    eng = dupes_index[0]
     assert main(["dupes", "--index", str(eng.path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["groups"] and out["thresholds"]["image"] == pytest.approx(0.85)

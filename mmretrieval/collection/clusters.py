@@ -8,9 +8,11 @@ taken out before clustering, which lines the cones up where the modalities show 
 the dog, recordings of it barking). It is off by default: where they do not, it joins unrelated pictures and
 sounds (measured on generated shapes and tones with `tiny`: purity 0.36 without, 0.32 with).
 
-Each cluster is named by the texts nearest it: labels of a built-in vocabulary (`collection.vocabulary`, each
-embedded once per space through several prompt templates) scored against the cluster's centroid of each
-modality, and the collection's own nearest passage when it has text.
+The collection is never held whole: a `Model` is trained on a sample, then every vector streams past it once
+(`assign`), leaving per item only its cluster and cosine, and per cluster and modality the sum of its members'
+vectors (what naming needs). Each cluster is named by the texts nearest it: labels of a built-in vocabulary
+(`collection.vocabulary`, each embedded once per space through several prompt templates) scored against the
+cluster's centroid of each modality, and the collection's own nearest passage when it has text.
 """
 from __future__ import annotations
 
@@ -27,6 +29,11 @@ AUTO_KS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64)
 AUTO_SAMPLE = 3000         # points the silhouette of each k is measured on
 OUTLIER_Z = 3.5            # robust z-score (median / MAD) of an item's distance to its centroid
 SEED = 1234
+
+
+def sample_size(k: int | None) -> int:
+    """How many vectors training reads: enough for k (or the largest automatic k) at faiss's bound."""
+    return TRAIN_PER_CLUSTER * (k if k is not None else AUTO_KS[-1])
 
 
 @dataclass
@@ -54,17 +61,13 @@ class Cluster:
 
 
 @dataclass
-class Fit:
-    """One clustering of a set of items: what later calls reuse (`collection.views` keeps it on disk)."""
+class Model:
+    """Centroids, and the mean direction of each modality taken out first where it bridges modalities."""
 
     k: int
     bridge: bool
-    centroids: np.ndarray            # k x d, unit rows, in the working space (bridged where `bridge`)
-    offsets: dict[str, np.ndarray]   # modality -> the mean direction taken out (bridge), else empty
-    ids: np.ndarray                  # item ids, ascending
-    modality: np.ndarray             # each item's modality (object array)
-    labels: np.ndarray               # each item's cluster
-    cosines: np.ndarray              # each item's cosine to its centroid (working space)
+    centroids: np.ndarray            # k x d, unit rows, in the working space
+    offsets: dict[str, np.ndarray]   # modality -> its mean direction (bridge), else empty
 
     def work(self, vecs: np.ndarray, modality: Iterable[str]) -> np.ndarray:
         """Vectors as the clustering sees them: each modality's mean taken out where bridged."""
@@ -80,6 +83,51 @@ class Fit:
         sims = self.work(vecs, modality) @ self.centroids.T
         labels = sims.argmax(axis=1)
         return labels.astype(np.int32), sims[np.arange(len(labels)), labels].astype(np.float32)
+
+
+@dataclass
+class Assignment:
+    """Every item's cluster and its cosine to the centroid (working space), and per (cluster, modality) the sum
+    of the members' own vectors (their centroids, for naming), per modality the sum of all."""
+
+    ids: np.ndarray                  # int64
+    modality: np.ndarray             # object (str)
+    labels: np.ndarray               # int32
+    cosines: np.ndarray              # float32
+    sums: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    whole: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def add(self, model: Model, ids: np.ndarray, modality: np.ndarray, vecs: np.ndarray) -> None:
+        labels, cosines = model.assign(vecs, modality)
+        self.ids = np.concatenate([self.ids, ids.astype(np.int64)])
+        self.modality = np.concatenate([self.modality, modality.astype(object)])
+        self.labels = np.concatenate([self.labels, labels])
+        self.cosines = np.concatenate([self.cosines, cosines])
+        for m in np.unique(modality):
+            rows = modality == m
+            self.whole[str(m)] = self.whole.get(str(m), 0) + vecs[rows].sum(axis=0, dtype=np.float64)
+            for c in np.unique(labels[rows]):
+                sel = rows & (labels == c)
+                key = (int(c), str(m))
+                self.sums[key] = self.sums.get(key, 0) + vecs[sel].sum(axis=0, dtype=np.float64)
+
+    @classmethod
+    def grouped(cls, ids: np.ndarray, modality: np.ndarray, labels: np.ndarray, vecs: np.ndarray) -> "Assignment":
+        """Items in groups given beforehand (to name known groups), cosines to their groups' centroids."""
+        a = cls(np.asarray(ids, np.int64), np.asarray(modality, object), np.asarray(labels, np.int32),
+                np.empty(len(ids), np.float32))
+        for c in np.unique(a.labels):
+            rows = a.labels == c
+            a.cosines[rows] = vecs[rows] @ unit_rows(vecs[rows].mean(axis=0))
+            for m in np.unique(a.modality[rows]):
+                a.sums[(int(c), str(m))] = vecs[rows & (a.modality == m)].sum(axis=0, dtype=np.float64)
+        for m in np.unique(a.modality):
+            a.whole[str(m)] = vecs[a.modality == m].sum(axis=0, dtype=np.float64)
+        return a
+
+    @classmethod
+    def empty(cls) -> "Assignment":
+        return cls(np.empty(0, np.int64), np.empty(0, object), np.empty(0, np.int32), np.empty(0, np.float32))
 
 
 def modality_offsets(vecs: np.ndarray, modality: np.ndarray) -> dict[str, np.ndarray]:
@@ -101,8 +149,9 @@ def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     if ks.size < 2:
         return -1.0
     mean_to = np.stack([d[:, labels == c].mean(axis=1) for c in ks], axis=1)  # includes self: fine at this size
-    own = mean_to[np.arange(len(x)), np.searchsorted(ks, labels)]
-    mean_to[np.arange(len(x)), np.searchsorted(ks, labels)] = np.inf
+    own_col = np.searchsorted(ks, labels)
+    own = mean_to[np.arange(len(x)), own_col]
+    mean_to[np.arange(len(x)), own_col] = np.inf
     other = mean_to.min(axis=1)
     s = (other - own) / np.maximum(np.maximum(other, own), 1e-9)
     return float(s.mean())
@@ -120,39 +169,41 @@ def choose_k(x: np.ndarray, rng: np.random.Generator) -> int:
     return best
 
 
-def fit(ids: np.ndarray, modality: np.ndarray, vecs: np.ndarray, k: int | None, bridge: bool = False) -> Fit:
-    """Cluster these items (k None: chosen by silhouette). `vecs`: their unit vectors, rows as `ids`."""
+def train(modality: np.ndarray, vecs: np.ndarray, k: int | None, bridge: bool = False) -> Model:
+    """A model fitted on a sample of the items (k None: chosen by silhouette). `vecs`: their unit vectors."""
     rng = np.random.default_rng(SEED)
     bridge = bool(bridge) and len(np.unique(modality)) > 1
-    offsets = modality_offsets(vecs, modality) if bridge else {}
-    proto = Fit(0, bridge, np.empty((0, vecs.shape[1]), np.float32), offsets, ids, modality,
-                np.empty(0, np.int32), np.empty(0, np.float32))
-    x = proto.work(vecs, modality)
+    model = Model(0, bridge, np.empty((0, vecs.shape[1]), np.float32), modality_offsets(vecs, modality) if bridge else {})
+    x = model.work(vecs, modality)
     k = choose_k(x, rng) if k is None else int(k)
     k = max(1, min(k, len(x)))
     limit = TRAIN_PER_CLUSTER * k
-    train = x if len(x) <= limit else x[rng.choice(len(x), limit, replace=False)]
-    proto.k, proto.centroids = k, kmeans(train, k)
-    proto.labels, proto.cosines = proto.assign(vecs, modality)
-    return proto
+    model.k, model.centroids = k, kmeans(x if len(x) <= limit else x[rng.choice(len(x), limit, replace=False)], k)
+    return model
 
 
-def clusters_of(f: Fit, vecs: np.ndarray) -> list[Cluster]:
-    """The clusters of a fit, largest first, members nearest the centroid first."""
+def clusters_of(model: Model, a: Assignment) -> list[Cluster]:
+    """The clusters, largest first, members nearest the centroid first."""
     out = []
-    for c in range(f.k):
-        rows = np.flatnonzero(f.labels == c)
+    for c in range(model.k):
+        rows = np.flatnonzero(a.labels == c)
         if not rows.size:
             continue
-        mods, counts = np.unique(f.modality[rows], return_counts=True)
-        order = rows[np.argsort(-f.cosines[rows], kind="stable")]
+        mods, counts = np.unique(a.modality[rows], return_counts=True)
+        order = rows[np.argsort(-a.cosines[rows], kind="stable")]
         out.append(Cluster(c, int(rows.size), {str(m): int(n) for m, n in zip(mods, counts)},
-                           members=[int(i) for i in f.ids[order]]))
+                           members=[int(i) for i in a.ids[order]]))
     out.sort(key=lambda c: (-c.size, c.id))
     return out
 
 
-def name_clusters(clusters: list[Cluster], f: Fit, vecs: np.ndarray, labels: list[str] | tuple[str, ...],
+def centre(a: Assignment, cluster: int, modality: str | None = None) -> np.ndarray:
+    """The unit mean of a cluster's members' own vectors (of one modality, or all)."""
+    parts = [v for (c, m), v in a.sums.items() if c == cluster and (modality is None or m == modality)]
+    return unit_rows(np.sum(parts, axis=0).astype(np.float32))
+
+
+def name_clusters(clusters: list[Cluster], a: Assignment, labels: list[str] | tuple[str, ...],
                   label_vecs: dict[str, np.ndarray], top: int = 3) -> None:
     """Give each cluster the labels that best tell it apart: per modality of its members, the cosine of each label
     with the centroid of those members, less half its cosine with that modality's whole (a label close to every
@@ -161,30 +212,30 @@ def name_clusters(clusters: list[Cluster], f: Fit, vecs: np.ndarray, labels: lis
     that modality's prompt templates (`vocabulary.prompts`); a modality without them adds nothing."""
     if not labels:
         return
-    whole = {m: unit_rows(vecs[f.modality == m].mean(axis=0)[None])[0] for m in np.unique(f.modality)}
-    prior = {m: label_vecs[m] @ w for m, w in whole.items() if m in label_vecs}
+    prior = {m: label_vecs[m] @ unit_rows(w.astype(np.float32)) for m, w in a.whole.items() if m in label_vecs}
     for c in clusters:
-        rows = np.flatnonzero(f.labels == c.id)
         score = np.zeros(len(labels), np.float64)
         for m, n in c.modalities.items():
             if m not in prior:
                 continue
-            centre = unit_rows(vecs[rows[f.modality[rows] == m]].mean(axis=0)[None])[0]
-            s = label_vecs[m] @ centre - 0.5 * prior[m]
+            s = label_vecs[m] @ centre(a, c.id, m) - 0.5 * prior[m]
             score += n / c.size * (s - s.mean()) / max(float(s.std()), 1e-9)
+        if not score.any():
+            continue
         best = np.argsort(-score)[:top]
         c.names = [(labels[i], float(score[i])) for i in best]
 
 
-def outliers(f: Fit, z: float = OUTLIER_Z) -> list[tuple[int, float, int]]:
+def outliers(model: Model, a: Assignment, z: float = OUTLIER_Z) -> list[tuple[int, float, int]]:
     """(item id, robust z-score, its cluster) of the items much farther from their centroid than the rest of
-    their cluster (distance's median and MAD within the cluster), most unusual first."""
-    dist = 1.0 - f.cosines
+    their cluster (distance's median and MAD within the cluster), most unusual first; a cluster of one or two
+    among twenty or more items is itself apart (score inf)."""
+    dist = 1.0 - a.cosines
     scores = np.zeros(dist.size, np.float64)
-    for c in range(f.k):
-        rows = np.flatnonzero(f.labels == c)
+    for c in range(model.k):
+        rows = np.flatnonzero(a.labels == c)
         if rows.size < 3:
-            scores[rows] = np.inf if f.ids.size >= 20 else 0.0  # a cluster of one or two among many: apart
+            scores[rows] = np.inf if a.ids.size >= 20 else 0.0
             continue
         med = np.median(dist[rows])
         mad = np.median(np.abs(dist[rows] - med)) * 1.4826
@@ -192,4 +243,4 @@ def outliers(f: Fit, z: float = OUTLIER_Z) -> list[tuple[int, float, int]]:
         scores[rows] = (dist[rows] - med) / spread
     flagged = np.flatnonzero(scores >= z)
     flagged = flagged[np.argsort(-scores[flagged], kind="stable")]
-    return [(int(f.ids[i]), float(scores[i]), int(f.labels[i])) for i in flagged]
+    return [(int(a.ids[i]), float(scores[i]), int(a.labels[i])) for i in flagged]

@@ -1,8 +1,7 @@
 """A map of the collection: its vectors projected to two dimensions, and drawn as a PNG.
 
 PCA (numpy, fitted on a sample) by default; UMAP where the `umap-learn` package is installed and asked for. The
-vectors are taken as the clustering sees them (each modality's mean taken out where it bridges modalities), so
-a cluster's pictures, sounds and passages land together.
+vectors are taken as the clustering sees them (each modality's mean taken out where it bridges modalities).
 """
 from __future__ import annotations
 
@@ -18,30 +17,49 @@ FIT_SAMPLE = 20_000
 MARKERS = {"image": "o", "audio": "^", "text": "s"}
 
 
+class Projection:
+    """Two axes fitted on a sample of the (working) vectors, then applied to any of them: the collection is
+    projected chunk by chunk, never held whole. PCA's axes are kept (a map redrawn after a small change places
+    the old points where they were); UMAP (umap-learn, if installed) maps new points with its `transform`."""
+
+    def __init__(self, sample: np.ndarray, method: str = "pca", seed: int = 0) -> None:
+        if method not in METHODS:
+            raise UsageError(f"unknown projection {method!r}; valid: {', '.join(METHODS)}")
+        self.method = method
+        rng = np.random.default_rng(seed)
+        if len(sample) > FIT_SAMPLE:
+            sample = sample[rng.choice(len(sample), FIT_SAMPLE, replace=False)]
+        self.mean = sample.mean(axis=0) if len(sample) else np.zeros(sample.shape[1], np.float32)
+        self.umap = None
+        if method == "umap":
+            try:
+                import umap  # type: ignore[import-not-found]
+            except ImportError:
+                raise UsageError("the umap projection needs the umap-learn package (pip install umap-learn); "
+                                 "pca needs nothing") from None
+            self.umap = umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit(sample)
+            return
+        _, _, vt = np.linalg.svd(sample - self.mean, full_matrices=False) if len(sample) > 1 else \
+            (None, None, np.zeros((0, sample.shape[1]), np.float32))
+        axes = vt[:2]
+        if axes.shape[0] < 2:
+            axes = np.vstack([axes, np.zeros((2 - axes.shape[0], sample.shape[1]), np.float32)])
+        for a in axes:  # a fixed sign, so that a map fitted again after small changes does not mirror
+            if a.size and a[np.argmax(np.abs(a))] < 0:
+                a *= -1
+        self.axes = axes.astype(np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.empty((0, 2), np.float32)
+        if self.umap is not None:
+            return self.umap.transform(x).astype(np.float32)
+        return ((x - self.mean) @ self.axes.T).astype(np.float32)
+
+
 def project(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
-    """n x 2 coordinates of the rows of `x`."""
-    if method not in METHODS:
-        raise UsageError(f"unknown projection {method!r}; valid: {', '.join(METHODS)}")
-    if len(x) == 0:
-        return np.empty((0, 2), np.float32)
-    if method == "umap":
-        try:
-            import umap  # type: ignore[import-not-found]
-        except ImportError:
-            raise UsageError("the umap projection needs the umap-learn package (pip install umap-learn); "
-                             "pca needs nothing") from None
-        return umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit_transform(x).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    sample = x if len(x) <= FIT_SAMPLE else x[rng.choice(len(x), FIT_SAMPLE, replace=False)]
-    mean = sample.mean(axis=0)
-    _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
-    axes = vt[:2]
-    if axes.shape[0] < 2:
-        axes = np.vstack([axes, np.zeros((2 - axes.shape[0], x.shape[1]), axes.dtype)])
-    for a in axes:  # a fixed sign, so that a map redrawn after small changes does not mirror
-        if a[np.argmax(np.abs(a))] < 0:
-            a *= -1
-    return ((x - mean) @ axes.T).astype(np.float32)
+    """n x 2 coordinates of the rows of `x` (fitted on them, or on a sample of FIT_SAMPLE)."""
+    return Projection(x, method, seed)(x)
 
 
 def draw_png(coords: np.ndarray, clusters: np.ndarray, modality: Sequence[str], names: dict[int, str],

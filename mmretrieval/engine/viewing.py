@@ -56,8 +56,8 @@ class ClustersReport:
     items: int
     refitted: bool                      # False: the clusters found before, new items assigned to them
     seconds: float
-    fit: clustering.Fit | None = field(default=None, repr=False)
-    vectors: np.ndarray | None = field(default=None, repr=False)   # the items' unit vectors, rows as fit.ids
+    model: clustering.Model | None = field(default=None, repr=False)
+    assignment: clustering.Assignment | None = field(default=None, repr=False)
 
     def as_dict(self, members: int | None = 12) -> dict[str, Any]:
         return {"k": self.k, "bridged": self.bridged, "items": self.items, "refitted": self.refitted,
@@ -114,17 +114,6 @@ class Views:
                 ids = np.intersect1d(cat.lane_item_ids(m, t if t != m else None), present)
                 by_modality[m] = np.union1d(by_modality.get(m, np.empty(0, np.int64)), ids)
         return sorted(by_modality.items())
-
-    def _vectors(self, types: Iterable[str] | str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids, modality, unit vectors) of every item of the lanes asked for, modality by modality."""
-        ids, mods, vecs = [], [], []
-        for chunk in self.engine.reader.vectors(types):
-            ids.append(chunk.ids)
-            mods.append(chunk.modalities)
-            vecs.append(unit_rows(chunk.vectors))
-        if not ids:
-            return np.empty(0, np.int64), np.empty(0, object), np.empty((0, self.engine.dim), np.float32)
-        return np.concatenate(ids), np.concatenate(mods), np.concatenate(vecs)
 
     # ----------------------------------------------------------------- dupes
     def dupes(self, types: Iterable[str] | str | None = None, *, threshold: float | None = None,
@@ -216,47 +205,104 @@ class Views:
     def clusters(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None,
                  bridge: bool = False, refit: bool = False) -> ClustersReport:
         """k-means clusters of the collection (k None or "auto": chosen by silhouette), each named zero-shot (see
-        `collection.clusters`), largest first. A second call with the same arguments reuses the clusters found
-        before while under REFIT_SHARE of the items changed, assigning new ones; `refit` fits them again."""
+        `collection.clusters`), largest first. The centroids and every item's cluster are kept in views/: a call
+        on an unchanged index reads them back; new items are assigned to the clusters found before (items gone:
+        every item is assigned again) until REFIT_SHARE of the items changed; `refit` fits them again."""
         if k == "auto":
             k = None
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise UsageError(f"k must be a positive integer or auto, got {k!r}")
         t0 = time.perf_counter()
-        ids, mods, vecs = self._vectors(types)
-        if ids.size == 0:
+        lanes = [(m, ids) for m, ids in self._lanes(types) if ids.size]
+        total = sum(int(ids.size) for _, ids in lanes)
+        if not total:
             return ClustersReport([], 0, False, 0, False, time.perf_counter() - t0)
-        fit, refitted = self._fit(ids, mods, vecs, k, bridge, types, refit)
-        found = clustering.clusters_of(fit, vecs)
-        clustering.name_clusters(found, fit, vecs, vocabulary.LABELS, self._label_vectors(set(mods.tolist())))
-        self._nearest_passages(found, fit, vecs)
-        return ClustersReport(found, fit.k, fit.bridge, int(ids.size), refitted, time.perf_counter() - t0, fit, vecs)
+        model, a, refitted = self._assignment(lanes, k, bool(bridge), types, refit)
+        found = clustering.clusters_of(model, a)
+        clustering.name_clusters(found, a, vocabulary.LABELS, self._label_vectors(set(a.whole)))
+        self._nearest_passages(found, a)
+        return ClustersReport(found, model.k, model.bridge, total, refitted, time.perf_counter() - t0, model, a)
 
-    def _fit(self, ids: np.ndarray, mods: np.ndarray, vecs: np.ndarray, k: int | None, bridge: bool,
-             types: Any, refit: bool) -> tuple[clustering.Fit, bool]:
+    def _stream(self, lanes: list[tuple[str, np.ndarray]]):
+        """(ids, modality, unit vectors) of the lanes' items, a chunk at a time."""
+        vectors = self.engine.store.vectors
+        for m, ids in lanes:
+            for part, vecs in vectors.iter_vectors(ids):
+                yield part, np.full(part.size, m, dtype=object), unit_rows(vecs)
+
+    def _sample(self, lanes: list[tuple[str, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(modality, unit vectors) of at most `n` items drawn evenly at random from the lanes."""
+        total = sum(int(ids.size) for _, ids in lanes)
+        rng = np.random.default_rng(clustering.SEED)
+        picked = [(m, np.sort(ids if total <= n else ids[rng.random(ids.size) < n / total])) for m, ids in lanes]
+        mods, vecs = [], []
+        for _, m, v in self._stream([p for p in picked if p[1].size]):
+            mods.append(m)
+            vecs.append(v)
+        if not vecs:
+            return np.empty(0, object), np.empty((0, self.engine.dim), np.float32)
+        return np.concatenate(mods), np.concatenate(vecs)
+
+    def _assignment(self, lanes: list[tuple[str, np.ndarray]], k: int | None, bridge: bool, types: Any,
+                    refit: bool) -> tuple[clustering.Model, clustering.Assignment, bool]:
         params = {"k": k, "bridge": bridge, "types": sorted(parse_types(types, "")) if types is not None else None}
         name = f"clusters-{self._key()}"
-        got = None if refit else self._load(name)
-        if got is not None and got[1].get("params") == params:
-            a, meta = got
-            old_ids = a["ids"]
-            new, gone = np.setdiff1d(ids, old_ids), np.setdiff1d(old_ids, ids)
-            if (new.size + gone.size) <= REFIT_SHARE * max(ids.size, 1):
-                offsets = {m: a[f"offset_{m}"] for m in meta["offset_modalities"]}
-                f = clustering.Fit(int(meta["k"]), bool(meta["bridge"]), a["centroids"], offsets, ids, mods,
-                                   np.empty(0, np.int32), np.empty(0, np.float32))
-                labels, cosines = f.assign(vecs, mods)  # the old items' own, recomputed: cheap, and always right
-                f.labels, f.cosines = labels, cosines
+        ids = np.concatenate([i for _, i in lanes])
+        got = None if refit else self._load_clusters(name, params)
+        if got is not None:
+            model, a = got
+            new, gone = np.setdiff1d(ids, a.ids), np.setdiff1d(a.ids, ids)
+            if new.size + gone.size <= REFIT_SHARE * ids.size:
+                if gone.size:  # sums cannot lose vectors that are gone: assign everything again (no new fit)
+                    a = clustering.Assignment.empty()
+                    for part, mods, vecs in self._stream(lanes):
+                        a.add(model, part, mods, vecs)
+                elif new.size:
+                    fresh = [(m, np.intersect1d(i, new)) for m, i in lanes]
+                    for part, mods, vecs in self._stream([f for f in fresh if f[1].size]):
+                        a.add(model, part, mods, vecs)
                 if new.size or gone.size:
-                    self._save_fit(name, f, params)
-                return f, False
-        f = clustering.fit(ids, mods, vecs, k, bridge)
-        self._save_fit(name, f, params)
-        return f, True
+                    self._save_clusters(name, params, model, a)
+                return model, a, False
+        mods, vecs = self._sample(lanes, clustering.sample_size(k))
+        model = clustering.train(mods, vecs, k, bridge)
+        a = clustering.Assignment.empty()
+        for part, m, v in self._stream(lanes):
+            a.add(model, part, m, v)
+        self._save_clusters(name, params, model, a)
+        return model, a, True
 
-    def _save_fit(self, name: str, f: clustering.Fit, params: dict[str, Any]) -> None:
-        self._save(name, {"ids": f.ids, "centroids": f.centroids, **{f"offset_{m}": v for m, v in f.offsets.items()}},
-                   {"k": f.k, "bridge": f.bridge, "offset_modalities": sorted(f.offsets), "params": params})
+    def _save_clusters(self, name: str, params: dict[str, Any], model: clustering.Model,
+                       a: clustering.Assignment) -> None:
+        mods = sorted(a.whole)
+        sums = np.zeros((model.k, len(mods), model.centroids.shape[1]), np.float64)
+        for (c, m), v in a.sums.items():
+            sums[c, mods.index(m)] = v
+        code = np.searchsorted(np.array(mods, dtype=object), a.modality).astype(np.int16) if mods else \
+            np.empty(0, np.int16)
+        self._save(name, {"centroids": model.centroids, "ids": a.ids, "labels": a.labels, "cosines": a.cosines,
+                          "modality": code, "sums": sums, "whole": np.stack([a.whole[m] for m in mods]),
+                          **{f"offset_{m}": v for m, v in model.offsets.items()}},
+                   {"k": model.k, "bridge": model.bridge, "offset_modalities": sorted(model.offsets),
+                    "modalities": mods, "params": params})
+
+    def _load_clusters(self, name: str, params: dict[str, Any]
+                       ) -> tuple[clustering.Model, clustering.Assignment] | None:
+        got = self._load(name)
+        if got is None or got[1].get("params") != params:
+            return None
+        arr, meta = got
+        mods = meta["modalities"]
+        model = clustering.Model(int(meta["k"]), bool(meta["bridge"]), arr["centroids"],
+                                 {m: arr[f"offset_{m}"] for m in meta["offset_modalities"]})
+        a = clustering.Assignment(arr["ids"], np.array(mods, dtype=object)[arr["modality"]], arr["labels"],
+                                  arr["cosines"])
+        for c in range(model.k):
+            for j, m in enumerate(mods):
+                if arr["sums"][c, j].any():
+                    a.sums[(c, m)] = arr["sums"][c, j]
+        a.whole = {m: arr["whole"][j] for j, m in enumerate(mods)}
+        return model, a
 
     def _label_vectors(self, modalities: set[str]) -> dict[str, np.ndarray]:
         """The vocabulary's vectors through each modality's templates, embedded once per space (kept in views/)."""
@@ -277,18 +323,15 @@ class Views:
             self._save(name, have, {"labels": list(vocabulary.LABELS)})
         return {m: have[m] for m in modalities if m in have}
 
-    def _nearest_passages(self, found: list[clustering.Cluster], f: clustering.Fit, vecs: np.ndarray) -> None:
+    def _nearest_passages(self, found: list[clustering.Cluster], a: clustering.Assignment) -> None:
         """Each cluster's nearest passage of the collection's own texts, where it has any."""
         e = self.engine
         texts = dict(self._lanes(["text"])).get("text")
-        if texts is None or not texts.size:
+        if texts is None or not texts.size or not found:
             return
-        centres = []
-        for c in found:
-            rows = np.flatnonzero(f.labels == c.id)
-            centres.append(unit_rows(vecs[rows].mean(axis=0)))
+        centres = np.stack([clustering.centre(a, c.id) for c in found]).astype(np.float32)
         with e._lock:
-            _, hit = e.store.vectors.search(np.stack(centres).astype(np.float32), 1, texts)
+            _, hit = e.store.vectors.search(centres, 1, texts)
             rows = e.store.catalog.items([int(i) for i in hit[:, 0] if i >= 0])
         for c, i in zip(found, hit[:, 0]):
             if int(i) in rows and rows[int(i)].text:
@@ -306,17 +349,17 @@ class Views:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise UsageError(f"limit must be a positive integer, got {limit!r}")
         report = self.clusters(types, k=k)
-        if report.fit is None or report.vectors is None:
-            return {"outliers": [], "total": 0, "items": 0, "z": z, "k": 0}
-        f, vecs = report.fit, report.vectors
+        if report.model is None or report.assignment is None:
+            return {"outliers": [], "total": 0, "items": 0, "z": z, "k": 0, "typical_nearest": {}}
+        a = report.assignment
         names = {c.id: c.name for c in report.clusters}
         lanes = dict(self._lanes(types))
-        row_of = {int(i): n for n, i in enumerate(f.ids)}
-        typical = {m: self._typical_nearest(ids, vecs, row_of) for m, ids in lanes.items()}
+        typical = {m: self._typical_nearest(ids) for m, ids in lanes.items()}
+        row_of = {int(i): n for n, i in enumerate(a.ids)}
         kept = []
-        for i, score, c in clustering.outliers(f, z):
-            m = str(f.modality[row_of[i]])
-            near = self._nearest_other(i, vecs[row_of[i]], lanes.get(m))
+        for i, score, c in clustering.outliers(report.model, a, z):
+            m = str(a.modality[row_of[i]])
+            near = self._nearest_other(i, lanes.get(m))
             if near is not None and typical.get(m) is not None and near["cosine"] >= typical[m]:
                 continue  # it has neighbours as close as most items do
             kept.append((i, score, c, near))
@@ -331,23 +374,24 @@ class Views:
         return {"outliers": out, "total": total, "items": report.items, "z": z, "k": report.k,
                 "typical_nearest": {m: None if v is None else round(v, 4) for m, v in typical.items()}}
 
-    def _typical_nearest(self, lane: np.ndarray, vecs: np.ndarray, row_of: dict[int, int]) -> float | None:
+    def _typical_nearest(self, lane: np.ndarray) -> float | None:
         """The median cosine of an item's nearest other item in its lane (over a sample of 256)."""
-        ids = [int(i) for i in lane if int(i) in row_of]
-        if len(ids) < 3:
+        if lane.size < 3:
             return None
         rng = np.random.default_rng(0)
-        sample = ids if len(ids) <= 256 else [ids[j] for j in rng.choice(len(ids), 256, replace=False)]
+        sample = lane if lane.size <= 256 else np.sort(rng.choice(lane, 256, replace=False))
         with self.engine._lock:
-            scores, hits = self.engine.store.vectors.search(vecs[[row_of[i] for i in sample]], 2, lane)
+            vecs = unit_rows(self.engine.store.vectors.reconstruct(sample))
+            scores, hits = self.engine.store.vectors.search(vecs, 2, lane)
         best = [float(s[1] if h[0] == i else s[0]) for i, s, h in zip(sample, scores, hits)]
         return float(np.median(best))
 
-    def _nearest_other(self, item_id: int, vec: np.ndarray, lane: np.ndarray | None) -> dict[str, Any] | None:
+    def _nearest_other(self, item_id: int, lane: np.ndarray | None) -> dict[str, Any] | None:
         if lane is None or lane.size < 2:
             return None
         with self.engine._lock:
-            scores, hits = self.engine.store.vectors.search(unit_rows(vec)[None].astype(np.float32), 2, lane)
+            vec = unit_rows(self.engine.store.vectors.reconstruct(np.array([item_id], np.int64)))
+            scores, hits = self.engine.store.vectors.search(vec, 2, lane)
         for s, h in zip(scores[0], hits[0]):
             if h >= 0 and int(h) != item_id:
                 return {"item_id": int(h), "cosine": round(float(s), 4)}
@@ -356,13 +400,36 @@ class Views:
     def map(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None, method: str = "pca"
             ) -> tuple[list[dict[str, Any]], dict[int, str], ClustersReport]:
         """The collection as points in two dimensions (see `collection.projection`), each with its cluster, and
-        the clusters' names."""
+        the clusters' names. The projection is fitted on a sample and kept with the points in views/: new items
+        are placed on the same axes, an unchanged index is read back."""
+        if method not in projection.METHODS:
+            raise UsageError(f"unknown projection {method!r}; valid: {', '.join(projection.METHODS)}")
         report = self.clusters(types, k=k)
-        if report.fit is None:
+        if report.model is None or report.assignment is None:
             return [], {}, report
-        f = report.fit
-        coords = projection.project(f.work(report.vectors, f.modality), method)
-        return projection.points(coords, f.ids, f.labels, f.modality), {c.id: c.name for c in report.clusters}, report
+        model, a = report.model, report.assignment
+        lanes = [(m, ids) for m, ids in self._lanes(types) if ids.size]
+        name = f"map-{self._key()}"
+        params = {"method": method, "types": sorted(parse_types(types, "")) if types is not None else None,
+                  "k": model.k, "bridge": model.bridge, "centroids": float(model.centroids.sum())}
+        got = self._load(name)
+        if got is not None and got[1].get("params") == params and method == "pca" and not report.refitted:
+            arr = got[0]
+            placed = dict(zip(arr["ids"].tolist(), arr["coords"]))
+            proj = projection.Projection.__new__(projection.Projection)
+            proj.method, proj.umap, proj.mean, proj.axes = "pca", None, arr["mean"], arr["axes"]
+        else:
+            placed = {}
+            mods, vecs = self._sample(lanes, projection.FIT_SAMPLE)
+            proj = projection.Projection(model.work(vecs, mods), method)
+        new = [(m, ids[~np.isin(ids, np.fromiter(placed, np.int64, len(placed)))]) for m, ids in lanes]
+        for part, mods, vecs in self._stream([x for x in new if x[1].size]):
+            placed.update(zip(part.tolist(), proj(model.work(vecs, mods))))
+        coords = np.array([placed[int(i)] for i in a.ids], np.float32).reshape(-1, 2)
+        if method == "pca":
+            self._save(name, {"ids": a.ids, "coords": coords, "mean": proj.mean, "axes": proj.axes},
+                       {"params": params})
+        return projection.points(coords, a.ids, a.labels, a.modality), {c.id: c.name for c in report.clusters}, report
 
     def map_png(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None, method: str = "pca",
                 width: int = 1200, height: int = 900) -> bytes:

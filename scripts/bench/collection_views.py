@@ -101,33 +101,43 @@ def scale(args: argparse.Namespace) -> dict:
     build = time.perf_counter() - t
 
     def neighbours(query_ids, radius, allowed):
-        for s in range(0, query_ids.size, 4096):
-            part = query_ids[s:s + 4096]
-            for q, (h, sc) in zip(part, index.range_search(x[part], radius)):
+        for part, vecs in index.iter_vectors(query_ids, chunk=4096):
+            for q, (h, sc) in zip(part, index.range_search(vecs, radius)):
                 yield int(q), h, sc
 
     out = {"n": args.n, "dim": args.dim, "index": index.description, "build_s": round(build, 1)}
     t = time.perf_counter()
     cache, _ = candidate_pairs(ids, 0.95, None, neighbours)
     planted = np.stack([np.arange(1, args.n, 100) - 1, np.arange(1, args.n, 100)], axis=1)
+    out["rss_mb_before_views"] = round(peak_mb())
     found = {tuple(p) for p in cache.pairs.tolist()}
     out["dupes_candidates_s"] = round(time.perf_counter() - t, 1)
     out["dupes_planted_found"] = round(sum(tuple(p) in found for p in planted.tolist()) / len(planted), 3)
     out["dupes_candidate_pairs"] = int(cache.pairs.shape[0])
-    mods = np.full(args.n, "image", dtype=object)
+    # As the engine does it: train on a sample read by id, then stream every vector back from the index.
+    del x
+    k = None if args.k == "auto" else int(args.k)
     t = time.perf_counter()
-    fit = clustering.fit(ids, mods, x, None if args.k == "auto" else int(args.k))
+    rng = np.random.default_rng(0)
+    sample_ids = np.sort(rng.choice(args.n, min(args.n, clustering.sample_size(k)), replace=False))
+    sample = np.concatenate([v for _, v in index.iter_vectors(sample_ids)])
+    model = clustering.train(np.full(sample_ids.size, "image", dtype=object), sample, k)
+    a = clustering.Assignment.empty()
+    for part, vecs in index.iter_vectors(ids):
+        a.add(model, part, np.full(part.size, "image", dtype=object), vecs)
     out["clusters_s"] = round(time.perf_counter() - t, 1)
-    out["k"] = fit.k
+    out["k"] = model.k
     t = time.perf_counter()
-    flagged = clustering.outliers(fit)
+    flagged = clustering.outliers(model, a)
     out["outliers_s"] = round(time.perf_counter() - t, 2)
     out["outliers"] = len(flagged)
     t = time.perf_counter()
-    projection.project(x)
+    proj = projection.Projection(sample)
+    coords = [proj(vecs) for _, vecs in index.iter_vectors(ids)]
     out["map_projection_s"] = round(time.perf_counter() - t, 1)
+    out["map_points"] = sum(len(c) for c in coords)
     out["peak_rss_mb"] = round(peak_mb())
-    out["vectors_mb"] = round(x.nbytes / 1e6)
+    out["vectors_mb"] = round(args.n * args.dim * 4 / 1e6)
     return out
 
 
