@@ -261,3 +261,27 @@ def test_views_over_http(shapes_index, dupes_index):
     png = client.get("/map.png", params={"width": 400, "height": 300})
     assert png.headers["content-type"] == "image/png" and Image.open(__import__("io").BytesIO(png.content)).size == (400, 300)
     assert client.get("/map", params={"method": "tsne"}).status_code == 422
+
+
+def test_the_same_scenes_in_two_videos_are_one_group(tmp_path):
+    """A video and its re-encoding at another size and container: their scenes (pictures decoded again from each
+    video) and their sound windows pair up, file by file; another video's scenes stay apart."""
+    from video_files import Scene, Sound, VideoSpec, write_video
+
+    scenes = [Scene(3.0, "red", "circle"), Scene(3.0, "blue", "square"), Scene(3.0, "green", "triangle")]
+    sounds = [Sound(0.0, 9.0, pitch=440.0, contour="rising")]
+    (tmp_path / "media").mkdir()
+    write_video(tmp_path / "media" / "trip.mp4", VideoSpec(scenes, size=(160, 120), sounds=sounds))
+    write_video(tmp_path / "media" / "trip-big.mkv", VideoSpec(scenes, size=(320, 240), sounds=sounds))
+    write_video(tmp_path / "media" / "other.mp4", VideoSpec([Scene(4.0, "yellow", "star"), Scene(4.0, "purple", "ring")],
+                                                            size=(160, 120)))
+    with Engine(tmp_path / "idx", model="tiny") as eng:
+        eng.index([tmp_path / "media"])
+        report = eng.dupes()
+        by_type = {g.modality: g for g in report.groups}
+        assert set(by_type) == {"image", "audio"}, [g.as_dict() for g in report.groups]
+        for g in report.groups:
+            assert {Path(m.path).name for m in g.members} == {"trip.mp4", "trip-big.mkv"}
+        scenes_found = eng.stats()["items"]["image"]
+        assert by_type["image"].members[0].items >= 2 and scenes_found >= 5
+        assert main(["dupes", "--index", str(eng.path), "--type", "video"]) == 0

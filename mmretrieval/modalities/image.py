@@ -69,7 +69,11 @@ def thumbnail(row: Any):
 
 
 def sketch(row: Any) -> np.ndarray:
-    return picture_sketch(picture(row.path, row.locator))
+    loc = row.locator
+    if is_scene(loc) and "end" in loc:  # the scene's middle: two encodings of a video keep their cuts' times, not
+        # the frame each picked as most typical
+        loc = {**loc, "frame": (float(loc.get("start", 0.0)) + float(loc["end"])) / 2}
+    return picture_sketch(picture(row.path, loc))
 
 
 def describe(locator: dict[str, Any], text: str | None) -> tuple[str, str]:
