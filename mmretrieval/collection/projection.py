@@ -80,15 +80,18 @@ def draw_png(coords: np.ndarray, clusters: np.ndarray, modality: Sequence[str], 
     for m in sorted(set(mods.tolist())):
         rows = mods == m
         ax.scatter(coords[rows, 0], coords[rows, 1], c=[cmap(int(c) % 20) for c in clusters[rows]],
-                   marker=MARKERS.get(m, "D"), s=18, alpha=0.8, linewidths=0, label=m)
+                   marker=MARKERS.get(m, "D"), s=18, alpha=0.8, linewidths=0)
     for c, name in names.items():
         rows = clusters == c
         if rows.any():
             cx, cy = np.median(coords[rows], axis=0)
             ax.annotate(name, (cx, cy), ha="center", fontsize=9, weight="bold",
                         bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.75, "lw": 0})
-    if len(set(mods.tolist())) > 1:
-        ax.legend(loc="best", fontsize=8)
+    if len(set(mods.tolist())) > 1:  # markers say the modality; colours are clusters, so the key is grey
+        from matplotlib.lines import Line2D
+
+        ax.legend(handles=[Line2D([], [], marker=MARKERS.get(m, "D"), color="#666", linestyle="", label=m)
+                           for m in sorted(set(mods.tolist()))], loc="best", fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
