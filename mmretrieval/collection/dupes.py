@@ -27,6 +27,10 @@ import numpy as np
 # not the vectors, decide.
 RADIUS = {"image": 0.85, "audio": 0.85, "text": 0.90}
 DEFAULT_RADIUS = 0.85
+# IVF lists a candidate search probes: two vectors at cosine 0.85 or more nearly always share a list or its next
+# ones; probing as many as a search does (64 at 1 M) made the candidate pass 8x slower for no pair more
+# (scripts/bench/collection_views.py scale).
+CANDIDATE_NPROBE = 8
 
 
 @dataclass

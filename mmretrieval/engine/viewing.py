@@ -142,15 +142,15 @@ class Views:
             cache, n = duping.candidate_pairs(ids, r, cache, self._neighbours)
             searched += n
             candidates += int(cache.pairs.shape[0])
-            involved = np.unique(np.concatenate([cache.pairs.reshape(-1), *self._copy_items(copies, ids)]))
+            exact = self._copy_items(copies, ids)
+            involved = np.unique(np.concatenate([cache.pairs.reshape(-1), *exact]))
             rows = e.store.catalog.items(involved.tolist())
             facts = e.store.catalog.file_facts({r.file_id for r in rows.values()})
             members = {i: duping.Member(i, r.file_id, r.path, r.locator, facts.get(r.file_id, (0, None, None))[0],
                                         r.date, facts.get(r.file_id, (0, None, None))[1])
                        for i, r in rows.items()}
             sketch = (lambda i, m=m: m.sketch(rows[i])) if m.sketch is not None else None
-            groups += duping.group_dupes(modality, cache, members, sketch, m.likeness, t,
-                                         self._copy_items(copies, ids), self._cosine)
+            groups += duping.group_dupes(modality, cache, members, sketch, m.likeness, t, exact, self._cosine)
             self._save_pair_cache(name, cache)
         groups.sort(key=lambda g: (-len(g.members), g.modality, g.members[0].path))
         return DupesReport(groups, thresholds, radii, items, searched, candidates, time.perf_counter() - t0)
@@ -168,7 +168,8 @@ class Views:
         with e._lock:
             vectors = e.store.vectors
             for part, vecs in vectors.iter_vectors(query_ids, chunk=1024):
-                for q, (hit_ids, scores) in zip(part, vectors.range_search(vecs, radius, filt)):
+                for q, (hit_ids, scores) in zip(part, vectors.range_search(vecs, radius, filt,
+                                                                           nprobe=duping.CANDIDATE_NPROBE)):
                     yield int(q), hit_ids, scores
 
     def _copy_items(self, copies: list[list[int]], lane_ids: np.ndarray) -> list[np.ndarray]:

@@ -401,17 +401,19 @@ class VectorIndex:
         with _threads_for(nq):
             return self.index.search(queries, k, params=params)  # `sel`/`bits` stay alive until here
 
-    def range_search(self, queries: np.ndarray, radius: float,
-                     allowed: np.ndarray | IdFilter | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def range_search(self, queries: np.ndarray, radius: float, allowed: np.ndarray | IdFilter | None = None,
+                     nprobe: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Every stored vector with an inner product of at least `radius` with each query (among `allowed`), as
-        (ids, scores) per query, best first. IVF types look only in the lists a search probes, as `search` does;
-        where faiss has no range search for the type (HNSW), a top-k search widened until the k-th falls below
-        `radius` stands in."""
+        (ids, scores) per query, best first. IVF types look only in the lists a search probes, as `search` does
+        (`nprobe`: that many instead, where a close radius needs fewer); where faiss has no range search for the
+        type (HNSW), a top-k search widened until the k-th falls below `radius` stands in."""
         queries = _check_vectors(np.atleast_2d(queries), self.dim)
         filt = None if allowed is None else allowed if isinstance(allowed, IdFilter) else IdFilter(allowed)
         if filt is not None and filt.empty:
             return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(queries.shape[0])]
         params = self._params()
+        if nprobe is not None and isinstance(params, faiss.SearchParametersIVF):
+            params.nprobe = int(max(1, min(nprobe, self.ivf.nlist)))
         sel = None
         if filt is not None:
             sel = faiss.IDSelectorBitmap(filt.n, faiss.swig_ptr(filt.bits))
