@@ -285,3 +285,18 @@ def test_the_same_scenes_in_two_videos_are_one_group(tmp_path):
         scenes_found = eng.stats()["items"]["image"]
         assert by_type["image"].members[0].items >= 2 and scenes_found >= 5
         assert main(["dupes", "--index", str(eng.path), "--type", "video"]) == 0
+
+
+def test_views_of_an_empty_and_a_tiny_index(tmp_path):
+    with Engine(tmp_path / "idx", model="tiny") as eng:
+        assert eng.dupes().groups == [] and eng.clusters().clusters == []
+        assert eng.outliers()["outliers"] == [] and eng.map() == []
+        assert Image.open(__import__("io").BytesIO(eng.map_png(width=300, height=200))).size == (300, 200)
+        eng.remember("the meeting moved to Friday")  # a note is never part of a view
+        assert eng.clusters().items == 0
+        synth.shape_image("red", "circle").save(tmp_path / "one.png")
+        eng.index([tmp_path / "one.png"])
+        one = eng.clusters()
+        image = eng.store.catalog.item_ids(["image"]).tolist()
+        assert one.k == 1 and one.items == 1 and one.clusters[0].members == image
+        assert eng.dupes().groups == [] and len(eng.map()) == 1

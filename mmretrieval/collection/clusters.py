@@ -159,6 +159,8 @@ def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
 
 def choose_k(x: np.ndarray, rng: np.random.Generator) -> int:
     """The k of AUTO_KS (up to a fifth of the items) whose clustering of a sample has the best silhouette."""
+    if len(x) < 4:  # too few to compare splits: one cluster
+        return 1
     sample = x if len(x) <= AUTO_SAMPLE else x[rng.choice(len(x), AUTO_SAMPLE, replace=False)]
     best, best_s = 2, -2.0
     for k in (k for k in AUTO_KS if k <= max(2, len(x) // 5)):
