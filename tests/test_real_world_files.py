@@ -142,3 +142,21 @@ def test_real_documents_give_pages_sections_times_and_figures(indexed):
         read = " ".join(it.text for it in congress if it.locator.get("ocr"))
         assert "Committee on Commerce" in read
     st.close()
+
+
+def test_collection_views_on_files_nobody_here_made(indexed, tmp_path):
+    """Dupes find the same content saved in other formats and encodings; clusters, outliers and the map run over
+    every modality the index holds; stderr stays clean."""
+    idx, env, _ = indexed
+    run = mmr("dupes", "--index", str(idx), "--json", env=env)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    groups = [{Path(m["path"]).relative_to(REAL).as_posix() for m in g["members"]} for g in json.loads(run.stdout)["groups"]]
+    expected = [{"chardet/tests/utf-8/_ude_russian.txt", "chardet/tests/KOI8-R/_ude_1.txt"},  # one text, two encodings
+                {"pillow/Tests/images/tiff_gray_2_4_bpp/hopper2R.tif",  # one picture, two bit orders
+                 "pillow/Tests/images/tiff_gray_2_4_bpp/hopper2.tif"}]
+    for pair in expected:
+        assert any(pair <= g for g in groups), pair
+    for cmd in (["clusters", "--json"], ["outliers", "--json"], ["map", "--out", str(tmp_path / "map.png")]):
+        run = mmr(*cmd, "--index", str(idx), env=env)
+        assert run.returncode == 0 and run.stderr == "", (cmd, run.stderr)
+    assert (tmp_path / "map.png").stat().st_size > 10_000

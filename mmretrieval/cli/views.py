@@ -71,11 +71,12 @@ def _engine(args: argparse.Namespace):
     return Engine(index_dir(args), readonly=True)
 
 
-def _where(locator: dict, modality: str) -> str:
-    """Where in its file an item is, as a search hit says it (a time span, a page), or a picture's size."""
+def _where(locator: dict, modality: str, text: str | None = None) -> str:
+    """Where in its file an item is, as a search hit says it (a time span, a page, a passage's first words), or a
+    picture's size."""
     from ..modalities import get_modality
 
-    at, after = get_modality(modality).describe(locator, None)
+    at, after = get_modality(modality).describe(locator, text)
     if not (at or after.strip()) and modality == "image" and locator.get("width"):
         return f"  {locator['width']}x{locator['height']}"
     return safe_text(f"{at}{after}")
@@ -86,8 +87,20 @@ def _size(n: int) -> str:
 
 
 def cmd_dupes(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from ..quiet import captured_output
+
     with _engine(args) as eng:
-        report = eng.dupes(args.types, threshold=args.threshold, radius=args.radius)
+        # Confirming a pair decodes both files again: their decoders' chatter goes to a log, as `mmr index`'s does.
+        logs = eng.path / "views"
+        if not os.access(eng.path, os.W_OK):
+            logs = tempfile.mkdtemp(prefix="mmr-dupes-")
+        if os.environ.get("MMR_DEBUG") == "1":
+            report = eng.dupes(args.types, threshold=args.threshold, radius=args.radius)
+        else:
+            with captured_output(os.path.join(logs, "messages.log")):
+                report = eng.dupes(args.types, threshold=args.threshold, radius=args.radius)
         for n in eng.notes:
             print(f"note: {n}")
     if args.json:
@@ -103,7 +116,7 @@ def cmd_dupes(args: argparse.Namespace) -> int:
         for i, m in enumerate(g.members):
             mark = "keep" if i == 0 else ("same bytes" if m.exact else f"alike {m.likeness:.2f}, cos {m.cosine:.3f}")
             count = f"  ({m.items} items)" if m.items > 1 else ""
-            print(f"  {'*' if i == 0 else ' '} {show_path(m.path)}{_where(m.locator, g.modality)}{count}  [{mark}]")
+            print(f"  {'*' if i == 0 else ' '} {show_path(m.path)}{_where(m.locator, g.modality, m.text)}{count}  [{mark}]")
     reclaim = sum(m.size for g in report.groups for m in g.members[1:])
     print(f"{len(report.groups)} group(s) among {looked}; the copies after the first take {_size(reclaim)}")
     return EXIT_OK
@@ -130,7 +143,7 @@ def cmd_clusters(args: argparse.Namespace) -> int:
         for i in c.members[:args.members]:
             r = rows.get(i)
             if r is not None:
-                print(f"  {show_path(r.path)}{_where(r.locator, r.modality)}")
+                print(f"  {show_path(r.path)}{_where(r.locator, r.modality, r.text)}")
     return EXIT_OK
 
 

@@ -229,20 +229,33 @@ def name_clusters(clusters: list[Cluster], a: Assignment, labels: list[str] | tu
 
 
 def outliers(model: Model, a: Assignment, z: float = OUTLIER_Z) -> list[tuple[int, float, int]]:
-    """(item id, robust z-score, its cluster) of the items much farther from their centroid than the rest of
-    their cluster (distance's median and MAD within the cluster), most unusual first; a cluster of one or two
-    among twenty or more items is itself apart (score inf)."""
+    """(item id, robust z-score, its cluster) of the items much farther from their centroid than the others of
+    their modality in their cluster (the distance's median and MAD; where a cluster holds fewer than five of a
+    modality, those of the modality in every cluster: a few pictures among passages sit across the modality gap
+    from any centroid, which says nothing about them), most unusual first. A cluster of one or two among twenty
+    or more items is itself apart (score inf)."""
     dist = 1.0 - a.cosines
     scores = np.zeros(dist.size, np.float64)
-    for c in range(model.k):
-        rows = np.flatnonzero(a.labels == c)
-        if rows.size < 3:
-            scores[rows] = np.inf if a.ids.size >= 20 else 0.0
-            continue
-        med = np.median(dist[rows])
-        mad = np.median(np.abs(dist[rows] - med)) * 1.4826
-        spread = max(mad, 0.05 * max(med, 1e-3), 1e-4)  # a tight cluster's MAD near zero would flag noise
+
+    def robust(rows: np.ndarray, ref: np.ndarray) -> None:
+        med, p90 = np.median(dist[ref]), np.percentile(dist[ref], 90)
+        mad = np.median(np.abs(dist[ref] - med)) * 1.4826
+        # The spread is the larger of the MAD and what the 90th percentile says (both sigma for a normal): a cluster
+        # with a dense core and a long tail (many near-identical passages, then the rest) would otherwise flag its
+        # whole tail (the real-world test files: 335 of 8,407 items, now few). A floor keeps a tight group from
+        # flagging noise.
+        spread = max(mad, (p90 - med) / 1.2816, 0.05 * max(med, 1e-3), 1e-4)
         scores[rows] = (dist[rows] - med) / spread
+
+    for c in range(model.k):
+        in_c = a.labels == c
+        if in_c.sum() < 3:
+            scores[in_c] = np.inf if a.ids.size >= 20 else 0.0
+            continue
+        for m in np.unique(a.modality[in_c]):
+            rows = np.flatnonzero(in_c & (a.modality == m))
+            ref = rows if rows.size >= 5 else np.flatnonzero(a.modality == m)
+            robust(rows, ref)
     flagged = np.flatnonzero(scores >= z)
     flagged = flagged[np.argsort(-scores[flagged], kind="stable")]
     return [(int(a.ids[i]), float(scores[i]), int(a.labels[i])) for i in flagged]

@@ -46,10 +46,11 @@ class Member:
     cosine: float = 1.0       # to the group's best member
     likeness: float = 1.0     # its sketch's, to the best member's
     exact: bool = False       # byte-for-byte the same file as another member
+    text: str | None = None   # a passage's words
 
     def as_dict(self) -> dict[str, Any]:
-        return {"item_id": self.item_id, "path": self.path, "locator": self.locator, "size": self.size,
-                "date": self.date, "items": self.items, "cosine": round(self.cosine, 4),
+        return {"item_id": self.item_id, "path": self.path, "locator": self.locator, "text": self.text,
+                "size": self.size, "date": self.date, "items": self.items, "cosine": round(self.cosine, 4),
                 "likeness": round(self.likeness, 4), "exact": self.exact}
 
 

@@ -147,7 +147,7 @@ class Views:
             rows = e.store.catalog.items(involved.tolist())
             facts = e.store.catalog.file_facts({r.file_id for r in rows.values()})
             members = {i: duping.Member(i, r.file_id, r.path, r.locator, facts.get(r.file_id, (0, None, None))[0],
-                                        r.date, facts.get(r.file_id, (0, None, None))[1])
+                                        r.date, facts.get(r.file_id, (0, None, None))[1], text=r.text)
                        for i, r in rows.items()}
             sketch = (lambda i, m=m: m.sketch(rows[i])) if m.sketch is not None else None
             groups += duping.group_dupes(modality, cache, members, sketch, m.likeness, t, exact, self._cosine)

@@ -159,6 +159,7 @@ class DupeMemberOut(BaseModel):
     item_id: int
     path: str
     locator: dict[str, Any]
+    text: Optional[str] = Field(description="a passage's words; null for pictures and sounds")
     size: int = Field(description="the file's bytes")
     date: Optional[float] = Field(description="the file's date, seconds since the epoch")
     items: int = Field(description="how many of the file's items are in the group (a recording's windows)")
