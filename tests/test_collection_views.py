@@ -300,3 +300,17 @@ def test_views_of_an_empty_and_a_tiny_index(tmp_path):
         image = eng.store.catalog.item_ids(["image"]).tolist()
         assert one.k == 1 and one.items == 1 and one.clusters[0].members == image
         assert eng.dupes().groups == [] and len(eng.map()) == 1
+
+
+def test_likeness_kept_by_other_sketches_is_computed_again(dupes_index):
+    """A release whose sketches changed must not trust the likeness an earlier one kept in views/."""
+    eng, truth, _ = dupes_index
+    before = {tuple(sorted(m.path for m in g.members)) for g in eng.dupes("image").groups}
+    name = next(f for f in (eng.path / "views").iterdir() if f.name.startswith("dupes-image-"))
+    with np.load(name) as z:
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+        meta = json.loads(str(z["meta"]))
+    arrays["likeness_values"] = np.ones_like(arrays["likeness_values"])  # an older sketch that liked everything
+    np.savez(name, meta=np.array(json.dumps({**meta, "sketch": 1})), **arrays)
+    after = {tuple(sorted(m.path for m in g.members)) for g in eng.dupes("image").groups}
+    assert after == before

@@ -23,6 +23,7 @@ from ..errors import UsageError
 from ..index.vectors_stream import unit_rows
 from ..modalities import get_modality
 from ..modalities.sketch import LIKENESS
+from ..modalities.sketch import VERSION as SKETCH_VERSION
 from ..query import parse_types, result_lanes
 
 if TYPE_CHECKING:
@@ -191,6 +192,8 @@ class Views:
         if got is None:
             return None
         a, meta = got
+        if meta.get("sketch") != SKETCH_VERSION:  # made by other sketches: the pairs stand, their likeness not
+            a = {**a, "likeness_pairs": np.empty((0, 2), np.int64), "likeness_values": np.empty(0, np.float32)}
         lk = a.get("likeness_pairs", np.empty((0, 2), np.int64))
         lv = a.get("likeness_values", np.empty(0, np.float32))
         return duping.PairCache(float(meta["radius"]), a["ids"], a["pairs"].reshape(-1, 2), a["cosines"],
@@ -200,7 +203,7 @@ class Views:
         keys = np.array(list(c.likeness), np.int64).reshape(-1, 2)
         self._save(name, {"ids": c.ids, "pairs": c.pairs, "cosines": c.cosines, "likeness_pairs": keys,
                           "likeness_values": np.array(list(c.likeness.values()), np.float32)},
-                   {"radius": c.radius})
+                   {"radius": c.radius, "sketch": SKETCH_VERSION})
 
     # ----------------------------------------------------------------- clusters
     def clusters(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None,

@@ -25,6 +25,9 @@ SOUND_RATE = 16000
 SOUND_SECONDS = 30.0
 MEL_BANDS = 128
 
+# Bumped whenever a sketch or likeness changes: likeness kept from an earlier version is computed again.
+VERSION = 2
+
 # The likeness a copy reaches (measured; see the module's docstring).
 LIKENESS = {"image": 0.85, "audio": 0.95, "text": 0.80}
 
