@@ -216,14 +216,17 @@ def test_a_video_moment_plays_from_its_time_and_its_other_moments_seek(video_pag
 
 
 @pytest.fixture(scope="module")
-def collection_page(tmp_path_factory):
+def collection_page(tmp_path_factory, page):
+    """`/collection` over generated copies and near neighbours, in the same browser (one Playwright per thread)."""
     from mmretrieval import synth
 
     root = tmp_path_factory.mktemp("views")
     synth.write_dupes_set(root / "media", scenes=3, sounds=2)
     for url in _serve(root / "idx", root / "media"):
-        for pg in _page(url + "/collection"):
-            yield pg, url
+        pg = page.context.browser.new_page(viewport={"width": 1200, "height": 800})
+        pg.goto(url + "/collection")
+        yield pg, url
+        pg.close()
 
 
 def test_the_collection_page_shows_dupes_clusters_outliers_and_a_clickable_map(collection_page):
