@@ -250,6 +250,7 @@ def test_views_over_http(shapes_index, dupes_index):
     body = r.json()
     assert len(body["groups"]) == 6 and body["thresholds"] == {"audio": 0.95}
     assert client.get("/dupes", params={"threshold": 2}).status_code == 422
+    assert client.get("/dupes", params={"radius": 0.1}).status_code == 422
     client = TestClient(create_app(shapes_index[0].path))
     r = client.get("/clusters", params={"type": "image", "k": "4", "members": 3})
     assert r.status_code == 200 and len(r.json()["clusters"]) == 4

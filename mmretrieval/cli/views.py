@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how alike two items' content must be, 0-1 (default: measured per type, 0.9 for pictures "
                         "and sounds); lower takes in near neighbours such as burst shots")
     p.add_argument("--radius", type=float, metavar="COS",
-                   help="cosine within which candidates are searched (default 0.85; 0.9 for text)")
+                   help="cosine within which candidates are searched, 0.5-1 (default 0.85; 0.9 for text)")
 
     p = sub.add_parser("clusters", help="what the collection is made of: k-means clusters named by the words "
                                         "nearest them")

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 VIEWS_DIR = "views"
 REFIT_SHARE = 0.1   # clusters are fitted again once this share of the items is new or gone
+MIN_RADIUS = 0.5    # the widest candidate search dupes accepts
+MAX_MAP_SIDE = 4000
 
 
 @dataclass
@@ -124,9 +126,11 @@ class Views:
         `threshold` (0..1): the likeness of content a pair must reach (default: each modality's measured
         `modalities.sketch.LIKENESS`); lower it to take in near neighbours (burst shots). `radius`: the cosine
         within which candidates are searched (default `collection.dupes.RADIUS`)."""
-        for name, v in (("threshold", threshold), ("radius", radius)):
-            if v is not None and not (isinstance(v, (int, float)) and 0.0 < float(v) <= 1.0):
-                raise UsageError(f"{name} must be a number in (0, 1], got {v!r}")
+        # A radius under MIN_RADIUS would make most pairs of the collection candidates (all pairs at 0): nothing
+        # that far apart is a copy.
+        for name, v, low in (("threshold", threshold, 0.0), ("radius", radius, MIN_RADIUS)):
+            if v is not None and not (isinstance(v, (int, float)) and low < float(v) <= 1.0):
+                raise UsageError(f"{name} must be a number in ({low:g}, 1], got {v!r}")
         t0 = time.perf_counter()
         e = self.engine
         groups: list[duping.DupeGroup] = []
@@ -438,8 +442,8 @@ class Views:
     def map_png(self, types: Iterable[str] | str | None = None, *, k: int | str | None = None, method: str = "pca",
                 width: int = 1200, height: int = 900) -> bytes:
         for name, v in (("width", width), ("height", height)):
-            if isinstance(v, bool) or not isinstance(v, int) or not 200 <= v <= 8000:
-                raise UsageError(f"{name} must be a whole number of pixels from 200 to 8000, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 200 <= v <= MAX_MAP_SIDE:
+                raise UsageError(f"{name} must be a whole number of pixels from 200 to {MAX_MAP_SIDE}, got {v!r}")
         pts, names, report = self.map(types, k=k, method=method)
         coords = np.array([[p["x"], p["y"]] for p in pts], np.float32).reshape(-1, 2)
         return projection.draw_png(coords, np.array([p["cluster"] for p in pts], np.int32),

@@ -73,7 +73,7 @@ def map_points(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
     200: {"content": {"image/png": {}}, "description": "the map, clusters coloured and named"}, **errors(422)})
 def map_png(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
             method: str = Query("pca", description="pca, or umap (with umap-learn installed)"),
-            width: int = Query(1200, ge=200, le=8000), height: int = Query(900, ge=200, le=8000)):
+            width: int = Query(1200, ge=200, le=4000), height: int = Query(900, ge=200, le=4000)):
     c = ctx(request)
     with c.lock:
         data = c.engine.map_png(type or None, k=_k(k), method=method, width=width, height=height)
