@@ -49,17 +49,19 @@ class Projection:
                 a *= -1
         self.axes = axes.astype(np.float32)
 
+    @classmethod
+    def from_axes(cls, mean: np.ndarray, axes: np.ndarray) -> "Projection":
+        """PCA's axes kept from an earlier fit."""
+        proj = cls.__new__(cls)
+        proj.method, proj.umap, proj.mean, proj.axes = "pca", None, mean, axes
+        return proj
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.empty((0, 2), np.float32)
         if self.umap is not None:
             return self.umap.transform(x).astype(np.float32)
         return ((x - self.mean) @ self.axes.T).astype(np.float32)
-
-
-def project(x: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
-    """n x 2 coordinates of the rows of `x` (fitted on them, or on a sample of FIT_SAMPLE)."""
-    return Projection(x, method, seed)(x)
 
 
 def draw_png(coords: np.ndarray, clusters: np.ndarray, modality: Sequence[str], names: dict[int, str],

@@ -28,18 +28,24 @@ class Reader:
         these only), ids ascending within each: for reading the whole collection (export, audits, clusters)
         without holding it decoded at once. Vectors are float32 unit rows; `stored=True` gives them as the index
         holds them where it holds floats (float16 in ivf-fp16), without renormalising."""
+        lanes = self.lanes(types)
+        vectors = self.engine.store.vectors  # as refreshed by `lanes`
+        for m, ids in lanes:
+            for part, vecs in vectors.iter_vectors(ids, chunk=chunk, stored=stored):
+                yield VectorChunk(part, np.full(part.size, m, dtype=object), vecs)
+
+    def lanes(self, types: Iterable[str] | str | None = None) -> list[tuple[str, np.ndarray]]:
+        """(item modality, ids of its items that have a vector, ascending) of each lane the types take in (a
+        container type such as video: its files' items of every modality), the index's vectors refreshed first;
+        notes are left out."""
         mods = parse_types(types, "") if types is not None else None
         with self.engine._lock:
             if not self.engine.store.holds_lock:
                 self.engine.store.refresh_vectors(self.engine.dim)
-            cat, vectors = self.engine.store.catalog, self.engine.store.vectors
-            present = np.sort(vectors.ids())
+            cat = self.engine.store.catalog
+            present = np.sort(self.engine.store.vectors.ids())
             lanes = result_lanes(mods) if mods else [(m, m) for m in sorted(cat.counts()["items"])]
-            plan = [(m, np.intersect1d(cat.lane_item_ids(m, t if t != m else None), present))
-                    for t, m in lanes]
-        for m, ids in plan:
-            for part, vecs in vectors.iter_vectors(ids, chunk=chunk, stored=stored):
-                yield VectorChunk(part, np.full(part.size, m, dtype=object), vecs)
+            return [(m, np.intersect1d(cat.lane_item_ids(m, t if t != m else None), present)) for t, m in lanes]
 
     def stats(self) -> dict[str, Any]:
         self.engine.follow_switch()

@@ -24,7 +24,7 @@ from ..index.vectors_stream import unit_rows
 from ..modalities import get_modality
 from ..modalities.sketch import LIKENESS
 from ..modalities.sketch import VERSION as SKETCH_VERSION
-from ..query import parse_types, result_lanes
+from ..query import parse_types
 
 if TYPE_CHECKING:
     from .facade import Engine
@@ -101,21 +101,11 @@ class Views:
             return None
 
     def _lanes(self, types: Iterable[str] | str | None) -> list[tuple[str, np.ndarray]]:
-        """(item modality, item ids present in the vectors) of each modality the types asked for take in (a video
-        type: its files' scenes, sound and subtitles); notes are left out."""
-        e = self.engine
-        e.follow_switch()
-        mods = parse_types(types, "") if types is not None else None
-        with e._lock:
-            if not e.store.holds_lock:
-                e.store.refresh_vectors(e.dim)
-            cat = e.store.catalog
-            present = np.sort(e.store.vectors.ids())
-            lanes = result_lanes(mods) if mods else [(m, m) for m in sorted(cat.counts()["items"])]
-            by_modality: dict[str, np.ndarray] = {}
-            for t, m in lanes:
-                ids = np.intersect1d(cat.lane_item_ids(m, t if t != m else None), present)
-                by_modality[m] = np.union1d(by_modality.get(m, np.empty(0, np.int64)), ids)
+        """`Reader.lanes`, one per item modality (a video type's pictures join the other pictures)."""
+        self.engine.follow_switch()
+        by_modality: dict[str, np.ndarray] = {}
+        for m, ids in self.engine.reader.lanes(types):
+            by_modality[m] = np.union1d(by_modality.get(m, np.empty(0, np.int64)), ids)
         return sorted(by_modality.items())
 
     # ----------------------------------------------------------------- dupes
@@ -424,8 +414,7 @@ class Views:
         if got is not None and got[1].get("params") == params and method == "pca" and not report.refitted:
             arr = got[0]
             placed = dict(zip(arr["ids"].tolist(), arr["coords"]))
-            proj = projection.Projection.__new__(projection.Projection)
-            proj.method, proj.umap, proj.mean, proj.axes = "pca", None, arr["mean"], arr["axes"]
+            proj = projection.Projection.from_axes(arr["mean"], arr["axes"])
         else:
             placed = {}
             mods, vecs = self._sample(lanes, projection.FIT_SAMPLE)

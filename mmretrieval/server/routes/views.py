@@ -1,4 +1,5 @@
-"""The collection's views: near-duplicates, clusters, outliers and the map (`Engine.dupes` and the rest)."""
+"""The collection's views: near-duplicates, clusters, outliers and the map (`Engine.dupes` and the rest). Naming
+clusters loads the space's text tower: 503 where its weights are missing, as for a text search."""
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
 
 from typing import Optional, Union
@@ -39,7 +40,7 @@ def dupes(request: Request, type: Optional[list[str]] = TYPES,
         return c.engine.dupes(type or None, threshold=threshold, radius=radius).as_dict()
 
 
-@router.get("/clusters", response_model=ClustersOut, responses=errors(422))
+@router.get("/clusters", response_model=ClustersOut, responses=errors(422, 503))
 def clusters(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
              members: int = Query(12, ge=0, le=10_000, description="member ids listed per cluster"),
              bridge: bool = Query(False, description="take each modality's mean direction out first")):
@@ -49,7 +50,7 @@ def clusters(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
         return c.engine.clusters(type or None, k=_k(k), bridge=bridge).as_dict(members)
 
 
-@router.get("/outliers", response_model=OutliersOut, responses=errors(422))
+@router.get("/outliers", response_model=OutliersOut, responses=errors(422, 503))
 def outliers(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
              z: float = Query(3.5, description="robust z-score of the distance to the cluster's centre, at least"),
              limit: int = Query(50, ge=1, le=10_000)):
@@ -59,7 +60,7 @@ def outliers(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
         return c.engine.outliers(type or None, k=_k(k), z=z, limit=limit)
 
 
-@router.get("/map", response_model=MapOut, responses=errors(422))
+@router.get("/map", response_model=MapOut, responses=errors(422, 503))
 def map_points(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
                method: str = Query("pca", description="pca, or umap (with umap-learn installed)")):
     """Every item as a point in two dimensions, with its cluster, and the clusters' names."""
@@ -70,7 +71,7 @@ def map_points(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
 
 
 @router.get("/map.png", response_class=Response, responses={
-    200: {"content": {"image/png": {}}, "description": "the map, clusters coloured and named"}, **errors(422)})
+    200: {"content": {"image/png": {}}, "description": "the map, clusters coloured and named"}, **errors(422, 503)})
 def map_png(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
             method: str = Query("pca", description="pca, or umap (with umap-learn installed)"),
             width: int = Query(1200, ge=200, le=4000), height: int = Query(900, ge=200, le=4000)):
