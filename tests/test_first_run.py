@@ -195,6 +195,11 @@ def test_registered_space_end_to_end(name, home, mixed, tmp_path):
     if has_audio:
         hits = json.loads(p.stdout)
         assert hits[0]["path"] == str(sound) and hits[0]["score"] > 0.99
+        # that query made the audio tower's one-off form (fp32 or int8 audio); the next one-off answers the same
+        again = json.loads(mmr_run(home, "search", "--audio", str(sound), "--type", "audio", "--index", str(idx),
+                                   "--json").stdout)
+        assert [h["id"] for h in again] == [h["id"] for h in hits]
+        assert np.allclose([h["score"] for h in again], [h["score"] for h in hits], atol=1e-4)
     else:
         assert p.returncode == 2 and "no audio tower" in p.stderr
 

@@ -173,3 +173,66 @@ def test_spaces_reads_open_clips_registry_from_its_snapshot_with_the_same_answer
                                                    if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}, **env}).stdout.strip()
         assert out == [expect, "False"], (env, out, expect)
     assert weights._torch_hub_dir() == Path(torch.hub.get_dir())  # torch loaded: its own answer
+
+
+REAL = ROOT.parent / "shared" / "realworld"
+SOUNDS = ["librosa-test-data/test1_22050.mp3", "librosa-test-data/test2_8000.wav", "mediafile/test/rsrc/full.m4a",
+          "mediafile/test/rsrc/full.opus", "mediafile/test/rsrc/full.wma", "mediafile/test/rsrc/full.aiff",
+          "pydub/test/data/test1-8bit.wav", "pydub/test/data/bach.ogg", "python-soundfile/tests/stereo.wav",
+          "scipy/scipy/io/tests/data/test-48000Hz-2ch-64bit-float-le-wavex.wav",
+          "scipy/scipy/io/tests/data/test-8000Hz-le-3ch-5S-24bit.wav", "pydub/test/data/test1_empty.wav",
+          "mediafile/test/rsrc/unparseable.flac"]
+
+
+def test_one_off_audio_query_exports_at_its_first_query_and_answers_as_the_loaded_space(tmp_path, auto_backend):
+    """The audio tower's export serves only queries, so the first audio query that loads the space makes it (and
+    says so); the next one-off audio query imports neither torch nor open_clip and gives the same hits. Its
+    vectors (numpy front end, network under ONNX Runtime) equal the torch tower's on real files of many formats,
+    rates and channel counts, on arrays with their rate, and on clips shorter than the tower accepts."""
+    from mmretrieval.errors import DecodeError
+    from mmretrieval.space.runtime import Space
+
+    idx = tmp_path / "idx"
+    with mmr.Engine(idx, model="tiny") as eng:
+        eng.index([DEMO / "sounds", DEMO / "docs"])
+        fingerprint, spec = eng.store.space_record()["fingerprint"], eng.spec
+    if eng.precision["audio"] not in ("fp32", "int8"):
+        pytest.skip(f"auto put audio in {eng.precision['audio']} here: no one-off audio tower (module doc of towers)")
+    assert not passport.ready(fingerprint, spec, "audio")  # an index run makes no query-only export
+    argv = ("search", "--audio", str(DEMO / "sounds" / "low-steady-buzz.flac"), "-k", "6", "--json", "--index", str(idx))
+    first, heavy = mmr_cli(*argv)
+    assert first.returncode == 0 and "torch" in heavy, messages(first)[-2000:]
+    assert "this audio query loaded the space's models" in messages(first), messages(first)
+    assert passport.ready(fingerprint, spec, "audio")
+    second, heavy = mmr_cli(*argv)
+    assert second.returncode == 0 and heavy == [] and messages(second) == "", (heavy, messages(second)[-2000:])
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert [h["id"] for h in a] == [h["id"] for h in b]
+    assert a[0]["path"].endswith("sound-low-steady-square.txt")  # its caption, as in the demo
+    assert np.allclose([h["score"] for h in a], [h["score"] for h in b], atol=1e-5)
+
+    with mmr.Engine(idx, readonly=True) as eng:
+        light = eng.query_encoder("audio")
+        assert type(light).__name__ == "ExportedAudioEncoder" and eng._space is None
+    loaded = Space(spec, precision=eng.precision, backend="torch").audio
+    rng = np.random.default_rng(0)
+    inputs: list = [str(p) for p in sorted((DEMO / "sounds").iterdir())]
+    inputs += [(rng.standard_normal(44100 * 3).astype(np.float32) * 0.3, 44100),  # an array with its rate
+               (rng.standard_normal((2, 4000)).astype(np.float32), 8000),          # stereo, 0.5 s
+               rng.standard_normal(1600).astype(np.float32)]                       # 0.1 s: repeated to fit
+    inputs += [str(REAL / p) for p in SOUNDS if (REAL / p).is_file()]
+    compared = refused = 0
+    for item in inputs:
+        try:
+            want = loaded.encode_clip(item)
+        except DecodeError as e:
+            with pytest.raises(DecodeError, match=re.escape(str(e)[:40])):
+                light.encode_clip(item)
+            refused += 1
+            continue
+        got = light.encode_clip(item)
+        assert got.dtype == np.float32 and np.abs(got - want).max() < 1e-4, (item if isinstance(item, str) else "array")
+        compared += 1
+    assert compared >= 12 and (refused >= 2 or not REAL.is_dir())
+    batch = [str(p) for p in sorted((DEMO / "sounds").iterdir())][:5]
+    assert np.abs(light.encode(batch) - loaded.encode(batch)).max() < 1e-4

@@ -1,4 +1,4 @@
-"""Audio: librosa load (mono, tower's rate) -> windows -> audio tower -> shared space."""
+"""Audio: decoded mono at the tower's rate (`audio_inputs`) -> windows -> audio tower -> shared space."""
 from __future__ import annotations
 
 import os
@@ -7,18 +7,18 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from ..errors import UsageError, WeightsMismatchError
+from ..errors import WeightsMismatchError
 from .audio_tower import build_audio_tower, splits
 from .base import Encoder
 
 if TYPE_CHECKING:  # encoders do not import the space layer; the space builds them
     from ..space.spec import AudioSpec
 
-from .waves import check_wave, load_audio, windows  # decoding, without torch
+from .audio_inputs import AudioInputs  # decoding, windows and pooling, without torch
 from . import torch_gate
 
 
-class AudioEncoder(Encoder):
+class AudioEncoder(AudioInputs, Encoder):
     """Encodes 1-D waveforms at the tower's sample rate (or ``(array, sr)`` pairs, or file paths)."""
 
     modality = "audio"
@@ -48,14 +48,6 @@ class AudioEncoder(Encoder):
                                                    int(round(self.spec.window_s * self.sample_rate)))
         return self._min_samples
 
-    def fit_length(self, wave: np.ndarray) -> np.ndarray:
-        """A clip shorter than the tower accepts is repeated up to that length. Repeating keeps what the
-        clip sounds like (its spectrum and level); zeros would make the tower hear mostly silence."""
-        need = self.min_samples
-        if wave.size >= need:
-            return wave
-        return np.resize(wave, need)
-
     @classmethod
     def from_weights(cls, path: str | os.PathLike, spec: AudioSpec, dim: int, device: torch.device,
                      dtype: torch.dtype = torch.float32) -> "AudioEncoder":
@@ -77,24 +69,6 @@ class AudioEncoder(Encoder):
             tower.to(memory_format=torch.channels_last)
         return cls(tower, spec, dim, device, dtype)
 
-    def prepare(self, item: Any) -> np.ndarray:
-        if isinstance(item, (str, os.PathLike)):
-            return load_audio(item, self.sample_rate)
-        if isinstance(item, tuple) and len(item) == 2:
-            wave, sr = item
-            wave = np.asarray(wave, dtype=np.float32)
-            if wave.ndim == 2:
-                wave = check_wave(wave, int(sr))
-            if int(sr) != self.sample_rate:
-                import librosa
-
-                wave = librosa.resample(wave, orig_sr=int(sr), target_sr=self.sample_rate)
-            return check_wave(wave, self.sample_rate)
-        if isinstance(item, np.ndarray):
-            return check_wave(item, self.sample_rate)
-        raise UsageError(f"audio inputs must be paths, (array, sample_rate) pairs or 1-D arrays at "
-                         f"{self.sample_rate} Hz, got {type(item).__name__}")
-
     def calibration_features(self, seed: int = 0, batch: int = 4) -> list[np.ndarray]:
         """`tower.features` of `calibration_waves` at the tower's window length, in batches."""
         waves = calibration_waves(self.sample_rate, int(round(self.spec.window_s * self.sample_rate)), seed=seed)
@@ -102,25 +76,10 @@ class AudioEncoder(Encoder):
             return [self.tower.features(torch.from_numpy(waves[i:i + batch]).to(self.device)).float().cpu().numpy()
                     for i in range(0, len(waves), batch)]
 
-    def encode_pooled(self, window_waves: list[np.ndarray]) -> np.ndarray:
-        """One vector for a whole clip: the normalised mean of its windows' vectors."""
-        v = self.encode(list(window_waves)).mean(axis=0)
-        return (v / np.linalg.norm(v)).astype(np.float32)
-
-    def encode_clip(self, item: Any) -> np.ndarray:
-        """A clip of any length (path, (array, sr) or array) as one vector, cut in the tower's windows."""
-        wave = self.prepare(item)
-        return self.encode_pooled([w.samples for w in windows(wave, self.sample_rate, self.spec.window_s,
-                                                               self.spec.hop_s)])
-
     def _encode_batch(self, batch: list[Any]) -> torch.Tensor:
-        waves = [self.fit_length(self.prepare(b)) for b in batch]
+        waves, groups = self.same_lengths(batch)
         out = torch.empty((len(waves), self.dim))
-        # Same-length waves go through together; padding would change what the tower hears.
-        by_len: dict[int, list[int]] = {}
-        for i, w in enumerate(waves):
-            by_len.setdefault(w.size, []).append(i)
-        for idx in by_len.values():
+        for idx in groups:
             x = torch.from_numpy(np.stack([waves[i] for i in idx])).to(self.device)
             if self.runner is not None:
                 out[idx] = torch.from_numpy(self.runner(self.tower.features(x).float().cpu().numpy()))

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import SpaceError
+from .audio_front import FrontEnd
 
 
 class LogMelFrontEnd(nn.Module):
@@ -35,6 +36,10 @@ class LogMelFrontEnd(nn.Module):
         mel = torch.matmul(self.mel_fb, power)
         return torch.log(mel + 1e-6).unsqueeze(1)
 
+    def as_data(self) -> FrontEnd:
+        return FrontEnd(self.n_fft, self.hop_length, self.window.cpu().numpy().astype(np.float32),
+                        self.mel_fb.cpu().numpy().astype(np.float32), 1e-6, False)
+
 
 class ConvAudioTower(nn.Module):
     """A small CNN over log-mel frames with mean+max pooling over time and frequency."""
@@ -57,6 +62,9 @@ class ConvAudioTower(nn.Module):
     def features(self, wave: torch.Tensor) -> torch.Tensor:
         return self.frontend(wave)
 
+    def front_end(self) -> FrontEnd:
+        return self.frontend.as_data()
+
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         x = self.body(self.norm(features))
         x = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
@@ -73,13 +81,20 @@ def _wav2clip(**kwargs: Any) -> nn.Module:
 
 
 # A tower is ``forward(wave) = embed(features(wave))`` where it can: `features` (the signal processing: STFT,
-# mel, log, standardising) stays in torch, `embed` (the network) is what int8 exports (`encoders.onnx_runtime`).
+# mel, log, standardising) stays in torch, `embed` (the network) is what ONNX Runtime runs (`encoders.onnx_runtime`);
+# `front_end()` describes `features` as data, which a one-off query runs in numpy (`audio_front`).
 AUDIO_ARCHS: dict[str, Callable[..., nn.Module]] = {"conv": ConvAudioTower, "wav2clip": _wav2clip}
 
 
 def splits(tower: nn.Module) -> bool:
     """Does `tower` separate its signal front end (`features`) from its network (`embed`)?"""
     return callable(getattr(tower, "features", None)) and callable(getattr(tower, "embed", None))
+
+
+def front_end(tower: nn.Module) -> FrontEnd | None:
+    """`tower`'s front end as data (None: the tower does not describe it)."""
+    describe = getattr(tower, "front_end", None)
+    return describe() if splits(tower) and callable(describe) else None
 
 
 def build_audio_tower(config: dict[str, Any]) -> nn.Module:

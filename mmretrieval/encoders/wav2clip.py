@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
+
+from .audio_front import FrontEnd
 
 N_FFT, HOP = 512, 353
 
@@ -52,6 +55,10 @@ class Wav2CLIPEncoder(ResNet):
         dims = tuple(range(1, x.ndim))
         return (x - x.mean(dim=dims, keepdim=True)) / (x.std(dim=dims, keepdim=True) + 1e-9)
 
+    def front_end(self) -> FrontEnd:
+        s = self.spectrogram
+        return FrontEnd(s.n_fft, s.hop_length, s.window.detach().cpu().numpy().astype(np.float32), None, 1e-7, True)
+
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
@@ -85,6 +92,9 @@ class Wav2CLIPTower(nn.Module):
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
         return self.audio_encoder.features(wave)
+
+    def front_end(self) -> FrontEnd:
+        return self.audio_encoder.front_end()
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         return self.audio_transform(self.audio_encoder.trunk(features))

@@ -182,7 +182,7 @@ class Engine:
 
     def query_encoder(self, modality: str) -> Any:
         """The encoder of a `modality` query (None: the space has no such tower). Until something loads the
-        space, a query tower its passport vouches for (`space.passport`: the text tower's ONNX export) answers:
+        space, a query tower its passport vouches for (`space.passport`: the tower's ONNX export) answers:
         a one-off `mmr search` then imports neither torch nor open_clip. On the CPU only, and not where
         torch was asked for (`backend`)."""
         from ..modalities import get_modality
@@ -198,6 +198,8 @@ class Engine:
                     return self._query_towers[modality]
             t = time.perf_counter()
             enc = get_modality(modality).encoder(self.space)  # the loaded space: checked against the index
+            if light and not passport.ready(self.space.fingerprint, self.space.spec, modality):
+                self.space.make_query_tower(modality)  # one made only for queries (the audio tower's export)
             if light and passport.ready(self.space.fingerprint, self.space.spec, modality):
                 self.notes.append(f"this {modality} query loaded the space's models ({time.perf_counter() - t:.1f} s); "
                                   f"from now on a one-off {modality} query runs from their ONNX export")

@@ -6,7 +6,8 @@ Loading a space computes its identity from open_clip's configs and the weights (
 from (the weights, a checkpoint folder's config, this package's modules that compute identities), each with
 its size and modification time; open_clip's version (its model configs); and, per modality, the tower a
 query can run without torch (the open_clip text and image towers' ONNX exports, with their tokenizer's and
-preprocessing's configs).
+preprocessing's configs; an audio tower's network export with its front end as data, made at the first audio
+query that loaded the space).
 
 A later process that finds the passport of its index's fingerprint, with the same spec and every file as it
 was, would compute the same identity: it encodes the query from the passport instead (the same vectors to
@@ -95,8 +96,21 @@ def _clip_image(entry: dict[str, Any]) -> Any:
     return ExportedImageEncoder(runner, prepare, int(entry["dim"]), entry.get("draft_to"))
 
 
+def _audio(entry: dict[str, Any]) -> Any:
+    from ..encoders.audio_front import FrontEnd
+    from ..encoders.exported_audio import ExportedAudioEncoder
+    from ..encoders.ort_tower import ExportFiles, read_export
+
+    runner = read_export(ExportFiles.in_folder(Path(entry["export"]), "audio", entry["precision"]), "audio")
+    if runner is None:
+        return None
+    return ExportedAudioEncoder(runner, FrontEnd.load(entry["front"]), int(entry["dim"]), int(entry["sample_rate"]),
+                                float(entry["window_s"]), float(entry["hop_s"]), int(entry["min_samples"]))
+
+
 # kind -> a builder of the query encoder from its entry (None: the entry no longer leads to a tower).
-QUERY_TOWERS: dict[str, Callable[[dict[str, Any]], Any]] = {"clip-text": _clip_text, "clip-image": _clip_image}
+QUERY_TOWERS: dict[str, Callable[[dict[str, Any]], Any]] = {"clip-text": _clip_text, "clip-image": _clip_image,
+                                                            "audio-tower": _audio}
 
 
 def why_not(record: dict[str, Any], fingerprint: str, spec: SpaceSpec) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -198,6 +198,7 @@ class Space:
         self.tower_fingerprints = {name: fingerprint_of(part) for name, part in towers.items()}
         files = [tower_family(t.family).identity_files(t, self) for t in spec.towers]
         self.identity_files = None if any(f is None for f in files) else [x for f in files for x in f]
+        self._query_tower_makers: dict[str, Callable[[], dict[str, Any] | None]] = {}
         self.encoders = Encoders(self, spec.towers)
 
     def note_query_tower(self, modality: str, entry: dict[str, Any]) -> None:
@@ -207,6 +208,27 @@ class Space:
             from . import passport
 
             passport.write(self.fingerprint, self.spec, self.identity_files, modality, entry)
+
+    def offer_query_tower(self, modality: str, make: Callable[[], dict[str, Any] | None]) -> None:
+        """A tower whose one-off form costs work to make (an export only queries use): `make()` makes it and
+        returns its passport entry (None: it cannot be made), at `make_query_tower`."""
+        self._query_tower_makers[modality] = make
+
+    def make_query_tower(self, modality: str) -> bool:
+        """Make the one-off form of the `modality` tower offered (`offer_query_tower`) and note it in the passport;
+        False where none was offered, it cannot be made, or the space has no passport. An optimisation: a failure
+        is logged, never raised."""
+        make = self._query_tower_makers.pop(modality, None)
+        if make is None or self.identity_files is None:
+            return False
+        try:
+            entry = make()
+        except Exception as e:  # noqa: BLE001 - the query is answered by the loaded tower all the same
+            log.warning("space %s: no one-off %s tower (%s)", self.spec.name, modality, e)
+            return False
+        if entry is not None:
+            self.note_query_tower(modality, entry)
+        return entry is not None
 
     @property
     def text(self) -> Any:

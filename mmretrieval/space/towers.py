@@ -299,7 +299,50 @@ class AudioFamily(TowerFamily):
             enc.runner = ort.load_tower(enc.tower, "audio", "int8", space.tower_fingerprints[tower.name],
                                         cache_root(), calibration=enc.calibration_features)
             space.backends["audio"] = "onnx"
+        if precision in ("fp32", "int8") and _no_onnx(space, "fp32") is None:
+            # bf16 and fp16 towers have none: ONNX Runtime's CPU kernels are fp32, whose vectors differ from theirs
+            space.offer_query_tower("audio", lambda: _audio_query_tower(enc, tower, space))
         return {"audio": enc}
+
+
+# A one-off audio query's vector against the loaded tower's, normalised (the numpy front end's float64 FFT moves
+# the features of near-silent bins by ~1e-3 where torch's fp32 FFT rounds them: vectors ~4e-6 apart).
+AUDIO_FRONT_MAX_DIFF = 1e-4
+
+
+def _audio_query_tower(enc: Any, tower: TowerSpec, space: Any) -> dict[str, Any] | None:
+    """The audio tower in the form a one-off query runs without torch: its network exported (the int8 export the
+    space runs, else an fp32 one made now) and its front end as data (`encoders.audio_front`), checked to give
+    the loaded tower's vectors on held-out signals. None: the tower does not describe its front end."""
+    import numpy as np
+    import torch
+
+    from ..encoders import onnx_runtime as ort
+    from ..encoders.audio import calibration_waves
+    from ..encoders.audio_tower import front_end
+    from ..index.segments import atomic_write
+    from ..encoders import torch_gate
+
+    front = front_end(enc.tower)
+    if front is None:
+        return None
+    precision = space.precision["audio"]
+    runner = enc.runner if precision == "int8" else ort.load_tower(
+        enc.tower, "audio", "fp32", space.tower_fingerprints[tower.name], cache_root(),
+        calibration=enc.calibration_features)
+    waves = calibration_waves(enc.sample_rate, int(round(enc.window_s * enc.sample_rate)), n=8, seed=2)
+    with torch_gate.forward():
+        ref = enc.tower.features(torch.from_numpy(waves).to(enc.device)).float().cpu().numpy()
+    a, b = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (runner(ref), runner(front(waves))))
+    diff = float(np.abs(a - b).max())
+    if diff > AUDIO_FRONT_MAX_DIFF:
+        raise SpaceError(f"the numpy front end does not reproduce the {type(enc.tower).__name__} tower's "
+                         f"(vectors {diff:.1e} apart)")
+    path = runner.path.parent / "audio.front.npz"
+    atomic_write(path, front.save)
+    return {"kind": "audio-tower", "export": str(runner.path.parent), "precision": precision, "dim": enc.dim,
+            "front": str(path), "sample_rate": enc.sample_rate, "window_s": enc.window_s, "hop_s": enc.hop_s,
+            "min_samples": enc.min_samples}
 
 
 register_tower_family(OpenClipFamily())

@@ -1,10 +1,10 @@
-"""What a one-off command costs in a fresh process: `mmr search` by text and by image, `mmr info` and `mmr --help`,
+"""What a one-off command costs in a fresh process: `mmr search` by text, image and audio, `mmr info` and `mmr --help`,
 each run as a user runs it (a new Python process, the CLI's own entry point), wall time and peak memory.
 
 Side by side, alternated run by run: "loaded space" is a search as it ran before issue #37 (the space loads:
 its identity computed by open_clip, torch imported before faiss, the query tower built from its cached ONNX
 export); "one-off" is the product as it is: the space's passport vouches for it, and the query tower runs from
-its export without torch or open_clip (`space/passport.py`). `info` and `--help` have one mode (they run no
+its export without torch or open_clip (`space/passport.py`; audio: its network's export and its front end in numpy). `info` and `--help` have one mode (they run no
 tower). Python writes its bytecode caches as on a user's machine (a first run fills them).
 Uses the caches of the calling user (weights where real downloads land; the ONNX exports of the first run).
 
@@ -22,6 +22,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
+import soundfile as sf
 
 # The child: the CLI's `main`, after (loaded) turning the one-off path off as it was before it existed.
 CHILD = r"""
@@ -72,12 +75,19 @@ def main() -> None:
                                             ("black", "circle"), ("red", "square"), ("blue", "triangle")]):
             shape_image(color, shape, size=640).save(folder / f"{i:02d}-{color}-{shape}.jpg", quality=90)
         photos = sorted(folder.iterdir())
+        clip = tmp / "sounds" / "clip.wav"  # 5 s: a chirp and a tone at 44.1 kHz (resampled to the tower's rate)
+        clip.parent.mkdir()
+        t = np.arange(5 * 44100) / 44100
+        sf.write(clip, (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t) + 0.1 * np.sin(2 * np.pi * 880 * t)), 44100)
         index = str(tmp / "index")
-        run("one-off", ["index", str(folder), "--index", index, "--model", a.model])  # the first run: exports
+        run("one-off", ["index", str(folder), str(clip.parent), "--index", index, "--model", a.model])  # exports
         run("one-off", ["search", "warm the bytecode caches", "--index", index])
+        run("one-off", ["search", "--audio", str(clip), "--index", index])  # the first audio query exports its tower
         commands = {"`mmr search \"a red circle\"`": (["search", "a red circle", "--index", index, "-k", "3"], MODES),
                     "`mmr search --image photo.jpg`": (["search", "--image", str(photos[0]), "--index", index, "-k", "3"],
                                                        MODES),
+                    "`mmr search --audio clip.wav`": (["search", "--audio", str(clip), "--index", index, "-k", "3"],
+                                                      MODES),
                     "`mmr info`": (["info", "--index", index], ("one-off",)),
                     "`mmr --help`": (["--help"], ("one-off",))}
         results: dict[str, dict[str, list[tuple[float, float]]]] = {}
