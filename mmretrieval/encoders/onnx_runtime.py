@@ -16,7 +16,8 @@ channel, activations at scales fixed by a calibration on synthetic signals (`enc
 so a clip's vector does not depend on its batch mates and batches run whole (Wav2CLIP's tower on 2 Zen 4
 cores, `scripts/bench/index_audio.py`: 137 windows/s against 61 in torch bf16 and 29 in fp32, cosine 0.9996
 to fp32). Only the network is exported (the tower's `embed`); the signal front end (`features`: STFT, mel,
-log) stays in torch. Running an export needs neither torch nor the model: `ort_tower`.
+log) stays in torch, or runs in numpy for a one-off query (`audio_front`, with the fp32 or int8 export). Running an
+export needs neither torch nor the model: `ort_tower`.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from ..errors import SpaceError, UnsupportedPrecisionError
 from ..index.segments import atomic_write
 from .arrays import PER_CORE_MIN_TOKENS
 from .ort_tower import INPUTS, ExportFiles, OrtTower, checksum, read_export, weights_file
-from .onnx_int8 import quantize_dynamic, quantize_static
+from .onnx_int8 import export_tag, quantize_dynamic, quantize_static
 from .packed import SelfAttention, self_attention_block
 from . import torch_gate
 
@@ -63,7 +64,8 @@ def available() -> bool:
 
 def export_files(modality: str, precision: str, key: str, cache: Path) -> ExportFiles:
     """Where the tower of `key` (a fingerprint of its network and weights) is exported in `precision`."""
-    return ExportFiles.in_folder(cache / "onnx" / key / f"v{FORMAT_VERSION}-{versions()}", modality, precision)
+    return ExportFiles.in_folder(cache / "onnx" / key / f"v{FORMAT_VERSION}-{versions()}{export_tag()}", modality,
+                                 precision)
 
 
 def cached_tower(modality: str, precision: str, key: str, cache: Path, threads: int | None = None) -> OrtTower | None:
@@ -216,11 +218,11 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
                calibration: Callable[[int], list[np.ndarray]] | None = None) -> OrtTower:
     """The tower `modality` of `model` under ONNX Runtime in `precision` (fp32 or int8), exported and
     verified on first use and cached under `cache/key` (`key`: a fingerprint of the network and its
-    weights; `cached_tower` reads it back). Audio (int8 only): `model` is the audio tower, `calibration(seed)`
+    weights; `cached_tower` reads it back). Audio: `model` is the audio tower (its network, `embed`), `calibration(seed)`
     batches of its `features` (seed 0: the export's scales; seed 1: held-out probes; called only when the
     tower is exported). An int8 export that fails its check is remembered as refused: later loads raise
     `UnsupportedPrecisionError`."""
-    if modality not in INPUTS or precision not in ("fp32", "int8") or (modality == "audio" and precision != "int8"):
+    if modality not in INPUTS or precision not in ("fp32", "int8"):
         raise SpaceError(f"no ONNX Runtime {modality} tower in {precision}")
     cached = cached_tower(modality, precision, key, cache, threads)
     if cached is not None:

@@ -10,7 +10,7 @@ to trade that for ~2x faster text queries.
 
 ``int8`` runs a tower under ONNX Runtime with quantised weights (`encoders.onnx_runtime`: dynamic for the
 text and image towers, static for audio networks), further from fp32 (cosine ~0.9996 on the shipped space's
-held-out images). ``auto`` picks it for the image tower where a short calibration
+held-out images; on x86 without VNNI its weights are 7-bit, `encoders.onnx_int8.saturating_cpu`). ``auto`` picks it for the image tower where a short calibration
 (`space.backend.int8_faster`, once per CPU, remembered) measured it faster than torch's bf16/fp32 by 10 %:
 on this project's 2-core Zen 4 (AVX512-BF16, VNNI, no AMX) the ViT-B-32 image tower ran 39 img/s in int8
 (item by item, as int8 runs) against ~37-43 in bf16 (batched). ``int8`` alone means the text and image
