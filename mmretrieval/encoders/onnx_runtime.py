@@ -37,7 +37,7 @@ from ..errors import SpaceError, UnsupportedPrecisionError
 from ..index.segments import atomic_write
 from .arrays import PER_CORE_MIN_TOKENS
 from .ort_tower import INPUTS, ExportFiles, OrtTower, checksum, read_export, weights_file
-from .onnx_int8 import export_tag, quantize_dynamic, quantize_static
+from .onnx_int8 import export_tag, quantize_dynamic, quantize_static, saturating_cpu
 from .packed import SelfAttention, self_attention_block
 from . import torch_gate
 
@@ -177,6 +177,21 @@ def verify(tower: OrtTower, model: nn.Module, modality: str, precision: str,
     """Compare the exported tower with the torch module it came from (unpacked, fp32) on probe inputs,
     texts of two lengths (and audio of two lengths) included: the export must not have fixed one. int8
     that does not keep its vectors close raises `UnsupportedPrecisionError` (auto then picks another)."""
+    check = measure(tower, model, modality, held_out)
+    worst_diff, worst_cos = check["max_abs_diff"], check["min_cosine"]
+    if precision == "int8" and worst_cos < (AUDIO_INT8_MIN_COSINE if modality == "audio" else INT8_MIN_COSINE):
+        raise UnsupportedPrecisionError(
+            f"int8 does not keep the {modality} tower's vectors close to fp32 (min cosine {worst_cos:.5f} on "
+            f"held-out probes); use fp32 or bf16 for {modality}")
+    if precision == "fp32" and worst_diff > FP32_MAX_DIFF:
+        raise SpaceError(f"the ONNX Runtime {modality} tower ({precision}) does not reproduce the torch one "
+                         f"(max diff {worst_diff:.2e}, min cosine {worst_cos:.5f}); use --backend torch")
+    return check
+
+
+def measure(tower: OrtTower, model: nn.Module, modality: str,
+            held_out: list[np.ndarray] | None = None) -> dict[str, float]:
+    """How far the exported tower's vectors are from the torch module's on the probes (`verify`)."""
     probes = [_probe(modality, model, held_out)]
     if modality == "text":
         probes.append(probes[0][1:, :7].clone())
@@ -191,13 +206,6 @@ def verify(tower: OrtTower, model: nn.Module, modality: str, precision: str,
         a, b = _unit(ref), _unit(got)
         worst_diff = max(worst_diff, float(np.abs(a - b).max()))
         worst_cos = min(worst_cos, float((a * b).sum(1).min()))
-    if precision == "int8" and worst_cos < (AUDIO_INT8_MIN_COSINE if modality == "audio" else INT8_MIN_COSINE):
-        raise UnsupportedPrecisionError(
-            f"int8 does not keep the {modality} tower's vectors close to fp32 (min cosine {worst_cos:.5f} on "
-            f"held-out probes); use fp32 or bf16 for {modality}")
-    if precision == "fp32" and worst_diff > FP32_MAX_DIFF:
-        raise SpaceError(f"the ONNX Runtime {modality} tower ({precision}) does not reproduce the torch one "
-                         f"(max diff {worst_diff:.2e}, min cosine {worst_cos:.5f}); use --backend torch")
     return {"max_abs_diff": worst_diff, "min_cosine": worst_cos}
 
 
@@ -235,14 +243,30 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
         copy_ = _export_copy(model, modality) if modality != "audio" else copy.deepcopy(model).float().eval()
         _export(copy_, modality, fp32, _probe(modality, model, batches))
         del copy_  # before quantising: the two together were a first run's peak
-    scaled = False  # fp32 and static int8 (audio) do not depend on batch mates
-    if precision == "int8" and modality == "audio":
-        quantize_static(fp32, path, list(batches or []), INPUTS[modality])
-    elif precision == "int8":
-        scaled = quantize_dynamic(fp32, path, batched)
+    held_out = calibration(1) if calibration is not None else None
+
+    def quantize(reduce_range: bool) -> bool:
+        if modality == "audio":
+            quantize_static(fp32, path, list(batches or []), INPUTS[modality], reduce_range)
+            return False  # static int8 does not depend on batch mates
+        return quantize_dynamic(fp32, path, batched, reduce_range)
+
+    scaled, reduce_range = False, False  # fp32 does not depend on batch mates
+    if precision == "int8":
+        # where int8 saturates, 7-bit weights or 8: whichever keeps the probes closer to fp32 (`onnx_int8`)
+        variants = (False, True) if saturating_cpu() else (False,)
+        closeness = {}
+        for v in variants:
+            scaled = quantize(v)
+            trial = OrtTower(path, INPUTS[modality], threads, per_item=modality != "audio")
+            closeness[v] = measure(trial, model, modality, held_out)["min_cosine"]
+            del trial
+        reduce_range = max(variants, key=lambda v: closeness[v])
+        if reduce_range != variants[-1]:
+            scaled = quantize(reduce_range)
     tower = OrtTower(path, INPUTS[modality], threads, per_item=precision == "int8" and modality != "audio")
     try:
-        check = verify(tower, model, modality, precision, calibration(1) if calibration is not None else None)
+        check = verify(tower, model, modality, precision, held_out)
         if scaled:
             tower.batched = batched
             if batch_independent(tower, model, modality):
@@ -261,7 +285,8 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
             "data_bytes": data.stat().st_size if data.exists() else None,
             "data_crc32": checksum(data) if data.exists() else None,
             "per_item": tower.per_item, "batched_bytes": batched.stat().st_size if tower.batched else None,
-            "crc32": checksum(path), "batched_crc32": checksum(batched) if tower.batched else None, **check}
+            "crc32": checksum(path), "batched_crc32": checksum(batched) if tower.batched else None,
+            "reduce_range": reduce_range, **check}
     atomic_write(meta, lambda tmp: Path(tmp).write_text(json.dumps(info)))
     return tower
 
