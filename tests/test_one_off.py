@@ -236,3 +236,22 @@ def test_one_off_audio_query_exports_at_its_first_query_and_answers_as_the_loade
     assert compared >= 12 and (refused >= 2 or not REAL.is_dir())
     batch = [str(p) for p in sorted((DEMO / "sounds").iterdir())][:5]
     assert np.abs(light.encode(batch) - loaded.encode(batch)).max() < 1e-4
+
+
+def test_collection_views_and_the_audit_import_neither_torch_nor_open_clip(tmp_path, auto_backend):
+    """`mmr clusters` names clusters with the text tower's export (its labels' vectors then kept with the views);
+    dupes, outliers, the map, the audit, info and check run no tower: none imports torch or open_clip."""
+    idx = tmp_path / "idx"
+    with mmr.Engine(idx, model="tiny") as eng:
+        eng.index([DEMO])
+        fingerprint, spec = eng.store.space_record()["fingerprint"], eng.spec
+    assert passport.ready(fingerprint, spec, "text")
+    for argv in (["clusters", "--json"], ["dupes", "--json"], ["outliers", "--json"], ["audit", "--json"],
+                 ["info", "--json"], ["check"], ["map", "--json"]):
+        r, heavy = mmr_cli(*argv, "--index", str(idx))
+        assert r.returncode == 0 and heavy == [], (argv, heavy, messages(r)[-1500:])
+        if "--json" in argv:
+            assert json.loads(r.stdout), argv
+    named = json.loads(mmr_cli("clusters", "--json", "--refit", "--index", str(idx))[0].stdout)["clusters"]
+    # named by the text tower's export, which gives the torch tower's vectors (the first test)
+    assert named and all(c["name"] for c in named) and any(c["name"] == "a square" for c in named)

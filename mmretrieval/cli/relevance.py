@@ -65,6 +65,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    if not args.pairs:
+        from ..index.openmp import without_towers
+
+        without_towers()  # an index's audit runs no tower: faiss loads without torch (before the index's module)
     from ..relevance.audit import audit_index, audit_pairs, plot, public
 
     if args.pairs:

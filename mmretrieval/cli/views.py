@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _engine(args: argparse.Namespace):
+    from ..index.openmp import one_off
+
+    one_off()  # a view runs the text tower for one query at most (naming clusters), from its export where it can
     from ..engine import Engine
 
     return Engine(index_dir(args), readonly=True)

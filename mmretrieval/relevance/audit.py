@@ -11,15 +11,17 @@ modalities, the cosine of each probe item's best match against what a random ite
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import UsageError
-from ..space.runtime import Space
 from ..train.pairs import read_pairs
 from .pairs import encode_pairs, matched_and_random
 from .profile import DEFAULT_MIDPOINT, probe_z, to_dict
+
+if TYPE_CHECKING:  # an index's audit runs no tower: torch is not imported for it
+    from ..space.runtime import Space
 
 SEED_LINE = 0.7
 

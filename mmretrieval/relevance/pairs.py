@@ -10,13 +10,16 @@ it shares a label with the query, or, without labels, it is the query's own part
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import DecodeError, UsageError
-from ..space.runtime import Space
 from ..train.pairs import Pair
 from .profile import NULL_SAMPLE
+
+if TYPE_CHECKING:  # the space is passed in: importing this module does not import torch
+    from ..space.runtime import Space
 
 MODALITIES = ("image", "audio", "text")
 
