@@ -29,22 +29,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..cpu import cpu_flags
 from ..index.segments import atomic_write
 
 
 X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 VNNI = {"avx512_vnni", "avx_vnni", "amx_int8"}
-
-
-def _cpu_flags() -> set[str] | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
 
 
 @lru_cache(maxsize=1)
@@ -53,7 +43,7 @@ def saturating_cpu() -> bool:
     flags cannot be read on x86, assumed so (7-bit weights cost little precision; saturation costs much)."""
     if platform.machine().lower() not in X86:
         return False
-    flags = _cpu_flags()
+    flags = cpu_flags()
     return flags is None or not (flags & VNNI)
 
 

@@ -322,7 +322,13 @@ def race(contenders: dict[str, Callable[[], Any]], rounds: int = 3, repeats: int
 
 
 def cpu_signature() -> str:
-    """What a remembered speed comparison depends on: the CPU model and the threads used."""
+    """What a remembered speed comparison depends on: the CPU model, its instruction sets (a virtual machine may
+    name two CPUs alike, "AMD EPYC", with and without AVX-512) and the threads used."""
+    import platform
+    import zlib
+
+    from ..cpu import cpu_flags
+
     name = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -332,9 +338,9 @@ def cpu_signature() -> str:
                     break
     except OSError:
         pass
-    import platform
-
-    return f"{name or platform.processor() or platform.machine()}|{os.cpu_count()}|{torch.get_num_threads()}"
+    flags = cpu_flags()
+    sets = f"{zlib.crc32(' '.join(sorted(flags)).encode()):08x}" if flags else "?"
+    return f"{name or platform.processor() or platform.machine()}|{sets}|{os.cpu_count()}|{torch.get_num_threads()}"
 
 
 def int8_speedup(torch_dtype: torch.dtype, rows: int = 400, width: int = 768) -> dict[str, float]:

@@ -37,6 +37,7 @@ import os
 from functools import lru_cache
 from typing import Any
 
+from ..cpu import cpu_flags
 from ..errors import UsageError
 
 TOWERS = ("text", "image", "audio")
@@ -69,18 +70,7 @@ def cpu_has_native_bf16() -> bool:
                     return True
             except Exception:  # a probe that cannot run says nothing
                 pass
-    return bool(_cpuinfo_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-def _cpuinfo_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return bool((cpu_flags() or set()) & {"avx512_bf16", "amx_bf16"})
 
 
 def auto_precision(device: str = "cpu", native_bf16: bool | None = None,
