@@ -247,7 +247,8 @@ def test_collection_views_and_the_audit_import_neither_torch_nor_open_clip(tmp_p
         fingerprint, spec = eng.store.space_record()["fingerprint"], eng.spec
     assert passport.ready(fingerprint, spec, "text")
     for argv in (["clusters", "--json"], ["dupes", "--json"], ["outliers", "--json"], ["audit", "--json"],
-                 ["info", "--json"], ["check"], ["map", "--json"]):
+                 ["info", "--json"], ["check"],
+                 ["map", "--json", "--out", str(tmp_path / "map.png")]):
         r, heavy = mmr_cli(*argv, "--index", str(idx))
         assert r.returncode == 0 and heavy == [], (argv, heavy, messages(r)[-1500:])
         if "--json" in argv:
