@@ -254,16 +254,18 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
     scaled, reduce_range = False, False  # fp32 does not depend on batch mates
     if precision == "int8":
         # where int8 saturates, 7-bit weights or 8: whichever keeps the probes closer to fp32 (`onnx_int8`)
-        variants = (False, True) if saturating_cpu() else (False,)
-        closeness = {}
-        for v in variants:
-            scaled = quantize(v)
-            trial = OrtTower(path, INPUTS[modality], threads, per_item=modality != "audio")
-            closeness[v] = measure(trial, model, modality, held_out)["min_cosine"]
-            del trial
-        reduce_range = max(variants, key=lambda v: closeness[v])
-        if reduce_range != variants[-1]:
-            scaled = quantize(reduce_range)
+        if saturating_cpu():
+            closeness = {}
+            for v in (False, True):
+                scaled = quantize(v)
+                trial = OrtTower(path, INPUTS[modality], threads, per_item=modality != "audio")
+                closeness[v] = measure(trial, model, modality, held_out)["min_cosine"]
+                del trial
+            reduce_range = closeness[True] > closeness[False]
+            if not reduce_range:  # the 7-bit one is on disk
+                scaled = quantize(False)
+        else:
+            scaled = quantize(False)
     tower = OrtTower(path, INPUTS[modality], threads, per_item=precision == "int8" and modality != "audio")
     try:
         check = verify(tower, model, modality, precision, held_out)
@@ -327,18 +329,9 @@ def cpu_signature() -> str:
     import platform
     import zlib
 
-    from ..cpu import cpu_flags
+    from ..cpu import cpu_flags, cpu_model
 
-    name = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    flags = cpu_flags()
+    name, flags = cpu_model(), cpu_flags()
     sets = f"{zlib.crc32(' '.join(sorted(flags)).encode()):08x}" if flags else "?"
     return f"{name or platform.processor() or platform.machine()}|{sets}|{os.cpu_count()}|{torch.get_num_threads()}"
 
