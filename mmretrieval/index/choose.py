@@ -97,7 +97,9 @@ def choose_index(n: int, dim: int, memory_budget: int | None = None, kind: str |
     if kind == "ivf-sq8":
         return IndexChoice(kind, f"IVF{nl},SQ8", nlist=nl, nprobe=nprobe, est_bytes=estimate_bytes(kind, n, dim))
     m = _pq_m(n, dim, memory_budget)
-    return IndexChoice(kind, f"IVF{nl},PQ{m}", nlist=nl, pq_m=m, nprobe=nprobe,
+    # "np": no polysemous training. It reorders codes for Hamming-filtered search, which is never used here, and
+    # took 90 % of the training time (15.3 s of IVF64,PQ8 on 10 k vectors; 1.6 s without).
+    return IndexChoice(kind, f"IVF{nl},PQ{m}np", nlist=nl, pq_m=m, nprobe=nprobe,
                        est_bytes=estimate_bytes(kind, n, dim, m))
 
 

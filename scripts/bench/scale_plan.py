@@ -80,7 +80,7 @@ def training(dim: int, lists: list[int], rng) -> list[dict[str, float]]:
 def fill_and_query(n: int, dim: int, m: int, rng) -> dict[str, float]:
     nl = nlist_for(n)
     choice = choose_index(n, dim, kind="ivf-pq")
-    index = faiss.index_factory(dim, f"IVF{nl},PQ{m}", faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(dim, f"IVF{nl},PQ{m}np", faiss.METRIC_INNER_PRODUCT)
     centres = rng.standard_normal((1000, dim))
     # Only timing and memory are measured here, so the quantisers train on 16 points a list (the plan's
     # training figures come from `training`); PQ trains on at most 256 points per centroid whatever N is.
