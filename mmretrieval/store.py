@@ -26,11 +26,11 @@ from .catalog import Catalog, FileRow
 from .embedding_cache import FILE as CACHE_FILE, EmbeddingCache, key as cache_key
 from .errors import IndexLockedError, IndexNotFoundError, SpaceMismatchError
 from .index import VectorIndex
+from .index.exact_rows import IDS_SUFFIX, ROWS_SUFFIX, companions
 from .index.segments import DELTA_SUFFIX, base_is_due, is_delta, read_delta, write_delta
 from .space.spec import SpaceSpec
 
 
-LOSSY_KINDS = ("ivf-sq8", "ivf-pq")  # their vectors read back are approximations: not worth keeping
 
 
 def settle(root: Path) -> None:
@@ -251,20 +251,25 @@ class Store:
         self.remove_stale_vector_files()
 
     def _segment_sizes(self, segs: list[str]) -> tuple[int, list[int]]:
+        """(the base's bytes with its exact rows: what rewriting it costs, each delta's bytes)"""
         sizes = [(self.root / n).stat().st_size for n in segs]
-        return sizes[0], sizes[1:]
+        rows = sum(p.stat().st_size for p in companions(self.root / segs[0]) if p.exists())
+        return sizes[0] + rows, sizes[1:]
 
     def segment_stats(self) -> dict[str, Any]:
         """How the committed vectors are stored: base and delta files and their sizes."""
         segs = self.segments()
         sizes = [(self.root / n).stat().st_size if (self.root / n).exists() else 0 for n in segs]
-        return {"segments": segs, "base_bytes": sizes[0] if sizes else 0,
+        rows = sum(p.stat().st_size for p in companions(self.root / segs[0]) if p.exists()) if segs else 0
+        return {"segments": segs, "base_bytes": sizes[0] if sizes else 0, "exact_rows_bytes": rows,
                 "deltas": sum(map(is_delta, segs)), "delta_bytes": sum(sizes[1:])}
 
     def remove_stale_vector_files(self) -> None:
         """Delete vector files the committed catalog does not name (older generations, killed runs)."""
         keep = set(self.segments())
-        for pattern in ("vectors*.faiss", f"vectors*{DELTA_SUFFIX}", "vectors*.tmp"):
+        keep |= {c.name for name in keep for c in companions(self.root / name)}
+        for pattern in ("vectors*.faiss", f"vectors*{DELTA_SUFFIX}", "vectors*.tmp", f"vectors*{ROWS_SUFFIX}",
+                        f"vectors*{IDS_SUFFIX}"):
             for f in self.root.glob(pattern):
                 if f.name not in keep:
                     try:
@@ -304,7 +309,7 @@ class Store:
         """Before a file's vectors leave the index (removed, changed, gone): keep them in the embedding cache, so
         that its content coming back costs no encoding. Not from indexes whose stored vectors are lossy codes."""
         if (row.status != "indexed" or not row.hash or not row.space or not self.cache.enabled
-                or self.vectors is None or self.vectors.kind in LOSSY_KINDS):
+                or self.vectors is None or self.vectors.lossy):
             return
         items = self.catalog.items_of_file(row.id)
         if not items:

@@ -58,7 +58,7 @@ def test_conversion_uses_it_and_keeps_every_vector():
     ivf = convert(flat, choose_index(n, d, kind="ivf-sq8"))
     assert ivf.kind == "ivf-sq8" and ivf.ntotal == n
     got = ivf.reconstruct(np.array([0, 2 * (n - 1)]))
-    assert np.abs(got - x[[0, n - 1]]).max() < 0.02  # 8-bit codes of the same vectors
+    assert np.abs(got - x[[0, n - 1]]).max() < 1e-3  # the exact rows kept beside the 8-bit codes, in half precision
 
 
 def test_over_the_memory_budget_the_lists_are_merged_on_disk(tmp_path):

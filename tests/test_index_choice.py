@@ -40,7 +40,7 @@ def _clustered(n, d, seed=0):
 
 
 @pytest.mark.parametrize("kind,min_recall", [("ivf-fp16", 0.95), ("ivf-flat", 0.95), ("ivf-sq8", 0.95), ("hnsw", 0.95),
-                                             ("ivf-pq", 0.8)])
+                                             ("ivf-pq", 0.95)])  # PQ's candidates re-scored from exact rows
 def test_approximate_types_against_exact_search(kind, min_recall, tmp_path):
     d, n = 32, 8000 if kind == "ivf-pq" else 20000
     x = _clustered(n, d)
@@ -62,12 +62,12 @@ def test_approximate_types_against_exact_search(kind, min_recall, tmp_path):
 
     r, _ = recall()
     assert r >= min_recall, r
-    if kind in ("ivf-fp16", "ivf-flat"):  # the scores of what both found: exact, or to half precision
+    if kind != "hnsw":  # the scores of what both found: exact, or to half precision (also SQ8/PQ: re-scored)
         s_a, i_a = approx.search(q, 10)
         s_b, i_b = exact.search(q, 10)
         diffs = [abs(a - dict(zip(ib, sb))[i]) for sa, ia, sb, ib in zip(s_a, i_a, s_b, i_b)
                  for a, i in zip(sa, ia) if i in set(ib)]
-        assert len(diffs) > 900 and max(diffs) < (1e-4 if kind == "ivf-fp16" else 1e-5), max(diffs)
+        assert len(diffs) > 900 and max(diffs) < (1e-5 if kind == "ivf-flat" else 1e-3), max(diffs)
     allowed = ids[::4]
     r, got = recall(allowed)
     assert r >= min_recall - 0.05 and np.isin(got[got >= 0], allowed).all()

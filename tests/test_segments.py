@@ -97,7 +97,7 @@ def test_an_ivf_file_from_before_is_loaded_with_the_same_ids_and_answers(tmp_pat
     assert vi.remove(ids[:5]) == 5 and vi.ntotal == n - 5
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf-flat", "ivf-sq8"])
+@pytest.mark.parametrize("kind", ["flat", "ivf-flat", "ivf-sq8", "ivf-pq"])
 def test_base_plus_deltas_equals_the_index_in_memory(tmp_path, kind):
     rng = np.random.default_rng(2)
     d, n = 16, 3000
@@ -329,6 +329,7 @@ def test_kill_during_delta_writes_and_compaction_leaves_a_consistent_index(tmp_p
     print("after each kill (deltas, items):", sorted((len(f) - 1, n) for f, n in states))
     assert kills == 8 and seen_deltas >= 4 and len(states) == 8  # every run got work committed before its kill
     eng = mmr.Engine(tmp_path / "idx")
-    assert eng.check(repair=True)["repaired"] == {"orphan_vectors": 0, "items_without_vector": 0, "files_reset": 0}
+    assert eng.check(repair=True)["repaired"] == {"orphan_vectors": 0, "items_without_vector": 0, "files_reset": 0,
+                                                  "exact_rows_from_codes": 0}
     assert _vector_files(eng.path) == sorted(eng.store.segments())  # killed runs' files were cleaned up
     eng.close()

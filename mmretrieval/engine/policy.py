@@ -84,7 +84,7 @@ class IndexPolicy:
         same = choice.kind == current or (
             pinned in (None, "auto") and (choice.kind, current) == ("ivf-fp16", "ivf-flat")
             and (not budget or estimate_bytes("ivf-flat", n, self.engine.dim) <= int(budget)))
-        if (same and not stale) or (choice.needs_training and n < max(choice.nlist, 1)):
+        if (same and not stale) or n < choice.min_train:
             return
         self.engine.store.vectors = convert(vectors, choice)
         self.engine.store.begin()

@@ -84,7 +84,8 @@ class Reader:
         """
         with self.engine._lock:
             fixed = self.engine.writer.repair() if repair else None
-            ids = self.engine.store.vectors.ids()
+            vectors = self.engine.store.vectors
+            ids = vectors.ids()
             cat = self.engine.store.catalog.item_ids()
             report = {
                 "vector_files": self.engine.store.segments(),
@@ -93,9 +94,12 @@ class Reader:
                 "orphan_vectors": int(np.setdiff1d(ids, cat).size),
                 "items_without_vector": int(np.setdiff1d(cat, ids).size),
                 "keyword_index_mismatches": self.engine.store.catalog.keyword_index_mismatches(),
+                # a compressed index re-scores from exact rows kept beside it: each vector needs one
+                "vectors_without_exact_row": int(vectors.exact.missing(ids).size) if vectors.exact is not None else 0,
             }
             report["consistent"] = not (report["duplicate_vector_ids"] or report["orphan_vectors"]
-                                        or report["items_without_vector"] or report["keyword_index_mismatches"])
+                                        or report["items_without_vector"] or report["keyword_index_mismatches"]
+                                        or report["vectors_without_exact_row"])
             if fixed is not None:
                 report["repaired"] = fixed
             return report

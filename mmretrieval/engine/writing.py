@@ -171,7 +171,15 @@ class Writer:
     def repair(self) -> dict[str, int]:
         """Make catalog and vectors agree now (what `check(repair=True)` does); returns what was fixed."""
         with self.writing() as fixed:
-            return fixed
+            store = self.engine.store
+            exact = store.vectors.exact
+            missing = exact.missing(store.vectors.ids()) if exact is not None else np.empty(0, np.int64)
+            if missing.size:  # files changed from outside: the codes' approximations stand in, said here
+                exact.add(missing, store.vectors.index.reconstruct_batch(missing))
+                store.vectors.needs_base = True
+                store.begin()
+                store.checkpoint()
+            return {**fixed, "exact_rows_from_codes": int(missing.size)}
 
     def calibrate(self, pairs_file: str | os.PathLike, *, k: int = 10) -> dict[str, Any]:
         """Fit calibrated relevance on labelled pairs (JSONL/CSV: image or audio, caption, label) and store it in

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from .exact_rows import ExactRows
 from .openmp import load_faiss
-from .vector_index import VectorIndex, _check_vectors
+from .vector_index import LOSSY_KINDS, VectorIndex, _check_vectors
 
 faiss = load_faiss()
 from .vectors_stream import unit_rows
@@ -51,7 +52,10 @@ def build_ivf(parts: Sequence[tuple[np.ndarray, np.ndarray]], choice, dim: int, 
     When the merged lists would exceed `memory_budget` bytes, they are merged on disk instead: each filled
     part is written to a file under `ondisk` and dropped, and `faiss.contrib.ondisk.merge_ondisk` writes one
     `lists.ivfdata` there that the returned index reads through the page cache (`index.faiss` beside it is
-    the index to `faiss.read_index` later; read it without IO_FLAG_MMAP, which crashed with faiss 1.15)."""
+    the index to `faiss.read_index` later; read it without IO_FLAG_MMAP, which crashed with faiss 1.15).
+
+    A lossy choice (SQ8, PQ) keeps every part's vectors as exact rows to re-score with: in memory, or with `ondisk`
+    in `exact.rows.npy` there (memory-mapped), where the merged lists go too."""
     sizes = [len(ids) for ids, _ in parts]
     rows = sample_rows(sizes, max(TRAIN_PER_LIST * max(choice.nlist, 1), TRAIN_MIN), seed)
     train = np.concatenate([np.asarray(v[r], np.float32) for (_, v), r in zip(parts, rows)])
@@ -78,10 +82,29 @@ def build_ivf(parts: Sequence[tuple[np.ndarray, np.ndarray]], choice, dim: int, 
         merged = filled[0] if filled else faiss.clone_index(empty)
         for other in filled[1:]:
             merged.merge_from(other, 0)
-    out = VectorIndex(merged)
+    out = VectorIndex(merged, _exact_rows(parts, dim, ondisk) if choice.kind in LOSSY_KINDS else None)
     if tune_with is not None and merged.ntotal:
         tune_nprobe(out, *tune_with, floor=choice.nprobe)
     return out
+
+
+def _exact_rows(parts, dim: int, ondisk: str | os.PathLike | None) -> ExactRows:
+    ids = np.concatenate([np.asarray(i, np.int64) for i, _ in parts]) if parts else np.empty(0, np.int64)
+    if ondisk is None:
+        rows = np.concatenate([np.asarray(v, np.float16) for _, v in parts]) if parts \
+            else np.empty((0, dim), np.float16)
+    else:
+        Path(ondisk).mkdir(parents=True, exist_ok=True)
+        rows = np.lib.format.open_memmap(Path(ondisk) / "exact.rows.npy", mode="w+", dtype=np.float16,
+                                         shape=(ids.size, dim))
+        at = 0
+        for _, v in parts:
+            for s in range(0, len(v), 100_000):
+                chunk = np.asarray(v[s:s + 100_000], np.float16)
+                rows[at:at + len(chunk)] = chunk
+                at += len(chunk)
+        rows.flush()
+    return ExactRows(dim, ids, rows)
 
 
 def _merge_on_disk(empty: faiss.Index, parts, fill, folder: Path, workers: int) -> faiss.Index:
@@ -104,7 +127,8 @@ def _merge_on_disk(empty: faiss.Index, parts, fill, folder: Path, workers: int) 
 
 
 def convert(index: VectorIndex, choice) -> VectorIndex:
-    """The same ids and vectors in an index of another type: nothing is re-embedded."""
+    """The same ids and vectors in an index of another type: nothing is re-embedded (a lossy index's exact rows
+    are what it is rebuilt from)."""
     ids, vecs = index.all_vectors()
     vecs = unit_rows(vecs)
     if choice.needs_training:
@@ -117,11 +141,17 @@ def convert(index: VectorIndex, choice) -> VectorIndex:
     return new
 
 
+RERANK_FACTORS = (1, 2, 4, 8, 16, 32)
+
+
 def tune_nprobe(index: VectorIndex, ids: np.ndarray, vecs: np.ndarray, *, target: float = TUNE_RECALL, k: int = 10,
                 queries: int = 256, floor: int = 1) -> float:
     """Set an IVF index's nprobe to the smallest power of two (not below `floor`) whose recall@k
     against exact search reaches `target`, measured on stored vectors used as queries (each one's
-    own id left out of both answers), as autofaiss tunes its search parameters. Returns the recall."""
+    own id left out of both answers), as autofaiss tunes its search parameters. Returns the recall.
+
+    An index with exact rows re-scores its candidates: nprobe is tuned with the widest re-scoring, then the
+    re-scoring factor is lowered while the recall stays at the target."""
     ivf = index.ivf
     if ivf is None or len(ids) <= k + 1:
         return 1.0
@@ -132,9 +162,13 @@ def tune_nprobe(index: VectorIndex, ids: np.ndarray, vecs: np.ndarray, *, target
     truth = [set(ids[r[r >= 0]].tolist()) - {int(ids[p])} for r, p in zip(truth_rows, pick)]
 
     def recall_at(nprobe: int) -> float:
-        _, got = index.index.search(q, k + 1, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        ivf.nprobe = nprobe
+        _, got = index.search(q, k + 1)
         return float(np.mean([len(t & (set(g.tolist()) - {int(ids[p])})) / max(len(t), 1)
                               for t, g, p in zip(truth, got, pick)]))
+
+    if index.exact is not None:
+        index.exact.factor = RERANK_FACTORS[-1]
 
     # A quantised index (SQ8, PQ) may never reach the target: stop where probing more stops paying.
     nprobe, recall = 1, recall_at(1)
@@ -145,4 +179,11 @@ def tune_nprobe(index: VectorIndex, ids: np.ndarray, vecs: np.ndarray, *, target
             break
         nprobe, recall = more, better
     ivf.nprobe = nprobe
+    if index.exact is not None:
+        for factor in RERANK_FACTORS:
+            index.exact.factor = factor
+            got = recall_at(nprobe)
+            if got >= min(target, recall - 0.005):
+                return got
+        index.exact.factor = RERANK_FACTORS[-1]
     return recall

@@ -35,6 +35,13 @@ class IndexChoice:
     def needs_training(self) -> bool:
         return self.kind.startswith("ivf")
 
+    @property
+    def min_train(self) -> int:
+        """Vectors needed to train it: one per list, and PQ's 256 codewords per sub-quantiser."""
+        if not self.needs_training:
+            return 0
+        return max(self.nlist, 256) if self.kind == "ivf-pq" else max(self.nlist, 1)
+
 
 def nlist_for(n: int) -> int:
     """About 4·√n lists, a power of two, with at least ~39 training points per list."""

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import MMRError, UsageError
+from .exact_rows import ExactRows
 from .openmp import load_faiss
 from .segments import Delta, atomic_write
 from .vectors_stream import CHUNK, unit_rows
@@ -27,6 +28,10 @@ POST_FILTER_SHARE = 0.5  # a filter letting through at least this share of the i
 # hits (IVF probes lists where the allowed items are not); brute force over 1 % of 1 M items takes ~1-2 ms.
 EXACT_FILTER_FLOATS = 16 << 20
 JOURNAL_MIN_BYTES = 64 << 20  # changes journalled for a delta segment before a whole write is preferred
+LOSSY_KINDS = ("ivf-sq8", "ivf-pq")  # their stored codes give approximate scores: re-scored from exact rows
+# A range search of a lossy index asks faiss for this much below the radius (its approximate scores err by up to
+# ~0.05 at PQ32 x 512 dims, measured), then keeps what the exact rows put at or above it.
+RANGE_SLACK = 0.1
 
 
 def _ivf_from_id_map(index: faiss.IndexIDMap2) -> faiss.IndexIVF:
@@ -97,13 +102,15 @@ class VectorIndex:
     Flat and HNSW sit under `faiss.IndexIDMap2`; IVF types hold the ids themselves (`add_with_ids` and a
     hash-table direct map), so removing a vector is O(removed), with no rebuild and no retraining. The index
     keeps a journal of what changed since it was last written, from which the store writes a small delta
-    file per checkpoint instead of the whole index (see `segments.py`).
+    file per checkpoint instead of the whole index (see `segments.py`). A lossy index (SQ8, PQ) keeps `exact`
+    rows beside it and re-scores its candidates with them (see `exact_rows.py`).
     """
 
     FILE = "vectors.faiss"
 
-    def __init__(self, index: faiss.Index) -> None:
+    def __init__(self, index: faiss.Index, exact: ExactRows | None = None) -> None:
         self._owner: faiss.Index | None = None
+        self.exact = exact
         migrated = False
         if isinstance(index, faiss.IndexIDMap2) and faiss.try_extract_index_ivf(faiss.downcast_index(index.index)):
             # a file written before IVF held its ids
@@ -179,7 +186,10 @@ class VectorIndex:
                 present = ids[np.isin(ids, self.ids())]
                 if present.size:
                     self._remove(present)
-            self.index.add_with_ids(_check_vectors(delta.vectors, self.dim), ids)
+            vecs = _check_vectors(delta.vectors, self.dim)
+            self.index.add_with_ids(vecs, ids)
+            if self.exact is not None:
+                self.exact.add(ids, vecs)
             self._max_id = max(self._upper_id(), int(ids.max()))
             self._version += 1
 
@@ -206,14 +216,21 @@ class VectorIndex:
             if not os.path.exists(path):  # faiss says "could not open": let a reader retry a replaced file
                 raise FileNotFoundError(path) from None
             raise MMRError(f"cannot read vector index {path}: {str(e).splitlines()[0]}") from None
-        vi = cls(index)
+        vi = cls(index, ExactRows.load(Path(path)))
         if not vi._migrated:  # a migrated file is rewritten whole, once
             vi.persisted()
         return vi
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the whole index atomically (temp file, fsync, rename, fsync of the folder)."""
+        """Write the whole index atomically (temp file, fsync, rename, fsync of the folder), its exact rows beside."""
+        if self.exact is not None:
+            self.exact.save(Path(path), self.ids())
         atomic_write(Path(path), lambda tmp: faiss.write_index(self.index, tmp))
+
+    @property
+    def lossy(self) -> bool:
+        """Are the vectors read back (and the scores) approximations? Not where exact rows are kept."""
+        return self.kind in LOSSY_KINDS and self.exact is None
 
     @property
     def dim(self) -> int:
@@ -239,7 +256,8 @@ class VectorIndex:
     def description(self) -> str:
         inner = self._inner
         if isinstance(inner, faiss.IndexIVF):
-            return f"{self.kind} (nlist {inner.nlist}, nprobe {inner.nprobe})"
+            rerank = f", re-scored x{self.exact.factor}" if self.exact is not None else ""
+            return f"{self.kind} (nlist {inner.nlist}, nprobe {inner.nprobe}{rerank})"
         if isinstance(inner, faiss.IndexHNSW):
             return f"hnsw (M 32, efSearch {inner.hnsw.efSearch})"
         return "flat (exact)"
@@ -249,11 +267,11 @@ class VectorIndex:
         """An empty index of the chosen type; IVF types are trained on `train` (representative vectors)."""
         inner = faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
         if choice.needs_training:
-            if train is None or train.shape[0] < choice.nlist:
-                raise UsageError(f"{choice.kind} needs at least {choice.nlist} vectors to train on")
+            if train is None or train.shape[0] < choice.min_train:
+                raise UsageError(f"{choice.kind} needs at least {choice.min_train} vectors to train on")
             inner.train(_check_vectors(train, dim))
             faiss.extract_index_ivf(inner).nprobe = choice.nprobe
-            return cls(inner)
+            return cls(inner, ExactRows(dim) if choice.kind in LOSSY_KINDS else None)
         if choice.kind == "hnsw":
             inner.hnsw.efSearch = choice.ef_search
             inner.hnsw.efConstruction = 80
@@ -283,10 +301,12 @@ class VectorIndex:
             raise UsageError(f"chunk must be a positive integer, got {chunk!r}")
         flat = ids is None and self.ivf is None  # stored in id-map order: read by position
         ids = self.ids() if ids is None else _check_ids(ids)
-        half = stored and self.kind == "ivf-fp16"
+        half = stored and (self.kind == "ivf-fp16" or self.exact is not None)
         for s in range(0, ids.size, chunk):
             part = ids[s:s + chunk]
-            if flat:
+            if self.exact is not None:
+                vecs = self.exact.rows(part)
+            elif flat:
                 vecs = self.index.index.reconstruct_n(s, part.size)
             else:  # by id: IVF's direct map, or the id map's reverse map
                 vecs = self.index.reconstruct_batch(part)
@@ -331,6 +351,8 @@ class VectorIndex:
             if present.any():
                 raise UsageError(f"ids already in the index: {ids[present][:5].tolist()}")
         self.index.add_with_ids(vecs, ids)
+        if self.exact is not None:
+            self.exact.add(ids, vecs)
         self._max_id = max(self._max_id, int(ids.max()))
         self._version += 1
         self._journal(added=(ids, vecs))
@@ -347,6 +369,8 @@ class VectorIndex:
 
     def _remove(self, ids: np.ndarray) -> int:
         self._version += 1
+        if self.exact is not None:
+            self.exact.forget(ids)
         if self.kind == "hnsw":
             return self._rebuild_hnsw_without(ids)
         if self.ivf is not None:  # hash-table direct map: O(removed); it takes an array selector only
@@ -357,6 +381,8 @@ class VectorIndex:
         ids = _check_ids(ids)
         if not ids.size:
             return np.empty((0, self.dim), np.float32)
+        if self.exact is not None:
+            return self.exact.rows(ids)
         return np.stack([self.index.reconstruct(int(i)) for i in ids])
 
     def _params(self, allowed_share: float = 1.0) -> faiss.SearchParameters:
@@ -374,10 +400,18 @@ class VectorIndex:
 
     def search(self, queries: np.ndarray, k: int,
                allowed: np.ndarray | IdFilter | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-`k` by inner product; `allowed` (ids or an `IdFilter`) restricts the results. Missing slots: id -1."""
+        """Top-`k` by inner product; `allowed` (ids or an `IdFilter`) restricts the results. Missing slots: id -1.
+        A lossy index with exact rows fetches more candidates and returns their exact scores."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise UsageError(f"k must be a positive integer, got {k!r}")
         queries = _check_vectors(np.atleast_2d(queries), self.dim)
+        if self.exact is None:
+            return self._search(queries, k, allowed)
+        _, cand = self._search(queries, self.exact.candidates(k, self.ntotal), allowed)
+        return self.exact.rescore(queries, cand, k)
+
+    def _search(self, queries: np.ndarray, k: int,
+                allowed: np.ndarray | IdFilter | None) -> tuple[np.ndarray, np.ndarray]:
         if allowed is None:
             with _threads_for(queries.shape[0]):
                 return self.index.search(queries, k, params=self._params())
@@ -418,14 +452,20 @@ class VectorIndex:
         if filt is not None:
             sel = faiss.IDSelectorBitmap(filt.n, faiss.swig_ptr(filt.bits))
             params.sel = sel
+        slack = RANGE_SLACK if self.exact is not None else 0.0
         try:
             with _threads_for(queries.shape[0]):
-                lims, scores, ids = self.index.range_search(queries, float(radius), params=params)
+                lims, scores, ids = self.index.range_search(queries, float(radius) - slack, params=params)
         except RuntimeError:  # not implemented for this type
             return self._range_by_topk(queries, float(radius), filt)
         out = []
         for q in range(queries.shape[0]):
             s, i = scores[lims[q]:lims[q + 1]], ids[lims[q]:lims[q + 1]]
+            if self.exact is not None and i.size:
+                i = i.astype(np.int64)
+                s = (self.exact.rows(i) @ queries[q]).astype(np.float32)
+                keep = s >= radius
+                s, i = s[keep], i[keep]
             order = np.lexsort((i, -s))
             out.append((i[order].astype(np.int64), s[order].astype(np.float32)))
         return out
@@ -450,7 +490,7 @@ class VectorIndex:
         state = (id(self.index), self._version)
         if filt._vectors is None or filt._vectors[0] != state:
             present = filt.ids[np.isin(filt.ids, self.ids())]  # the catalog may name ids not stored (yet)
-            filt._vectors = (state, present, self.index.reconstruct_batch(present) if present.size
+            filt._vectors = (state, present, self._stored_rows(present) if present.size
                              else np.empty((0, self.dim), np.float32))
         _, ids, vecs = filt._vectors
         kk = min(k, ids.size)
@@ -466,6 +506,9 @@ class VectorIndex:
                 out_s[row, :kk] = sims[row, order]
                 out_i[row, :kk] = ids[order]
         return out_s, out_i
+
+    def _stored_rows(self, ids: np.ndarray) -> np.ndarray:
+        return self.exact.rows(ids) if self.exact is not None else self.index.reconstruct_batch(ids)
 
     def _post_filtered(self, queries: np.ndarray, k: int, filt: IdFilter,
                        share: float) -> tuple[np.ndarray, np.ndarray] | None:
