@@ -1,6 +1,7 @@
 """The HTTP API over the engine: endpoints, errors, auth, path traversal, uploads, concurrency."""
 import io
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -29,7 +30,7 @@ def client(index):
 
 
 def test_health_stats_and_docs(client):
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "worker": os.getpid()}
     st = client.get("/stats").json()
     assert st["space"]["name"] == "test-tiny" and st["items_total"] > 0
     assert client.get("/openapi.json").status_code == 200

@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload", type=int, default=20 * 1024 * 1024, metavar="BYTES")
     p.add_argument("--allow-index", action="append", metavar="DIR",
                    help="let POST /index index files under DIR (repeatable; writes need --token)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="answer with N processes at once (default 1); each loads the towers, the index files "
+                        "are shared")
     m = sub.add_parser("mcp", help="the index as Model Context Protocol tools over stdio, for agents "
                                    "(needs the 'mcp' extra)")
     m.set_defaults(func=cmd_mcp)
@@ -39,9 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..server.app import serve
 
-    print(f"serving {index_dir(args)} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+    workers = f" with {args.workers} workers" if args.workers > 1 else ""
+    print(f"serving {index_dir(args)} on http://{args.host}:{args.port}/{workers} (API docs at /docs)", file=sys.stderr)
     serve(index_dir(args), host=args.host, port=args.port, token=args.token, max_upload=args.max_upload,
-          device=device(args, bulk=False), allow_index=args.allow_index)
+          device=device(args, bulk=False), allow_index=args.allow_index, workers=args.workers)
     return EXIT_OK
 
 

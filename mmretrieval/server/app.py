@@ -2,6 +2,7 @@
 router per area), the request and response models in `schemas` (the OpenAPI document is made from them)."""
 # No `from __future__ import annotations` here: FastAPI reads the route annotations at run time.
 
+import json
 import logging
 import os
 import re
@@ -130,16 +131,40 @@ def redact_tokens_in_access_log() -> None:
         access.addFilter(_RedactToken())
 
 
+SETTINGS_ENV = "MMR_SERVE_SETTINGS"  # how `serve` hands its settings to worker processes
+
+
 def serve(index: str, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          max_upload: int = DEFAULT_MAX_UPLOAD, device: str = "cpu", allow_index: Optional[list[str]] = None) -> None:
+          max_upload: int = DEFAULT_MAX_UPLOAD, device: str = "cpu", allow_index: Optional[list[str]] = None,
+          workers: int = 1) -> None:
+    """Serve until stopped. `workers` > 1: that many processes answer on one port, each with its own engine over
+    the same files (a compressed index's exact rows and the page cache are shared, not copied); a request
+    waits for no other worker's, and every worker sees a commit at its next request."""
     try:
         import uvicorn
     except ImportError:
         raise UsageError("the server needs the optional extra: pip install 'mmretrieval[server]'") from None
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise UsageError(f"workers must be a positive integer, got {workers!r}")
     check_binding(host, token)
-    app = create_app(index, token=token, max_upload=max_upload, device=device, allow_index=allow_index)
+    settings = dict(index=os.fspath(index), token=token, max_upload=max_upload, device=device,
+                    allow_index=allow_index)
+    if workers == 1:
+        app = create_app(**settings)
+        warm_up(app.state.engine)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+        return
+    Engine(index, readonly=True).close()  # a missing or unreadable index fails here, once, not in every worker
+    os.environ[SETTINGS_ENV] = json.dumps(settings)  # inherited by the workers uvicorn spawns
+    uvicorn.run(f"{__name__}:app_from_settings", factory=True, workers=workers, host=host, port=port,
+                log_level="warning")
+
+
+def app_from_settings():
+    """One worker's app (uvicorn calls this in each worker process of `serve(workers=N)`)."""
+    app = create_app(**json.loads(os.environ[SETTINGS_ENV]))
     warm_up(app.state.engine)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return app
 
 
 def warm_up(engine: Engine) -> threading.Thread:

@@ -153,6 +153,7 @@ class IndexOut(BaseModel):
 
 class Health(BaseModel):
     status: str
+    worker: int = Field(description="the process id of the worker that answered (`mmr serve --workers N` runs N)")
 
 
 class DupeMemberOut(BaseModel):

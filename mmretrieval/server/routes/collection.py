@@ -2,6 +2,7 @@
 path under the folders the server was allowed (`mmr serve --allow-index DIR`)."""
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ def ctx(request: Request) -> Context:
 
 @router.get("/healthz", response_model=Health)
 def healthz():
-    return {"status": "ok"}
+    return {"status": "ok", "worker": os.getpid()}
 
 
 @router.get("/stats", response_model=dict[str, Any], responses=errors())
