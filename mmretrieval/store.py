@@ -26,6 +26,7 @@ from .catalog import Catalog, FileRow
 from .embedding_cache import FILE as CACHE_FILE, EmbeddingCache, key as cache_key
 from .errors import IndexLockedError, IndexNotFoundError, SpaceMismatchError
 from .index import VectorIndex
+from .index.mapped import MappedIndex
 from .index.exact_rows import IDS_SUFFIX, ROWS_SUFFIX, companions
 from .index.segments import DELTA_SUFFIX, base_is_due, is_delta, read_delta, write_delta
 from .space.spec import SpaceSpec
@@ -77,7 +78,7 @@ class Store:
         self.catalog = Catalog(self.root / Catalog.FILE, create=create, readonly=readonly)
         self._catalog_inode = (self.root / Catalog.FILE).stat().st_ino
         self._lock_fd: int | None = None
-        self.vectors: VectorIndex | None = None
+        self.vectors: VectorIndex | MappedIndex | None = None
         self._segments: list[str] = []  # the committed segments the loaded vectors are made of
         self._closed = False
         self.cache = EmbeddingCache(self.root / CACHE_FILE)
@@ -139,7 +140,9 @@ class Store:
             segs = self.segments()
             try:
                 if segs:
-                    vectors = VectorIndex.load(self.root / segs[0])
+                    # a reader maps an IVF base's lists (shared, read where probed); a writer changes them in memory
+                    vectors = MappedIndex.load(self.root / segs[0]) if self.readonly else \
+                        VectorIndex.load(self.root / segs[0])
                     for name in segs[1:]:
                         vectors.apply(read_delta(self.root / name))
                     if not vectors.needs_base:

@@ -95,7 +95,7 @@ class Reader:
                 "items_without_vector": int(np.setdiff1d(cat, ids).size),
                 "keyword_index_mismatches": self.engine.store.catalog.keyword_index_mismatches(),
                 # a compressed index re-scores from exact rows kept beside it: each vector needs one
-                "vectors_without_exact_row": int(vectors.exact.missing(ids).size) if vectors.exact is not None else 0,
+                "vectors_without_exact_row": int(vectors.without_exact_row().size),
             }
             report["consistent"] = not (report["duplicate_vector_ids"] or report["orphan_vectors"]
                                         or report["items_without_vector"] or report["keyword_index_mismatches"]

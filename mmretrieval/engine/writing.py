@@ -172,10 +172,9 @@ class Writer:
         """Make catalog and vectors agree now (what `check(repair=True)` does); returns what was fixed."""
         with self.writing() as fixed:
             store = self.engine.store
-            exact = store.vectors.exact
-            missing = exact.missing(store.vectors.ids()) if exact is not None else np.empty(0, np.int64)
+            missing = store.vectors.without_exact_row()
             if missing.size:  # files changed from outside: the codes' approximations stand in, said here
-                exact.add(missing, store.vectors.index.reconstruct_batch(missing))
+                store.vectors.exact.add(missing, store.vectors.index.reconstruct_batch(missing))
                 store.vectors.needs_base = True
                 store.begin()
                 store.checkpoint()

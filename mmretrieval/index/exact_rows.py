@@ -12,6 +12,7 @@ memory (the deltas that the store replays hold them in float32 anyway) until the
 """
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
@@ -25,6 +26,17 @@ IDS_SUFFIX = ".ids.npz"
 DEFAULT_FACTOR = 8       # candidates fetched per hit asked for, until tuning says otherwise
 MAX_CANDIDATES = 65_536  # a large k re-scores at most this many candidates
 COPY_ROWS = 131_072      # rows copied at a time when a new file is written (256 MB at 1,024 dims)
+
+
+def _random_access(rows: np.ndarray) -> None:
+    """Tell the kernel a query reads scattered rows: without it each row read faulted in the pages around it
+    (readahead), and 200 queries at 1 M items mapped ~930 MB of the 1 GB file instead of their few MB."""
+    m = getattr(rows, "_mmap", None)
+    if m is not None and hasattr(mmap, "MADV_RANDOM"):
+        try:
+            m.madvise(mmap.MADV_RANDOM)
+        except OSError:
+            pass
 
 
 def companions(base: Path) -> list[Path]:
@@ -150,6 +162,7 @@ class ExactRows:
             with np.load(ids_path, allow_pickle=False) as z:
                 ids, factor, dim = z["ids"], int(z["factor"]), int(z["dim"])
             rows = np.load(rows_path, mmap_mode="r", allow_pickle=False)
+            _random_access(rows)
         except FileNotFoundError:
             raise
         except (OSError, ValueError, KeyError) as e:

@@ -209,9 +209,13 @@ class VectorIndex:
         return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dim)))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "VectorIndex":
+    def load(cls, path: str | os.PathLike, *, mmap: bool = False) -> "VectorIndex":
+        """The index written at `path`. With `mmap`, an IVF index's lists stay in the file, memory-mapped and
+        read-only (`mapped`: see `mapped.py`); other types are read whole either way."""
         try:
-            index = faiss.read_index(os.fspath(path))
+            index = faiss.read_index(os.fspath(path), (faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY) if mmap else 0)
+            if mmap and (faiss.try_extract_index_ivf(index) is None or isinstance(index, faiss.IndexIDMap2)):
+                index = faiss.read_index(os.fspath(path))  # flat, HNSW, or IVF under an id map (older files)
         except RuntimeError as e:
             if not os.path.exists(path):  # faiss says "could not open": let a reader retry a replaced file
                 raise FileNotFoundError(path) from None
@@ -226,6 +230,16 @@ class VectorIndex:
         if self.exact is not None:
             self.exact.save(Path(path), self.ids())
         atomic_write(Path(path), lambda tmp: faiss.write_index(self.index, tmp))
+
+    def without_exact_row(self) -> np.ndarray:
+        """The ids a lossy index holds no exact row for (none, unless its files were changed from outside)."""
+        return self.exact.missing(self.ids()) if self.exact is not None else np.empty(0, np.int64)
+
+    @property
+    def mapped(self) -> bool:
+        """Are the lists memory-mapped from the file (read-only: a reader's view, see `mapped.py`)?"""
+        ivf = self.ivf
+        return ivf is not None and isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.OnDiskInvertedLists)
 
     @property
     def lossy(self) -> bool:

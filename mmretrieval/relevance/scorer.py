@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MMRError
 from ..index.vector_index import IdFilter
 from ..store import Store
 from .calibration import Calibration
@@ -133,7 +134,7 @@ class RelevanceScorer:
             try:
                 out.append(self.store.vectors.reconstruct(np.array([i], np.int64))[0])
                 found.append(i)
-            except RuntimeError:
+            except (RuntimeError, MMRError):  # faiss: no such id; exact rows (a compressed index): none for it
                 continue
         return np.asarray(found, np.int64), np.asarray(out, np.float32).reshape(-1, self.store.vectors.dim)
 
