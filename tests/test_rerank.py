@@ -1,6 +1,6 @@
 """A compressed index (SQ8, PQ) re-scores its candidates from exact rows kept beside it on disk: recall back near
 exact search, the scores shown are the exact cosines, the rows follow every add, removal, delta and compaction,
-are read memory-mapped, and `mmr check` sees them."""
+are read from their file where asked for, and `mmr check` sees them."""
 from __future__ import annotations
 
 import numpy as np
@@ -73,13 +73,13 @@ def test_re_scoring_brings_pq_back_to_near_exact_recall_with_exact_scores(pq):
     assert set(hits.tolist()) <= set(truth.tolist()) and len(hits) >= 0.9 * len(truth) and (scores >= 0.8).all()
 
 
-def test_the_rows_follow_writes_and_are_read_memory_mapped(pq, tmp_path):
+def test_the_rows_follow_writes_and_are_read_from_their_file(pq, tmp_path):
     vi, _, ids, x, q = pq
     base = tmp_path / "vectors.00000001.faiss"
     vi.save(base)
     assert all(p.exists() for p in companions(base))
     loaded = VectorIndex.load(base)
-    assert loaded.exact.mapped and loaded.exact.factor == vi.exact.factor and not loaded.lossy
+    assert loaded.exact.on_disk and loaded.exact.factor == vi.exact.factor and not loaded.lossy
     np.testing.assert_array_equal(loaded.search(q, 10)[1], vi.search(q, 10)[1])
     # added since the base: re-scored from memory; removed: gone from answers and from the next base
     new_ids = np.array([10**7, 10**7 + 1], np.int64)
@@ -135,5 +135,50 @@ def test_in_an_index_deltas_compaction_and_check_keep_the_rows(tmp_path, tiny_sp
     eng = mmr.Engine(eng.path)
     assert eng.check()["vectors_without_exact_row"] == 5 and not eng.check()["consistent"]
     assert eng.check(repair=True)["repaired"]["exact_rows_from_codes"] == 5
+    assert eng.check()["consistent"]
+    eng.close()
+
+
+def test_a_crash_while_the_rows_are_written_leaves_the_committed_index(tmp_path, tiny_space_dir, monkeypatch):
+    from mmretrieval.index import exact_rows
+    from mmretrieval.synth import shape_image
+
+    shape_image("red", "circle", size=64).save(tmp_path / "red.png")
+    eng = mmr.Engine(tmp_path / "idx", model=str(tiny_space_dir))
+    eng.index([tmp_path / "red.png"], index_type="ivf-sq8")
+    rng = np.random.default_rng(4)
+    x = _clustered(rng, 2000, eng.dim, centers=40, spread=0.3)
+    fp = eng.space.fingerprint
+
+    def files(start, n):
+        return [EmbeddedFile(FileEntry(f"/synthetic/{i:06d}.jpg", "image", 1, 1), f"{i:08d}", fp,
+                             [({"width": 1, "height": 1}, None)], x[i][None]) for i in range(start, start + n)]
+
+    eng.add_embeddings(files(0, 1500))
+    committed = eng.store.segments()
+    assert eng.stats()["index_type"] == "ivf-sq8"
+    real = exact_rows.atomic_write
+
+    def dies_at_the_ids(path, write):
+        if path.name.endswith(exact_rows.IDS_SUFFIX):
+            real(path.with_name(path.name + ".tmp"), write)  # a half-written leftover, as a kill leaves
+            raise KeyboardInterrupt  # killed between the rows and their ids: the catalog names nothing new
+        real(path, write)
+
+    monkeypatch.setattr(exact_rows, "atomic_write", dies_at_the_ids)
+    with pytest.raises(KeyboardInterrupt):
+        eng.compact()
+    monkeypatch.setattr(exact_rows, "atomic_write", real)
+    eng.close()
+    reader = mmr.Engine(tmp_path / "idx", readonly=True)
+    assert reader.store.segments() == committed and reader.check()["consistent"]
+    s, _ = reader.store.vectors.search(x[:3], 1)
+    assert abs(s - 1.0).max() < 1e-3
+    reader.close()
+    eng = mmr.Engine(tmp_path / "idx")
+    eng.add_embeddings(files(1500, 10))  # the next writer clears what the crash left
+    base = eng.store.segments()[0]
+    keep = {*eng.store.segments(), *(c.name for c in companions(eng.path / base))}
+    assert {p.name for p in eng.path.iterdir() if p.name.startswith("vectors")} == keep
     assert eng.check()["consistent"]
     eng.close()

@@ -3,8 +3,8 @@
 An SQ8 or PQ index ranks by approximate scores: without a second stage IVF-PQ stays near 0.65 recall@10 even
 probing every list. Like faiss's `IndexRefine` (which needs sequential ids; these indexes hold catalog ids) and
 the oversampling-with-rescoring of vector databases, the index fetches `factor` × k candidates and re-scores them
-with these rows. They are float16 (cosines within ~1e-3 of float32's on unit vectors, half the disk) in a
-memory-mapped `.npy` that is read where a query touches it: it costs disk and page cache, not resident memory.
+with these rows. They are float16 (cosines within ~1e-3 of float32's on unit vectors, half the disk) in a `.npy`
+read where a query needs a row (`RowFile`): it costs disk and page cache, not resident memory.
 
 Files beside a base `vectors.N.faiss`: `vectors.N.faiss.rows.npy` (float16 [n, dim], sorted by id) and
 `vectors.N.faiss.ids.npz` (the sorted ids and the tuned factor). Rows added since the base was written live in
@@ -12,7 +12,6 @@ memory (the deltas that the store replays hold them in float32 anyway) until the
 """
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 
@@ -28,15 +27,45 @@ MAX_CANDIDATES = 65_536  # a large k re-scores at most this many candidates
 COPY_ROWS = 131_072      # rows copied at a time when a new file is written (256 MB at 1,024 dims)
 
 
-def _random_access(rows: np.ndarray) -> None:
-    """Tell the kernel a query reads scattered rows: without it each row read faulted in the pages around it
-    (readahead), and 200 queries at 1 M items mapped ~930 MB of the 1 GB file instead of their few MB."""
-    m = getattr(rows, "_mmap", None)
-    if m is not None and hasattr(mmap, "MADV_RANDOM"):
-        try:
-            m.madvise(mmap.MADV_RANDOM)
-        except OSError:
-            pass
+class RowFile:
+    """The rows of a float16 `.npy` file read with `pread`, a run of consecutive rows per call. Not memory-mapped:
+    mapping it, 200 queries at 1 M items (4,000 rows read) left 950 MB of the 1 GB file mapped into the process,
+    `MADV_RANDOM` or not, since the kernel maps the page cache around each fault; read this way the process
+    holds only what it asked for, and the page cache stays shared and reclaimable."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb")
+        version = np.lib.format.read_magic(self._file)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(self._file)
+        if fortran or dtype != np.float16 or len(shape) != 2:
+            raise ValueError(f"expected float16 rows [n, dim], got {dtype} {shape}")
+        self.shape, self._offset = shape, self._file.tell()
+        self._row = shape[1] * 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, pos: np.ndarray) -> np.ndarray:
+        """Rows at ascending positions `pos`."""
+        pos = np.asarray(pos, np.int64).reshape(-1)
+        out = np.empty((pos.size, self.shape[1]), np.float16)
+        if not pos.size:
+            return out
+        breaks = np.flatnonzero(np.diff(pos) != 1) + 1
+        fd = self._file.fileno()
+        for lo, hi in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [pos.size]])):
+            want = (hi - lo) * self._row
+            raw = os.pread(fd, want, self._offset + int(pos[lo]) * self._row)
+            if len(raw) != want:
+                raise OSError(f"{self._file.name} is shorter than its header says")
+            out[lo:hi] = np.frombuffer(raw, np.float16).reshape(hi - lo, self.shape[1])
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[np.arange(len(self))]
+        return whole if dtype is None else whole.astype(dtype)
 
 
 def companions(base: Path) -> list[Path]:
@@ -45,7 +74,7 @@ def companions(base: Path) -> list[Path]:
 
 
 class ExactRows:
-    """Exact (float16) vectors by id: a sorted, possibly memory-mapped base plus rows added since."""
+    """Exact (float16) vectors by id: a sorted base (in memory, or read from its file) plus rows added since."""
 
     def __init__(self, dim: int, ids: np.ndarray | None = None, rows: np.ndarray | None = None,
                  factor: int = DEFAULT_FACTOR) -> None:
@@ -68,8 +97,9 @@ class ExactRows:
         return int(self._ids.size) + len(self._new)
 
     @property
-    def mapped(self) -> bool:
-        return isinstance(self._rows, np.memmap)
+    def on_disk(self) -> bool:
+        """Are the base's rows read from their file where asked for (not held in memory)?"""
+        return isinstance(self._rows, (RowFile, np.memmap))
 
     def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
         half = np.asarray(vecs, np.float16)
@@ -108,7 +138,7 @@ class ExactRows:
                 missing = ids[old][bad]
                 raise MMRError(f"the exact vectors of ids {missing[:5].tolist()} are missing; "
                                f"run `mmr compact` to rewrite the index")
-            order = np.argsort(pos_ok, kind="stable")  # read the mapped file front to back
+            order = np.argsort(pos_ok, kind="stable")  # read the file front to back
             out[old[order]] = self._rows[pos_ok[order]]
         return out
 
@@ -154,15 +184,15 @@ class ExactRows:
 
     @classmethod
     def load(cls, base: Path) -> "ExactRows | None":
-        """The rows kept beside `base`, memory-mapped; None when it has none (an uncompressed index)."""
+        """The rows kept beside `base`, read from the file where asked for; None when it has none (an uncompressed
+        index)."""
         rows_path, ids_path = companions(base)
         if not ids_path.exists():
             return None
         try:
             with np.load(ids_path, allow_pickle=False) as z:
                 ids, factor, dim = z["ids"], int(z["factor"]), int(z["dim"])
-            rows = np.load(rows_path, mmap_mode="r", allow_pickle=False)
-            _random_access(rows)
+            rows = RowFile(rows_path)
         except FileNotFoundError:
             raise
         except (OSError, ValueError, KeyError) as e:

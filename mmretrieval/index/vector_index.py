@@ -29,8 +29,8 @@ POST_FILTER_SHARE = 0.5  # a filter letting through at least this share of the i
 EXACT_FILTER_FLOATS = 16 << 20
 JOURNAL_MIN_BYTES = 64 << 20  # changes journalled for a delta segment before a whole write is preferred
 LOSSY_KINDS = ("ivf-sq8", "ivf-pq")  # their stored codes give approximate scores: re-scored from exact rows
-# A range search of a lossy index asks faiss for this much below the radius (its approximate scores err by up to
-# ~0.05 at PQ32 x 512 dims, measured), then keeps what the exact rows put at or above it.
+# A range search of a lossy index asks faiss for this much below the radius (the codes' scores err, PQ's the more
+# the fewer bytes a vector), then keeps what the exact rows put at or above it.
 RANGE_SLACK = 0.1
 
 
@@ -216,6 +216,10 @@ class VectorIndex:
             index = faiss.read_index(os.fspath(path), (faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY) if mmap else 0)
             if mmap and (faiss.try_extract_index_ivf(index) is None or isinstance(index, faiss.IndexIDMap2)):
                 index = faiss.read_index(os.fspath(path))  # flat, HNSW, or IVF under an id map (older files)
+            elif mmap:
+                # Mapped lists "prefetch" the probed lists with a pool of threads started at every search: 2.5 ms
+                # a one-query search of 200 k vectors (0.25 ms in memory, 0.22 ms mapped without it).
+                faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists).prefetch_nthread = 0
         except RuntimeError as e:
             if not os.path.exists(path):  # faiss says "could not open": let a reader retry a replaced file
                 raise FileNotFoundError(path) from None
