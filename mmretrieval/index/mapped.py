@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import MMRError
 from .segments import Delta
-from .vector_index import IdFilter, VectorIndex, _check_ids, _check_vectors
+from .vector_index import IdFilter, VectorIndex, _check_ids, _check_k, _check_vectors
 from .vectors_stream import CHUNK
 
 OVERFETCH_GONE = 4096  # up to this many tombstones, an unfiltered search fetches that many more and drops them
@@ -154,6 +154,7 @@ class MappedIndex:
 
     def search(self, queries: np.ndarray, k: int,
                allowed: np.ndarray | IdFilter | None = None) -> tuple[np.ndarray, np.ndarray]:
+        _check_k(k)
         queries = _check_vectors(np.atleast_2d(queries), self.dim)
         if not self._gone.size:
             bs, bi = self.base.search(queries, k, allowed)
@@ -210,11 +211,7 @@ class MappedIndex:
                     got[mask] = vecs
             yield part, got if got is not None else np.empty((0, self.dim), np.float32)
 
-    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        parts = list(self.iter_vectors(stored=True))
-        if not parts:
-            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.float32)
+    all_vectors = VectorIndex.all_vectors  # the same reading, through this view's iter_vectors
 
 
 def _top(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -63,6 +63,11 @@ def _check_vectors(vecs: np.ndarray, dim: int) -> np.ndarray:
     return vecs
 
 
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise UsageError(f"k must be a positive integer, got {k!r}")
+
+
 def _check_ids(ids: np.ndarray) -> np.ndarray:
     ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
     if ids.size and ids.min() < 0:
@@ -420,8 +425,7 @@ class VectorIndex:
                allowed: np.ndarray | IdFilter | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-`k` by inner product; `allowed` (ids or an `IdFilter`) restricts the results. Missing slots: id -1.
         A lossy index with exact rows fetches more candidates and returns their exact scores."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise UsageError(f"k must be a positive integer, got {k!r}")
+        _check_k(k)
         queries = _check_vectors(np.atleast_2d(queries), self.dim)
         if self.exact is None:
             return self._search(queries, k, allowed)
