@@ -27,7 +27,7 @@ from .embedding_cache import FILE as CACHE_FILE, EmbeddingCache, key as cache_ke
 from .errors import IndexLockedError, IndexNotFoundError, SpaceMismatchError
 from .index import VectorIndex
 from .index.mapped import MappedIndex
-from .index.exact_rows import IDS_SUFFIX, ROWS_SUFFIX, companions
+from .index.exact_rows import IDS_SUFFIX, ROWS_SUFFIX, companions, companions_bytes
 from .index.segments import DELTA_SUFFIX, base_is_due, is_delta, read_delta, write_delta
 from .space.spec import SpaceSpec
 
@@ -256,15 +256,14 @@ class Store:
     def _segment_sizes(self, segs: list[str]) -> tuple[int, list[int]]:
         """(the base's bytes with its exact rows: what rewriting it costs, each delta's bytes)"""
         sizes = [(self.root / n).stat().st_size for n in segs]
-        rows = sum(p.stat().st_size for p in companions(self.root / segs[0]) if p.exists())
-        return sizes[0] + rows, sizes[1:]
+        return sizes[0] + companions_bytes(self.root / segs[0]), sizes[1:]
 
     def segment_stats(self) -> dict[str, Any]:
         """How the committed vectors are stored: base and delta files and their sizes."""
         segs = self.segments()
         sizes = [(self.root / n).stat().st_size if (self.root / n).exists() else 0 for n in segs]
-        rows = sum(p.stat().st_size for p in companions(self.root / segs[0]) if p.exists()) if segs else 0
-        return {"segments": segs, "base_bytes": sizes[0] if sizes else 0, "exact_rows_bytes": rows,
+        return {"segments": segs, "base_bytes": sizes[0] if sizes else 0,
+                "exact_rows_bytes": companions_bytes(self.root / segs[0]) if segs else 0,
                 "deltas": sum(map(is_delta, segs)), "delta_bytes": sum(sizes[1:])}
 
     def remove_stale_vector_files(self) -> None:

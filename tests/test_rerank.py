@@ -92,7 +92,7 @@ def test_the_rows_follow_writes_and_are_read_from_their_file(pq, tmp_path):
     again = VectorIndex.load(base2)
     assert len(again.exact) == again.ntotal == vi.ntotal
     assert again.exact.missing(again.ids()).size == 0 and again.exact.missing(ids[:2]).tolist() == ids[:2].tolist()
-    with pytest.raises(MMRError, match="mmr compact"):
+    with pytest.raises(MMRError, match="mmr check --repair"):
         again.exact.rows(ids[:1])
 
 

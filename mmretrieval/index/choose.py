@@ -5,7 +5,7 @@
   exact, half the memory of `IVF,Flat` and a 1 M-item query scans half the bytes, 2.5x faster measured; supports
   removal, which an incrementally indexed library needs). `ivf-flat` (float32 lists) stays on request;
 - under a memory budget: `IVF,SQ8` (1 byte a dimension), then `IVF,PQ` with as many sub-quantisers as fit; both
-  keep float16 rows on disk beside them (2 bytes a dimension, memory-mapped: not in the budget) and re-score their
+  keep float16 rows on disk beside them (2 bytes a dimension, read where a query needs them: not in the budget) and re-score their
   candidates with them (`exact_rows.py`);
 - `hnsw` on request: the fastest queries, but each removal rebuilds the graph.
 """

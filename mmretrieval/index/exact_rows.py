@@ -73,6 +73,11 @@ def companions(base: Path) -> list[Path]:
     return [base.with_name(base.name + ROWS_SUFFIX), base.with_name(base.name + IDS_SUFFIX)]
 
 
+def companions_bytes(base: Path) -> int:
+    """What the exact rows beside a base file take on disk (0 for an index that keeps none)."""
+    return sum(p.stat().st_size for p in companions(base) if p.exists())
+
+
 class ExactRows:
     """Exact (float16) vectors by id: a sorted base (in memory, or read from its file) plus rows added since."""
 
@@ -137,7 +142,7 @@ class ExactRows:
             if bad.any():
                 missing = ids[old][bad]
                 raise MMRError(f"the exact vectors of ids {missing[:5].tolist()} are missing; "
-                               f"run `mmr compact` to rewrite the index")
+                               f"run `mmr check --repair` to restore them")
             order = np.argsort(pos_ok, kind="stable")  # read the file front to back
             out[old[order]] = self._rows[pos_ok[order]]
         return out
@@ -200,6 +205,3 @@ class ExactRows:
         if rows.shape != (ids.size, dim):
             raise MMRError(f"the exact vectors beside {base} hold {rows.shape} rows for {ids.size} ids of {dim} dims")
         return cls(dim, ids, rows, factor)
-
-    def nbytes_on_disk(self, base: Path) -> int:
-        return sum(os.path.getsize(p) for p in companions(base) if p.exists())
