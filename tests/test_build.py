@@ -6,8 +6,8 @@ import faiss
 import numpy as np
 import pytest
 
-from mmretrieval.index import VectorIndex
-from mmretrieval.index.build import build_ivf, convert, sample_rows
+from mmretrieval.index import VectorIndex, build
+from mmretrieval.index.build import build_ivf, convert, exact_neighbours, sample_rows, tune_nprobe
 from mmretrieval.index.choose import choose_index
 from mmretrieval.errors import UsageError
 
@@ -83,3 +83,43 @@ def test_over_the_memory_budget_the_lists_are_merged_on_disk(tmp_path):
         s2, i2 = index.search(q, 10)
         np.testing.assert_array_equal(i1, i2)
         np.testing.assert_allclose(s1, s2, atol=1e-6)
+
+
+def test_exact_neighbours_read_a_slice_at_a_time_match_one_search_over_all():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2_300, 32)).astype(np.float32)
+    q = rng.standard_normal((17, 32)).astype(np.float32)
+    want_s, want_i = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    got_s, got_i = exact_neighbours(q, x, 10, step=500)  # slices that split the top 10 across them
+    assert (got_i == want_i).all()
+    np.testing.assert_allclose(got_s, want_s, rtol=1e-5)
+    s, i = exact_neighbours(q[:2], x[:4], 10, step=3)  # fewer rows than k: the rest are -1
+    assert (i[:, 4:] == -1).all() and sorted(i[0, :4].tolist()) == [0, 1, 2, 3]
+
+
+def test_tuning_reads_the_reference_from_a_memory_mapped_collection(tmp_path, monkeypatch):
+    # a collection larger than memory is tuned against from its file, a slice at a time: never all in float32
+    x = _data(6_000, 32, seed=4)
+    on_disk = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float16, shape=x.shape)
+    on_disk[:] = x
+    ids = np.arange(len(x), dtype=np.int64) * 3
+    index = build_ivf([(ids, on_disk)], choose_index(len(x), 32, kind="ivf-sq8"), 32)
+    index.ivf.nprobe = 1
+    monkeypatch.setattr(build, "EXACT_SLICE", 1_000)
+    reads = []
+
+    class Guarded:  # the file, refusing any read of more rows than a slice
+        shape, dtype = on_disk.shape, on_disk.dtype
+
+        def __len__(self):
+            return len(on_disk)
+
+        def __getitem__(self, key):
+            got = on_disk[key]
+            reads.append(len(got))
+            assert len(got) <= 1_000
+            return got
+
+    recall = tune_nprobe(index, ids, Guarded())
+    assert recall >= 0.98 and index.ivf.nprobe > 1
+    assert sum(reads) >= len(x)  # every row was read, a slice at a time
