@@ -287,3 +287,49 @@ def test_indexing_over_http_only_under_allowed_folders_while_searches_go_on(inde
     assert searched and set(searched) == {200}
     added = r.json()["files_new"] + r.json()["files_copied"]  # the inbox repeats some of the index's files
     assert c.get("/stats", headers=auth).json()["files_indexed"] == before + added
+
+
+def test_a_slow_read_holds_up_no_search_and_readers_share_one_space(index, tiny_space_dir, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    idx = tmp_path / "idx"
+    eng = mmr.Engine(idx, model=str(tiny_space_dir))
+    eng.index([index[1]["red"]])
+    release, entered = threading.Event(), threading.Event()
+    real_stats = mmr.Engine.stats
+
+    def slow_stats(self):  # a long view (clusters, a map) that holds its reader
+        entered.set()
+        release.wait(30)
+        return real_stats(self)
+
+    monkeypatch.setattr(mmr.Engine, "stats", slow_stats)
+    for readers in (2, 1):
+        app = create_app(idx, readers=readers)
+        c, ctx = TestClient(app), app.state.ctx
+        entered.clear()
+        release.clear()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            slow = pool.submit(c.get, "/stats")
+            assert entered.wait(30)
+            search = pool.submit(c.get, "/search", params={"q": "a red circle", "k": 3})
+            if readers == 2:  # a second reader answers while the first is busy
+                assert search.result(timeout=60).status_code == 200
+                assert not slow.done()
+            else:  # one reader: the search waits its turn
+                time.sleep(0.5)
+                assert not search.done()
+            release.set()
+            assert slow.result(timeout=60).status_code == 200 and search.result(timeout=60).status_code == 200
+        assert ctx.reader.opened == readers
+        if readers == 2:
+            first, second = ctx.reader._opened
+            assert second._space is first._space is not None  # one copy of the models
+            eng.index([index[1]["blue"]])  # a commit: every reader sees it at its next request
+            with ctx.reader() as a, ctx.reader() as b:
+                assert {a, b} == {first, second}
+                assert [len(r.search("x", types=["image"], k=10)) for r in (a, b)] == [2, 2]
+    eng.close()
+    with pytest.raises(mmr.UsageError, match="readers must be a positive integer"):
+        create_app(idx, readers=0)

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="answer with N processes at once (default 1); each loads the towers, the index files "
                         "are shared")
+    p.add_argument("--readers", type=int, default=None, metavar="N",
+                   help="requests each process answers at once, in threads sharing its towers (default: the "
+                        "CPUs, at most 4)")
     m = sub.add_parser("mcp", help="the index as Model Context Protocol tools over stdio, for agents "
                                    "(needs the 'mcp' extra)")
     m.set_defaults(func=cmd_mcp)
@@ -45,7 +48,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = f" with {args.workers} workers" if args.workers > 1 else ""
     print(f"serving {index_dir(args)} on http://{args.host}:{args.port}/{workers} (API docs at /docs)", file=sys.stderr)
     serve(index_dir(args), host=args.host, port=args.port, token=args.token, max_upload=args.max_upload,
-          device=device(args, bulk=False), allow_index=args.allow_index, workers=args.workers)
+          device=device(args, bulk=False), allow_index=args.allow_index, workers=args.workers,
+          readers=args.readers)
     return EXIT_OK
 
 

@@ -59,12 +59,15 @@ class Engine:
     onnx; None: ``MMR_BACKEND``) picks the runtime of the towers, see `space.backend`; it is not remembered.
     ``device`` (auto, cpu, cuda, cuda:N; `space.device.parse_device`) is where the towers compute; a new
     index's ``auto`` precision follows it (fp16 image and audio towers on a GPU), an existing one keeps its own.
+    ``space_from``: another engine over the same index (a server's readers) whose space this one uses once that one
+    has loaded it, so that one copy of the models serves them all.
     """
 
     def __init__(self, path: str | os.PathLike, model: str | SpaceSpec | None = None, *, readonly: bool = False,
                  device: str = "cpu", precision: str | dict[str, str] | None = None,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, space_from: "Engine | None" = None) -> None:
         self.path = Path(os.path.expanduser(os.fspath(path))).resolve()
+        self._space_from = space_from  # another engine over the same index whose loaded space this one uses
         self.device = device = parse_device(device)  # auto: a usable GPU if there is one (bulk work), else the CPU
         self.backend = parse_backend(backend)
         self._space: Space | None = None
@@ -171,6 +174,8 @@ class Engine:
     def space(self) -> Space:
         """The loaded encoders; loaded on first use and checked against the index's fingerprint."""
         with self._lock:
+            if self._space is None and self._space_from is not None:
+                self._adopt(self._space_from.space)
             if self._space is None:
                 from ..space.runtime import Space
 
@@ -179,6 +184,15 @@ class Engine:
                 self.store.check_space(space.spec.name, space.fingerprint, space.spec.metric)
                 self._space = space
             return self._space
+
+    def _adopt(self, space: Space) -> None:
+        """Use another engine's loaded space where it is this index's (not where one of them follows a switch to
+        another space that the other has not seen yet)."""
+        try:
+            self.store.check_space(space.spec.name, space.fingerprint, space.spec.metric)
+        except SpaceMismatchError:
+            return
+        self._space = space
 
     def query_encoder(self, modality: str) -> Any:
         """The encoder of a `modality` query (None: the space has no such tower). Until something loads the
@@ -189,6 +203,8 @@ class Engine:
         from ..space import passport
 
         with self._lock:
+            if self._space is None and self._space_from is not None and self._space_from._space is not None:
+                self._adopt(self._space_from._space)
             light = self._space is None and self.device == "cpu" and self.backend != "torch"
             if light:
                 if modality not in self._query_towers:

@@ -16,7 +16,7 @@ from ..engine import Engine
 from ..errors import (DecodeError, IndexLockedError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError,
                       MMRError, SpaceError, SpaceMismatchError, UsageError)
 from .auth import REFUSAL, check_binding, token_matches
-from .context import Context, Forbidden, UploadTooLarge
+from .context import Context, reader_count, Forbidden, UploadTooLarge
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 STATUS = [(UploadTooLarge, 413), (Forbidden, 403), (UsageError, 422), (DecodeError, 422), (ItemNotFoundError, 404),
@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def create_app(index: str | os.PathLike, *, token: Optional[str] = None, max_upload: int = DEFAULT_MAX_UPLOAD,
-               device: str = "cpu", allow_index: Optional[list[str]] = None):
-    """The API over the index at `index`. Writes (notes, indexing under `allow_index`) need `token`."""
+               device: str = "cpu", allow_index: Optional[list[str]] = None, readers: Optional[int] = None):
+    """The API over the index at `index`. Writes (notes, indexing under `allow_index`) need `token`. `readers`:
+    requests answered at once (`context.Readers`; None: the CPUs, at most 4); more wait for one to finish."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
@@ -41,13 +42,14 @@ def create_app(index: str | os.PathLike, *, token: Optional[str] = None, max_upl
     from .routes import collection, items, memories, search, views
     from .schemas import SearchRequest
 
-    ctx = Context(index, token=token, max_upload=max_upload, device=device, allow_index=allow_index)
+    ctx = Context(index, token=token, max_upload=max_upload, device=device, allow_index=allow_index, readers=readers)
     redact_tokens_in_access_log()
 
     @asynccontextmanager
     async def lifespan(app):
         yield
-        ctx.close_writer()  # the reader lives as long as the app (a test client may start and stop it often)
+        ctx.close_writer()  # the first reader lives as long as the app (a test client may start and stop it often)
+        ctx.reader.close()
 
     app = FastAPI(title="mmretrieval", version=__version__, lifespan=lifespan,
                   description="Search photos, recordings and documents by meaning, across modalities; keep an "
@@ -136,8 +138,9 @@ SETTINGS_ENV = "MMR_SERVE_SETTINGS"  # how `serve` hands its settings to worker 
 
 def serve(index: str, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           max_upload: int = DEFAULT_MAX_UPLOAD, device: str = "cpu", allow_index: Optional[list[str]] = None,
-          workers: int = 1) -> None:
-    """Serve until stopped. `workers` > 1: that many processes answer on one port, each with its own engine over
+          workers: int = 1, readers: Optional[int] = None) -> None:
+    """Serve until stopped, answering up to `readers` requests at once in each process. `workers` > 1: that many
+    processes answer on one port, each with its own engines over
     the same files (a compressed index's exact rows and the page cache are shared, not copied); a request
     waits for no other worker's, and every worker sees a commit at its next request."""
     try:
@@ -147,8 +150,9 @@ def serve(index: str, *, host: str = "127.0.0.1", port: int = 8000, token: str |
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise UsageError(f"workers must be a positive integer, got {workers!r}")
     check_binding(host, token)
+    reader_count(readers)
     settings = dict(index=os.fspath(index), token=token, max_upload=max_upload, device=device,
-                    allow_index=allow_index)
+                    allow_index=allow_index, readers=readers)
     if workers == 1:
         app = create_app(**settings)
         warm_up(app.state.engine)

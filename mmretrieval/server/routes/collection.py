@@ -29,8 +29,8 @@ def healthz():
 def stats(request: Request):
     """What the index holds: its space, counts per modality, notes, size on disk."""
     c = ctx(request)
-    with c.lock:
-        return c.engine.stats()
+    with c.reader() as engine:
+        return engine.stats()
 
 
 @router.get("/relevance", response_model=dict[str, Any], responses=errors())
@@ -38,8 +38,8 @@ def relevance(request: Request):
     """How relevance is computed for this index: the self-labelled curve per pair of modalities and the
     calibration, if one was fitted (`mmr calibrate`)."""
     c = ctx(request)
-    with c.lock:
-        return c.engine.relevance.describe()
+    with c.reader() as engine:
+        return engine.relevance.describe()
 
 
 @router.get("/audit", response_model=dict[str, Any], responses=errors())
@@ -48,8 +48,8 @@ def audit(request: Request):
     from ...relevance.audit import audit_index, public
 
     c = ctx(request)
-    with c.lock:
-        return public(audit_index(c.engine))
+    with c.reader() as engine:
+        return public(audit_index(engine))
 
 
 @router.get("/audit.png", response_class=Response, responses={
@@ -58,8 +58,8 @@ def audit_png(request: Request):
     from ...relevance.audit import audit_index, plot
 
     c = ctx(request)
-    with c.lock:
-        report = audit_index(c.engine)
+    with c.reader() as engine:
+        report = audit_index(engine)
     with tempfile.TemporaryDirectory() as tmp:
         data = plot(report, Path(tmp) / "audit.png").read_bytes()
     return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})

@@ -25,8 +25,8 @@ def ctx(request: Request) -> Context:
 
 
 def _row(c: Context, item_id: int):
-    with c.lock:
-        row = c.engine.item(item_id)
+    with c.reader() as engine:
+        row = engine.item(item_id)
     if row is None:
         raise ItemNotFoundError(f"no indexed item with id {item_id}")
     return row

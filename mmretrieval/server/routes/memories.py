@@ -33,8 +33,8 @@ def recall(request: Request, body: RecallRequest):
     """The notes closest in meaning to the query, among those of the scope given (each of user, agent,
     session given must match exactly)."""
     c = ctx(request)
-    with c.lock:
-        found = c.engine.recall(body.query, k=body.k, user=body.user, agent=body.agent, session=body.session,
+    with c.reader() as engine:
+        found = engine.recall(body.query, k=body.k, user=body.user, agent=body.agent, session=body.session,
                                 metadata=body.metadata, recency=body.recency, half_life_days=body.half_life_days)
     return [m.to_dict() for m in found]
 
@@ -44,8 +44,8 @@ def memories(request: Request, user: Optional[str] = Query(None), agent: Optiona
              session: Optional[str] = Query(None), limit: Optional[int] = Query(None)):
     """The notes of a scope, most recently updated first."""
     c = ctx(request)
-    with c.lock:
-        return [m.to_dict() for m in c.engine.memories(user=user, agent=agent, session=session, limit=limit)]
+    with c.reader() as engine:
+        return [m.to_dict() for m in engine.memories(user=user, agent=agent, session=session, limit=limit)]
 
 
 @router.patch("/memories/{memory_id}", response_model=MemoryOut, responses=WRITES, **OUT)

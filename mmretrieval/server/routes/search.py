@@ -53,8 +53,8 @@ def search_get(request: Request, q: str = Query(..., description="text query"),
     c = ctx(request)
     filters = {"paths": path, "after": after, "before": before, "min_size": min_size, "max_size": max_size,
                "exts": ext}
-    with c.lock:
-        return hits(c.engine.search(q, k=k, types=type or None, min_relevance=min_relevance, cutoff=cutoff,
+    with c.reader() as engine:
+        return hits(engine.search(q, k=k, types=type or None, min_relevance=min_relevance, cutoff=cutoff,
                                     filters=filters, sort=sort, mode=mode))
 
 
@@ -112,8 +112,8 @@ def _search_upload(c: Context, field: str, data: bytes, suffix: str, k: int, typ
     with tempfile.NamedTemporaryFile(suffix=suffix) as f:
         f.write(data)
         f.flush()
-        with c.lock:
-            return hits(c.engine.search(**{field: f.name}, k=k, types=types, **cut))
+        with c.reader() as engine:
+            return hits(engine.search(**{field: f.name}, k=k, types=types, **cut))
 
 
 def _search_json(c: Context, body: SearchRequest):
@@ -122,13 +122,13 @@ def _search_json(c: Context, body: SearchRequest):
     given = [n for n in ("text", "item", "parts") if getattr(body, n) is not None]
     if len(given) > 1:
         raise UsageError(f"give one of text, item, parts (got {', '.join(given)})")
-    with c.lock:
+    with c.reader() as engine:
         if body.parts is not None:
             parts = [(p.weight, p.modality, p.value) for p in body.parts]
-            return hits(c.engine.search_parts(parts, k=body.k, types=body.types, mode=body.mode, **cut))
+            return hits(engine.search_parts(parts, k=body.k, types=body.types, mode=body.mode, **cut))
         if body.item is not None:
-            return hits(c.engine.search_like(body.item, k=body.k, types=body.types, **cut))
-        return hits(c.engine.search(body.text, k=body.k, types=body.types, mode=body.mode, **cut))
+            return hits(engine.search_like(body.item, k=body.k, types=body.types, **cut))
+        return hits(engine.search(body.text, k=body.k, types=body.types, mode=body.mode, **cut))
 
 
 def _relevance(v: Any) -> Optional[float]:

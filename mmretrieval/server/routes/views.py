@@ -36,8 +36,8 @@ def dupes(request: Request, type: Optional[list[str]] = TYPES,
           radius: Optional[float] = Query(None, description="cosine within which candidates are searched")):
     """Groups of near-duplicates, largest first, the member to keep first (with the reason)."""
     c = ctx(request)
-    with c.lock:
-        return c.engine.dupes(type or None, threshold=threshold, radius=radius).as_dict()
+    with c.reader() as engine:
+        return engine.dupes(type or None, threshold=threshold, radius=radius).as_dict()
 
 
 @router.get("/clusters", response_model=ClustersOut, responses=errors(422, 503))
@@ -46,8 +46,8 @@ def clusters(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
              bridge: bool = Query(False, description="take each modality's mean direction out first")):
     """k-means clusters of the collection, each named by the built-in vocabulary and its nearest passage."""
     c = ctx(request)
-    with c.lock:
-        return c.engine.clusters(type or None, k=_k(k), bridge=bridge).as_dict(members)
+    with c.reader() as engine:
+        return engine.clusters(type or None, k=_k(k), bridge=bridge).as_dict(members)
 
 
 @router.get("/outliers", response_model=OutliersOut, responses=errors(422, 503))
@@ -56,8 +56,8 @@ def outliers(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
              limit: int = Query(50, ge=1, le=10_000)):
     """Items that belong nowhere: far from their cluster's centre, with fewer close neighbours than usual."""
     c = ctx(request)
-    with c.lock:
-        return c.engine.outliers(type or None, k=_k(k), z=z, limit=limit)
+    with c.reader() as engine:
+        return engine.outliers(type or None, k=_k(k), z=z, limit=limit)
 
 
 @router.get("/map", response_model=MapOut, responses=errors(422, 503))
@@ -65,8 +65,8 @@ def map_points(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
                method: str = Query("pca", description="pca, or umap (with umap-learn installed)")):
     """Every item as a point in two dimensions, with its cluster, and the clusters' names."""
     c = ctx(request)
-    with c.lock:
-        points, names, _ = c.engine.views.map(type or None, k=_k(k), method=method)
+    with c.reader() as engine:
+        points, names, _ = engine.views.map(type or None, k=_k(k), method=method)
     return {"points": points, "names": names}
 
 
@@ -76,6 +76,6 @@ def map_png(request: Request, type: Optional[list[str]] = TYPES, k: str = K,
             method: str = Query("pca", description="pca, or umap (with umap-learn installed)"),
             width: int = Query(1200, ge=200, le=4000), height: int = Query(900, ge=200, le=4000)):
     c = ctx(request)
-    with c.lock:
-        data = c.engine.map_png(type or None, k=_k(k), method=method, width=width, height=height)
+    with c.reader() as engine:
+        data = engine.map_png(type or None, k=_k(k), method=method, width=width, height=height)
     return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
