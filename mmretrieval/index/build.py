@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from .exact_rows import ExactRows
+from .exact_rows import ExactRows, RowFile
 from .openmp import load_faiss
 from .vector_index import LOSSY_KINDS, VectorIndex, _check_vectors
 
@@ -55,7 +55,7 @@ def build_ivf(parts: Sequence[tuple[np.ndarray, np.ndarray]], choice, dim: int, 
     the index to `faiss.read_index` later; read it without IO_FLAG_MMAP, which crashed with faiss 1.15).
 
     A lossy choice (SQ8, PQ) keeps every part's vectors as exact rows to re-score with: in memory, or with `ondisk`
-    in `exact.rows.npy` there (memory-mapped), where the merged lists go too."""
+    in `exact.rows.npy` there (read with pread), where the merged lists go too."""
     sizes = [len(ids) for ids, _ in parts]
     rows = sample_rows(sizes, max(TRAIN_PER_LIST * max(choice.nlist, 1), TRAIN_MIN), seed)
     train = np.concatenate([np.asarray(v[r], np.float32) for (_, v), r in zip(parts, rows)])
@@ -104,6 +104,10 @@ def _exact_rows(parts, dim: int, ondisk: str | os.PathLike | None) -> ExactRows:
                 rows[at:at + len(chunk)] = chunk
                 at += len(chunk)
         rows.flush()
+        del rows
+        # read back with pread, as a loaded index reads them: tuning's random rows through the mapping thrashed the
+        # page cache at 10 M (10 GB of rows, 6 GB free)
+        rows = RowFile(Path(ondisk) / "exact.rows.npy")
     return ExactRows(dim, ids, rows)
 
 
