@@ -1,10 +1,11 @@
-"""Throughput of `mmr serve` under concurrent clients, with 1 and with 2 worker processes side by side.
+"""Throughput of `mmr serve` under concurrent clients: worker processes and readers (threads) per process side by
+side, one request at a time per process (`1x1`) the baseline.
 
-    python scripts/bench/serve_workers.py [--model tiny] [--clients 8] [--seconds 20] [--workers 1,2]
+    python scripts/bench/serve_workers.py [--model tiny] [--clients 8] [--seconds 20] [--configs 1x1,1x2,2x1,2x2]
                                           [--vectors 0]
 
 An index of assets/demo in the given space (and, with --vectors N, N synthetic vectors more, so that the search
-itself costs what a large collection's does); then per worker count a server on a free port, warmed up, and
+itself costs what a large collection's does); then per WORKERSxREADERS a server on a free port, warmed up, and
 `--clients` threads each sending text queries (GET /search, k=10, a new connection each) for `--seconds`:
 queries per second and latency p50/p95 as the clients saw them, end to end (HTTP, text tower, search, JSON).
 """
@@ -42,11 +43,12 @@ def get(url: str) -> bytes:
         return r.read()
 
 
-def run(index: Path, workers: int, clients: int, seconds: float) -> dict:
+def run(index: Path, workers: int, readers: int, clients: int, seconds: float) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "mmretrieval.cli", "serve", "--index", str(index),
-                               "--port", str(port), "--workers", str(workers)],
+                               "--port", str(port), "--workers", str(workers),
+                               "--readers", str(readers)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
@@ -81,7 +83,7 @@ def run(index: Path, workers: int, clients: int, seconds: float) -> dict:
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        return {"workers": workers, "queries": len(lat), "qps": len(lat) / wall,
+        return {"workers": workers, "readers": readers, "queries": len(lat), "qps": len(lat) / wall,
                 "p50_ms": float(np.percentile(lat, 50) * 1e3), "p95_ms": float(np.percentile(lat, 95) * 1e3)}
     finally:
         os.killpg(server.pid, signal.SIGINT)
@@ -96,7 +98,7 @@ def main() -> None:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--configs", default="1x1,1x2,2x1,2x2", help="WORKERSxREADERS, comma-separated")
     ap.add_argument("--vectors", type=int, default=0)
     args = ap.parse_args()
     import mmretrieval as mmr
@@ -114,13 +116,14 @@ def main() -> None:
             fill(eng, x, np.where(rng.random(args.vectors) < IMAGE_SHARE, "image", "text"))
         desc = eng.stats()["index_description"]
         eng.close()
-        rows = [run(index, int(w), args.clients, args.seconds) for w in args.workers.split(",")]
+        configs = [tuple(int(n) for n in c.split("x")) for c in args.configs.split(",")]
+        rows = [run(index, w, r, args.clients, args.seconds) for w, r in configs]
     print(f"\n`mmr serve` in space {args.model!r}, index {desc}, {args.clients} clients, {args.seconds:g} s each; "
           f"{os.cpu_count()} CPUs")
-    print("| workers | queries/s | p50 ms | p95 ms | vs 1 worker |")
-    print("| --- | --- | --- | --- | --- |")
+    print(f"| workers | readers | queries/s | p50 ms | p95 ms | vs {configs[0][0]}x{configs[0][1]} |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['workers']} | {r['qps']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+        print(f"| {r['workers']} | {r['readers']} | {r['qps']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
               f"{r['qps'] / rows[0]['qps']:.2f}x |")
     print(json.dumps(rows))
 
