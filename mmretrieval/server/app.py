@@ -16,7 +16,7 @@ from ..engine import Engine
 from ..errors import (DecodeError, IndexLockedError, IndexNotFoundError, ItemNotFoundError, MissingWeightsError,
                       MMRError, SpaceError, SpaceMismatchError, UsageError)
 from .auth import REFUSAL, check_binding, token_matches
-from .context import Context, reader_count, Forbidden, UploadTooLarge
+from .context import Context, Forbidden, UploadTooLarge, reader_count
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 STATUS = [(UploadTooLarge, 413), (Forbidden, 403), (UsageError, 422), (DecodeError, 422), (ItemNotFoundError, 404),
