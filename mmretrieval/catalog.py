@@ -21,6 +21,7 @@ from .errors import IndexNotFoundError, MMRError
 
 SCHEMA_VERSION = 3  # 2: files.date, date_source, ext, tags (filters, sorting) and the keyword index (fts); 3: memories
 MEMORY = "memory"  # the file modality of an agent's memory: a row of `memories`, not a file on disk
+BRIDGED = "bridged:"  # files.space of a file whose vectors a bridge carried from the space before (+ its fingerprint)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -108,6 +109,11 @@ class FileRow:
     error: str | None
     space: str | None
 
+    @property
+    def bridged(self) -> bool:
+        """Its vectors came through a bridge from the space switched away from: to be embedded again."""
+        return bool(self.space) and self.space.startswith(BRIDGED)
+
 
 @dataclass(frozen=True)
 class ItemRow:
@@ -120,6 +126,7 @@ class ItemRow:
     text: str | None
     date: float | None = None     # the file's date (EXIF/tag, else mtime), seconds since the epoch
     file_modality: str | None = None  # its file's: a video's scene is an image item of a video file
+    approximate: bool = False     # its vector came through a bridge (`FileRow.bridged`)
 
 
 class IndexedContents(Mapping[str, FileRow]):
@@ -136,13 +143,15 @@ class IndexedContents(Mapping[str, FileRow]):
 
     def __iter__(self) -> Iterator[str]:
         return (r[0] for r in self.catalog.db.execute(
-            "SELECT DISTINCT hash FROM files WHERE status='indexed' AND hash IS NOT NULL"))
+            f"SELECT DISTINCT hash FROM files WHERE {_REAL_VECTORS}"))
 
     def __len__(self) -> int:
         return int(self.catalog.db.execute(
-            "SELECT COUNT(DISTINCT hash) FROM files WHERE status='indexed' AND hash IS NOT NULL").fetchone()[0])
+            f"SELECT COUNT(DISTINCT hash) FROM files WHERE {_REAL_VECTORS}").fetchone()[0])
 
 
+# Files whose content hash names real vectors (a copy or a move may reuse them): a bridged file's are approximate.
+_REAL_VECTORS = f"status='indexed' AND hash IS NOT NULL AND (space IS NULL OR space NOT LIKE '{BRIDGED}%')"
 MMAP_BYTES = 1 << 30  # address space, not memory: pages are read in as touched
 
 
@@ -264,7 +273,7 @@ class Catalog:
         return out
 
     def indexed_file_with_hash(self, hash: str) -> FileRow | None:
-        r = self.db.execute(f"SELECT {_FILE_COLS} FROM files WHERE hash=? AND status='indexed' LIMIT 1",
+        r = self.db.execute(f"SELECT {_FILE_COLS} FROM files WHERE hash=? AND {_REAL_VECTORS} LIMIT 1",
                             (hash,)).fetchone()
         return None if r is None else FileRow(**dict(r))
 
@@ -392,10 +401,11 @@ class Catalog:
 
     def _items(self, where: str, args: Any) -> list[ItemRow]:
         rows = self.db.execute(
-            f"SELECT i.id, i.file_id, f.path, i.modality, i.ordinal, i.locator, i.text, {self._date}, f.modality "
-            f"FROM items i JOIN files f ON f.id = i.file_id {where}", args)
+            f"SELECT i.id, i.file_id, f.path, i.modality, i.ordinal, i.locator, i.text, {self._date}, f.modality, "
+            f"f.space FROM items i JOIN files f ON f.id = i.file_id {where}", args)
         return [ItemRow(id=r[0], file_id=r[1], path=r[2], modality=r[3], ordinal=r[4],
-                        locator=json.loads(r[5]) if r[5] else {}, text=r[6], date=r[7], file_modality=r[8])
+                        locator=json.loads(r[5]) if r[5] else {}, text=r[6], date=r[7], file_modality=r[8],
+                        approximate=bool(r[9]) and r[9].startswith(BRIDGED))
                 for r in rows]
 
     @property
@@ -479,6 +489,13 @@ class Catalog:
             if self._memories_ready() else (0, 0)
         return {"items": items, "files_indexed": files.get("indexed", 0) - attached,
                 "files_skipped": files.get("skipped", 0), "memories": memories}
+
+    def bridged(self) -> dict[str, Any]:
+        """Files whose vectors came through a bridge (a migration under way): their count, items and paths."""
+        paths = [r[0] for r in self.db.execute(f"SELECT path FROM files WHERE space LIKE '{BRIDGED}%' ORDER BY path")]
+        items = self.db.execute(f"SELECT COUNT(*) FROM items i JOIN files f ON f.id = i.file_id "
+                                f"WHERE f.space LIKE '{BRIDGED}%'").fetchone()[0] if paths else 0
+        return {"files": len(paths), "items": int(items), "paths": paths}
 
     def export_rows(self, modality: str) -> Iterator[dict[str, Any]]:
         """Every item of a modality with its file's facts, by path then position in the file (for shards). A file's

@@ -309,8 +309,9 @@ class Store:
 
     def keep_vectors(self, row: FileRow, options: dict[str, Any]) -> None:
         """Before a file's vectors leave the index (removed, changed, gone): keep them in the embedding cache, so
-        that its content coming back costs no encoding. Not from indexes whose stored vectors are lossy codes."""
-        if (row.status != "indexed" or not row.hash or not row.space or not self.cache.enabled
+        that its content coming back costs no encoding. Not from indexes whose stored vectors are lossy codes, nor a
+        bridge's approximations."""
+        if (row.status != "indexed" or not row.hash or not row.space or row.bridged or not self.cache.enabled
                 or self.vectors is None or self.vectors.lossy):
             return
         items = self.catalog.items_of_file(row.id)

@@ -166,6 +166,21 @@ def test_incremental_edits_match_the_local_path(cluster, library, tmp_path):
     dist.close()
 
 
+def test_a_migration_embeds_on_ray_as_it_does_here(cluster, library, tmp_path, tiny_space_dir):
+    _, workers = cluster
+    local, dist = mmr.Engine(tmp_path / "local", model="tiny"), mmr.Engine(tmp_path / "ray", model="tiny")
+    for e in (local, dist):
+        e.index([library])
+    r_local = local.migrate(str(tiny_space_dir))
+    r_dist = dist.migrate(str(tiny_space_dir), ray=RayOptions(**OPTIONS))
+    assert r_dist.switched and dist.spec.name == "test-tiny" and r_dist.indexed == r_local.indexed
+    assert r_dist.distributed and set(r_dist.distributed["nodes"]) == set(workers)
+    assert r_local.distributed is None
+    assert_same(local, dist)
+    local.close()
+    dist.close()
+
+
 def test_driver_killed_before_commit_resumes_from_its_shards(cluster, library, tmp_path):
     c, _ = cluster
     idx = tmp_path / "ray"

@@ -170,3 +170,63 @@ def test_mmr_migrate_from_the_shell(index, tiny_space_dir, capsys):
     assert main(["info", *i]) == 0 and "kept:         tiny" in capsys.readouterr().out
     assert main(["migrate", "--back", *i]) == 0 and "switched back to tiny" in capsys.readouterr().out
     assert main(["migrate", "--drop-old", *i]) == 0 and "freed" in capsys.readouterr().out
+
+
+def _shapes(folder: Path, n: int, offset: int = 0) -> None:
+    from mmretrieval.synth import shape_image
+
+    folder.mkdir(exist_ok=True)
+    for k in range(offset, offset + n):
+        shape_image(["red", "green", "blue", "yellow"][k % 4], ["circle", "square", "star"][k % 3],
+                    size=80 + k).save(folder / f"{k}.png")
+
+
+def _vectors_by_path(eng) -> dict:
+    out = {}
+    for c in eng.vectors():
+        rows = eng.store.catalog.items(c.ids)
+        out.update((rows[int(i)].path, v) for i, v in zip(c.ids, c.vectors))
+    return out
+
+
+def test_a_bridge_switches_first_then_real_vectors_replace_the_bridged_ones(tmp_path, tiny_space_dir, monkeypatch):
+    from mmretrieval.engine import migrating
+
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    _shapes(lib, 120)
+    with mmr.Engine(idx, model="tiny") as eng:
+        eng.index([lib])
+        old_fp = eng.store.space_record()["fingerprint"]
+    monkeypatch.setattr(migrating, "BRIDGE_PAIRS", 40)
+    embed_for_real = migrating.Migrator._embed_bridged
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # a kill right after the switch, before any bridged file is embedded for real
+
+    monkeypatch.setattr(migrating.Migrator, "_embed_bridged", killed)
+    with mmr.Engine(idx) as eng, pytest.raises(KeyboardInterrupt):
+        eng.migrate(str(tiny_space_dir), bridge=True)
+    with mmr.Engine(idx, readonly=True) as eng:  # in the new space already, every file searchable
+        st = eng.stats()
+        assert eng.spec.name == "test-tiny" and st["files_indexed"] == 120 and eng.check()["consistent"]
+        bridged = st["migration"]["bridged"]
+        assert bridged == {"files": 120 - 41, "items": 120 - 41}  # 25 sampled to estimate, 16 more for 40 pairs
+        hits = eng.search("a red circle", k=200)
+        assert len(hits) == 120 and sum(h.approximate for h in hits) == bridged["items"]
+        assert all(h.to_dict().get("approximate", False) == h.approximate for h in hits)
+        assert [p["fingerprint"] for p in st["previous_spaces"]] == [old_fp]
+        changed = next(h.path for h in hits if h.approximate)
+    from mmretrieval.synth import shape_image
+
+    shape_image("green", "star", size=300).save(changed)  # changed meanwhile: its bridged vector is not kept
+    monkeypatch.setattr(migrating.Migrator, "_embed_bridged", embed_for_real)
+    with mmr.Engine(idx) as eng:
+        report = eng.migrate(str(tiny_space_dir), bridge=True)  # goes on: embeds the bridged files, in place
+        assert report.switched and report.indexed == bridged["files"] and eng.stats()["migration"] is None
+        assert not any(h.approximate for h in eng.search("a red circle", k=200))
+        assert eng.check()["consistent"] and eng.store.cache.stats()["entries"] == 0
+        mine = _vectors_by_path(eng)
+    with mmr.Engine(tmp_path / "fresh", model=str(tiny_space_dir)) as ref:  # what indexing from nothing makes
+        ref.index([lib])
+        theirs = _vectors_by_path(ref)
+    assert mine.keys() == theirs.keys() and max(float(abs(mine[p] - theirs[p]).max()) for p in mine) < 1e-5

@@ -114,6 +114,47 @@ def test_an_export_copies_its_tower_only_and_leaves_the_model_as_it_was(tmp_path
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_processes_exporting_the_same_tower_take_turns(tmp_path, monkeypatch):
+    """Ray actors starting together once exported one tower at the same time, and one lost a file ONNX Runtime's
+    quantiser writes beside the graph under a fixed name: now one exports, the others read its export."""
+    import threading
+    import time
+
+    from mmretrieval.space.towers import _create_clip
+
+    space = Space(mmr.resolve_model_arg("tiny"), precision="fp32", backend="torch")
+    model = _create_clip(space.resolved, torch.device("cpu"), "tiny").eval()
+    inside, most, exports, export = [0], [0], [0], onnx_runtime._export_tower
+
+    def slow_export(*a, **k):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        exports[0] += 1
+        time.sleep(0.3)  # long enough for the others to arrive meanwhile
+        try:
+            return export(*a, **k)
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(onnx_runtime, "_export_tower", slow_export)
+    towers, errors = [], []
+
+    def load():  # each thread opens the folder itself: flock treats them as other processes do
+        try:
+            towers.append(onnx_runtime.load_tower(model, "image", "int8", "k", tmp_path))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(towers) == 3 and most[0] == 1 and exports[0] == 1
+    probe = onnx_runtime._probe("image", model).numpy()
+    assert all(np.array_equal(t(probe), towers[0](probe)) for t in towers)
+
+
 def test_towers_run_from_cached_exports_without_building_the_torch_model(heldout, reference, monkeypatch):
     """The torch modules (~1.3 s and ~1.2 GB for ViT-B-32) are built only where something needs them: not for
     queries and indexing when every tower runs from a cached export; a tower left in torch builds them at its

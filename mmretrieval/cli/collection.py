@@ -6,7 +6,8 @@ import json
 import os
 import sys
 
-from .common import EXIT_ERROR, EXIT_OK, PRECISION_HELP, add_index_arg, device, index_dir, safe_text, show_path
+from .common import (EXIT_ERROR, EXIT_OK, PRECISION_HELP, add_index_arg, add_ray_args, device, index_dir, ray_options,
+                     safe_text, show_path)
 
 MESSAGES_LOG = "messages.log"  # what decoding libraries printed during the last `mmr index`
 
@@ -44,19 +45,7 @@ def register_index(sub: argparse._SubParsersAction) -> None:
                    help="commit what is done every S seconds (default 30); a killed run loses at most that")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="list skipped files with their reasons")
-    g = p.add_argument_group("on a Ray cluster (the `distributed` extra; planning and the commit stay here)")
-    g.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                   help="embed on Ray: the cluster at ADDRESS (host:port, or auto for the one `ray start` "
-                        "began here); alone: $RAY_ADDRESS, else a new local Ray")
-    g.add_argument("--ray-actors", type=int, metavar="N", help="encoder actors (default: the cluster's CPUs / "
-                                                               "--ray-cpus-per-actor)")
-    g.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="C", help="CPUs each actor takes "
-                                                                                    "(fractions allowed; default 1)")
-    g.add_argument("--ray-gpus-per-actor", type=float, default=0.0, metavar="G", help="GPUs each actor takes")
-    g.add_argument("--files-per-shard", type=int, metavar="N",
-                   help="files per shard sent to an actor (default: about 4 shards per actor, at most 1000)")
-    g.add_argument("--keep-shards", action="store_true",
-                   help="keep the embedded shards (INDEX/staging, clip-retrieval's layout) after the commit")
+    add_ray_args(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -101,7 +90,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         run = lambda: eng.index(args.paths, batch_size=args.batch_size, workers=args.workers,  # noqa: E731
                                 progress=progress, checkpoint_seconds=args.checkpoint_seconds,
                                 pool_audio=args.pool_audio, ocr=args.ocr, index_type=args.index_type,
-                                memory_budget=_budget(args.memory_budget), ray=_ray_options(args))
+                                memory_budget=_budget(args.memory_budget), ray=ray_options(args))
         if os.environ.get("MMR_DEBUG") == "1":
             report, log, chatter = run(), None, 0
         else:
@@ -145,23 +134,6 @@ def cmd_index(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ray_options(args: argparse.Namespace):
-    from ..options import RayOptions
-
-    given = [f for f in ("ray_actors", "files_per_shard") if getattr(args, f) is not None]
-    given += [f for f in ("ray_gpus_per_actor",) if getattr(args, f)] + (["keep_shards"] if args.keep_shards else [])
-    if args.ray is None:
-        if given or args.ray_cpus_per_actor != 1.0:
-            from ..errors import UsageError
-
-            raise UsageError("--ray-actors, --ray-cpus-per-actor, --ray-gpus-per-actor, --files-per-shard and "
-                             "--keep-shards only apply with --ray")
-        return None
-    return RayOptions(address=args.ray or None, actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor,
-                      gpus_per_actor=args.ray_gpus_per_actor, files_per_shard=args.files_per_shard,
-                      keep_shards=args.keep_shards)
-
-
 def _budget(text: str | None) -> int | None:
     from ..errors import UsageError
     from ..index.choose import parse_bytes
@@ -199,6 +171,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         m = st["migration"]
         print(f"migration:    to {m['to']} ({m['fingerprint']}), {m['files_done']} of {m['files']} files "
               f"(mmr migrate --to {m['to']} goes on)")
+        if m.get("bridged"):
+            print(f"              switched through a bridge: {m['bridged']['items']:,} item(s) of "
+                  f"{m['bridged']['files']:,} file(s) answer approximately until embedded")
     c = st["embedding_cache"]
     if c["entries"] or c["hits"]:
         print(f"kept vectors: {c['entries']} file(s), {c['bytes'] / 1e6:.1f} MB of {c['limit'] / 1e6:.0f} MB; "

@@ -52,3 +52,38 @@ def show_path(path: str) -> str:
 def safe_text(text: str) -> str:
     """Text from a file (a snippet, a reason) with every control character shown escaped (\\x1b)."""
     return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    """`--ray` and its settings, for the commands that embed files (index, migrate)."""
+    g = p.add_argument_group("on a Ray cluster (the `distributed` extra; planning and the commit stay here)")
+    g.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="embed on Ray: the cluster at ADDRESS (host:port, or auto for the one `ray start` "
+                        "began here); alone: $RAY_ADDRESS, else a new local Ray")
+    g.add_argument("--ray-actors", type=int, metavar="N", help="encoder actors (default: the cluster's CPUs / "
+                                                               "--ray-cpus-per-actor)")
+    g.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="C", help="CPUs each actor takes "
+                                                                                    "(fractions allowed; default 1)")
+    g.add_argument("--ray-gpus-per-actor", type=float, default=0.0, metavar="G", help="GPUs each actor takes")
+    g.add_argument("--files-per-shard", type=int, metavar="N",
+                   help="files per shard sent to an actor (default: about 4 shards per actor, at most 1000)")
+    g.add_argument("--keep-shards", action="store_true",
+                   help="keep the embedded shards (INDEX/staging, clip-retrieval's layout) after the commit")
+
+
+def ray_options(args: argparse.Namespace):  # noqa: ANN201  (RayOptions | None)
+    """The `--ray*` arguments as `RayOptions` (None without --ray)."""
+    from ..options import RayOptions
+
+    given = [f for f in ("ray_actors", "files_per_shard") if getattr(args, f) is not None]
+    given += [f for f in ("ray_gpus_per_actor",) if getattr(args, f)] + (["keep_shards"] if args.keep_shards else [])
+    if args.ray is None:
+        if given or args.ray_cpus_per_actor != 1.0:
+            from ..errors import UsageError
+
+            raise UsageError("--ray-actors, --ray-cpus-per-actor, --ray-gpus-per-actor, --files-per-shard and "
+                             "--keep-shards only apply with --ray")
+        return None
+    return RayOptions(address=args.ray or None, actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor,
+                      gpus_per_actor=args.ray_gpus_per_actor, files_per_shard=args.files_per_shard,
+                      keep_shards=args.keep_shards)

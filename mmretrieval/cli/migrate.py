@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .common import EXIT_OK, add_index_arg, device, index_dir, safe_text, show_path
+from .common import EXIT_OK, add_index_arg, add_ray_args, device, index_dir, ray_options, safe_text, show_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,11 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--abandon", action="store_true", help="give up a migration under way (its work is deleted)")
     p.add_argument("--dry-run", action="store_true",
                    help="with --to: only the estimate (a sample is indexed to measure it; its work is kept)")
+    p.add_argument("--bridge", action="store_true",
+                   help="with --to: switch as soon as a map fitted on the first ~1,000 items per modality carries "
+                        "the others' old vectors into the new space (their hits marked approximate), then embed "
+                        "them for real")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_index_arg(p)
+    add_ray_args(p)
 
 
-def _estimate_lines(r: dict) -> list[str]:
+def _estimate_lines(r: dict, bridge: bool = False) -> list[str]:
     lines = [f"{r['files']} file(s) to index in {r['to']} (fingerprint {r['fingerprint']})"
              + (f"; {r['gone']} no longer on disk" if r["gone"] else "")]
     for m, v in r["per_modality"].items():
@@ -36,13 +41,15 @@ def _estimate_lines(r: dict) -> list[str]:
         secs = r["estimate_seconds"]
         took = f"{secs:.0f} s" if secs < 120 else f"{secs / 60:.0f} min" if secs < 7200 else f"{secs / 3600:.1f} h"
         lines.append(f"estimate: ~{took} on this machine, ~{mb:.0f} MB on disk; "
-                     f"searches keep answering from the current space meanwhile")
+                     + ("the index switches once the bridge is fitted; hits not yet embedded are marked approximate"
+                        if bridge else "searches keep answering from the current space meanwhile"))
     return lines
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from ..engine import Engine
 
+    ray = ray_options(args)
     with Engine(index_dir(args), device=device(args)) as eng:
         if args.drop_old:
             print(f"freed {eng.drop_old_spaces() / 1e6:.1f} MB")
@@ -62,16 +69,22 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             if args.dry_run and args.json:
                 print(json.dumps(out, indent=2))
                 return EXIT_OK
-            print("\n".join(_estimate_lines(out)), file=sys.stdout if args.dry_run else sys.stderr)
+            print("\n".join(_estimate_lines(out, args.bridge)), file=sys.stdout if args.dry_run else sys.stderr)
             if args.dry_run:
                 return EXIT_OK
-        r = eng.migrate(args.to, progress=not args.json)
+        r = eng.migrate(args.to, progress=not args.json, bridge=args.bridge, ray=ray)
     if args.json:
         print(json.dumps(r.to_dict(), indent=2))
         return EXIT_OK
     for path, why in r.skipped[:20]:
         print(f"  skipped {show_path(path)}: {safe_text(why)}")
-    print(f"switched to {r.to} ({r.fingerprint}): {r.indexed + first.indexed} file(s) indexed, {len(r.skipped) + len(first.skipped)} "
-          f"skipped, {r.memories} note(s) carried over, {r.seconds + first.seconds:.0f} s; the old space is kept in "
-          f"{show_path(r.previous or '')} (mmr migrate --back switches to it, --drop-old deletes it)")
+    if r.bridge:
+        fitted = ", ".join(f"{m} on {n:,} pairs" for m, n in sorted(r.bridge.items()))
+        print(f"switched through a bridge ({fitted}): {r.bridged:,} file(s) answered approximately until "
+              f"embedded, which they now are")
+    kept = f"; the old space is kept in {show_path(r.previous)} (mmr migrate --back switches to it, --drop-old " \
+           f"deletes it)" if r.previous else ""
+    print(f"switched to {r.to} ({r.fingerprint}): {r.indexed + first.indexed} file(s) indexed, "
+          f"{len(r.skipped) + len(first.skipped)} skipped, {r.memories} note(s) carried over, "
+          f"{r.seconds + first.seconds:.0f} s{kept}")
     return EXIT_OK

@@ -126,6 +126,8 @@ def format_hit(h: Any) -> str:
     after_path, extra = get_modality(h.modality).describe(h.locator, h.text)
     rel = "  -- " if h.relevance is None else f"{h.relevance:5.2f}"
     line = f"{h.rank:3d}  {h.score:+.4f} {rel}  {h.modality:<5}  {show_path(h.path)}{safe_text(after_path)}{safe_text(extra)}"
+    if getattr(h, "approximate", False):  # through a migration's bridge: not yet embedded in this space
+        line += "  (approx.)"
     if h.moments:  # more moments of the same video, under its best one
         line += "\n" + "\n".join(f"     {m.score:+.4f} {'  -- ' if m.relevance is None else f'{m.relevance:5.2f}'}  "
                                   f"{m.modality:<5}  {safe_text(m.where)}" for m in h.moments)

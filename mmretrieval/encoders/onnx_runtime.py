@@ -22,12 +22,14 @@ export needs neither torch nor the model: `ort_tower`.
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import os
 import time
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -235,8 +237,30 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
     cached = cached_tower(modality, precision, key, cache, threads)
     if cached is not None:
         return cached
-    folder, path, meta, batched, fp32 = export_files(modality, precision, key, cache)
+    folder = export_files(modality, precision, key, cache)[0]
     folder.mkdir(parents=True, exist_ok=True)
+    # Processes starting together (Ray actors, server workers) would export the same tower at once, and
+    # ONNX Runtime's quantiser writes and deletes a fixed-name file beside the fp32 graph: one at a time.
+    with _exclusive(folder):
+        cached = cached_tower(modality, precision, key, cache, threads)
+        if cached is not None:
+            return cached
+        return _export_tower(model, modality, precision, key, cache, threads, calibration)
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    fd = os.open(folder, os.O_RDONLY)  # the folder itself is the lock: no file left in the cache
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _export_tower(model: nn.Module, modality: str, precision: str, key: str, cache: Path, threads: int | None,
+                  calibration: Callable[[int], list[np.ndarray]] | None) -> OrtTower:
+    folder, path, meta, batched, fp32 = export_files(modality, precision, key, cache)
     t = time.perf_counter()
     batches = calibration(0) if calibration is not None else None
     if not fp32.exists():

@@ -339,13 +339,16 @@ class Engine:
                                          filters=filters, sort=sort)
 
     # ----------------------------------------------------------------- migration
-    def migrate(self, to: str | SpaceSpec, *, dry_run: bool = False, progress: bool = False) -> MigrationReport:
+    def migrate(self, to: str | SpaceSpec, *, dry_run: bool = False, progress: bool = False, bridge: bool = False,
+                ray: RayOptions | None = None) -> MigrationReport:
         """Move the index to another space (`engine.migrating`): a sample is indexed in it first and the rest
         estimated from its time per file (`dry_run` stops there); then every file is indexed into the new space
         beside the current one (searches keep answering from the current one; a kill loses at most the last
         checkpoint: the same call goes on), the notes are carried over, and the folder switches. The old space is
-        kept (`migrate_back`, `drop_old_spaces`)."""
-        return self.migrator.migrate(to, dry_run=dry_run, progress=progress)
+        kept (`migrate_back`, `drop_old_spaces`). `bridge`: switch as soon as a bridge fitted on the first items
+        carries the others' old vectors into the new space (their hits are marked approximate), then embed them
+        for real. `ray`: embed on a Ray cluster, as `index` does."""
+        return self.migrator.migrate(to, dry_run=dry_run, progress=progress, bridge=bridge, ray=ray)
 
     def migrate_back(self, fingerprint: str | None = None) -> dict[str, Any]:
         """Switch to a space kept from before a migration (the newest, or `fingerprint`), encoding no file."""

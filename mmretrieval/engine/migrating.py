@@ -10,6 +10,12 @@ current one from the files on disk, while searches keep answering from the curre
    (embedded again in the new space), then `switch.switch`: the current space's files go to
    ``INDEX/previous/<fingerprint>/`` (`back` switches to them again without encoding a file; `drop_old` deletes
    them) and the new ones take their place. Other processes follow the switch at their next query.
+
+With a **bridge** (`bridge=True`) the switch comes first: after the sample, up to `BRIDGE_PAIRS` items per modality
+are embedded in the new space, a map old -> new is fitted on them per modality (`bridge.py`), every other file is
+written into the new index with its old vectors carried through the map (marked bridged: hits on them are
+approximate), and the index switches then. The files are embedded for real afterwards, in place, like changed
+files (a kill and `migrate` again, or any `mmr index` of them, goes on).
 """
 from __future__ import annotations
 
@@ -21,16 +27,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..catalog import MEMORY
+import numpy as np
+
+from ..catalog import BRIDGED, MEMORY, ItemRecord
 from ..errors import UsageError
 from .. import switch
 
 if TYPE_CHECKING:
+    from ..bridge import Bridge
     from ..space.spec import SpaceSpec
     from .facade import Engine
 
 SAMPLE_PER_MODALITY = 8   # files per file modality indexed first to measure the new space's time per file
 SAMPLE_SHARE = 0.02       # ... or this share of them, whichever is more
+# Ridge: above the old space's own search at every sample size measured, from 100 pairs, and fitted in
+# milliseconds; the residual MLP's few points more at 1,000+ pairs cost seconds (docs/migrate.md).
+BRIDGE_KIND = "ridge"
+BRIDGE_PAIRS = 1000       # items per item modality embedded in the new space before the bridge is fitted
+MIN_BRIDGE_PAIRS = 20     # fewer: that modality's items wait for their real vectors (not searchable meanwhile)
+FILL_FILES = 2000         # files carried through the bridge per checkpoint
 
 
 @dataclass
@@ -46,6 +61,9 @@ class MigrationReport:
     indexed: int = 0                      # files indexed in the new space by this run (the sample included)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # files the new space could not read
     memories: int = 0                     # notes carried over
+    bridge: dict[str, int] = field(default_factory=dict)  # item modality -> pairs its bridge was fitted on
+    bridged: int = 0                      # files switched with bridged vectors, embedded for real afterwards
+    distributed: dict[str, Any] | None = None  # with `ray`: the Ray run's summary (nodes, shards, files)
     switched: bool = False
     previous: str | None = None           # where the old space's files are kept
     seconds: float = 0.0
@@ -67,13 +85,21 @@ class Migrator:
         return self.engine.path / switch.MIGRATION_DIR
 
     # ----------------------------------------------------------------- migrate
-    def migrate(self, to: str | SpaceSpec, *, dry_run: bool = False, progress: bool = False) -> MigrationReport:
+    def migrate(self, to: str | SpaceSpec, *, dry_run: bool = False, progress: bool = False, bridge: bool = False,
+                ray: Any = None) -> MigrationReport:
         from .facade import _spec_of
 
         eng = self.engine
         eng.writer.check_writable()
         spec = _spec_of(to)
         t0 = time.monotonic()
+        if self._switched_through_bridge(spec):
+            report = MigrationReport(to=spec.name, fingerprint=eng.store.space_record()["fingerprint"],
+                                     files=eng.store.catalog.bridged()["files"], switched=True)
+            if not dry_run:
+                self._embed_bridged(report, progress, ray)
+            report.seconds = time.monotonic() - t0
+            return report
         fresh = not (self.target_path / "catalog.sqlite").is_file()
         target = self._open_target(spec)
         try:
@@ -97,11 +123,15 @@ class Migrator:
             if dry_run:
                 report.seconds = time.monotonic() - t0
                 return report
-            done = target.index([p for ps in present.values() for p in ps], progress=progress)
-            report.indexed += done.files_new + done.files_changed + done.files_moved + done.files_copied
-            report.skipped += done.skipped
-            self._switch(target, report)
-            target = None
+            if bridge:
+                bridges = self._fit_bridges(target, present, report)
+                self._switch(target, report, bridges)
+                target = None
+                self._embed_bridged(report, progress, ray)
+            else:
+                _count(report, target.index([p for ps in present.values() for p in ps], progress=progress, ray=ray))
+                self._switch(target, report)
+                target = None
             report.seconds = time.monotonic() - t0
             return report
         finally:
@@ -166,8 +196,7 @@ class Migrator:
                 done = target.writer.index(part, refit=False) if part else None
                 times.append(time.perf_counter() - t)
                 if done is not None:
-                    report.indexed += done.files_new + done.files_changed + done.files_moved + done.files_copied
-                    report.skipped += done.skipped
+                    _count(report, done)
             if len(parts) == 3 and times[2] > times[1]:
                 per_file = (times[2] - times[1]) / (len(parts[2]) - len(parts[1]))
                 fixed.append(max(0.0, times[1] - per_file * len(parts[1])))
@@ -185,8 +214,9 @@ class Migrator:
             used = sum(f.stat().st_size for f in target.path.iterdir() if f.is_file())
             report.estimate_bytes = int(used / items * total)
 
-    def _switch(self, target: Engine, report: MigrationReport) -> None:
-        """Catch up, carry the notes, and switch, holding the index's writer lock throughout."""
+    def _switch(self, target: Engine, report: MigrationReport, bridges: dict[str, Bridge] | None = None) -> None:
+        """Catch up (or, with `bridges`, carry every file not yet embedded through them), carry the notes, and
+        switch, holding the index's writer lock throughout."""
         eng = self.engine
         with eng.writer.writing(wait=60.0):
             now = self._files()  # another process may have indexed or removed files meanwhile
@@ -194,10 +224,10 @@ class Migrator:
             extra = [p for p in target.store.catalog.files() if p not in wanted and not p.startswith(f"{MEMORY}:")]
             if extra:
                 target.remove(extra)
-            late = target.index(sorted(wanted)) if wanted else None
-            if late is not None:
-                report.indexed += late.files_new + late.files_changed + late.files_moved + late.files_copied
-                report.skipped += late.skipped
+            if bridges is not None:
+                report.bridged = self._fill(target, bridges, wanted)
+            elif wanted:
+                _count(report, target.index(sorted(wanted)))
             report.memories = sync_memories(eng, target)
             keep = eng.path / switch.PREVIOUS_DIR / eng.store.space_record()["fingerprint"]
             self._swap(target, keep)
@@ -214,6 +244,111 @@ class Migrator:
         eng.store.catalog.close()
         switch.switch(eng.path, incoming_path, keep)
         eng._reopen()
+
+    # ----------------------------------------------------------------- the bridge
+    def _switched_through_bridge(self, spec: SpaceSpec) -> bool:
+        """Is the index already in `spec`'s space, switched through a bridge, with files still to embed?"""
+        eng = self.engine
+        return (eng.spec.name == spec.name and eng.spec.towers == spec.towers
+                and eng.store.catalog.bridged()["files"] > 0)
+
+    def _fit_bridges(self, target: Engine, present: dict[str, list[str]], report: MigrationReport
+                     ) -> dict[str, Bridge]:
+        """Embed more of a spread sample in the new space, until each item modality has `BRIDGE_PAIRS` items in
+        both spaces (or every file is in), and fit a bridge per item modality on them."""
+        from .. import bridge as bridging
+
+        for m, paths in present.items():
+            known = target.store.catalog.files()
+            todo = [p for p in paths if p not in known]
+            have = self._pairs(target, {p for p in paths if p in known})
+            short = max((BRIDGE_PAIRS - len(v[0]) for v in have.values()), default=BRIDGE_PAIRS)
+            if short <= 0 or not todo:
+                continue
+            per_file = max(1.0, sum(len(v[0]) for v in have.values()) / max(1, sum(p in known for p in paths)))
+            take = min(len(todo), int(short / per_file) + 1)
+            step = len(todo) / take
+            _count(report, target.writer.index([todo[int(i * step)] for i in range(take)], refit=False))
+        out: dict[str, Bridge] = {}
+        for m, (old, new) in self._pairs(target, None).items():
+            if len(old) >= MIN_BRIDGE_PAIRS:
+                out[m] = bridging.fit(BRIDGE_KIND, old, new)
+                report.bridge[m] = len(old)
+        if not out:
+            raise UsageError(f"too few items are embedded in both spaces to fit a bridge (at least "
+                             f"{MIN_BRIDGE_PAIRS} of a modality); migrate without --bridge")
+        return out
+
+    def _pairs(self, target: Engine, paths: set[str] | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Item modality -> (old vectors, new vectors) of the items embedded in both spaces (the same file, hash
+        and locator), of `paths` only if given."""
+        old_cat, new_cat = self.engine.store.catalog, target.store.catalog
+        old_rows = old_cat.files()
+        ids: dict[str, tuple[list[int], list[int]]] = {}
+        for path, row in new_cat.files().items():
+            was = old_rows.get(path)
+            if (paths is not None and path not in paths) or row.bridged or row.status != "indexed" or was is None \
+                    or was.hash != row.hash or was.status != "indexed":
+                continue
+            before = {(i.modality, json.dumps(i.locator, sort_keys=True)): i.id for i in old_cat.items_of_file(was.id)}
+            for i in new_cat.items_of_file(row.id):
+                j = before.get((i.modality, json.dumps(i.locator, sort_keys=True)))
+                if j is not None:
+                    ids.setdefault(i.modality, ([], []))[0].append(j)
+                    ids[i.modality][1].append(i.id)
+        out = {}
+        for m, (a, b) in ids.items():
+            out[m] = (_rows(self.engine.store.vectors, a), _rows(target.store.vectors, b))
+        return out
+
+    def _fill(self, target: Engine, bridges: dict[str, Bridge], wanted: set[str]) -> int:
+        """Write every wanted file the new index lacks into it, its items' old vectors carried through the bridge
+        of their modality (items of a modality without one are left to the real embedding), marked bridged."""
+        src = self.engine.store.catalog
+        have = target.store.catalog.files()
+        rows = [r for p, r in sorted(src.files().items()) if p in wanted and p not in have]
+        mark = BRIDGED + self.engine.store.space_record()["fingerprint"]
+        store = target.store
+        with target.writer.writing():
+            for start in range(0, len(rows), FILL_FILES):
+                store.begin()
+                chunk = rows[start:start + FILL_FILES]
+                items = {r.id: [i for i in src.items_of_file(r.id) if i.modality in bridges] if r.status == "indexed"
+                         else [] for r in chunk}
+                flat = [i for its in items.values() for i in its]
+                vecs = _rows(self.engine.store.vectors, [i.id for i in flat])
+                carried = np.empty((len(flat), target.dim), np.float32)
+                mods = np.array([i.modality for i in flat])
+                for m, b in bridges.items():
+                    sel = mods == m
+                    if sel.any():
+                        carried[sel] = b.apply(vecs[sel])
+                pos = 0
+                for r in chunk:
+                    its = items[r.id]
+                    date, source, tags = src.db.execute("SELECT date, date_source, tags FROM files WHERE id=?",
+                                                        (r.id,)).fetchone()
+                    fid = store.catalog.upsert_file(r.path, r.modality, r.size, r.mtime_ns, r.hash, r.status,
+                                                    r.error if r.status != "indexed" else None, mark, date=date,
+                                                    date_source=source, tags=tags.split("\n") if tags else ())
+                    ids = store.catalog.add_items(fid, r.modality, [ItemRecord(i.locator, i.text, i.modality)
+                                                                   for i in its])
+                    if ids.size:
+                        store.vectors.add(ids, carried[pos:pos + len(its)])
+                    pos += len(its)
+                store.checkpoint()
+        return len(rows)
+
+    def _embed_bridged(self, report: MigrationReport, progress: bool, ray: Any) -> None:
+        """Embed for real the files the switch carried through a bridge (in place: they are planned as changed)."""
+        eng = self.engine
+        paths = eng.store.catalog.bridged()["paths"]
+        gone = [p for p in paths if not os.path.exists(p)]
+        if gone:
+            eng.remove(gone)
+        here = [p for p in paths if os.path.exists(p)]
+        if here:
+            _count(report, eng.index(here, progress=progress, ray=ray))
 
     # ----------------------------------------------------------------- back, drop, abandon
     def previous(self) -> list[dict[str, Any]]:
@@ -264,7 +399,15 @@ class Migrator:
         return True
 
     def status(self) -> dict[str, Any] | None:
-        """A migration under way: the space, files done of all (None: none)."""
+        """A migration under way: the space, files done of all (None: none); after a switch through a bridge,
+        also the files and items still answered approximately."""
+        bridged = self.engine.store.catalog.bridged()
+        if bridged["files"]:
+            rec = self.engine.store.space_record()
+            total = sum(1 for r in self.engine.store.catalog.files().values() if r.modality != MEMORY)
+            return {"to": rec["spec"]["name"], "fingerprint": rec["fingerprint"],
+                    "files_done": total - bridged["files"], "files": total,
+                    "bridged": {"files": bridged["files"], "items": bridged["items"]}}
         try:
             rec = json.loads((self.target_path / "space.json").read_text())
         except (OSError, ValueError):
@@ -279,6 +422,20 @@ class Migrator:
         total = sum(1 for r in self.engine.store.catalog.files().values() if r.modality != MEMORY)
         return {"to": rec["spec"]["name"], "fingerprint": rec["fingerprint"],
                 "files_done": done["files_indexed"] + done["files_skipped"], "files": total}
+
+
+def _count(report: MigrationReport, done: Any) -> None:
+    report.indexed += done.files_new + done.files_changed + done.files_moved + done.files_copied
+    report.skipped += done.skipped
+    if getattr(done, "distributed", None):
+        report.distributed = done.distributed
+
+
+def _rows(vectors: Any, ids: list[int]) -> np.ndarray:
+    """The stored vectors of `ids`, in that order, as float32 unit rows."""
+    if not ids:
+        return np.empty((0, vectors.dim), np.float32)
+    return np.concatenate([v for _, v in vectors.iter_vectors(np.asarray(ids, np.int64))])
 
 
 def sync_memories(src: Engine, dst: Engine) -> int:

@@ -33,6 +33,7 @@ class Hit:
     date: float | None = None       # the file's date: EXIF / tag date, else its mtime (seconds since the epoch)
     file_modality: str | None = None  # its file's (a video's scene is an image item of a video file)
     moments: tuple["Hit", ...] = ()   # with a `video` result type: more moments of the same file, best first
+    approximate: bool = False         # its vector came through a migration's bridge, not yet embedded in this space
 
     @property
     def where(self) -> str:
@@ -70,6 +71,8 @@ class Hit:
             out["file_modality"] = self.file_modality
         if self.moments:
             out["moments"] = [m.to_dict() for m in self.moments]
+        if self.approximate:
+            out["approximate"] = True
         return out
 
 
@@ -230,7 +233,7 @@ class Searcher:
             r = rows[i]
             hits.append(Hit(rank=len(hits) + 1, score=s, modality=r.modality, path=r.path, id=i,
                             locator=r.locator, text=r.text, relevance=None if np.isnan(r_) else float(r_), date=r.date,
-                            file_modality=r.file_modality))
+                            file_modality=r.file_modality, approximate=r.approximate))
         if grouped:
             hits = group_moments(hits, {t for t, m in lanes if t != m}, k)
         return sort_hits(hits, sort)

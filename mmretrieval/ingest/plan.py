@@ -47,14 +47,15 @@ def make_plan(catalog: Catalog, roots: list[str]) -> Plan:
             plan.walk_errors.append((x.path, x.reason))  # unreadable now is not deleted: keep what we had
             continue
         row = plan.known.get(x.path)
-        if row is not None and row.size == x.size and row.mtime_ns == x.mtime_ns and row.modality == x.modality:
+        if row is not None and row.size == x.size and row.mtime_ns == x.mtime_ns and row.modality == x.modality \
+                and not row.bridged:  # a bridged file's vectors are approximate: embedded again, here
             plan.unchanged += 1
             if row.status == "skipped":
                 plan.still_skipped.append((row.path, row.error or ""))
             continue
         plan.todo.append(x)
     plan.gone = {p: r for p, r in plan.known.items() if p not in seen}
-    plan.gone_by_hash = {r.hash: r for r in plan.gone.values() if r.status == "indexed" and r.hash}
+    plan.gone_by_hash = {r.hash: r for r in plan.gone.values() if r.status == "indexed" and r.hash and not r.bridged}
     plan.present_by_hash = {r.hash: r for r in catalog.files().values()
-                            if r.status == "indexed" and r.hash and r.path not in plan.gone}
+                            if r.status == "indexed" and r.hash and r.path not in plan.gone and not r.bridged}
     return plan

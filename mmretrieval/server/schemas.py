@@ -32,6 +32,8 @@ class HitOut(BaseModel):
     date: Optional[str] = Field(description="the file's date (EXIF, tag, else its modification time), UTC ISO 8601")
     file_modality: Optional[str] = Field(None, description="its file's, where it differs (a video's scene)")
     moments: Optional[list["HitOut"]] = Field(None, description="with type video: more moments of this video")
+    approximate: bool = Field(False, description="its vector came through a migration's bridge from the space "
+                                                 "before; replaced by the real one as the migration goes on")
 
 
 class Filters(BaseModel):
