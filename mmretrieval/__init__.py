@@ -22,7 +22,7 @@ _LAZY = {
     "Memory": ".memory", "Remembered": ".memory", "Scope": ".memory",
     **{name: ".errors" for name in ("MMRError", "UsageError", "SpaceError", "MissingWeightsError", "SpaceMismatchError",
                                     "IndexNotFoundError", "IndexLockedError", "DecodeError", "WeightsMismatchError",
-                                    "ItemNotFoundError", "MemoryNotFoundError")},
+                                    "ItemNotFoundError", "MemoryNotFoundError", "DiskFullError")},
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -43,7 +43,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .engine import Engine, Hit
-    from .errors import (DecodeError, IndexLockedError, IndexNotFoundError, ItemNotFoundError, MemoryNotFoundError,
+    from .errors import (DecodeError, DiskFullError, IndexLockedError, IndexNotFoundError, ItemNotFoundError, MemoryNotFoundError,
                          MissingWeightsError, MMRError, SpaceError, SpaceMismatchError, UsageError, WeightsMismatchError)
     from .memory import Memory, Remembered, Scope
     from .ingest.indexer import IndexReport

@@ -7,8 +7,9 @@ Kinds (`KINDS`), fitted on unit vectors ``old [n, d_old]`` and ``new [n, d_new]`
   it cannot overfit a small sample, and a query can be carried back instead of the collection (``q W^T``).
 - ``ridge``: least squares with a ridge penalty chosen on a held-out fifth of the pairs.
 - ``residual``: ridge plus a small MLP on its residual (one hidden layer), trained on cosine loss in numpy.
-`apply` returns unit rows: cosines in the new space. `scripts/bench/bridge.py` measures each kind's recall@10
-against a full re-embedding by sample size.
+`apply` returns unit rows: cosines in the new space. `held_out` measures a kind on pairs left out of its fit,
+beside the old space (what a migration checks before it switches through a bridge). `scripts/bench/bridge.py`
+measures each kind's recall@10 against a full re-embedding by sample size.
 """
 from __future__ import annotations
 
@@ -115,3 +116,44 @@ def _residual(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, hidden: in
             v[k] = 0.999 * v[k] + 0.001 * grads[k] ** 2
             params[k] -= lr * (m[k] / (1 - 0.9 ** t)) / (np.sqrt(v[k] / (1 - 0.999 ** t)) + 1e-8)
     return Bridge("residual", {"W": w.astype(np.float32), **{k: p.astype(np.float32) for k, p in params.items()}})
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """How a bridge searches on pairs it was not fitted on, beside the old space: recall@k of each item's
+    neighbours in the new space (its real vector as the query) among the others' bridged vectors, and of its old
+    neighbours among the others' old vectors, both against its neighbours among the others' real new vectors."""
+
+    bridged: float
+    old: float
+    pairs: int
+
+    @property
+    def holds_up(self) -> bool:
+        """Does searching through the bridge find at least what staying in the old space finds (within a point
+        of recall: a near-exact map ties with the old space up to rounding)?"""
+        return self.bridged >= self.old - 0.01
+
+
+def held_out(kind: str, old: np.ndarray, new: np.ndarray, *, k: int = 10, seed: int = 0) -> HeldOut:
+    """Fit on four fifths of the pairs and measure on the fifth left (`HeldOut`). Every other item counts as
+    bridged, the state just after a switch: the worst a migration through this bridge searches."""
+    x, y = np.asarray(old, np.float32), np.asarray(new, np.float32)
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = max(1, len(x) // 5)
+    test, train = order[:cut], order[cut:]
+    b = fit(kind, x[train], y[train], seed=seed)
+    carried = b.apply(x)
+    k = min(k, len(x) - 1)
+
+    def neighbours(q: np.ndarray, base: np.ndarray) -> np.ndarray:
+        s = q @ base.T
+        s[np.arange(len(test)), test] = -np.inf  # an item is not its own neighbour
+        return np.argsort(-s, axis=1)[:, :k]
+
+    ref = neighbours(y[test], y)
+
+    def recall(got: np.ndarray) -> float:
+        return float(np.mean([len(set(g) & set(r)) / k for g, r in zip(got.tolist(), ref.tolist())]))
+
+    return HeldOut(recall(neighbours(y[test], carried)), recall(neighbours(x[test], x)), int(len(test)))

@@ -47,6 +47,10 @@ class IndexLockedError(MMRError):
     """Another process is writing to the index."""
 
 
+class DiskFullError(MMRError):
+    """The disk filled up, or would: what was committed is intact, and the message says how to go on."""
+
+
 class DecodeError(MMRError):
     """A file could not be read or decoded; the message is the reason shown to the user."""
 

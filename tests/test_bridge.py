@@ -60,3 +60,14 @@ def test_bad_arguments_name_what_is_valid():
         bridge.fit("mlp", x, y)
     with pytest.raises(UsageError, match="same items"):
         bridge.fit("ridge", x, y[:5])
+
+
+def test_held_out_says_whether_searching_through_the_bridge_beats_staying():
+    rng = np.random.default_rng(3)
+    x = unit(rng.standard_normal((600, 64)))
+    rotation, _ = np.linalg.qr(rng.standard_normal((64, 64)))
+    good = bridge.held_out("ridge", x, unit(x @ rotation))  # an exact map: ties with the old space
+    assert good.pairs == 120 and good.old == 1.0 and good.bridged > 0.98 and good.holds_up
+    # the same space again, but too few pairs to learn 64 dimensions from: the bridge loses what staying keeps
+    few = bridge.held_out("ridge", x[:30], x[:30])
+    assert few.old == 1.0 and few.bridged < 0.9 and not few.holds_up

@@ -204,6 +204,18 @@ def test_a_bridge_switches_first_then_real_vectors_replace_the_bridged_ones(tmp_
         raise KeyboardInterrupt  # a kill right after the switch, before any bridged file is embedded for real
 
     monkeypatch.setattr(migrating.Migrator, "_embed_bridged", killed)
+    reader = mmr.Engine(idx, readonly=True)  # a server, say: it answers all through, and follows the switch
+    answers, failures, stop = [], [], threading.Event()
+
+    def search_throughout():
+        while not stop.is_set():
+            try:
+                answers.append(len(reader.search("a red circle", types=["image"], k=3)))
+            except Exception as e:  # noqa: BLE001
+                failures.append(repr(e))
+
+    searching = threading.Thread(target=search_throughout)
+    searching.start()
     with mmr.Engine(idx) as eng, pytest.raises(KeyboardInterrupt):
         eng.migrate(str(tiny_space_dir), bridge=True)
     with mmr.Engine(idx, readonly=True) as eng:  # in the new space already, every file searchable
@@ -226,7 +238,78 @@ def test_a_bridge_switches_first_then_real_vectors_replace_the_bridged_ones(tmp_
         assert not any(h.approximate for h in eng.search("a red circle", k=200))
         assert eng.check()["consistent"] and eng.store.cache.stats()["entries"] == 0
         mine = _vectors_by_path(eng)
+    stop.set()
+    searching.join()
+    assert failures == [] and answers and set(answers) == {3} and reader.spec.name == "test-tiny"
+    reader.close()
     with mmr.Engine(tmp_path / "fresh", model=str(tiny_space_dir)) as ref:  # what indexing from nothing makes
         ref.index([lib])
         theirs = _vectors_by_path(ref)
     assert mine.keys() == theirs.keys() and max(float(abs(mine[p] - theirs[p]).max()) for p in mine) < 1e-5
+
+
+def test_a_disk_that_fills_up_mid_way_leaves_the_old_space_whole(tmp_path, tiny_space_dir, monkeypatch):
+    import errno
+    import shutil as sh
+
+    from mmretrieval.store import Store
+
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    _shapes(lib, 60)
+    with mmr.Engine(idx, model="tiny") as eng:
+        eng.index([lib])
+    # before any build: an estimate larger than the free space is refused, the sample kept
+    monkeypatch.setattr(sh, "disk_usage", lambda p: sh._ntuple_diskusage(10 ** 9, 10 ** 9 - 1000, 1000))
+    with mmr.Engine(idx) as eng, pytest.raises(mmr.DiskFullError, match="needs about .* MB more on the disk"):
+        eng.migrate(str(tiny_space_dir))
+    monkeypatch.undo()
+    # during the build: the new index's third checkpoint finds the disk full
+    real, calls = Store.checkpoint, []
+
+    def checkpoint(self, **kw):
+        if self.root.name == switch.MIGRATION_DIR:
+            calls.append(1)
+            if len(calls) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, **kw)
+
+    monkeypatch.setattr(Store, "checkpoint", checkpoint)
+    with mmr.Engine(idx) as eng:
+        with pytest.raises(mmr.DiskFullError, match="current space is untouched and answers searches"):
+            eng.migrate(str(tiny_space_dir))
+        assert eng.spec.name == "tiny" and eng.stats()["files_indexed"] == 60 and eng.check()["consistent"]
+        assert len(eng.search("a red circle", types=["image"], k=5)) == 5
+        assert eng.stats()["migration"]["to"] == "test-tiny"
+    monkeypatch.undo()
+    with mmr.Engine(idx) as eng:  # space again: it goes on
+        assert eng.migrate(str(tiny_space_dir)).switched and eng.spec.name == "test-tiny"
+        assert eng.stats()["files_indexed"] == 60 and eng.check()["consistent"]
+    # after a switch through a bridge: the index stays in the new space and says how to go on
+    from mmretrieval.engine import migrating
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(migrating, "BRIDGE_PAIRS", 20)
+    monkeypatch.setattr(migrating.Migrator, "_embed_bridged", full)
+    with mmr.Engine(idx) as eng:
+        with pytest.raises(mmr.DiskFullError, match="the index is in 'tiny' and answers"):
+            eng.migrate("tiny", bridge=True)
+        assert eng.spec.name == "tiny" and eng.stats()["migration"]["bridged"]["files"] > 0
+
+
+def test_a_bridge_that_would_search_worse_than_staying_is_not_used(tmp_path, tiny_space_dir, monkeypatch):
+    from mmretrieval import bridge
+    from mmretrieval.engine import migrating
+
+    lib, idx = tmp_path / "lib", tmp_path / "idx"
+    _shapes(lib, 60)
+    with mmr.Engine(idx, model="tiny") as eng:
+        eng.index([lib])
+    monkeypatch.setattr(migrating, "BRIDGE_PAIRS", 30)
+    monkeypatch.setattr(bridge, "held_out", lambda *a, **k: bridge.HeldOut(bridged=0.3, old=0.6, pairs=6))
+    with mmr.Engine(idx) as eng:
+        report = eng.migrate(str(tiny_space_dir), bridge=True)
+        assert report.bridge_refused.startswith("on 6 image item(s) left out of its fit, the bridge finds 0.30")
+        assert report.bridge == {} and report.bridged == 0 and report.switched and eng.spec.name == "test-tiny"
+        assert eng.stats()["migration"] is None and not any(h.approximate for h in eng.search("a star", k=60))

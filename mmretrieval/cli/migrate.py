@@ -40,7 +40,9 @@ def _estimate_lines(r: dict, bridge: bool = False) -> list[str]:
         mb = (r["estimate_bytes"] or 0) / 1e6
         secs = r["estimate_seconds"]
         took = f"{secs:.0f} s" if secs < 120 else f"{secs / 60:.0f} min" if secs < 7200 else f"{secs / 3600:.1f} h"
-        lines.append(f"estimate: ~{took} on this machine, ~{mb:.0f} MB on disk; "
+        peak = f", ~{r['estimate_peak_bytes'] / 1e6:,.0f} MB of memory at the peak" \
+            if r.get("estimate_peak_bytes") else ""
+        lines.append(f"estimate: ~{took} on this machine, ~{mb:.0f} MB on disk{peak}; "
                      + ("the index switches once the bridge is fitted; hits not yet embedded are marked approximate"
                         if bridge else "searches keep answering from the current space meanwhile"))
     return lines
@@ -78,6 +80,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return EXIT_OK
     for path, why in r.skipped[:20]:
         print(f"  skipped {show_path(path)}: {safe_text(why)}")
+    if r.bridge_refused:
+        print(f"no bridge: {r.bridge_refused}")
     if r.bridge:
         fitted = ", ".join(f"{m} on {n:,} pairs" for m, n in sorted(r.bridge.items()))
         print(f"switched through a bridge ({fitted}): {r.bridged:,} file(s) answered approximately until "

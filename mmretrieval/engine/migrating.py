@@ -2,8 +2,8 @@
 current one from the files on disk, while searches keep answering from the current one; then a switch.
 
 1. **Estimate**: a sample spread over the collection (per file modality) is indexed first in the new space, its
-   time per file measured on this machine, and the rest extrapolated per modality; `dry_run` stops there (the
-   sample's work is kept for the real run).
+   time per file measured on this machine, and the rest extrapolated per modality, with the disk the new index
+   takes and this process's peak memory; `dry_run` stops there (the sample's work is kept for the real run).
 2. **Build**: every file of the index, indexed into ``INDEX/migration/`` by the ordinary incremental indexer:
    a kill loses at most the last checkpoint, and the next run goes on from there.
 3. **Switch**, under the index's writer lock: catch up with what changed meanwhile, carry the notes over
@@ -19,18 +19,21 @@ files (a kill and `migrate` again, or any `mmr index` of them, goes on).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from ..catalog import BRIDGED, MEMORY, ItemRecord
-from ..errors import UsageError
+from ..errors import DiskFullError, UsageError
+from ..process_memory import peak_bytes, reset_peak
 from .. import switch
 
 if TYPE_CHECKING:
@@ -57,12 +60,15 @@ class MigrationReport:
     estimate_seconds: float | None = None  # the rest of the work, extrapolated from the sample (None: no sample)
     per_modality: dict[str, dict[str, float]] = field(default_factory=dict)  # files, seconds per file, seconds
     estimate_bytes: int | None = None     # the new space's index on disk, extrapolated from the sample
+    estimate_peak_bytes: int | None = None  # this process's memory at its peak during the build (see _estimate)
     sampled: int = 0
     indexed: int = 0                      # files indexed in the new space by this run (the sample included)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # files the new space could not read
     memories: int = 0                     # notes carried over
     bridge: dict[str, int] = field(default_factory=dict)  # item modality -> pairs its bridge was fitted on
     bridged: int = 0                      # files switched with bridged vectors, embedded for real afterwards
+    bridge_check: dict[str, dict[str, float]] = field(default_factory=dict)  # modality -> `bridge.HeldOut`
+    bridge_refused: str | None = None     # why a bridge asked for was not used (the new space was built beside)
     distributed: dict[str, Any] | None = None  # with `ray`: the Ray run's summary (nodes, shards, files)
     switched: bool = False
     previous: str | None = None           # where the old space's files are kept
@@ -97,7 +103,8 @@ class Migrator:
             report = MigrationReport(to=spec.name, fingerprint=eng.store.space_record()["fingerprint"],
                                      files=eng.store.catalog.bridged()["files"], switched=True)
             if not dry_run:
-                self._embed_bridged(report, progress, ray)
+                with self._disk_full_said(report):
+                    self._embed_bridged(report, progress, ray)
             report.seconds = time.monotonic() - t0
             return report
         fresh = not (self.target_path / "catalog.sqlite").is_file()
@@ -119,19 +126,22 @@ class Migrator:
             report = MigrationReport(to=spec.name, fingerprint=fp, files=len(paths))
             present = {m: [p for p in ps if os.path.exists(p)] for m, ps in by_modality.items()}
             report.gone = len(paths) - sum(map(len, present.values()))
-            self._estimate(target, present, report)
-            if dry_run:
-                report.seconds = time.monotonic() - t0
-                return report
-            if bridge:
-                bridges = self._fit_bridges(target, present, report)
-                self._switch(target, report, bridges)
-                target = None
-                self._embed_bridged(report, progress, ray)
-            else:
-                _count(report, target.index([p for ps in present.values() for p in ps], progress=progress, ray=ray))
-                self._switch(target, report)
-                target = None
+            with self._disk_full_said(report):
+                self._estimate(target, present, report)
+                if dry_run:
+                    report.seconds = time.monotonic() - t0
+                    return report
+                self._check_disk(target, report)
+                bridges = self._fit_bridges(target, present, report) if bridge else None
+                if bridges:
+                    self._switch(target, report, bridges)
+                    target = None
+                    self._embed_bridged(report, progress, ray)
+                else:
+                    _count(report, target.index([p for ps in present.values() for p in ps], progress=progress,
+                                                ray=ray))
+                    self._switch(target, report)
+                    target = None
             report.seconds = time.monotonic() - t0
             return report
         finally:
@@ -178,6 +188,7 @@ class Migrator:
         two timed parts of n and 2n files (every `index` call also pays a fixed cost, planning and checkpoints,
         that a sample of a few files would otherwise count per file), plus one call's fixed cost."""
         target.prepare()  # the towers load and open before the clock starts: they are not per file
+        reset_peak()
         known = target.store.catalog.files()
         fixed: list[float] = []
         for m, paths in present.items():
@@ -213,6 +224,9 @@ class Migrator:
             total = sum(self.engine.store.catalog.counts()["items"].values())
             used = sum(f.stat().st_size for f in target.path.iterdir() if f.is_file())
             report.estimate_bytes = int(used / items * total)
+            # Both spaces' towers, the decoders and a batch in flight were all at work in the sample; what grows
+            # beyond it is the new index's vectors, held as float32 (and an id) until a compressed type is chosen.
+            report.estimate_peak_bytes = int(peak_bytes() + max(0, total - items) * (4 * target.dim + 16))
 
     def _switch(self, target: Engine, report: MigrationReport, bridges: dict[str, Bridge] | None = None) -> None:
         """Catch up (or, with `bridges`, carry every file not yet embedded through them), carry the notes, and
@@ -245,6 +259,38 @@ class Migrator:
         switch.switch(eng.path, incoming_path, keep)
         eng._reopen()
 
+    def _check_disk(self, target: Engine, report: MigrationReport) -> None:
+        """Refuse before the build when the new index, as estimated, would not fit on the disk."""
+        if report.estimate_bytes is None:
+            return
+        written = sum(f.stat().st_size for f in target.path.rglob("*") if f.is_file())
+        need, free = report.estimate_bytes - written, shutil.disk_usage(self.engine.path).free
+        if need > free:
+            kept = sum(p["bytes"] for p in self.previous())
+            more = f" (`mmr migrate --drop-old` frees {kept / 1e6:,.0f} MB of spaces kept from before)" if kept else ""
+            raise DiskFullError(f"the index in space {report.to!r} needs about {need / 1e6:,.0f} MB more on the disk "
+                                f"of {self.engine.path}, which has {free / 1e6:,.0f} MB free: free some{more} and "
+                                f"run the migration again (its sample is kept)")
+
+    @contextmanager
+    def _disk_full_said(self, report: MigrationReport) -> Iterator[None]:
+        """A disk filling up becomes a `DiskFullError` saying where things stand and how to go on."""
+        try:
+            yield
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            name = report.to
+            if report.switched:
+                raise DiskFullError(
+                    f"the disk filled up while embedding the files the switch to {name!r} carried through the "
+                    f"bridge: the index is in {name!r} and answers (those files approximately); free some space and "
+                    f"run `mmr migrate --to {name}` to go on") from e
+            raise DiskFullError(
+                f"the disk filled up while building the index in space {name!r} beside the current one: the current "
+                f"space is untouched and answers searches; free some space and run `mmr migrate --to {name}` to go "
+                f"on from the last checkpoint, or `mmr migrate --abandon` to delete what was built") from e
+
     # ----------------------------------------------------------------- the bridge
     def _switched_through_bridge(self, spec: SpaceSpec) -> bool:
         """Is the index already in `spec`'s space, switched through a bridge, with files still to embed?"""
@@ -253,9 +299,11 @@ class Migrator:
                 and eng.store.catalog.bridged()["files"] > 0)
 
     def _fit_bridges(self, target: Engine, present: dict[str, list[str]], report: MigrationReport
-                     ) -> dict[str, Bridge]:
+                     ) -> dict[str, Bridge] | None:
         """Embed more of a spread sample in the new space, until each item modality has `BRIDGE_PAIRS` items in
-        both spaces (or every file is in), and fit a bridge per item modality on them."""
+        both spaces (or every file is in), and fit a bridge per item modality on them. None (and the reason in
+        the report): a bridge that would search worse than the old space on pairs left out of its fit, or too
+        few pairs; the migration then builds beside, as without a bridge."""
         from .. import bridge as bridging
 
         for m, paths in present.items():
@@ -271,12 +319,21 @@ class Migrator:
             _count(report, target.writer.index([todo[int(i * step)] for i in range(take)], refit=False))
         out: dict[str, Bridge] = {}
         for m, (old, new) in self._pairs(target, None).items():
-            if len(old) >= MIN_BRIDGE_PAIRS:
-                out[m] = bridging.fit(BRIDGE_KIND, old, new)
-                report.bridge[m] = len(old)
+            if len(old) < MIN_BRIDGE_PAIRS:
+                continue
+            check = bridging.held_out(BRIDGE_KIND, old, new)
+            report.bridge_check[m] = asdict(check)
+            if not check.holds_up:
+                report.bridge_refused = (f"on {check.pairs} {m} item(s) left out of its fit, the bridge finds "
+                                         f"{check.bridged:.2f} of their new neighbours, the old space {check.old:.2f}: "
+                                         f"searches would be worse than staying, so the new space is built beside")
+                return None
+            out[m] = bridging.fit(BRIDGE_KIND, old, new)
+            report.bridge[m] = len(old)
         if not out:
-            raise UsageError(f"too few items are embedded in both spaces to fit a bridge (at least "
-                             f"{MIN_BRIDGE_PAIRS} of a modality); migrate without --bridge")
+            report.bridge_refused = (f"fewer than {MIN_BRIDGE_PAIRS} items of any modality are embedded in both "
+                                     f"spaces to fit a bridge on, so the new space is built beside")
+            return None
         return out
 
     def _pairs(self, target: Engine, paths: set[str] | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -3,7 +3,8 @@
 For each collection size and each pair of spaces: a generated collection (shapes, tones and captions from
 `mmretrieval.synth`, a third each) is indexed in the first space; `Engine.migrate(dry_run=True)` indexes its
 sample and estimates the rest; then `Engine.migrate` is timed up to the switch (its own second sample included:
-the user's command runs both). Ratio = estimate / actual time of the work after the first sample.
+the user's command runs both). Ratio = estimate / actual time of the work after the first sample. Memory: the
+estimate's peak against this process's peak resident memory during that call (counted from its start).
 
 Spaces: the shipped `tiny` and a differently seeded space of the same shape (`tests/tiny_space.py`, made in a
 temporary folder), both directions.
@@ -47,6 +48,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[300, 1200])
     args = ap.parse_args()
     import mmretrieval as mmr
+    from mmretrieval.process_memory import peak_bytes, reset_peak
     from tiny_space import make_tiny_space
 
     rows = []
@@ -62,18 +64,23 @@ def main() -> None:
                 with mmr.Engine(idx, model=src) as eng:
                     eng.index([lib])
                     est = eng.migrate(dst, dry_run=True)
+                    reset_peak()
                     t = time.perf_counter()
                     done = eng.migrate(dst)
                     actual = time.perf_counter() - t
+                    peak = peak_bytes()
                 rows.append({"files": n, "from": "tiny" if src == "tiny" else "other",
                              "to": "tiny" if dst == "tiny" else "other", "estimate_s": est.estimate_seconds,
                              "actual_s": round(actual, 2), "ratio": round(est.estimate_seconds / actual, 2),
-                             "switched": done.switched})
+                             "switched": done.switched, "estimate_peak_mb": round(est.estimate_peak_bytes / 1e6),
+                             "actual_peak_mb": round(peak / 1e6),
+                             "peak_ratio": round(est.estimate_peak_bytes / peak, 2)})
                 print(rows[-1], flush=True)
-    print("| files | from → to | estimate | actual | estimate ÷ actual |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| files | from → to | estimate | actual | estimate ÷ actual | peak memory: estimate / actual |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['files']} | {r['from']} → {r['to']} | {r['estimate_s']:.1f} s | {r['actual_s']:.1f} s | {r['ratio']:.2f} |")
+        print(f"| {r['files']} | {r['from']} → {r['to']} | {r['estimate_s']:.1f} s | {r['actual_s']:.1f} s | "
+              f"{r['ratio']:.2f} | {r['estimate_peak_mb']:,} / {r['actual_peak_mb']:,} MB |")
     print(json.dumps(rows))
 
 
