@@ -313,3 +313,16 @@ def test_a_bridge_that_would_search_worse_than_staying_is_not_used(tmp_path, tin
         assert report.bridge_refused.startswith("on 6 image item(s) left out of its fit, the bridge finds 0.30")
         assert report.bridge == {} and report.bridged == 0 and report.switched and eng.spec.name == "test-tiny"
         assert eng.stats()["migration"] is None and not any(h.approximate for h in eng.search("a star", k=60))
+
+
+def test_the_index_keeps_its_settings_in_the_new_space(tmp_path, tiny_space_dir):
+    idx = tmp_path / "idx"
+    with mmr.Engine(idx, model="tiny") as eng:
+        eng.index([DEMO / "sounds", DEMO / "images"], pool_audio=True, ocr="off", index_type="hnsw",
+                  memory_budget=2 ** 30)
+        before = {k: eng.store.catalog.get_meta(k) for k in ("item_options", "index_type", "memory_budget")}
+        audio = eng.stats()["items"]["audio"]
+        eng.migrate(str(tiny_space_dir))
+        after = {k: eng.store.catalog.get_meta(k) for k in ("item_options", "index_type", "memory_budget")}
+        assert after == before and eng.stats()["items"]["audio"] == audio == 27  # one pooled item per sound
+        assert eng.store.vectors.kind == "hnsw"

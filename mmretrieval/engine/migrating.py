@@ -33,6 +33,7 @@ import numpy as np
 
 from ..catalog import BRIDGED, MEMORY, ItemRecord
 from ..errors import DiskFullError, UsageError
+from ..options import ItemOptions
 from ..process_memory import peak_bytes, reset_peak
 from .. import switch
 
@@ -49,6 +50,7 @@ BRIDGE_KIND = "ridge"
 BRIDGE_PAIRS = 1000       # items per item modality embedded in the new space before the bridge is fitted
 MIN_BRIDGE_PAIRS = 20     # fewer: that modality's items wait for their real vectors (not searchable meanwhile)
 FILL_FILES = 2000         # files carried through the bridge per checkpoint
+KEPT_SETTINGS = (ItemOptions.META_KEY, "index_type", "memory_budget")  # catalog settings a new space keeps
 
 
 @dataclass
@@ -155,7 +157,15 @@ class Migrator:
         if not (path / "catalog.sqlite").is_file():
             if path.exists():
                 shutil.rmtree(path)  # a migration that failed before its index existed
-            return Engine(path, model=spec, device=eng.device, backend=eng.backend)
+            target = Engine(path, model=spec, device=eng.device, backend=eng.backend)
+            # The index's own ways go along: how files are cut into items (OCR, pooled audio), its index type
+            # and memory budget. Without them the new space would cut a collection another way than it was.
+            kept = {k: eng.store.catalog.get_meta(k) for k in KEPT_SETTINGS}
+            with target.store.catalog.transaction():
+                for k, v in kept.items():
+                    if v is not None:
+                        target.store.catalog.set_meta(k, v)
+            return target
         target = Engine(path, device=eng.device, backend=eng.backend)
         if target.spec.name != spec.name or target.spec.towers != spec.towers:
             name = target.spec.name
