@@ -189,6 +189,14 @@ def _vectors_by_path(eng) -> dict:
     return out
 
 
+def _vectors_by_path_and_item(eng) -> dict:
+    out = {}
+    for c in eng.vectors():
+        rows = eng.store.catalog.items(c.ids)
+        out.update(((rows[int(i)].path, rows[int(i)].modality, rows[int(i)].ordinal), v) for i, v in zip(c.ids, c.vectors))
+    return out
+
+
 def test_a_bridge_switches_first_then_real_vectors_replace_the_bridged_ones(tmp_path, tiny_space_dir, monkeypatch):
     from mmretrieval.engine import migrating
 
@@ -326,3 +334,23 @@ def test_the_index_keeps_its_settings_in_the_new_space(tmp_path, tiny_space_dir)
         after = {k: eng.store.catalog.get_meta(k) for k in ("item_options", "index_type", "memory_budget")}
         assert after == before and eng.stats()["items"]["audio"] == audio == 27  # one pooled item per sound
         assert eng.store.vectors.kind == "hnsw"
+
+
+def test_a_tower_both_spaces_share_is_not_run_again(tmp_path):
+    """Between two spaces with the same clip tower and different audio towers, only the sounds are encoded."""
+    from tiny_space import make_tiny_space
+
+    first = make_tiny_space(tmp_path / "first", name="test-first", audio_dir="audio")
+    other = make_tiny_space(tmp_path / "other", name="test-other-audio", audio_seed=7, audio_dir="audio")
+    with mmr.Engine(tmp_path / "idx", model=str(first)) as eng:
+        eng.index([DEMO])
+        counts = eng.stats()["items"]
+        report = eng.migrate(str(other))
+        assert report.switched and eng.spec.name == "test-other-audio"
+        assert report.reused == {"image": counts["image"], "text": counts["text"]}
+        assert set(report.per_modality) == {"audio"}  # the estimate measured only what is encoded
+        mine = _vectors_by_path_and_item(eng)
+    with mmr.Engine(tmp_path / "fresh", model=str(other)) as ref:  # what indexing from nothing makes
+        ref.index([DEMO])
+        theirs = _vectors_by_path_and_item(ref)
+    assert mine.keys() == theirs.keys() and max(float(abs(mine[k] - theirs[k]).max()) for k in mine) < 1e-5

@@ -19,7 +19,11 @@ TINY_AUDIO = {"arch": "conv", "sample_rate": 8000, "window_s": 2.0, "hop_s": 2.0
               "hop_length": 128, "n_mels": 32, "channels": [8, 16]}
 
 
-def make_tiny_space(folder: Path, *, name: str = "test-tiny", seed: int = 0, audio: bool = True) -> Path:
+def make_tiny_space(folder: Path, *, name: str = "test-tiny", seed: int = 0, audio: bool = True,
+                    audio_seed: int | None = None, audio_dir: str = ".") -> Path:
+    """`audio_seed`: the audio tower's own (else it follows the clip model's, from `seed`); `audio_dir`: the
+    subfolder its weights go in. Two spaces that share their clip tower and not their audio tower need both: a
+    clip folder's identity hashes every weights file beside its config."""
     import open_clip
     from safetensors.torch import save_file
 
@@ -35,8 +39,12 @@ def make_tiny_space(folder: Path, *, name: str = "test-tiny", seed: int = 0, aud
                            "interpolation": "bicubic", "resize_mode": "shortest"}}))
     space = {"name": name, "clip": {"config": "open_clip_config.json"}, "audio": None, "metric": "cosine"}
     if audio:
+        if audio_seed is not None:
+            torch.manual_seed(audio_seed)
         tower = build_audio_tower({**TINY_AUDIO, "embed_dim": TINY_CLIP["embed_dim"]})
-        torch.save(tower.state_dict(), folder / "audio_tower.pt")
-        space["audio"] = {"config": {**TINY_AUDIO, "embed_dim": TINY_CLIP["embed_dim"]}, "weights": "audio_tower.pt"}
+        (folder / audio_dir).mkdir(exist_ok=True)
+        torch.save(tower.state_dict(), folder / audio_dir / "audio_tower.pt")
+        space["audio"] = {"config": {**TINY_AUDIO, "embed_dim": TINY_CLIP["embed_dim"]},
+                          "weights": str(Path(audio_dir) / "audio_tower.pt")}
     (folder / "space.json").write_text(json.dumps(space, indent=2))
     return folder

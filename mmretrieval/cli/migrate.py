@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _estimate_lines(r: dict, bridge: bool = False) -> list[str]:
     lines = [f"{r['files']} file(s) to index in {r['to']} (fingerprint {r['fingerprint']})"
              + (f"; {r['gone']} no longer on disk" if r["gone"] else "")]
+    if r.get("reused"):
+        lines.append("  carried over as they are (a tower both spaces share): " +
+                     ", ".join(f"{n:,} {m} item(s)" for m, n in r["reused"].items()))
     for m, v in r["per_modality"].items():
         lines.append(f"  {m:<6} {v['files']:>7} files  {v['seconds_per_file'] * 1000:8.1f} ms/file (measured on "
                      f"{v['sampled']})  ~{v['seconds']:.0f} s")

@@ -67,6 +67,8 @@ class MigrationReport:
     indexed: int = 0                      # files indexed in the new space by this run (the sample included)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # files the new space could not read
     memories: int = 0                     # notes carried over
+    reused: dict[str, int] = field(default_factory=dict)  # item modality -> items carried over as they were (a tower
+    #                                                       both spaces share: the same vectors would come out)
     bridge: dict[str, int] = field(default_factory=dict)  # item modality -> pairs its bridge was fitted on
     bridged: int = 0                      # files switched with bridged vectors, embedded for real afterwards
     bridge_check: dict[str, dict[str, float]] = field(default_factory=dict)  # modality -> `bridge.HeldOut`
@@ -129,6 +131,7 @@ class Migrator:
             present = {m: [p for p in ps if os.path.exists(p)] for m, ps in by_modality.items()}
             report.gone = len(paths) - sum(map(len, present.values()))
             with self._disk_full_said(report):
+                report.reused = self._carry_shared(target)
                 self._estimate(target, present, report)
                 if dry_run:
                     report.seconds = time.monotonic() - t0
@@ -371,25 +374,77 @@ class Migrator:
     def _fill(self, target: Engine, bridges: dict[str, Bridge], wanted: set[str]) -> int:
         """Write every wanted file the new index lacks into it, its items' old vectors carried through the bridge
         of their modality (items of a modality without one are left to the real embedding), marked bridged."""
+        mark = BRIDGED + self.engine.store.space_record()["fingerprint"]
+        return self._carry(target, {m: b.apply for m, b in bridges.items()}, wanted, mark, whole=False)
+
+    def _carry_shared(self, target: Engine) -> dict[str, int]:
+        """Files whose every item is of a modality both spaces encode with the same tower (`_shared`) are written
+        into the new index with the vectors they have: those would come out the same. Returns modality -> items
+        carried."""
+        shared = self._shared(target)
+        if not shared:
+            return {}
+        wanted = {p for ps in self._files().values() for p in ps if os.path.exists(p)}
+        before = target.store.catalog.counts()["items"]
+        self._carry(target, {m: _same for m in shared}, wanted, target.store.space_record()["fingerprint"],
+                    whole=True)
+        after = target.store.catalog.counts()["items"]
+        return {m: after.get(m, 0) - before.get(m, 0) for m in sorted(shared) if after.get(m, 0) > before.get(m, 0)}
+
+    def _shared(self, target: Engine) -> set[str]:
+        """The item modalities whose tower is the same in both spaces: the same identity (weights, configuration,
+        input preparation) in the same precision. The old space's weights are read, no model is built."""
+        from ..errors import MMRError
+        from ..space.precision import named_precisions
+        from ..space.runtime import tower_identities
+        from ..space.spec import fingerprint_of
+
+        eng = self.engine
+        old_rec, new_rec = eng.store.space_record(), target.store.space_record()
+        if old_rec["dim"] != new_rec["dim"] or old_rec.get("metric") != new_rec.get("metric"):
+            return set()
+        try:
+            old_towers = {n: fingerprint_of(p) for n, p in tower_identities(eng.spec).items()}
+            old_precision = named_precisions(old_rec.get("precision") or "fp32")
+        except (MMRError, OSError):
+            return set()  # the old space's weights are gone or unreadable: nothing to compare with
+        new_towers, new_precision = target.space.tower_fingerprints, target.space.precision
+        new_owner = {m: t.name for t in target.spec.towers for m in t.modalities}
+        out = set()
+        for t in eng.spec.towers:
+            for m in t.modalities:
+                other = new_owner.get(m)
+                if other is not None and old_towers.get(t.name) == new_towers.get(other) and \
+                        old_precision.get(m, "fp32") == new_precision.get(m, "fp32"):
+                    out.add(m)
+        return out
+
+    def _carry(self, target: Engine, maps: dict[str, Any], wanted: set[str], mark: str, *, whole: bool) -> int:
+        """Write the wanted files the new index lacks into it with their items' old vectors through `maps` (item
+        modality -> a function of old vectors), `mark` as their space. `whole`: only files whose every item has a
+        map; else a file's other items are left out (until it is embedded). Returns the files written."""
         src = self.engine.store.catalog
         have = target.store.catalog.files()
         rows = [r for p, r in sorted(src.files().items()) if p in wanted and p not in have]
-        mark = BRIDGED + self.engine.store.space_record()["fingerprint"]
         store = target.store
+        written = 0
         with target.writer.writing():
             for start in range(0, len(rows), FILL_FILES):
                 store.begin()
                 chunk = rows[start:start + FILL_FILES]
-                items = {r.id: [i for i in src.items_of_file(r.id) if i.modality in bridges] if r.status == "indexed"
-                         else [] for r in chunk}
-                flat = [i for its in items.values() for i in its]
+                items = {r.id: src.items_of_file(r.id) if r.status == "indexed" else [] for r in chunk}
+                if whole:
+                    chunk = [r for r in chunk if r.status == "indexed" and items[r.id]
+                             and all(i.modality in maps for i in items[r.id])]
+                items = {r.id: [i for i in items[r.id] if i.modality in maps] for r in chunk}
+                flat = [i for r in chunk for i in items[r.id]]
                 vecs = _rows(self.engine.store.vectors, [i.id for i in flat])
                 carried = np.empty((len(flat), target.dim), np.float32)
                 mods = np.array([i.modality for i in flat])
-                for m, b in bridges.items():
+                for m, f in maps.items():
                     sel = mods == m
                     if sel.any():
-                        carried[sel] = b.apply(vecs[sel])
+                        carried[sel] = f(vecs[sel])
                 pos = 0
                 for r in chunk:
                     its = items[r.id]
@@ -403,8 +458,9 @@ class Migrator:
                     if ids.size:
                         store.vectors.add(ids, carried[pos:pos + len(its)])
                     pos += len(its)
+                written += len(chunk)
                 store.checkpoint()
-        return len(rows)
+        return written
 
     def _embed_bridged(self, report: MigrationReport, progress: bool, ray: Any) -> None:
         """Embed for real the files the switch carried through a bridge (in place: they are planned as changed)."""
@@ -496,6 +552,10 @@ def _count(report: MigrationReport, done: Any) -> None:
     report.skipped += done.skipped
     if getattr(done, "distributed", None):
         report.distributed = done.distributed
+
+
+def _same(vecs: np.ndarray) -> np.ndarray:
+    return vecs
 
 
 def _rows(vectors: Any, ids: list[int]) -> np.ndarray:
