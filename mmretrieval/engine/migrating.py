@@ -132,7 +132,7 @@ class Migrator:
             report.gone = len(paths) - sum(map(len, present.values()))
             with self._disk_full_said(report):
                 report.reused = self._carry_shared(target)
-                self._estimate(target, present, report)
+                self._estimate(target, present, report, dry_run)
                 if dry_run:
                     report.seconds = time.monotonic() - t0
                     return report
@@ -196,10 +196,13 @@ class Migrator:
                 out.setdefault(row.modality, []).append(row.path)
         return {m: sorted(ps) for m, ps in sorted(out.items())}
 
-    def _estimate(self, target: Engine, present: dict[str, list[str]], report: MigrationReport) -> None:
+    def _estimate(self, target: Engine, present: dict[str, list[str]], report: MigrationReport,
+                  dry_run: bool = False) -> None:
         """Index a sample of each modality's files first and extrapolate the rest: per file, the slope between
         two timed parts of n and 2n files (every `index` call also pays a fixed cost, planning and checkpoints,
-        that a sample of a few files would otherwise count per file), plus one call's fixed cost."""
+        that a sample of a few files would otherwise count per file), plus that fixed cost for each indexing
+        call the rest makes: the build and the catch-up at the switch, and after a dry run the real run's own
+        sample (three calls per modality)."""
         target.prepare()  # the towers load and open before the clock starts: they are not per file
         reset_peak()
         known = target.store.catalog.files()
@@ -232,7 +235,9 @@ class Migrator:
                                       "seconds": round(per_file * rest, 1)}
         if report.per_modality:
             work = sum(v["seconds"] for v in report.per_modality.values())
-            report.estimate_seconds = round(work + (max(fixed) if fixed else 0.0), 1)
+            calls = 2 + (3 * len(report.per_modality) if dry_run else 0)
+            per_call = float(np.median(fixed)) if fixed else 0.0
+            report.estimate_seconds = round(work + per_call * calls, 1)
             items = max(1, sum(target.store.catalog.counts()["items"].values()))
             total = sum(self.engine.store.catalog.counts()["items"].values())
             used = sum(f.stat().st_size for f in target.path.iterdir() if f.is_file())

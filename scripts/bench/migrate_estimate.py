@@ -1,7 +1,7 @@
 """How close `mmr migrate`'s estimate comes to the time the migration then takes, on this machine.
 
 For each collection size and each pair of spaces: a generated collection (shapes, tones and captions from
-`mmretrieval.synth`, a third each) is indexed in the first space; `Engine.migrate(dry_run=True)` indexes its
+`mmretrieval.synth`, a third each, every file's content its own) is indexed in the first space; `Engine.migrate(dry_run=True)` indexes its
 sample and estimates the rest; then `Engine.migrate` is timed up to the switch (its own second sample included:
 the user's command runs both). Ratio = estimate / actual time of the work after the first sample. Memory: the
 estimate's peak against this process's peak resident memory during that call (counted from its start).
@@ -35,12 +35,16 @@ def collection(folder: Path, n: int) -> None:
     colors, shapes = list(COLORS), list(SHAPES)
     for k in range(n):
         c, s = colors[k % len(colors)], shapes[(k // len(colors)) % len(shapes)]
+        # Every file's content its own: a copy would be committed from its twin's vectors, unencoded, which
+        # a collection of real photos and recordings rarely allows.
         if k % 3 == 0:
-            shape_image(c, s, size=96 + k % 200).save(folder / f"{k}.png")
+            img = shape_image(c, s, size=96 + k % 200)
+            img.putpixel((k % 64, (k // 64) % 64), (k % 251, (k // 251) % 251, 7))
+            img.save(folder / f"{k}.png")
         elif k % 3 == 1:
             (folder / f"{k}.txt").write_text(f"A {c} {s} drawn on paper, number {k}. " * (1 + k % 4))
         else:
-            sf.write(folder / f"{k}.wav", tone(220.0 * (1 + k % 7), seconds=1.0 + (k % 3)), 16000)
+            sf.write(folder / f"{k}.wav", tone(220.0 * (1 + k % 7) + 0.37 * k, seconds=1.0 + (k % 3)), 16000)
 
 
 def main() -> None:
