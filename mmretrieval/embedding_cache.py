@@ -1,9 +1,10 @@
 """Vectors that left the index, kept so that they are never made again (`INDEX/embeddings-cache.sqlite`).
 
 When a file leaves the index (removed, changed, gone from its folder), its items and their vectors are kept
-here under (space fingerprint, content hash, item options), with the metadata its decoding found. A file whose
-content comes back (a folder re-added, an edit undone, a file restored from a backup) is committed from here:
-no decoding, no encoding. An entry leaves the cache when its vectors are back in the index, or when the cache
+here under (space fingerprint, content hash, item options), with the metadata its decoding found and the tower
+(and precision) that made each of its item modalities. A file whose content comes back (a folder re-added, an
+edit undone, a file restored from a backup) is committed from here: no decoding, no encoding. In another space
+too (the index migrated since), where that space has the same towers for those modalities. An entry leaves the cache when its vectors are back in the index, or when the cache
 outgrows its bound (least recently used first; `MMR_EMBEDDING_CACHE`, bytes like 512M, default 512 MB, 0: off).
 
 Best effort by design: it lives beside the catalog, not in its transactions. An entry written for a change that
@@ -35,7 +36,12 @@ def limit_bytes() -> int:
 
 def key(fingerprint: str, content_hash: str, modality: str, options: dict[str, Any]) -> str:
     """A file's items depend on its content, the modality that reads it, the space, and the index's item options."""
-    return f"{fingerprint}:{content_hash}:{modality}:{json.dumps(options, sort_keys=True)}"
+    return f"{fingerprint}:{content_key(content_hash, modality, options)}"
+
+
+def content_key(content_hash: str, modality: str, options: dict[str, Any]) -> str:
+    """What a file's items are, whatever space encodes them."""
+    return f"{content_hash}:{modality}:{json.dumps(options, sort_keys=True)}"
 
 
 class EmbeddingCache:
@@ -54,6 +60,10 @@ class EmbeddingCache:
                        "vectors BLOB NOT NULL, dim INTEGER NOT NULL, meta TEXT, bytes INTEGER NOT NULL, "
                        "used REAL NOT NULL)")
             db.execute("CREATE INDEX IF NOT EXISTS entries_used ON entries(used)")
+            columns = {r[1] for r in db.execute("PRAGMA table_info(entries)")}
+            for column in ("content", "towers") if "content" not in columns else ():  # caches made before
+                db.execute(f"ALTER TABLE entries ADD COLUMN {column} TEXT")
+            db.execute("CREATE INDEX IF NOT EXISTS entries_content ON entries(content)")
             db.execute("CREATE TABLE IF NOT EXISTS counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
             self._db = db
         return self._db
@@ -62,8 +72,11 @@ class EmbeddingCache:
     def enabled(self) -> bool:
         return self.limit > 0
 
-    def put(self, key: str, items: list[tuple], vectors: np.ndarray, meta: dict[str, Any] | None) -> None:
-        """Keep a file's items (locator, text, modality) and vectors; the oldest entries go past the bound."""
+    def put(self, key: str, items: list[tuple], vectors: np.ndarray, meta: dict[str, Any] | None, *,
+            content: str | None = None, towers: dict[str, str] | None = None) -> None:
+        """Keep a file's items (locator, text, modality) and vectors; the oldest entries go past the bound.
+        `content` (`content_key`) and `towers` (item modality -> the tower that made its vectors) let another
+        space with those towers find them (`get_shared`)."""
         if not self.enabled or not items:
             return
         vecs = np.ascontiguousarray(vectors, np.float32)
@@ -75,9 +88,10 @@ class EmbeddingCache:
             db = self.db
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                db.execute("INSERT OR REPLACE INTO entries (key, items, vectors, dim, meta, bytes, used, content, "
+                           "towers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (key, body, vecs.tobytes(), vecs.shape[1], json.dumps(meta) if meta else None, size,
-                            time.time()))
+                            time.time(), content if towers else None, json.dumps(towers) if towers else None))
                 total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM entries").fetchone()[0]
                 while total > self.limit:
                     old, n = db.execute("SELECT key, bytes FROM entries ORDER BY used LIMIT 1").fetchone()
@@ -101,6 +115,62 @@ class EmbeddingCache:
         items = [tuple(i) for i in json.loads(row[0])]
         vectors = np.frombuffer(row[1], np.float32).reshape(-1, row[2]).copy()
         return items, vectors, json.loads(row[3]) if row[3] else None
+
+    def get_shared(self, content: str, towers: dict[str, str]) -> tuple[list[tuple], np.ndarray,
+                                                                        dict[str, Any] | None] | None:
+        """Like `get`, for a space that missed its own key: an entry of this content whose every item modality
+        was made by the tower `towers` names for it (the same vectors would come out)."""
+        if not self.enabled or (self._db is None and not self.path.exists()):
+            return None
+        with self._lock:
+            for key, made_by in self.db.execute("SELECT key, towers FROM entries WHERE content=?", (content,)):
+                if all(towers.get(m) == t for m, t in json.loads(made_by).items()):
+                    break
+            else:
+                return None
+        return self.get(key)
+
+    def copy_to(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Write the whole cache to a new file at `path` (an export); returns its entries and bytes."""
+        with self._lock:
+            dst = sqlite3.connect(path)
+            try:
+                self.db.backup(dst)
+            finally:
+                dst.close()
+        st = self.stats()
+        return {"entries": st["entries"], "bytes": st["bytes"]}
+
+    def merge_from(self, path: str | os.PathLike) -> int:
+        """Take in the entries of another cache file (an import) that this one lacks, within the bound (the
+        least recently used go first). Returns the entries taken in."""
+        if not self.enabled:
+            return 0
+        with self._lock:
+            db = self.db
+            db.execute("ATTACH DATABASE ? AS other", (str(path),))
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    before = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+                    cols = {r[1] for r in db.execute("PRAGMA other.table_info(entries)")}
+                    shared = "content, towers" if "content" in cols else "NULL, NULL"
+                    db.execute("INSERT OR IGNORE INTO entries (key, items, vectors, dim, meta, bytes, used, content, "
+                               f"towers) SELECT key, items, vectors, dim, meta, bytes, used, {shared} "
+                               "FROM other.entries")
+                    added = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0] - before
+                    total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM entries").fetchone()[0]
+                    while total > self.limit:
+                        old, n = db.execute("SELECT key, bytes FROM entries ORDER BY used LIMIT 1").fetchone()
+                        db.execute("DELETE FROM entries WHERE key=?", (old,))
+                        total -= n
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            finally:
+                db.execute("DETACH DATABASE other")
+        return int(added)
 
     def discard(self, key: str) -> None:
         """Its vectors are in the index again."""

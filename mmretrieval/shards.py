@@ -28,13 +28,17 @@ from .catalog import ItemRecord
 from .errors import MMRError, UsageError
 from .ingest.embed import EmbeddedFile
 from .ingest.walk import FileEntry
+from .embedding_cache import FILE as CACHE_FILE
 from .shard_format import FORMAT, SHARD_ROWS, emb_dir, pyarrow, write_part
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-def export_shards(engine: Engine, out: str | os.PathLike, *, run: int = 0, shard_rows: int = SHARD_ROWS) -> dict[str, Any]:
-    """Write every item's vector and metadata under `out` (which must be empty or new). Returns the manifest."""
+def export_shards(engine: Engine, out: str | os.PathLike, *, run: int = 0, shard_rows: int = SHARD_ROWS,
+                  with_cache: bool = False) -> dict[str, Any]:
+    """Write every item's vector and metadata under `out` (which must be empty or new). Returns the manifest.
+    `with_cache`: the embedding cache too (`CACHE_FILE`: vectors of files no longer indexed, which an import
+    takes in, so that their content coming back there costs no encoding either)."""
     pa, pq = pyarrow()
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()):
@@ -67,6 +71,8 @@ def export_shards(engine: Engine, out: str | os.PathLike, *, run: int = 0, shard
     manifest = {"format": FORMAT, "space": engine.store.space_record(), "items": counts, "skipped": len(skipped),
                 "shards": shards, "memories": memories}
     out.mkdir(parents=True, exist_ok=True)
+    if with_cache and engine.store.cache.path.exists():
+        manifest["embedding_cache"] = engine.store.cache.copy_to(out / CACHE_FILE)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 
@@ -220,4 +226,6 @@ def import_shards(src: str | os.PathLike, index: str | os.PathLike, *, device: s
             f"the index at {index} is in fingerprint {have}; vectors from different spaces are not comparable")
     report = eng.add_embeddings(read_shards(src, rec["fingerprint"]))
     report.memories = eng.memory.add_embedded(read_memories(src))
+    if (Path(src).expanduser() / CACHE_FILE).is_file():
+        report.cache_entries = eng.store.cache.merge_from(Path(src).expanduser() / CACHE_FILE)
     return eng, report

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import switch
 from .catalog import Catalog, FileRow
-from .embedding_cache import FILE as CACHE_FILE, EmbeddingCache, key as cache_key
+from .embedding_cache import FILE as CACHE_FILE, EmbeddingCache, content_key, key as cache_key
 from .errors import IndexLockedError, IndexNotFoundError, SpaceMismatchError
 from .index import VectorIndex
 from .index.mapped import MappedIndex
@@ -114,11 +114,23 @@ class Store:
         return None if rec is None else SpaceSpec.from_dict(rec["spec"])
 
     def init_space(self, spec: SpaceSpec, fingerprint: str, dim: int, precision: str = "fp32",
-                   jpeg_draft: int | None = None) -> None:
+                   jpeg_draft: int | None = None, modality_towers: dict[str, str] | None = None) -> None:
         rec = {"spec": spec.to_dict(), "fingerprint": fingerprint, "dim": dim, "metric": spec.metric,
                "precision": precision}
         if jpeg_draft is not None:
             rec["jpeg_draft"] = jpeg_draft
+        if modality_towers:
+            rec["modality_towers"] = modality_towers
+        self._write_space(rec)
+
+    def note_modality_towers(self, fingerprint: str, modality_towers: dict[str, str]) -> None:
+        """Record each modality's tower in an index made before they were recorded (the embedding cache's
+        entries then serve other spaces with the same tower); the caller holds the writer's lock."""
+        rec = self.space_record()
+        if rec is not None and "modality_towers" not in rec and rec["fingerprint"] == fingerprint:
+            self._write_space({**rec, "modality_towers": modality_towers})
+
+    def _write_space(self, rec: dict[str, Any]) -> None:
         with self.catalog.transaction():
             self.catalog.set_meta("space", json.dumps(rec))
         (self.root / "space.json").write_text(json.dumps(rec, indent=2))
@@ -325,8 +337,12 @@ class Store:
                 "tags": tags.split("\n") if tags else []}
         # as the index holds them: unit rows from an exact index, fp16-rounded ones that an ivf-fp16 index stores
         # again as the same codes (normalising again would move their last bits)
+        towers = (self.space_record() or {}).get("modality_towers") or {}
+        used = {i.modality for i in items}
         self.cache.put(cache_key(row.space, row.hash, row.modality, options),
-                       [(i.locator, i.text, i.modality) for i in items], vecs, meta)
+                       [(i.locator, i.text, i.modality) for i in items], vecs, meta,
+                       content=content_key(row.hash, row.modality, options),
+                       towers={m: towers[m] for m in used} if used <= towers.keys() else None)
 
     def close(self) -> None:
         """Roll back what was not checkpointed, release the lock, close the catalog (again: nothing)."""

@@ -85,3 +85,41 @@ def test_the_cache_keeps_to_its_bound_and_can_be_off(lib, tmp_path, monkeypatch)
     assert off.stats()["embedding_cache"]["entries"] == 0 and not (tmp_path / "idx2" / "embeddings-cache.sqlite").exists()
     assert off.index([lib]).files_from_cache == 0
     off.close()
+
+
+def test_vectors_kept_in_one_space_come_back_in_another_with_the_same_tower(lib, tmp_path, monkeypatch):
+    """Removed in a space, re-added after the index moved to a space with the same clip tower (another audio
+    tower): the images come back from the cache, the sounds are encoded."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_space import make_tiny_space
+
+    first = make_tiny_space(tmp_path / "first", name="test-first", audio_dir="audio")
+    other = make_tiny_space(tmp_path / "other", name="test-other-audio", audio_seed=7, audio_dir="audio")
+    eng = mmr.Engine(tmp_path / "idx", model=str(first))
+    eng.index([lib])
+    before = _vectors(eng, lib / "images")
+    assert eng.remove([lib / "images", lib / "sounds"]) == 24 + 27
+    eng.migrate(str(other))
+    assert eng.spec.name == "test-other-audio" and eng.stats()["embedding_cache"]["entries"] == 24 + 27
+
+    from mmretrieval.ingest.decode import Decoder
+
+    decode = Decoder.decode
+    decoded: list[str] = []
+
+    def watched(self, entry, *a, **k):  # noqa: ANN001
+        decoded.append(Path(entry.path).parent.name)
+        return decode(self, entry, *a, **k)
+
+    monkeypatch.setattr(Decoder, "decode", watched)
+    report = eng.index([lib])
+    assert report.files_from_cache == 24 and set(decoded) == {"sounds"}  # the other audio tower: encoded
+    after = _vectors(eng, lib / "images")
+    assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before)
+    with mmr.Engine(tmp_path / "fresh", model=str(other)) as ref:  # the same as the new space makes them
+        ref.index([lib / "images"])
+        fresh = _vectors(ref, lib / "images")
+    assert max(float(np.abs(after[k] - fresh[k]).max()) for k in after) < 1e-5
+    eng.close()

@@ -137,3 +137,24 @@ def test_clip_retrievals_reader_reads_them_as_they_are(exported):
     for path, vec in got.items():
         own = eng.store.vectors.reconstruct(np.array([hits[path].id]))[0]
         np.testing.assert_allclose(vec, own, atol=1e-6)
+
+
+def test_an_export_with_its_cache_lets_the_import_skip_what_the_cache_holds(tmp_path, monkeypatch):
+    import shutil
+
+    lib = tmp_path / "lib"
+    shutil.copytree(DEMO, lib)
+    with mmr.Engine(tmp_path / "idx", model="tiny") as eng:
+        eng.index([lib])
+        eng.remove([lib / "images"])  # their vectors go to the cache
+        assert main(["export", str(tmp_path / "out"), "--with-cache", "--index", str(tmp_path / "idx")]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["embedding_cache"]["entries"] == 24 and "image" not in manifest["items"]
+    eng, report = import_shards(tmp_path / "out", tmp_path / "imported")
+    assert report.cache_entries == 24
+    from mmretrieval.ingest.decode import Decoder
+
+    monkeypatch.setattr(Decoder, "decode", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    with eng:  # the images added to the imported index: from the cache the export carried, nothing decoded
+        added = eng.index([lib / "images"])
+        assert added.files_from_cache == 24 and not added.skipped

@@ -69,6 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write the index's vectors and metadata as shards in clip-retrieval's layout")
     p.set_defaults(func=cmd_export)
     p.add_argument("out", metavar="DIR", help="a new or empty folder")
+    p.add_argument("--with-cache", action="store_true",
+                   help="also the embedding cache (vectors of files no longer indexed), which `mmr import` takes in")
     add_index_arg(p)
 
     p = sub.add_parser("import", help="build an index from shards written by `mmr export` (nothing is re-embedded)")
@@ -235,9 +237,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..shards import export_shards
 
     with Engine(index_dir(args), readonly=True) as eng:
-        m = export_shards(eng, args.out)
+        m = export_shards(eng, args.out, with_cache=args.with_cache)
+    cache = f", {m['embedding_cache']['entries']} cached file(s)" if "embedding_cache" in m else ""
     print(f"exported {sum(m['items'].values())} items (" + ", ".join(f"{k} {v}" for k, v in sorted(m["items"].items()))
-          + f"), {m['memories']['count']} memories and {m['skipped']} skipped file(s) to {args.out}")
+          + f"), {m['memories']['count']} memories{cache} and {m['skipped']} skipped file(s) to {args.out}")
     return EXIT_OK
 
 
@@ -247,7 +250,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     eng, rep = import_shards(args.src, index_dir(args), device=device(args))
     with eng:
         print(f"imported {sum(rep.added.values())} items (" + ", ".join(f"{k} {v}" for k, v in sorted(rep.added.items()))
-              + f"), {rep.memories} memories, {len(rep.skipped)} skipped file(s), into {eng.path}")
+              + f"), {rep.memories} memories, {len(rep.skipped)} skipped file(s)"
+              + (f", {rep.cache_entries} cached file(s)" if rep.cache_entries else "") + f", into {eng.path}")
     return EXIT_OK
 
 

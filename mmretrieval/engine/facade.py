@@ -101,7 +101,7 @@ class Engine:
             self.precision = space.precision  # auto resolved by the space (which knows what its towers can run)
             self.store = Store(self.path, create=True)
             self.store.init_space(spec, space.fingerprint, space.dim, precision=describe(self.precision),
-                                  jpeg_draft=self.jpeg_draft)
+                                  jpeg_draft=self.jpeg_draft, modality_towers=space.modality_towers)
             self._space = space
         else:
             self.store = Store(self.path, readonly=readonly)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..options import ItemOptions
 from ..store import Store
-from ..embedding_cache import key as cache_key
+from ..embedding_cache import content_key, key as cache_key
 from .commit import Committer
 from .embed import ENCODER_BUG, EmbeddedFile, Embedder  # noqa: F401  (ENCODER_BUG: the reason an encoder failure gives)
 from .plan import Plan, make_plan
@@ -50,6 +50,7 @@ class IndexReport:
     distributed: dict[str, Any] | None = None  # with --ray: shards, actors, nodes, files taken from staged shards
     memories: int = 0  # an agent's memories taken in (mmr import)
     files_from_cache: int = 0  # committed from the embedding cache: content seen before, nothing encoded
+    cache_entries: int = 0  # embedding cache entries taken in (mmr import of an export made --with-cache)
 
     @property
     def ignored_by_ext(self) -> Counter:
@@ -69,7 +70,7 @@ class IndexReport:
             "files_new": self.files_new, "files_changed": self.files_changed,
             "files_unchanged": self.files_unchanged, "files_moved": self.files_moved,
             "files_copied": self.files_copied, "files_removed": self.files_removed,
-            "files_from_cache": self.files_from_cache,
+            "files_from_cache": self.files_from_cache, "cache_entries": self.cache_entries,
             "items_removed": self.items_removed,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "still_skipped": [{"path": p, "reason": r} for p, r in self.still_skipped],
@@ -107,8 +108,13 @@ class Indexer:
         if embed is None:
             fp = self.space.fingerprint
 
+            towers = getattr(self.space, "modality_towers", None)
+            if towers:
+                store.note_modality_towers(fp, towers)
+
             def cached(digest: str, modality: str) -> Any:
-                return store.cache.get(cache_key(fp, digest, modality, options))
+                return store.cache.get(cache_key(fp, digest, modality, options)) or \
+                    (store.cache.get_shared(content_key(digest, modality, options), towers) if towers else None)
 
             embed = Embedder(self.space, batch_size=self.batch_size, workers=self.workers, options=self.options,
                              reusable=plan.reusable, cached=cached if store.cache.enabled else None).stream_plan

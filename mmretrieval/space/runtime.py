@@ -196,6 +196,10 @@ class Space:
         self.fingerprint = fingerprint_of(self.identity)
         # One fingerprint per tower: which towers two spaces share (their vectors for those modalities agree).
         self.tower_fingerprints = {name: fingerprint_of(part) for name, part in towers.items()}
+        # Per item modality: its tower and that tower's precision. Two spaces that agree on a modality's make
+        # the same vectors for it (the embedding cache serves them across spaces).
+        self.modality_towers = {m: f"{self.tower_fingerprints[t.name]}/{self.precision.get(m, 'fp32')}"
+                                for t in spec.towers for m in t.modalities}
         files = [tower_family(t.family).identity_files(t, self) for t in spec.towers]
         self.identity_files = None if any(f is None for f in files) else [x for f in files for x in f]
         self._query_tower_makers: dict[str, Callable[[], dict[str, Any] | None]] = {}
