@@ -363,7 +363,7 @@ class Migrator:
         for path, row in new_cat.files().items():
             was = old_rows.get(path)
             if (paths is not None and path not in paths) or row.bridged or row.status != "indexed" or was is None \
-                    or was.hash != row.hash or was.status != "indexed":
+                    or was.hash != row.hash or was.status != "indexed" or was.bridged:
                 continue
             before = {(i.modality, json.dumps(i.locator, sort_keys=True)): i.id for i in old_cat.items_of_file(was.id)}
             for i in new_cat.items_of_file(row.id):
@@ -438,8 +438,8 @@ class Migrator:
                 store.begin()
                 chunk = rows[start:start + FILL_FILES]
                 items = {r.id: src.items_of_file(r.id) if r.status == "indexed" else [] for r in chunk}
-                if whole:
-                    chunk = [r for r in chunk if r.status == "indexed" and items[r.id]
+                if whole:  # (a file a bridge carried here is not embedded in this space yet: not a real vector)
+                    chunk = [r for r in chunk if r.status == "indexed" and not r.bridged and items[r.id]
                              and all(i.modality in maps for i in items[r.id])]
                 items = {r.id: [i for i in items[r.id] if i.modality in maps] for r in chunk}
                 flat = [i for r in chunk for i in items[r.id]]
