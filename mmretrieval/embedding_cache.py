@@ -4,8 +4,9 @@ When a file leaves the index (removed, changed, gone from its folder), its items
 here under (space fingerprint, content hash, item options), with the metadata its decoding found and the tower
 (and precision) that made each of its item modalities. A file whose content comes back (a folder re-added, an
 edit undone, a file restored from a backup) is committed from here: no decoding, no encoding. In another space
-too (the index migrated since), where that space has the same towers for those modalities. An entry leaves the cache when its vectors are back in the index, or when the cache
-outgrows its bound (least recently used first; `MMR_EMBEDDING_CACHE`, bytes like 512M, default 512 MB, 0: off).
+too (the index migrated since), where that space has the same towers for those modalities. An entry leaves the
+cache when its vectors are back in the index, or when the cache outgrows its bound (least recently used first;
+`MMR_EMBEDDING_CACHE`, bytes like 512M, default 512 MB, 0: off).
 
 Best effort by design: it lives beside the catalog, not in its transactions. An entry written for a change that
 then rolled back only duplicates vectors the index holds (the index's own copy of a content is reused first),
@@ -18,8 +19,9 @@ import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -84,23 +86,28 @@ class EmbeddingCache:
         size = vecs.nbytes + len(body) + len(key)
         if size > self.limit:
             return
-        with self._lock:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("INSERT OR REPLACE INTO entries (key, items, vectors, dim, meta, bytes, used, content, "
-                           "towers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (key, body, vecs.tobytes(), vecs.shape[1], json.dumps(meta) if meta else None, size,
-                            time.time(), content if towers else None, json.dumps(towers) if towers else None))
-                total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM entries").fetchone()[0]
-                while total > self.limit:
-                    old, n = db.execute("SELECT key, bytes FROM entries ORDER BY used LIMIT 1").fetchone()
-                    db.execute("DELETE FROM entries WHERE key=?", (old,))
-                    total -= n
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._lock, self._bounded() as db:
+            db.execute("INSERT OR REPLACE INTO entries (key, items, vectors, dim, meta, bytes, used, content, "
+                       "towers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (key, body, vecs.tobytes(), vecs.shape[1], json.dumps(meta) if meta else None, size,
+                        time.time(), content if towers else None, json.dumps(towers) if towers else None))
+
+    @contextmanager
+    def _bounded(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, after which the least recently used entries go until the cache fits its bound."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM entries").fetchone()[0]
+            while total > self.limit:
+                old, n = db.execute("SELECT key, bytes FROM entries ORDER BY used LIMIT 1").fetchone()
+                db.execute("DELETE FROM entries WHERE key=?", (old,))
+                total -= n
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def get(self, key: str) -> tuple[list[tuple], np.ndarray, dict[str, Any] | None] | None:
         """A file's items and vectors kept under `key`, or None (counted as a hit or a miss)."""
@@ -150,8 +157,7 @@ class EmbeddingCache:
             db = self.db
             db.execute("ATTACH DATABASE ? AS other", (str(path),))
             try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with self._bounded():
                     before = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
                     cols = {r[1] for r in db.execute("PRAGMA other.table_info(entries)")}
                     shared = "content, towers" if "content" in cols else "NULL, NULL"
@@ -159,15 +165,6 @@ class EmbeddingCache:
                                f"towers) SELECT key, items, vectors, dim, meta, bytes, used, {shared} "
                                "FROM other.entries")
                     added = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0] - before
-                    total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM entries").fetchone()[0]
-                    while total > self.limit:
-                        old, n = db.execute("SELECT key, bytes FROM entries ORDER BY used LIMIT 1").fetchone()
-                        db.execute("DELETE FROM entries WHERE key=?", (old,))
-                        total -= n
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
             finally:
                 db.execute("DETACH DATABASE other")
         return int(added)

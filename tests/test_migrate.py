@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,27 +36,34 @@ def index(demo_index, tmp_path):
     return tmp_path / "idx"
 
 
-def test_there_and_back_with_searches_throughout(index, tiny_space_dir, monkeypatch):
-    eng = mmr.Engine(index)
-    old_fp, files = eng.store.space_record()["fingerprint"], eng.stats()["files_indexed"]
-    reader = mmr.Engine(index, readonly=True)  # another process's view: a server, say
+@contextmanager
+def searching_throughout(reader):
+    """A thread searching `reader` in a loop while the block runs: (the hit counts, the errors)."""
     answers, failures, stop = [], [], threading.Event()
 
-    def search_throughout():
+    def search():
         while not stop.is_set():
             try:
                 answers.append(len(reader.search("a red circle", types=["image"], k=3)))
             except Exception as e:  # noqa: BLE001
                 failures.append(repr(e))
 
-    t = threading.Thread(target=search_throughout)
+    t = threading.Thread(target=search)
     t.start()
     try:
-        estimate = eng.migrate(str(tiny_space_dir), dry_run=True)
-        report = eng.migrate(str(tiny_space_dir))
+        yield answers, failures
     finally:
         stop.set()
         t.join()
+
+
+def test_there_and_back_with_searches_throughout(index, tiny_space_dir, monkeypatch):
+    eng = mmr.Engine(index)
+    old_fp, files = eng.store.space_record()["fingerprint"], eng.stats()["files_indexed"]
+    reader = mmr.Engine(index, readonly=True)  # another process's view: a server, say
+    with searching_throughout(reader) as (answers, failures):
+        estimate = eng.migrate(str(tiny_space_dir), dry_run=True)
+        report = eng.migrate(str(tiny_space_dir))
     assert failures == [] and answers and set(answers) == {3}
     assert estimate.estimate_seconds is not None and set(estimate.per_modality) == {"audio", "image", "text"}
     assert estimate.sampled == 1 + 3 * 8 + 1 + 3 * 8 + 24 and not estimate.switched and report.switched  # audio,
@@ -181,19 +189,13 @@ def _shapes(folder: Path, n: int, offset: int = 0) -> None:
                     size=80 + k).save(folder / f"{k}.png")
 
 
-def _vectors_by_path(eng) -> dict:
+def _vectors_by_item(eng) -> dict:
+    """Every stored vector by (path, item modality, position in its file): comparable across indexes."""
     out = {}
     for c in eng.vectors():
         rows = eng.store.catalog.items(c.ids)
-        out.update((rows[int(i)].path, v) for i, v in zip(c.ids, c.vectors))
-    return out
-
-
-def _vectors_by_path_and_item(eng) -> dict:
-    out = {}
-    for c in eng.vectors():
-        rows = eng.store.catalog.items(c.ids)
-        out.update(((rows[int(i)].path, rows[int(i)].modality, rows[int(i)].ordinal), v) for i, v in zip(c.ids, c.vectors))
+        out.update(((rows[int(i)].path, rows[int(i)].modality, rows[int(i)].ordinal), v)
+                   for i, v in zip(c.ids, c.vectors))
     return out
 
 
@@ -213,46 +215,34 @@ def test_a_bridge_switches_first_then_real_vectors_replace_the_bridged_ones(tmp_
 
     monkeypatch.setattr(migrating.Migrator, "_embed_bridged", killed)
     reader = mmr.Engine(idx, readonly=True)  # a server, say: it answers all through, and follows the switch
-    answers, failures, stop = [], [], threading.Event()
+    with searching_throughout(reader) as (answers, failures):
+        with mmr.Engine(idx) as eng, pytest.raises(KeyboardInterrupt):
+            eng.migrate(str(tiny_space_dir), bridge=True)
+        with mmr.Engine(idx, readonly=True) as eng:  # in the new space already, every file searchable
+            st = eng.stats()
+            assert eng.spec.name == "test-tiny" and st["files_indexed"] == 120 and eng.check()["consistent"]
+            bridged = st["migration"]["bridged"]
+            assert bridged == {"files": 120 - 41, "items": 120 - 41}  # 25 sampled to estimate, 16 more to fit on
+            hits = eng.search("a red circle", k=200)
+            assert len(hits) == 120 and sum(h.approximate for h in hits) == bridged["items"]
+            assert all(h.to_dict().get("approximate", False) == h.approximate for h in hits)
+            assert [p["fingerprint"] for p in st["previous_spaces"]] == [old_fp]
+            changed = next(h.path for h in hits if h.approximate)
+        from mmretrieval.synth import shape_image
 
-    def search_throughout():
-        while not stop.is_set():
-            try:
-                answers.append(len(reader.search("a red circle", types=["image"], k=3)))
-            except Exception as e:  # noqa: BLE001
-                failures.append(repr(e))
-
-    searching = threading.Thread(target=search_throughout)
-    searching.start()
-    with mmr.Engine(idx) as eng, pytest.raises(KeyboardInterrupt):
-        eng.migrate(str(tiny_space_dir), bridge=True)
-    with mmr.Engine(idx, readonly=True) as eng:  # in the new space already, every file searchable
-        st = eng.stats()
-        assert eng.spec.name == "test-tiny" and st["files_indexed"] == 120 and eng.check()["consistent"]
-        bridged = st["migration"]["bridged"]
-        assert bridged == {"files": 120 - 41, "items": 120 - 41}  # 25 sampled to estimate, 16 more for 40 pairs
-        hits = eng.search("a red circle", k=200)
-        assert len(hits) == 120 and sum(h.approximate for h in hits) == bridged["items"]
-        assert all(h.to_dict().get("approximate", False) == h.approximate for h in hits)
-        assert [p["fingerprint"] for p in st["previous_spaces"]] == [old_fp]
-        changed = next(h.path for h in hits if h.approximate)
-    from mmretrieval.synth import shape_image
-
-    shape_image("green", "star", size=300).save(changed)  # changed meanwhile: its bridged vector is not kept
-    monkeypatch.setattr(migrating.Migrator, "_embed_bridged", embed_for_real)
-    with mmr.Engine(idx) as eng:
-        report = eng.migrate(str(tiny_space_dir), bridge=True)  # goes on: embeds the bridged files, in place
-        assert report.switched and report.indexed == bridged["files"] and eng.stats()["migration"] is None
-        assert not any(h.approximate for h in eng.search("a red circle", k=200))
-        assert eng.check()["consistent"] and eng.store.cache.stats()["entries"] == 0
-        mine = _vectors_by_path(eng)
-    stop.set()
-    searching.join()
+        shape_image("green", "star", size=300).save(changed)  # changed meanwhile: its bridged vector is not kept
+        monkeypatch.setattr(migrating.Migrator, "_embed_bridged", embed_for_real)
+        with mmr.Engine(idx) as eng:
+            report = eng.migrate(str(tiny_space_dir), bridge=True)  # goes on: embeds the bridged files, in place
+            assert report.switched and report.indexed == bridged["files"] and eng.stats()["migration"] is None
+            assert not any(h.approximate for h in eng.search("a red circle", k=200))
+            assert eng.check()["consistent"] and eng.store.cache.stats()["entries"] == 0
+            mine = _vectors_by_item(eng)
     assert failures == [] and answers and set(answers) == {3} and reader.spec.name == "test-tiny"
     reader.close()
     with mmr.Engine(tmp_path / "fresh", model=str(tiny_space_dir)) as ref:  # what indexing from nothing makes
         ref.index([lib])
-        theirs = _vectors_by_path(ref)
+        theirs = _vectors_by_item(ref)
     assert mine.keys() == theirs.keys() and max(float(abs(mine[p] - theirs[p]).max()) for p in mine) < 1e-5
 
 
@@ -349,8 +339,8 @@ def test_a_tower_both_spaces_share_is_not_run_again(tmp_path):
         assert report.switched and eng.spec.name == "test-other-audio"
         assert report.reused == {"image": counts["image"], "text": counts["text"]}
         assert set(report.per_modality) == {"audio"}  # the estimate measured only what is encoded
-        mine = _vectors_by_path_and_item(eng)
+        mine = _vectors_by_item(eng)
     with mmr.Engine(tmp_path / "fresh", model=str(other)) as ref:  # what indexing from nothing makes
         ref.index([DEMO])
-        theirs = _vectors_by_path_and_item(ref)
+        theirs = _vectors_by_item(ref)
     assert mine.keys() == theirs.keys() and max(float(abs(mine[k] - theirs[k]).max()) for k in mine) < 1e-5
