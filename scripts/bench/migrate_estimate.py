@@ -9,12 +9,14 @@ estimate's peak against this process's peak resident memory during that call (co
 Spaces: the shipped `tiny` and a differently seeded space of the same shape (`tests/tiny_space.py`, made in a
 temporary folder), both directions.
 
-Run: `python scripts/bench/migrate_estimate.py --sizes 300 1200` (prints a table and a JSON line).
+Run: `python scripts/bench/migrate_estimate.py --sizes 300 1200` (prints a table and a JSON line); `--vit`:
+between tiny and `vit-b-32-openai+wav2clip` with placeholder weights put where downloads land.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -47,18 +49,37 @@ def collection(folder: Path, n: int) -> None:
             sf.write(folder / f"{k}.wav", tone(220.0 * (1 + k % 7) + 0.37 * k, seconds=1.0 + (k % 3)), 16000)
 
 
+def vit_space(tmp: Path) -> str:
+    """`vit-b-32-openai+wav2clip` with seeded placeholder weights where a user's downloads land (a fresh $HOME):
+    ViT-B-32's and Wav2CLIP's real costs, without their real weights."""
+    from user_caches import UserHome, place_space_weights
+
+    home = UserHome(tmp / "home", tmp / "weights")
+    for k in ("MMR_CACHE", "MMR_WAV2CLIP_WEIGHTS", "XDG_CACHE_HOME", "TORCH_HOME", "HF_HUB_CACHE"):
+        os.environ.pop(k, None)
+    # before the hub library is imported: it reads these once
+    os.environ.update(HOME=str(home.root), HF_HOME=str(home.hf_home), HF_ENDPOINT="http://127.0.0.1:9")
+    from mmretrieval.space.registry import resolve_model_arg
+
+    place_space_weights(resolve_model_arg("vit-b-32-openai+wav2clip"), home)
+    return "vit-b-32-openai+wav2clip"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[300, 1200])
+    ap.add_argument("--vit", action="store_true", help="between tiny and vit-b-32-openai+wav2clip (placeholder "
+                                                       "weights) instead of tiny and a reseeded tiny")
     args = ap.parse_args()
-    import mmretrieval as mmr
-    from mmretrieval.process_memory import peak_bytes, reset_peak
-    from tiny_space import make_tiny_space
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        other = str(make_tiny_space(tmp / "other"))
+        other = vit_space(tmp) if args.vit else None  # first: it sets $HOME before the hub library loads
+        import mmretrieval as mmr
+        from mmretrieval.process_memory import peak_bytes, reset_peak
+        from tiny_space import make_tiny_space
+
+        other = other or str(make_tiny_space(tmp / "other"))
         for n in args.sizes:
             lib = tmp / f"lib{n}"
             collection(lib, n)
@@ -73,8 +94,9 @@ def main() -> None:
                     done = eng.migrate(dst)
                     actual = time.perf_counter() - t
                     peak = peak_bytes()
-                rows.append({"files": n, "from": "tiny" if src == "tiny" else "other",
-                             "to": "tiny" if dst == "tiny" else "other", "estimate_s": est.estimate_seconds,
+                name = "vit-b-32" if args.vit else "other"
+                rows.append({"files": n, "from": "tiny" if src == "tiny" else name,
+                             "to": "tiny" if dst == "tiny" else name, "estimate_s": est.estimate_seconds,
                              "actual_s": round(actual, 2), "ratio": round(est.estimate_seconds / actual, 2),
                              "switched": done.switched, "estimate_peak_mb": round(est.estimate_peak_bytes / 1e6),
                              "actual_peak_mb": round(peak / 1e6),
