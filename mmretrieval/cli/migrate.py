@@ -88,7 +88,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if r.bridge:
         fitted = ", ".join(f"{m} on {n:,} pairs" for m, n in sorted(r.bridge.items()))
         print(f"switched through a bridge ({fitted}): {r.bridged:,} file(s) answered approximately until "
-              f"embedded, which they now are")
+              f"embedded, which they now are" if r.bridged else
+              f"bridge fitted ({fitted}), but its sample held every file: none was bridged")
     kept = f"; the old space is kept in {show_path(r.previous)} (mmr migrate --back switches to it, --drop-old " \
            f"deletes it)" if r.previous else ""
     print(f"switched to {r.to} ({r.fingerprint}): {r.indexed + first.indexed} file(s) indexed, "
