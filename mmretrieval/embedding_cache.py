@@ -78,7 +78,7 @@ class EmbeddingCache:
             content: str | None = None, towers: dict[str, str] | None = None) -> None:
         """Keep a file's items (locator, text, modality) and vectors; the oldest entries go past the bound.
         `content` (`content_key`) and `towers` (item modality -> the tower that made its vectors) let another
-        space with those towers find them (`get_shared`)."""
+        space with those towers find them (`get`)."""
         if not self.enabled or not items:
             return
         vecs = np.ascontiguousarray(vectors, np.float32)
@@ -109,33 +109,31 @@ class EmbeddingCache:
             db.execute("ROLLBACK")
             raise
 
-    def get(self, key: str) -> tuple[list[tuple], np.ndarray, dict[str, Any] | None] | None:
-        """A file's items and vectors kept under `key`, or None (counted as a hit or a miss)."""
+    def get(self, key: str, *, content: str | None = None, towers: dict[str, str] | None = None
+            ) -> tuple[list[tuple], np.ndarray, dict[str, Any] | None] | None:
+        """A file's items and vectors kept under `key`, or None (counted once, as a hit or a miss). With
+        `content` (`content_key`) and `towers` (item modality -> tower, the asking space's), an entry made in
+        another space also serves where every one of its item modalities was made by the tower named here:
+        the same vectors would come out."""
         if not self.enabled or (self._db is None and not self.path.exists()):
             return None
         with self._lock:
-            row = self.db.execute("SELECT items, vectors, dim, meta FROM entries WHERE key=?", (key,)).fetchone()
+            db = self.db
+            row = db.execute("SELECT items, vectors, dim, meta FROM entries WHERE key=?", (key,)).fetchone()
+            if row is None and content and towers:
+                for other, made_by in db.execute("SELECT key, towers FROM entries WHERE content=?", (content,)):
+                    if all(towers.get(m) == t for m, t in json.loads(made_by).items()):
+                        key = other
+                        row = db.execute("SELECT items, vectors, dim, meta FROM entries WHERE key=?",
+                                         (key,)).fetchone()
+                        break
             self._count("hits" if row is not None else "misses")
             if row is None:
                 return None
-            self.db.execute("UPDATE entries SET used=? WHERE key=?", (time.time(), key))
+            db.execute("UPDATE entries SET used=? WHERE key=?", (time.time(), key))
         items = [tuple(i) for i in json.loads(row[0])]
         vectors = np.frombuffer(row[1], np.float32).reshape(-1, row[2]).copy()
         return items, vectors, json.loads(row[3]) if row[3] else None
-
-    def get_shared(self, content: str, towers: dict[str, str]) -> tuple[list[tuple], np.ndarray,
-                                                                        dict[str, Any] | None] | None:
-        """Like `get`, for a space that missed its own key: an entry of this content whose every item modality
-        was made by the tower `towers` names for it (the same vectors would come out)."""
-        if not self.enabled or (self._db is None and not self.path.exists()):
-            return None
-        with self._lock:
-            for key, made_by in self.db.execute("SELECT key, towers FROM entries WHERE content=?", (content,)):
-                if all(towers.get(m) == t for m, t in json.loads(made_by).items()):
-                    break
-            else:
-                return None
-        return self.get(key)
 
     def copy_to(self, path: str | os.PathLike) -> dict[str, Any]:
         """Write the whole cache to a new file at `path` (an export); returns its entries and bytes."""

@@ -116,6 +116,8 @@ def test_vectors_kept_in_one_space_come_back_in_another_with_the_same_tower(lib,
     monkeypatch.setattr(Decoder, "decode", watched)
     report = eng.index([lib])
     assert report.files_from_cache == 24 and set(decoded) == {"sounds"}  # the other audio tower: encoded
+    st = eng.stats()["embedding_cache"]
+    assert (st["hits"], st["misses"]) == (24, 27)  # each lookup counted once
     after = _vectors(eng, lib / "images")
     assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before)
     with mmr.Engine(tmp_path / "fresh", model=str(other)) as ref:  # the same as the new space makes them

@@ -113,8 +113,8 @@ class Indexer:
                 store.note_modality_towers(fp, towers)
 
             def cached(digest: str, modality: str) -> Any:
-                return store.cache.get(cache_key(fp, digest, modality, options)) or \
-                    (store.cache.get_shared(content_key(digest, modality, options), towers) if towers else None)
+                return store.cache.get(cache_key(fp, digest, modality, options),
+                                       content=content_key(digest, modality, options), towers=towers)
 
             embed = Embedder(self.space, batch_size=self.batch_size, workers=self.workers, options=self.options,
                              reusable=plan.reusable, cached=cached if store.cache.enabled else None).stream_plan
