@@ -9,7 +9,8 @@ import torch
 
 import mmretrieval as mmr
 from mmretrieval.cli import main
-from mmretrieval.encoders import onnx_runtime, ort_tower
+from mmretrieval.encoders import clip_export, onnx_runtime, ort_tower
+from mmretrieval.encoders.audio_export import audio_export
 from mmretrieval.errors import SpaceError, UsageError
 from mmretrieval.space.backend import parse_backend
 from mmretrieval.space.runtime import Space
@@ -99,15 +100,16 @@ def test_an_export_copies_its_tower_only_and_leaves_the_model_as_it_was(tmp_path
     model = _create_clip(space.resolved, torch.device("cpu"), "tiny").eval()  # as loaded for an export
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for modality, own, other in (("image", "visual", "transformer"), ("text", "transformer", "visual")):
-        m = onnx_runtime._export_copy(model, modality)
+        m = clip_export.export_copy(model, modality)
         assert getattr(m, other) is getattr(model, other)  # shared: never traced
         assert getattr(m, own) is not getattr(model, own)
         assert all(p.data_ptr() != q.data_ptr() for p, q in zip(getattr(m, own).parameters(),
                                                                 getattr(model, own).parameters()))
-        tower = onnx_runtime.load_tower(model, modality, "fp32", "k", tmp_path)
-        probe = onnx_runtime._probe(modality, model)
+        tower = onnx_runtime.load_tower(lambda: clip_export.clip_export(model, modality), modality, "fp32", "k",
+                                        tmp_path)
+        probe = clip_export.probe(model, modality)
         with torch.inference_mode():
-            ref = onnx_runtime._Tower(model, modality)(probe).numpy()
+            ref = clip_export.ClipTower(model, modality)(probe).numpy()
         assert np.abs(tower(probe.numpy()) - ref).max() < 1e-4
     assert all(type(b.attn) is nn.MultiheadAttention for b in model.modules() if hasattr(b, "attn"))
     after = model.state_dict()
@@ -141,7 +143,8 @@ def test_processes_exporting_the_same_tower_take_turns(tmp_path, monkeypatch):
 
     def load():  # each thread opens the folder itself: flock treats them as other processes do
         try:
-            towers.append(onnx_runtime.load_tower(model, "image", "int8", "k", tmp_path))
+            towers.append(onnx_runtime.load_tower(lambda: clip_export.clip_export(model, "image"), "image", "int8",
+                                                  "k", tmp_path))
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
@@ -151,7 +154,7 @@ def test_processes_exporting_the_same_tower_take_turns(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     assert errors == [] and len(towers) == 3 and most[0] == 1 and exports[0] == 1
-    probe = onnx_runtime._probe("image", model).numpy()
+    probe = clip_export.probe(model, "image").numpy()
     assert all(np.array_equal(t(probe), towers[0](probe)) for t in towers)
 
 
@@ -492,7 +495,7 @@ def test_auto_int8_falls_back_where_a_model_cannot_be_exported(tmp_path, monkeyp
     from mmretrieval.space import backend
 
     monkeypatch.setattr(backend, "int8_faster", lambda native: True)
-    monkeypatch.setattr(onnx_runtime, "exportable", lambda model: False)
+    monkeypatch.setattr(clip_export, "exportable", lambda model: False)
     spec = mmr.resolve_model_arg("tiny")
     sp = Space(spec, precision="auto")
     assert sp.precision["image"] in ("bf16", "fp32") and sp.backends["image"] == "torch"
@@ -533,8 +536,7 @@ def test_int8_audio_is_static_close_to_fp32_and_batch_independent(tmp_path):
     enc = _wav2clip_encoder()
     clips = list(calibration_waves(16000, 16000, n=8, seed=9)) + [calibration_waves(16000, 12000, n=1, seed=3)[0]]
     ref = enc.encode(clips)
-    enc.runner = onnx_runtime.load_tower(enc.tower, "audio", "int8", "w2c", tmp_path,
-                                         calibration=enc.calibration_features)
+    enc.runner = onnx_runtime.load_tower(lambda: audio_export(enc), "audio", "int8", "w2c", tmp_path)
     assert not enc.runner.per_item
     got = enc.encode(clips)
     # the check behind the export: >= 0.999 on its held-out probes; other clips measured 0.9985-0.9999

@@ -4,6 +4,7 @@ ways, lists and checks its weights, and refuses what it cannot do; collisions ar
 fingerprints are what they were before families were pluggable."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -193,3 +194,157 @@ def test_the_shipped_space_keeps_its_fingerprints(precision, fingerprint):
     # measured on a CPU with native bf16, where auto puts the audio tower in bf16 (fixed here: no detection)
     chosen = parse_precision(precision, native_bf16=True)
     assert fingerprint_of(space_identity(spec, precision=chosen)) == fingerprint
+
+
+class _Mlp(torch.nn.Module):
+    """The toy network: features -> vectors (weights from the seed; `outlier` makes one weight huge, which a
+    per-tensor int8 scale cannot keep beside the others)."""
+
+    def __init__(self, width: int, dim: int, seed: int, outlier: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.a, self.b = torch.nn.Linear(width, 64), torch.nn.Linear(64, dim)
+        if outlier:
+            with torch.no_grad():
+                self.a.weight[0, 0] = 1e4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.nn.functional.gelu(self.a(x)))
+
+
+def _bag(text: str, width: int = 48) -> np.ndarray:
+    x = np.zeros(width, np.float32)
+    for w in text.lower().split():
+        x[int.from_bytes(hashlib.sha256(w.strip(".,").encode()).digest()[:4], "little") % width] += 1
+    return x
+
+
+def _spectrum(wave: np.ndarray, width: int = 48) -> np.ndarray:
+    """Log power in `width` bands of 83 Hz (8 kHz audio)."""
+    power = np.abs(np.fft.rfft(wave[:8000], n=8000))[:4000]
+    return np.log1p(np.add.reduceat(power, np.linspace(0, 4000, width, endpoint=False).astype(int))).astype(np.float32)
+
+
+class NetEncoder(Encoder):
+    """A modality's toy front end (numpy) and network (torch, or ONNX Runtime through `runner`)."""
+
+    def __init__(self, modality: str, net: torch.nn.Module, front, dim: int) -> None:
+        super().__init__(dim, torch.device("cpu"))
+        self.modality, self.net, self.front, self.runner = modality, net.eval(), front, None
+        self.max_passage_tokens, self.sample_rate, self.window_s, self.hop_s = 32, 8000, 1.0, 1.0
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def features(self, batch) -> np.ndarray:
+        if self.modality == "audio":
+            batch = [load_audio(b, 8000) if isinstance(b, (str, Path)) else np.asarray(b) for b in batch]
+        return np.stack([self.front(b) for b in batch])
+
+    def _encode_batch(self, batch):
+        x = self.features(batch)
+        if self.runner is not None:
+            return self.runner(x)
+        with torch.no_grad():
+            return self.net(torch.from_numpy(x)).numpy()
+
+    def encode_pooled(self, window_waves):
+        v = self.encode(list(window_waves)).mean(axis=0)
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    def encode_clip(self, item):
+        wave = load_audio(item, 8000)
+        return self.encode_pooled([w.samples for w in windows(wave, 8000, 1.0, 1.0)])
+
+
+class ToyNetFamily(ToyClapFamily):
+    """text + audio through torch networks, in fp32 (torch or ONNX Runtime) and int8: through the export hook
+    only, with no code of its own for exporting, quantising, checking or caching."""
+
+    name = "toy-net"
+    precisions = ("fp32", "int8")
+    made: list[str] = []
+
+    def load(self, tower, space):
+        from mmretrieval.encoders.onnx_runtime import TowerExport
+
+        conf = json.loads(self._file(tower).read_text())
+        encoders = {}
+        for i, (modality, front) in enumerate((("text", _bag), ("audio", _spectrum))):
+            net = _Mlp(48, space.dim, conf["seed"] + i, outlier=conf.get("outlier", False))
+            enc = encoders[modality] = NetEncoder(modality, net, front, space.dim)
+            probes = [torch.from_numpy(enc.features(["a low beep", "a high whistle", "the mid hum of a fan"])),
+                      torch.from_numpy(enc.features(["a beep"]))] if modality == "text" else \
+                [torch.from_numpy(enc.features([tone(hz, 1.0, 8000) for hz in (150, 600, 900, 2200, 3100)]))]
+
+            def make(net=net, probes=probes, modality=modality):
+                self.made.append(modality)
+                return TowerExport(lambda: copy.deepcopy(net).float().eval(), net, "features", {}, probes,
+                                   calibration=[p.numpy() for p in probes] if modality == "audio" else None)
+
+            if space.precision[modality] == "int8" or space.backend == "onnx":
+                enc.runner = self.onnx_tower(tower, space, modality, make)
+                space.backends[modality] = "onnx"
+            else:
+                space.backends[modality] = "torch"
+        return encoders
+
+
+@pytest.fixture
+def toy_net(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMR_CACHE", str(tmp_path / "cache"))
+    register_tower_family(ToyNetFamily())
+    ToyNetFamily.made.clear()
+    d = tmp_path / "net-space"
+    d.mkdir()
+    (d / "net.json").write_text(json.dumps({"seed": 3}))
+    (d / "space.json").write_text(json.dumps({"name": "toy-net-space", "dim": 16, "towers": [
+        {"name": "net", "family": "toy-net", "modalities": ["text", "audio"],
+         "config": {"weights": str(d / "net.json")}}]}))
+    yield d
+    TOWER_FAMILIES.pop("toy-net", None)
+
+
+def test_a_family_gets_onnx_runtime_and_int8_through_the_export_hook(toy_net, tmp_path):
+    pytest.importorskip("onnxruntime")
+    spec = mmr.resolve_model_arg(str(toy_net))
+    texts = ["a low beep", "a high whistle over the sea", "the mid hum", "beep beep beep"]
+    waves = [tone(hz, 1.0, 8000) for hz in (200, 700, 2500)]
+    ref = Space(spec, precision="fp32", backend="torch")
+    t_ref, a_ref = ref.text.encode(texts), ref.audio.encode(waves)
+    assert ToyNetFamily.made == []
+
+    onnx = Space(spec, precision="fp32", backend="onnx")  # a backend: the same vectors, the same fingerprint
+    assert onnx.fingerprint == ref.fingerprint and onnx.backends == {"text": "onnx", "audio": "onnx"}
+    assert np.abs(onnx.text.encode(texts) - t_ref).max() < 1e-5
+    assert np.abs(onnx.audio.encode(waves) - a_ref).max() < 1e-5
+
+    int8 = Space(spec, precision="text=int8,audio=int8")  # a precision: close vectors, another fingerprint
+    assert int8.fingerprint != ref.fingerprint and int8.precision["text"] == int8.precision["audio"] == "int8"
+    assert np.einsum("ij,ij->i", int8.text.encode(texts), t_ref).min() > 0.99
+    assert np.einsum("ij,ij->i", int8.audio.encode(waves), a_ref).min() > 0.99
+    assert int8.audio.runner.per_item is False  # calibrated: static int8, batches run whole
+    assert int8.text.runner.per_item or int8.text.runner.batched is not None  # dynamic: scaled per item
+    assert sorted(ToyNetFamily.made) == ["audio", "audio", "text", "text"]  # fp32 once, int8 once, per modality
+
+    again = Space(spec, precision="text=int8,audio=int8")  # read back: the hook is not asked again
+    assert len(ToyNetFamily.made) == 4
+    np.testing.assert_array_equal(again.text.encode(texts), int8.text.encode(texts))
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for band, hz in (("low", 200), ("high", 2500)):
+        sf.write(lib / f"{band}.wav", tone(hz, 2.0, 8000), 8000)
+    with mmr.Engine(tmp_path / "idx", model=spec, precision="text=int8,audio=int8") as eng:
+        assert dict(eng.index([lib]).added) == {"audio": 4}
+        hit = eng.search(audio=str(lib / "high.wav"), types=["audio"], k=1)[0]
+        assert hit.path == str(lib / "high.wav") and hit.score > 0.99
+
+    (toy_net / "net.json").write_text(json.dumps({"seed": 3, "outlier": True}))
+    spec = mmr.resolve_model_arg(str(toy_net))
+    with pytest.raises(UnsupportedPrecisionError, match="int8 does not keep the text tower's vectors close"):
+        Space(spec, precision="text=int8")
+    made = len(ToyNetFamily.made)
+    with pytest.raises(UnsupportedPrecisionError, match="int8 does not keep"):  # remembered: not exported again
+        Space(spec, precision="text=int8")
+    assert len(ToyNetFamily.made) == made

@@ -1,5 +1,8 @@
-"""ONNX Runtime inference for open_clip's text and image towers (fp32 or dynamic int8) and for audio towers'
-networks (static int8).
+"""ONNX Runtime inference for the networks of any tower family that torch can export, in fp32 or int8.
+
+A family describes a network as a `TowerExport` (its export hook, `space.towers.TowerFamily.onnx_tower`); this
+module exports, quantises, verifies and caches it. Built in: open_clip's text and image towers (`clip_export`,
+dynamic int8) and audio towers' networks (`audio_export`, static int8).
 
 A tower is exported once from the very module the space loaded (its real weights), verified against
 that module on probe inputs, and cached by the fingerprint of its network and weights under the project's
@@ -21,12 +24,12 @@ export needs neither torch nor the model: `ort_tower`.
 """
 from __future__ import annotations
 
-import copy
 import fcntl
 import json
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -38,9 +41,8 @@ from torch import nn
 from ..errors import SpaceError, UnsupportedPrecisionError
 from ..index.segments import atomic_write
 from .arrays import PER_CORE_MIN_TOKENS
-from .ort_tower import INPUTS, ExportFiles, OrtTower, checksum, read_export, weights_file
+from .ort_tower import ExportFiles, OrtTower, checksum, read_export, weights_file
 from .onnx_int8 import export_tag, quantize_dynamic, quantize_static, saturating_cpu
-from .packed import SelfAttention, self_attention_block
 from . import torch_gate
 
 FORMAT_VERSION = 4  # of what we export (its graph, its checks, the int8 recipe): part of the cache folder's name
@@ -48,9 +50,6 @@ OPSET = 17
 # What an export must reproduce before it is used: fp32 to float rounding; int8 to the issue's bar.
 FP32_MAX_DIFF = 1e-4     # max abs difference of normalised vectors
 INT8_MIN_COSINE = 0.995  # per probe, random inputs (real ones are checked by tests on the shipped space)
-# Audio's static int8 is checked on held-out signals (not the calibration's) at the bar real data must meet: the
-# shipped tiny audio tower measured 0.985 on its held-out clips and is refused; Wav2CLIP's ResNet 0.9998.
-AUDIO_INT8_MIN_COSINE = 0.999
 
 
 @lru_cache(maxsize=1)
@@ -83,80 +82,33 @@ def versions() -> str:
     return f"ort{onnxruntime.__version__}-onnx{onnx.__version__}-torch{torch.__version__}"
 
 
-def exportable(model: nn.Module) -> bool:
-    """Only models whose every block `SelfAttention` reproduces (open_clip's CLIP)."""
-    import open_clip
-    from open_clip.transformer import ResidualAttentionBlock
+@dataclass
+class TowerExport:
+    """One network as the exporter takes it: what a tower family's export hook returns (`TowerFamily.onnx_tower`),
+    asked for only where no export of it is cached. The network maps one input array (batch first) to vectors."""
 
-    blocks = [m for m in model.modules() if type(m) is ResidualAttentionBlock]
-    return type(model) is open_clip.CLIP and bool(blocks) and all(self_attention_block(b) for b in blocks)
-
-
-def _export_copy(model: nn.Module, modality: str) -> nn.Module:
-    """A float copy of the `modality` tower whose attention keeps the sequence length symbolic (see
-    `packed.SelfAttention`). The other tower is shared, not copied (the trace never reaches it): ViT-B-32's
-    image tower is 350 MB, its text tower 250 MB, and a first run held the model and a whole copy at once."""
-    own = [c for name, c in model.named_children() if (name == "visual") == (modality == "image")]
-    memo = {id(c): c for c in model.children() if not any(c is o for o in own)}
-    m = copy.deepcopy(model, memo).eval()
-    for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)]:
-        if t.is_floating_point():
-            t.data = t.data.float()
-    for part in (c for c in m.children() if id(c) not in memo):
-        part.float()
-        for blk in part.modules():
-            if self_attention_block(blk):
-                blk.attn = SelfAttention(blk.attn, pack=False)
-    return m
+    traced: Callable[[], nn.Module]  # a float32 module to trace (a copy: called once, let go before quantising)
+    reference: Callable[[torch.Tensor], torch.Tensor]  # the vectors the export must reproduce
+    input_name: str
+    axes: dict[int, str]  # the input's symbolic axes beside the batch (0): a text's tokens, an audio's frames
+    probes: list[torch.Tensor]  # inputs it is checked on (two shapes where an axis is symbolic); the first is traced
+    # static int8: activation scales fixed on these input batches (a vector does not depend on its batch mates);
+    # None: dynamic int8, activations quantised per item
+    calibration: list[np.ndarray] | None = None
+    int8_min_cosine: float = INT8_MIN_COSINE
+    batch_probe: torch.Tensor | None = None  # items of one shape for the batch-mates check (default: probes[0])
 
 
-class _Tower(nn.Module):
-    """What a tower computes from its input (tokens, pixels, audio features), as one module to export."""
-
-    def __init__(self, model: nn.Module, modality: str) -> None:
-        super().__init__()
-        self.model = model
-        self.modality = modality
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.modality == "text":  # tokens already trimmed: their length stays symbolic in the export
-            from .text import encode_text_trimmed
-
-            return encode_text_trimmed(self.model, x, n=x.shape[1])
-        return self.model.encode_image(x) if self.modality == "image" else self.model.embed(x)
-
-
-def _probe(modality: str, model: nn.Module, calibration: list[np.ndarray] | None = None) -> torch.Tensor:
-    if modality == "audio":  # an audio tower's input depends on its front end: the calibration's features
-        if not calibration:
-            raise SpaceError("an audio tower is exported from calibration features; none were given")
-        return torch.from_numpy(np.concatenate(calibration))
-    g = torch.Generator().manual_seed(0)
-    if modality == "text":
-        vocab = int(model.token_embedding.num_embeddings)
-        ctx = int(model.positional_embedding.shape[0])
-        n = min(12, ctx)
-        tok = torch.randint(1, vocab - 2, (3, n), generator=g)
-        tok[:, 0] = vocab - 2                      # start of text
-        tok[0, 5:] = 0                             # a shorter text in the batch: padded
-        tok[0, 4], tok[1:, n - 1] = vocab - 1, vocab - 1  # end of text
-        return tok
-    size = model.visual.image_size
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    return torch.randn(3, 3, h, w, generator=g)
-
-
-def _export(model: nn.Module, modality: str, path: Path, probe: torch.Tensor) -> None:
-    wrapped = _Tower(model, modality)
-    axes = {INPUTS[modality]: {0: "batch", 1: "tokens"} if modality == "text" else
-            {0: "batch", 3: "frames"} if modality == "audio" else {0: "batch"}, "vectors": {0: "batch"}}
+def _export(export: TowerExport, path: Path) -> None:
+    wrapped = export.traced()
+    axes = {export.input_name: {0: "batch", **export.axes}, "vectors": {0: "batch"}}
 
     def write(tmp: str) -> None:
         import warnings
 
         with warnings.catch_warnings(), torch_gate.export():
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapped, (probe,), tmp, dynamo=False, input_names=[INPUTS[modality]],
+            torch.onnx.export(wrapped, (export.probes[0],), tmp, dynamo=False, input_names=[export.input_name],
                               output_names=["vectors"], dynamic_axes=axes, opset_version=OPSET)
         import onnx
 
@@ -174,14 +126,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def verify(tower: OrtTower, model: nn.Module, modality: str, precision: str,
-           held_out: list[np.ndarray] | None = None) -> dict[str, float]:
-    """Compare the exported tower with the torch module it came from (unpacked, fp32) on probe inputs,
-    texts of two lengths (and audio of two lengths) included: the export must not have fixed one. int8
-    that does not keep its vectors close raises `UnsupportedPrecisionError` (auto then picks another)."""
-    check = measure(tower, model, modality, held_out)
+def verify(tower: OrtTower, export: TowerExport, modality: str, precision: str) -> dict[str, float]:
+    """Compare the exported tower with the torch module it came from (fp32) on the export's probes, of two shapes
+    where an axis is symbolic: the export must not have fixed one. int8 that does not keep its vectors close
+    raises `UnsupportedPrecisionError` (auto then picks another)."""
+    check = measure(tower, export)
     worst_diff, worst_cos = check["max_abs_diff"], check["min_cosine"]
-    if precision == "int8" and worst_cos < (AUDIO_INT8_MIN_COSINE if modality == "audio" else INT8_MIN_COSINE):
+    if precision == "int8" and worst_cos < export.int8_min_cosine:
         raise UnsupportedPrecisionError(
             f"int8 does not keep the {modality} tower's vectors close to fp32 (min cosine {worst_cos:.5f} on "
             f"held-out probes); use fp32 or bf16 for {modality}")
@@ -191,48 +142,35 @@ def verify(tower: OrtTower, model: nn.Module, modality: str, precision: str,
     return check
 
 
-def measure(tower: OrtTower, model: nn.Module, modality: str,
-            held_out: list[np.ndarray] | None = None) -> dict[str, float]:
-    """How far the exported tower's vectors are from the torch module's on the probes (`verify`)."""
-    probes = [_probe(modality, model, held_out)]
-    if modality == "text":
-        probes.append(probes[0][1:, :7].clone())
-        probes[1][:, 6] = probes[0][1, -1]
-    if modality == "audio":
-        probes.append(probes[0][:, :, :, : max(1, probes[0].shape[3] * 3 // 4)].contiguous())
+def measure(tower: OrtTower, export: TowerExport) -> dict[str, float]:
+    """How far the exported tower's vectors are from the torch module's on the export's probes (`verify`)."""
     worst_diff, worst_cos = 0.0, 1.0
-    for p in probes:
+    for p in export.probes:
         with torch_gate.forward():
-            ref = _Tower(model, modality)(p).float().numpy()
-        got = tower(p.numpy())
-        a, b = _unit(ref), _unit(got)
+            ref = export.reference(p).float().numpy()
+        a, b = _unit(ref), _unit(tower(p.numpy()))
         worst_diff = max(worst_diff, float(np.abs(a - b).max()))
         worst_cos = min(worst_cos, float((a * b).sum(1).min()))
     return {"max_abs_diff": worst_diff, "min_cosine": worst_cos}
 
 
-def batch_independent(tower: OrtTower, model: nn.Module, modality: str) -> bool:
+def batch_independent(tower: OrtTower, export: TowerExport) -> bool:
     """Does a batch of inputs of one shape (the batched graph) give each item the vector it gets alone (the
     plain graph), to float rounding? What a per-item int8 graph promises (`onnx_int8.scales_per_item`),
     checked on the exported files: a graph whose batch is not its first axis fails, and runs item by item."""
-    probe = _probe(modality, model).numpy()
-    if modality == "text":  # the probe's full-length texts (its first is shorter: padded)
-        probe = probe[1:]
+    probe = (export.batch_probe if export.batch_probe is not None else export.probes[0]).numpy()
     together = _unit(tower(probe))
     alone = _unit(np.concatenate([tower(probe[i:i + 1]) for i in range(len(probe))]))
     return float(np.abs(together - alone).max()) <= 1e-6
 
 
-def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache: Path,
-               threads: int | None = None,
-               calibration: Callable[[int], list[np.ndarray]] | None = None) -> OrtTower:
-    """The tower `modality` of `model` under ONNX Runtime in `precision` (fp32 or int8), exported and
-    verified on first use and cached under `cache/key` (`key`: a fingerprint of the network and its
-    weights; `cached_tower` reads it back). Audio: `model` is the audio tower (its network, `embed`), `calibration(seed)`
-    batches of its `features` (seed 0: the export's scales; seed 1: held-out probes; called only when the
-    tower is exported). An int8 export that fails its check is remembered as refused: later loads raise
-    `UnsupportedPrecisionError`."""
-    if modality not in INPUTS or precision not in ("fp32", "int8"):
+def load_tower(make: Callable[[], TowerExport], modality: str, precision: str, key: str, cache: Path,
+               threads: int | None = None) -> OrtTower:
+    """The `modality` network under ONNX Runtime in `precision` (fp32 or int8), exported from `make()` (called
+    only here, where no export is cached), verified and cached under `cache/key` (`key`: a fingerprint of the
+    network and its weights; `cached_tower` reads it back). An int8 export that fails its check is remembered as
+    refused: later loads raise `UnsupportedPrecisionError`."""
+    if precision not in ("fp32", "int8"):
         raise SpaceError(f"no ONNX Runtime {modality} tower in {precision}")
     cached = cached_tower(modality, precision, key, cache, threads)
     if cached is not None:
@@ -245,7 +183,7 @@ def load_tower(model: nn.Module, modality: str, precision: str, key: str, cache:
         cached = cached_tower(modality, precision, key, cache, threads)
         if cached is not None:
             return cached
-        return _export_tower(model, modality, precision, key, cache, threads, calibration)
+        return _export_tower(make(), modality, precision, key, cache, threads)
 
 
 @contextmanager
@@ -258,20 +196,17 @@ def _exclusive(folder: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _export_tower(model: nn.Module, modality: str, precision: str, key: str, cache: Path, threads: int | None,
-                  calibration: Callable[[int], list[np.ndarray]] | None) -> OrtTower:
+def _export_tower(export: TowerExport, modality: str, precision: str, key: str, cache: Path,
+                  threads: int | None) -> OrtTower:
     folder, path, meta, batched, fp32 = export_files(modality, precision, key, cache)
     t = time.perf_counter()
-    batches = calibration(0) if calibration is not None else None
     if not fp32.exists():
-        copy_ = _export_copy(model, modality) if modality != "audio" else copy.deepcopy(model).float().eval()
-        _export(copy_, modality, fp32, _probe(modality, model, batches))
-        del copy_  # before quantising: the two together were a first run's peak
-    held_out = calibration(1) if calibration is not None else None
+        _export(export, fp32)  # the traced copy is let go on return, before quantising: the two were a peak
+    static = export.calibration is not None
 
     def quantize(reduce_range: bool) -> bool:
-        if modality == "audio":
-            quantize_static(fp32, path, list(batches or []), INPUTS[modality], reduce_range)
+        if static:
+            quantize_static(fp32, path, list(export.calibration or []), export.input_name, reduce_range)
             return False  # static int8 does not depend on batch mates
         return quantize_dynamic(fp32, path, batched, reduce_range)
 
@@ -282,20 +217,20 @@ def _export_tower(model: nn.Module, modality: str, precision: str, key: str, cac
             closeness = {}
             for v in (False, True):
                 scaled = quantize(v)
-                trial = OrtTower(path, INPUTS[modality], threads, per_item=modality != "audio")
-                closeness[v] = measure(trial, model, modality, held_out)["min_cosine"]
+                trial = OrtTower(path, export.input_name, threads, per_item=not static)
+                closeness[v] = measure(trial, export)["min_cosine"]
                 del trial
             reduce_range = closeness[True] > closeness[False]
             if not reduce_range:  # the 7-bit one is on disk
                 scaled = quantize(False)
         else:
             scaled = quantize(False)
-    tower = OrtTower(path, INPUTS[modality], threads, per_item=precision == "int8" and modality != "audio")
+    tower = OrtTower(path, export.input_name, threads, per_item=precision == "int8" and not static)
     try:
-        check = verify(tower, model, modality, precision, held_out)
+        check = verify(tower, export, modality, precision)
         if scaled:
             tower.batched = batched
-            if batch_independent(tower, model, modality):
+            if batch_independent(tower, export):
                 tower.per_item = False
             else:
                 tower.batched = None
@@ -308,6 +243,7 @@ def _export_tower(model: nn.Module, modality: str, precision: str, key: str, cac
         raise
     data = weights_file(path)
     info = {"version": FORMAT_VERSION, "seconds": round(time.perf_counter() - t, 2), "bytes": path.stat().st_size,
+            "input": export.input_name,
             "data_bytes": data.stat().st_size if data.exists() else None,
             "data_crc32": checksum(data) if data.exists() else None,
             "per_item": tower.per_item, "batched_bytes": batched.stat().st_size if tower.batched else None,

@@ -23,6 +23,7 @@ from ..errors import SpaceError, UnsupportedPrecisionError
 
 log = logging.getLogger(__name__)
 
+# The input names of the built-in towers' exports, for records written before they named it.
 INPUTS = {"text": "tokens", "image": "pixels", "audio": "features"}
 
 
@@ -212,7 +213,8 @@ def read_export(f: ExportFiles, modality: str, threads: int | None = None) -> Or
             intact = all(g.stat().st_size == size for g, size in sizes.items() if size)
             sums = {f.path: record.get("crc32"), f.batched: record.get("batched_crc32"),
                     weights_file(f.path): record.get("data_crc32")}
-            return OrtTower(f.path, INPUTS[modality], threads, bool(record.get("per_item")), lazy=intact,
+            name = record.get("input") or INPUTS[modality]
+            return OrtTower(f.path, name, threads, bool(record.get("per_item")), lazy=intact,
                             batched=f.batched if sizes[f.batched] else None, record=f.meta,
                             checksums={g: c for g, c in sums.items() if c is not None})
         except Exception as e:  # damaged in the cache (onnxruntime raises its own types): export again

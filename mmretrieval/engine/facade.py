@@ -25,7 +25,7 @@ from ..relevance.scorer import RelevanceScorer
 from ..space.backend import parse_backend
 from ..space.device import parse_device
 from ..space.precision import TOWERS, describe, parse_precision
-from ..space.registry import resolve_model_arg
+from ..space.registry import spec_of
 from ..space.spec import SpaceSpec, fingerprint_of
 from ..space.image_decode import JPEG_DRAFT, JPEG_DRAFT_BEFORE
 from ..store import Store, settle
@@ -41,10 +41,6 @@ if TYPE_CHECKING:
     from ..space.runtime import Space
 
 DEFAULT_SPACE = os.environ.get("MMR_MODEL", "vit-b-32-openai+wav2clip")
-
-
-def _spec_of(model: str | SpaceSpec) -> SpaceSpec:
-    return model if isinstance(model, SpaceSpec) else resolve_model_arg(model)
 
 
 class Engine:
@@ -91,7 +87,7 @@ class Engine:
                 raise IndexNotFoundError(
                     f"{self.path} is a non-empty folder that holds no mmretrieval index; "
                     f"choose an empty or new folder for the index")
-            spec = _spec_of(model or DEFAULT_SPACE)
+            spec = spec_of(model or DEFAULT_SPACE)
             self.jpeg_draft = JPEG_DRAFT
             from ..space.runtime import Space  # torch: only where towers are built, not on read-only paths
 
@@ -111,7 +107,7 @@ class Engine:
             if precision is not None:
                 self._check_precision(parse_precision(precision, device))
             if model is not None:
-                spec = _spec_of(model)
+                spec = spec_of(model)
                 from ..space.runtime import space_identity
 
                 try:

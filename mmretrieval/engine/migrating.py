@@ -36,6 +36,7 @@ from ..errors import DiskFullError, UsageError
 from ..options import ItemOptions
 from ..process_memory import peak_bytes, reset_peak
 from .. import switch
+from ..space.registry import spec_of
 
 if TYPE_CHECKING:
     from ..bridge import Bridge
@@ -97,11 +98,9 @@ class Migrator:
     # ----------------------------------------------------------------- migrate
     def migrate(self, to: str | SpaceSpec, *, dry_run: bool = False, progress: bool = False, bridge: bool = False,
                 ray: Any = None) -> MigrationReport:
-        from .facade import _spec_of
-
         eng = self.engine
         eng.writer.check_writable()
-        spec = _spec_of(to)
+        spec = spec_of(to)
         t0 = time.monotonic()
         if self._switched_through_bridge(spec):
             report = MigrationReport(to=spec.name, fingerprint=eng.store.space_record()["fingerprint"],
@@ -154,9 +153,8 @@ class Migrator:
                 target.close()
 
     def _open_target(self, spec: SpaceSpec) -> Engine:
-        from .facade import Engine
-
         path, eng = self.target_path, self.engine
+        Engine = type(eng)  # the facade's class, which imports this module
         if not (path / "catalog.sqlite").is_file():
             if path.exists():
                 shutil.rmtree(path)  # a migration that failed before its index existed
@@ -495,9 +493,8 @@ class Migrator:
     def back(self, fingerprint: str | None = None) -> dict[str, Any]:
         """Switch to a space switched away from (the newest, or the one of `fingerprint`) without encoding a file;
         notes made since are carried over. The current space is kept in its place under previous/."""
-        from .facade import Engine
-
         eng = self.engine
+        Engine = type(eng)  # the facade's class, which imports this module
         eng.writer.check_writable()
         choices = self.previous()
         chosen = next((p for p in choices if fingerprint in (None, p["fingerprint"])), None)

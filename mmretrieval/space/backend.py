@@ -74,7 +74,7 @@ def int8_faster(native_bf16: bool) -> bool:
     """Does ONNX Runtime's int8 beat torch (bf16 where native, else fp32) on this CPU? Measured once per CPU
     on a ViT-B-sized block (`encoders.onnx_runtime.int8_speedup`, ~1 s) and remembered beside the backends."""
     from ..encoders import onnx_runtime as ort
-    from .weights import cache_root
+    from .cache import cache_root
 
     if not ort.available():
         return False

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..index.segments import atomic_write
-from .weights import cache_root
+from .cache import cache_root
 
 FORMAT = 1
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from ..index.segments import atomic_write
 from .open_clip_catalog import open_clip_version
 from .spec import SpaceSpec, canonical_json
-from .weights import cache_root
+from .cache import cache_root
 
 log = logging.getLogger(__name__)
 

@@ -115,3 +115,8 @@ def resolve_model_arg(arg: str) -> SpaceSpec:
         pretrained = str(Path(os.path.expanduser(pretrained)).resolve())
     name = f"{model}:{pretrained}" if pretrained else model
     return SpaceSpec(name=name, clip=ClipSpec(model=model.replace("/", "-"), pretrained=pretrained), source=arg)
+
+
+def spec_of(model: str | SpaceSpec) -> SpaceSpec:
+    """A space spec as given, or resolved from what a user typed (`resolve_model_arg`)."""
+    return model if isinstance(model, SpaceSpec) else resolve_model_arg(model)

@@ -6,9 +6,10 @@ identity (what decides where its vectors land: it enters the space's fingerprint
 each tower also gets a fingerprint of its own), lists its weights files (`mmr spaces`) and downloads them
 (`mmr fetch`), and loads a tower with real weights into encoders. Built in: ``open_clip`` (text + image towers of
 an open_clip model) and ``audio`` (the audio tower architectures of `encoders.audio_tower.AUDIO_ARCHS`); their
-identities sit at the top level of the space's, as they always have, so existing fingerprints hold. ONNX Runtime
-and int8 are the open_clip and audio families' own (their `load` exports through `encoders.onnx_runtime`).
-Adding a family = one class registered with `register_tower_family`.
+identities sit at the top level of the space's, as they always have, so existing fingerprints hold. A family
+whose networks torch can export gets ONNX Runtime (a backend, in fp32) and int8 (a precision) through one hook:
+its `load` calls `onnx_tower` with a `TowerExport` of the network, and `encoders.onnx_runtime` exports,
+quantises, verifies and caches it. Adding a family = one class registered with `register_tower_family`.
 """
 from __future__ import annotations
 
@@ -26,11 +27,15 @@ from ..errors import MissingWeightsError, SpaceError, UnsupportedPrecisionError,
 from .image_decode import IMAGE_DECODES, JPEG_DRAFT
 from .precision import dtype_of
 from .spec import TowerSpec
-from .weights import (ResolvedClip, WeightsFile, audio_weights_status, cache_root, clip_weights_status, file_sha256,
+from .cache import cache_root
+from .weights import (ResolvedClip, WeightsFile, audio_weights_status, clip_weights_status, file_sha256,
                       local_checkpoints, offline, resolve_audio_weights, resolve_clip, resolve_cached_download)
 
 if TYPE_CHECKING:
     import torch
+
+    from ..encoders.onnx_runtime import TowerExport
+    from ..encoders.ort_tower import OrtTower
 
 log = logging.getLogger(__name__)
 REDUCED = ("bf16", "fp16")  # the formats a torch tower's weights are cast to
@@ -62,6 +67,26 @@ class TowerFamily(ABC):
         """The files `identity` reads (after it ran): unchanged, the identity is too (`space.passport`).
         None: the family cannot say, and its spaces have no passport."""
         return None
+
+    def export_key(self, tower: TowerSpec, space: Any) -> str:
+        """Under which name the tower's ONNX exports are cached: what decides its network and weights."""
+        return space.tower_fingerprints[tower.name]
+
+    def onnx_tower(self, tower: TowerSpec, space: Any, modality: str, make: Callable[[], TowerExport]) -> OrtTower:
+        """The export hook: the tower's `modality` network under ONNX Runtime in the space's precision for it
+        (fp32: a backend, the same vectors; int8: quantised, checked against fp32 and refused, for good, where it
+        moves them). Read back where exported before; else `make()` describes the network and it is exported
+        (called only then, so a cached tower needs no torch model). A family that runs in int8 lists it in
+        `precisions` and sets the returned runner on its encoder."""
+        from ..encoders import onnx_runtime as ort
+
+        precision = space.precision[modality]
+        why = _no_onnx(space, precision)
+        if why is not None:
+            error = UnsupportedPrecisionError if precision == "int8" else SpaceError
+            raise error(f"space {space.spec.name!r}: {modality} in {precision} needs ONNX Runtime, but {why}")
+        _note_cpu_tower(space, modality)
+        return ort.load_tower(make, modality, precision, self.export_key(tower, space), cache_root())
 
     def fetch(self, tower: TowerSpec, space_name: str, progress: bool = False) -> None:
         """Download the tower's missing weights into their caches (`weights` then finds them)."""
@@ -139,6 +164,14 @@ class OpenClipFamily(TowerFamily):
         if local is not None:
             return [str(local / "open_clip_config.json"), *map(str, local_checkpoints(local))]
         return [resolved.checkpoint] if resolved.checkpoint else []
+
+    def export_key(self, tower: TowerSpec, space: Any) -> str:
+        """Its network and weights, not how its inputs are decoded and prepared (indexes of one model at two JPEG
+        decode scales share their exports)."""
+        from .spec import fingerprint_of
+
+        part = self.identity(tower, space)
+        return fingerprint_of({k: v for k, v in part.items() if k not in ("preprocess", "image_decode")})
 
     def identity(self, tower: TowerSpec, space: Any) -> dict[str, Any]:
         resolved = self.resolved(tower, space)
@@ -286,18 +319,14 @@ class AudioFamily(TowerFamily):
             fp16_on_cpu(enc.tower)
         space.backends["audio"] = "torch"
         if precision == "int8":  # the network under ONNX Runtime, static int8; the front end stays in torch
-            from ..encoders import onnx_runtime as ort
+            from ..encoders.audio_export import audio_export
             from ..encoders.audio_tower import splits
 
-            arch = tower.config.config.get("arch")
-            why = _no_onnx(space, "int8") or (None if splits(enc.tower) else
-                                              f"its {arch!r} tower does not split its front end (features/embed)")
-            if why:
-                raise UnsupportedPrecisionError(f"space {space.spec.name!r}: audio in int8 needs ONNX Runtime, "
-                                                f"but {why}")
-            _note_cpu_tower(space, "audio")
-            enc.runner = ort.load_tower(enc.tower, "audio", "int8", space.tower_fingerprints[tower.name],
-                                        cache_root(), calibration=enc.calibration_features)
+            if not splits(enc.tower):
+                raise UnsupportedPrecisionError(
+                    f"space {space.spec.name!r}: audio in int8 needs ONNX Runtime, but its "
+                    f"{tower.config.config.get('arch')!r} tower does not split its front end (features/embed)")
+            enc.runner = self.onnx_tower(tower, space, "audio", lambda: audio_export(enc))
             space.backends["audio"] = "onnx"
         if precision in ("fp32", "int8") and _no_onnx(space, "fp32") is None:
             # bf16 and fp16 towers have none: ONNX Runtime's CPU kernels are fp32, whose vectors differ from theirs
@@ -317,8 +346,8 @@ def _audio_query_tower(enc: Any, tower: TowerSpec, space: Any) -> dict[str, Any]
     import numpy as np
     import torch
 
-    from ..encoders import onnx_runtime as ort
     from ..encoders.audio import calibration_waves
+    from ..encoders.audio_export import audio_export
     from ..encoders.audio_tower import front_end
     from ..index.segments import atomic_write
     from ..encoders import torch_gate
@@ -327,9 +356,8 @@ def _audio_query_tower(enc: Any, tower: TowerSpec, space: Any) -> dict[str, Any]
     if front is None:
         return None
     precision = space.precision["audio"]
-    runner = enc.runner if precision == "int8" else ort.load_tower(
-        enc.tower, "audio", "fp32", space.tower_fingerprints[tower.name], cache_root(),
-        calibration=enc.calibration_features)
+    runner = enc.runner if precision == "int8" else tower_family(tower.family).onnx_tower(
+        tower, space, "audio", lambda: audio_export(enc))
     waves = calibration_waves(enc.sample_rate, int(round(enc.window_s * enc.sample_rate)), n=8, seed=2)
     with torch_gate.forward():
         ref = enc.tower.features(torch.from_numpy(waves).to(enc.device)).float().cpu().numpy()
@@ -412,15 +440,6 @@ def _backend_key(tower: TowerSpec, space: Any, modality: str) -> str:
     return f"{space.tower_fingerprints[tower.name]}|{modality}|{space.precision[modality]}|{cpu_signature()}"
 
 
-def _export_key(tower: TowerSpec, space: Any) -> str:
-    """Where a tower's ONNX exports are cached: its network and weights, not how its inputs are decoded and
-    prepared (indexes of one model at two JPEG decode scales share their exports)."""
-    from .spec import fingerprint_of
-
-    part = tower_family(tower.family).identity(tower, space)
-    return fingerprint_of({k: v for k, v in part.items() if k not in ("preprocess", "image_decode")})
-
-
 def _no_onnx(space: Any, precision: str = "fp32") -> str | None:
     """Why a tower in `precision` cannot run under ONNX Runtime here (None: it can, if its model exports).
     ONNX Runtime computes on the CPU: on another device only int8 towers use it (an index built in int8 on a
@@ -441,10 +460,10 @@ def _note_cpu_tower(space: Any, modality: str) -> None:
 
 
 def _not_exportable(model: torch.nn.Module, modality: str) -> str | None:
-    from ..encoders import onnx_runtime as ort
+    from ..encoders.clip_export import exportable
     from ..encoders.text import can_trim
 
-    if ort.exportable(model) and (modality != "text" or can_trim(model)):
+    if exportable(model) and (modality != "text" or can_trim(model)):
         return None
     return f"{type(model).__name__} cannot be exported (open_clip CLIP models can)"
 
@@ -453,10 +472,12 @@ def _onnx_runners(clip: ClipModel, tower: TowerSpec, space: Any) -> dict[str, An
     """The towers that run (or may run, if measured faster) under ONNX Runtime: read back from the cache where
     they were exported before (the model is then not built), else exported from `clip` and verified."""
     from ..encoders import onnx_runtime as ort
+    from ..encoders.clip_export import clip_export
     from .backend import backend_for, remembered
 
+    family = tower_family(tower.family)
     runners: dict[str, Any] = {}
-    key = _export_key(tower, space) if _no_onnx(space, "int8") is None else ""
+    key = family.export_key(tower, space) if _no_onnx(space, "int8") is None else ""
     for modality in ("text", "image"):
         precision = space.precision[modality]
         why, cached = _no_onnx(space, precision), None
@@ -472,8 +493,8 @@ def _onnx_runners(clip: ClipModel, tower: TowerSpec, space: Any) -> dict[str, An
             raise error(f"space {space.spec.name!r}: {modality} in {precision} needs ONNX Runtime, but {why}")
         space.backends[modality] = choice
         if choice != "torch":
-            _note_cpu_tower(space, modality)
-            runners[modality] = cached or ort.load_tower(clip.fp32(), modality, precision, key, cache_root())
+            runners[modality] = cached or family.onnx_tower(tower, space, modality,
+                                                            lambda m=modality: clip_export(clip.fp32(), m))
     return runners
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MissingWeightsError, SpaceError
+from .cache import cache_root
 
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -26,10 +27,6 @@ OPEN_CLIP_LOCAL_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model
 def offline() -> bool:
     """True when the user asked us not to touch the network (or the hub library was told so)."""
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("MMR_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("MMR_CACHE", os.path.expanduser("~/.cache/mmretrieval")))
 
 
 @dataclass(frozen=True)
