@@ -518,7 +518,16 @@ class VectorIndex:
         kk = min(k, ids.size)
         out_s = np.full((queries.shape[0], k), -np.inf, np.float32)
         out_i = np.full((queries.shape[0], k), -1, np.int64)
-        if kk:
+        if kk and queries.shape[0] > FEW_QUERIES:
+            # A batch (the relevance profile's thousands of probes) through faiss's blocked search: numpy's
+            # argpartition over 2,048 queries x 33 k rows took 11 s on 2 cores, faiss 0.15 s.
+            with _threads_for(queries.shape[0]):
+                top_s, top = faiss.knn(queries, vecs, kk, metric=faiss.METRIC_INNER_PRODUCT)
+            for row in range(queries.shape[0]):
+                order = np.lexsort((ids[top[row]], -top_s[row]))
+                out_s[row, :kk] = top_s[row, order]
+                out_i[row, :kk] = ids[top[row, order]]
+        elif kk:
             sims = matvec(vecs, queries).T
             top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk] if kk < ids.size else \
                 np.broadcast_to(np.arange(ids.size), (queries.shape[0], ids.size))

@@ -33,7 +33,7 @@ GAP_FACTOR = 8.0      # a group's closing drop must be this many times the media
 KNOTS = 64            # a fitted curve is kept as this many (z, relevance) points, interpolated linearly
 SMOOTH = 0.12         # the Gaussian (in z) that smooths the fitted step function
 STALE_SHARE = 0.1     # recompute once a modality's item count moved by more than this share
-VERSION = 2           # 1: best-match median and spread per pair (recomputed when read)
+VERSION = 3           # 1: best-match median and spread; 2: self-labels without the checks of version 3
 # A pair without probes (the index holds too few items of the query's modality, e.g. text queries on a photo
 # library): relevance 0.5 at z = 2.5 rising over ~0.3, where the fitted curves of the shipped `tiny` space's
 # held-out index cross 0.5 (z 2.2-2.6 across pairs).
