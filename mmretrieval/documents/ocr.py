@@ -1,40 +1,75 @@
-"""Text inside images (scanned pages, photos of signs and slides), read by PP-OCRv4 through RapidOCR: its
-detection and recognition models ship inside the `rapidocr-onnxruntime` wheel, so it runs offline
-(`pip install 'mmretrieval[ocr]'`). One reader per process, built on first use; its calls are serialised
-(decoding runs in threads; the ONNX sessions each use the cores already)."""
+"""Text inside images (scanned pages, photos of signs and slides), read by PaddleOCR's models through RapidOCR,
+whose wheels ship the detection and recognition models, so it runs offline (`pip install 'mmretrieval[ocr]'`).
+
+Two wheels are read (`ENGINES`, first installed wins; ``MMR_OCR_ENGINE`` picks one): ``rapidocr`` 3.x with
+PP-OCRv6's small models, and the older ``rapidocr-onnxruntime`` 1.4 with PP-OCRv4's. `scripts/bench/documents.py`
+measures them side by side (docs/documents.md). One reader per process, built on first use; its calls are
+serialised (decoding runs in threads; the ONNX sessions each use the cores already)."""
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import DecodeError
 
 _LOCK = threading.Lock()
-_READER: Any = None
+_READER: Callable[[Any], list[tuple[Any, str, float]]] | None = None
+_ENGINE: str | None = None
 # Lines the recogniser is less sure of than this are noise (texture read as letters), not text.
 MIN_CONFIDENCE = 0.6
 # Images are read with their longer side at most this (the detector's own limit is 2000; beyond it small print
 # gains nothing and time grows with the area).
 MAX_SIDE = 2000
+# engine name -> the module that provides it, preferred first
+ENGINES = {"pp-ocrv6": "rapidocr", "pp-ocrv4": "rapidocr_onnxruntime"}
+
+
+def engine() -> str | None:
+    """The OCR engine this process uses: ``MMR_OCR_ENGINE`` if set, else the first of `ENGINES` installed
+    (None: neither is). Checked without loading models."""
+    asked = os.environ.get("MMR_OCR_ENGINE")
+    if asked:
+        if asked not in ENGINES:
+            raise DecodeError(f"MMR_OCR_ENGINE={asked!r}: it is one of {', '.join(ENGINES)}")
+        return asked if importlib.util.find_spec(ENGINES[asked]) is not None else None
+    return next((name for name, module in ENGINES.items() if importlib.util.find_spec(module) is not None), None)
 
 
 def available() -> bool:
-    """Is the OCR extra installed? (Checked without loading its models.)"""
-    import importlib.util
-    return importlib.util.find_spec("rapidocr_onnxruntime") is not None
+    """Is the OCR extra installed?"""
+    return engine() is not None
 
 
-def _reader() -> Any:
-    global _READER
-    if _READER is None:
-        try:
-            from rapidocr_onnxruntime import RapidOCR
-        except ImportError:
-            raise DecodeError("OCR needs the ocr extra: pip install 'mmretrieval[ocr]'") from None
-        for name in ("RapidOCR", "OrtInferSession"):  # its own stderr handlers, at DEBUG
-            logging.getLogger(name).setLevel(logging.ERROR)
-        _READER = RapidOCR()
+def _reader() -> Callable[[Any], list[tuple[Any, str, float]]]:
+    """A function from a BGR array to (box, text, score) per line, for this process's engine."""
+    global _READER, _ENGINE
+    name = engine()
+    if _READER is None or _ENGINE != name:
+        if name is None:
+            raise DecodeError("OCR needs the ocr extra: pip install 'mmretrieval[ocr]'")
+        if name == "pp-ocrv6":
+            from rapidocr import RapidOCR
+
+            # it logs each model file it finds, and every picture without text, to stderr
+            v6 = RapidOCR(params={"Global.log_level": "critical"})
+
+            def read(bgr: Any) -> list[tuple[Any, str, float]]:
+                out = v6(bgr)
+                boxes = getattr(out, "boxes", None)
+                return [] if boxes is None else list(zip(boxes.tolist(), out.txts, out.scores))
+
+            _READER = read
+        else:
+            from rapidocr_onnxruntime import RapidOCR as RapidOCRv4
+
+            for logger in ("RapidOCR", "OrtInferSession"):  # its own stderr handlers, at DEBUG
+                logging.getLogger(logger).setLevel(logging.ERROR)
+            v4 = RapidOCRv4()
+            _READER = lambda bgr: v4(bgr)[0] or []  # noqa: E731
+        _ENGINE = name
     return _READER
 
 
@@ -68,9 +103,9 @@ def _read(img: Any) -> list[tuple[float, float, float, float, str]]:
     import numpy as np
 
     with _LOCK:
-        result, _ = _reader()(np.asarray(img)[:, :, ::-1])  # it takes OpenCV's BGR order
+        result = _reader()(np.ascontiguousarray(np.asarray(img)[:, :, ::-1]))  # it takes OpenCV's BGR order
     out = []
-    for box, text, score in result or []:
+    for box, text, score in result:
         if float(score) < MIN_CONFIDENCE or not text.strip():
             continue
         (x0, y0), (x1, y1), _, (x3, y3) = box[0], box[1], box[2], box[3]

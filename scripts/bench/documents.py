@@ -1,18 +1,24 @@
-"""Documents: PDF text extraction (PDFium, the engine's choice, side by side with pypdf), OCR (PP-OCRv4 through
-RapidOCR) beside the text and image towers, and OCR's character error rate on known sentences.
+"""Documents: PDF text extraction (PDFium, the engine's choice, side by side with pypdf), OCR beside the text and
+image towers, and OCR's character error rate on known sentences: each OCR engine installed (PP-OCRv6 through
+`rapidocr` 3.x, PP-OCRv4 through `rapidocr-onnxruntime`), side by side, with its peak memory.
 
-Run: `python scripts/bench/documents.py` (~2 min on 2 cores; needs the test extra: pypdf, rapidocr-onnxruntime).
+Run: `python scripts/bench/documents.py` (~3 min on 2 cores; needs the test extra: pypdf, an OCR wheel).
 Prints a table and one JSON line.
 """
 from __future__ import annotations
 
+import gc
 import glob
+import importlib.util
 import json
+import multiprocessing
+import os
 import logging
 import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +28,7 @@ from document_files import edit_distance, text_image, write_pdf  # noqa: E402
 
 import mmretrieval as mmr  # noqa: E402
 from mmretrieval.documents import blocks, format_of, ocr  # noqa: E402
+from mmretrieval.process_memory import current_bytes, peak_bytes, reset_peak  # noqa: E402
 from mmretrieval.space.runtime import Space  # noqa: E402
 from mmretrieval.synth import shape_image  # noqa: E402
 
@@ -90,6 +97,30 @@ def cer_cases():
 
 
 
+def ocr_measures(name: str) -> dict[str, object]:
+    """Speed, the process's peak memory over loading and reading, and character error rate of OCR engine `name`."""
+    os.environ["MMR_OCR_ENGINE"] = name
+    scan = text_image(["The lighthouse keeper counted", "seventeen ships before dawn."] * 8, size=36,
+                      width=1224, height=1584)
+    sign = text_image(["OPEN EVERY DAY", "fresh bread"], size=48, background=shape_image("yellow"))
+    gc.collect()
+    reset_peak()
+    before = current_bytes()
+    ocr.read_text(sign)  # models loaded and warmed outside the timing
+    out: dict[str, object] = {"scan_pages_per_s": round(rate(lambda: ocr.read_text(scan), 1), 2),
+                              "photos_per_s": round(rate(lambda: ocr.read_text(sign), 1), 2)}
+    out["peak_mb"] = round(((peak_bytes() or 0) - (before or 0)) / 2**20)
+    by_kind: dict[str, list[int]] = {}
+    for kind, truth, img in cer_cases():
+        got = " ".join(ocr.read_text(img).split()).lower()
+        e = by_kind.setdefault(kind, [0, 0])
+        e[0] += edit_distance(got, truth.lower())
+        e[1] += len(truth)
+    out["cer"] = {k: round(e / n, 4) for k, (e, n) in by_kind.items()}
+    out["cer_overall"] = round(sum(e for e, _ in by_kind.values()) / sum(n for _, n in by_kind.values()), 4)
+    return out
+
+
 def main() -> None:
     out: dict[str, object] = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
                               f"{__import__('os').cpu_count()} cores"}
@@ -104,23 +135,10 @@ def main() -> None:
         imgs = [shape_image("red")] * 64
         out["image_tower_tiny_images_per_s"] = round(rate(lambda: space.image.encode(imgs), len(imgs)), 1)
 
-        scan = text_image(["The lighthouse keeper counted", "seventeen ships before dawn."] * 8, size=36,
-                          width=1224, height=1584)
-        sign = text_image(["OPEN EVERY DAY", "fresh bread"], size=48, background=shape_image("yellow"))
-        ocr.read_text(sign)  # models loaded and warmed outside the timing
-        out["ocr_scan_pages_per_s"] = round(rate(lambda: ocr.read_text(scan), 1), 2)
-        out["ocr_photos_per_s"] = round(rate(lambda: ocr.read_text(sign), 1), 2)
-
-        by_kind: dict[str, list[int]] = {}
-        for kind, truth, img in cer_cases():
-            got = " ".join(ocr.read_text(img).split()).lower()
-            e = by_kind.setdefault(kind, [0, 0])
-            e[0] += edit_distance(got, truth.lower())
-            e[1] += len(truth)
-        out["ocr_cer"] = {k: round(e / n, 4) for k, (e, n) in by_kind.items()}
-        errors = sum(e for e, _ in by_kind.values())
-        total = sum(n for _, n in by_kind.values())
-        out["ocr_cer_overall"] = round(errors / total, 4)
+        for name in ocr.ENGINES:
+            if importlib.util.find_spec(ocr.ENGINES[name]) is not None:
+                with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as alone:
+                    out.setdefault("ocr", {})[name] = alone.submit(ocr_measures, name).result()  # its own memory
 
     r = out["pdf_pages_per_s"]
     print(f"PDF text, pages/s      PDFium {r['pdfium_prose']:8.1f}  pypdf {r['pypdf_prose']:8.1f}  "
@@ -130,10 +148,11 @@ def main() -> None:
               f"(pikepdf's 27 test PDFs; drawn pages found, not rendered)")
     print(f"text tower (tiny)      {out['text_tower_tiny_passages_per_s']:8.1f} passages/s")
     print(f"image tower (tiny)     {out['image_tower_tiny_images_per_s']:8.1f} images/s")
-    print(f"OCR                    {out['ocr_scan_pages_per_s']:8.2f} scanned pages/s (1224x1584, 16 lines), "
-          f"{out['ocr_photos_per_s']:.2f} photos/s (a sign)")
-    print("OCR character error rate:", ", ".join(f"{k} {v:.1%}" for k, v in out["ocr_cer"].items()),
-          f"| overall {out['ocr_cer_overall']:.1%}")
+    for name, m in out.get("ocr", {}).items():
+        print(f"OCR {name:<18} {m['scan_pages_per_s']:8.2f} scanned pages/s (1224x1584, 16 lines), "
+              f"{m['photos_per_s']:.2f} photos/s (a sign), peak memory +{m['peak_mb']} MB")
+        print("  character error rate:", ", ".join(f"{k} {v:.1%}" for k, v in m["cer"].items()),
+              f"| overall {m['cer_overall']:.1%}")
     print(json.dumps(out))
 
 
