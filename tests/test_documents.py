@@ -389,3 +389,25 @@ def test_the_ocr_engine_is_the_first_installed_or_the_one_asked_for(monkeypatch)
     monkeypatch.setenv("MMR_OCR_ENGINE", "tesseract")
     with pytest.raises(mmr.DecodeError, match="one of pp-ocrv6, pp-ocrv4"):
         ocr.engine()
+
+
+def test_real_epub_and_html_from_another_project(tmp_path):
+    """Files nobody here made (tests/realworld/SOURCES.md): epub.js's Alice, an EPUB 3 with 27 illustrations, becomes
+    passages that know their chapter and section and figures that keep their captions; the title-page-only EPUB
+    gives its one passage; an HTML page of prose is read; a page that is only a script is skipped with a reason."""
+    folder = Path(__file__).parent / "realworld" / "epubjs"
+    with mmr.Engine(tmp_path / "idx", model="tiny") as eng:  # the shipped space: its text tower reads meaning
+        report = eng.index([folder])
+        assert [(Path(p).name, why) for p, why in report.skipped] == [
+            ("examples-toc.html", "no text or pictures in this HTML file")]
+        rows = list(eng.store.catalog.items(eng.store.catalog.item_ids().tolist()).values())
+        alice = [r for r in rows if Path(r.path).name == "alice.epub"]
+        figures = [r for r in alice if r.modality == "image"]
+        assert len(figures) == 27 and sum(r.modality == "text" for r in alice) > 700
+        assert {"Down The Rabbit-Hole", "The Pool Of Tears", "Alice's Evidence"} <= {r.locator["section"] for r in alice}
+        assert any(r.locator.get("alt") == "Alice in the Room of the Duchess." for r in figures)
+        assert [r.text.split("\n")[0] for r in rows if Path(r.path).name == "alice_without_cover.epub"] == [
+            "Alice's Adventures In Wonderland"]
+        assert any("two pages at a time" in r.text for r in rows if Path(r.path).name == "examples-index.html")
+        hits = eng.search("the White Rabbit read out the verses", types=["text"], k=3)
+        assert Path(hits[0].path).name == "alice.epub" and "White Rabbit" in hits[0].text
