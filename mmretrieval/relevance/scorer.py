@@ -158,8 +158,7 @@ class RelevanceScorer:
         when the match shares one of them. Photos of one subject taken apart (two rhythms of one sound, two
         angles of one thing) fall in different groups of their own, and one group holds look-alikes of other
         subjects; what describes them tells them apart (`docs/relevance.md`). Returns the labels and the probes
-        they hold for: those without a description, and the first described ones whose matches fit
-        `CHECKED_ITEMS`."""
+        they hold for: the first ones whose described matches fit `CHECKED_ITEMS`."""
         told = self._groups([int(p) for p in found], DESCRIBING, null, filters, counts)
         described = np.array([bool(told.get(int(p), (set(), set()))[0]) for p in found.tolist()])
         checked = _within(CHECKED_ITEMS, [got[i][got[i] >= 0] if described[i] else got[i][:0]
@@ -170,7 +169,7 @@ class RelevanceScorer:
         for i in np.nonzero(checked & described)[0]:
             mine = told[int(found[i])][0]
             out[i] = [r >= 0 and bool(mine & told.get(int(r), (set(), set()))[0]) for r in got[i].tolist()]
-        return out, checked | ~described
+        return out, checked
 
     def _file_ids(self, ids: np.ndarray) -> np.ndarray:
         """The file of each item id (-1 for a missing id or one no longer in the catalog)."""
@@ -247,13 +246,13 @@ class RelevanceScorer:
 
 
 def _within(budget: int, per_row: list[np.ndarray]) -> np.ndarray:
-    """The first rows whose items, counted once, fit `budget` (a row that needs none always fits)."""
+    """The first rows whose items, counted once, fit `budget`. The probes are drawn at random, so the first ones
+    are a fair sample of them; keeping later rows that need nothing (probes without a group) would not be."""
     seen: set[int] = set()
     out = np.zeros(len(per_row), bool)
     for i, items in enumerate(per_row):
         new = {int(x) for x in items} - seen
         if len(seen) + len(new) > budget:
-            out[i:] = [not len(r) for r in per_row[i:]]
             break
         seen |= new
         out[i] = True
