@@ -156,6 +156,20 @@ def test_key_frames_make_it_cheap_and_a_still_video_is_one_scene(tmp_path):
     assert info.decoded < 0.5 * 15 * 25, info
 
 
+def test_an_unmarked_cut_is_found_by_decoding_only_up_to_the_next_key_frame_s_shot(tmp_path):
+    """Key frames every 10 s and none at the cut at 12 s (x264 ultrafast): the stretch from 10 s to 20 s is decoded
+    until its samples look like the key frame at 20 s, about 2 s of it, not all 10 s (250 frames before)."""
+    video = write_video(tmp_path / "cut.mp4", VideoSpec([Scene(12, "red", "circle"), Scene(16, "blue", "square")],
+                                                         fps=25, keyint=250))
+    assert [round(t) for t in key_frame_times(video)] == [0, 10, 20]
+    info = frames.Sampling()
+    got = list(frames.samples(lambda: source(None, str(video)), info))
+    assert info.decoded <= 3 + 3 * 25, info        # the key frames, then from 10 s to the first sample past 12 s
+    shot = [frames.another_shot(got[0].signature, g.signature) for g in got]
+    first_blue = got[shot.index(True)].t
+    assert 12.0 <= first_blue <= 13.0, [g.t for g in got]   # the cut, within a second
+
+
 def test_a_sidecar_change_re_indexes_the_video(tmp_path):
     d = tmp_path / "m"
     d.mkdir()

@@ -124,7 +124,7 @@ def samples(src_factory: Any, info: Sampling, *, step: float = STEP, max_samples
                 cur = Sample(t, img, signature(img))
                 if prev is not None and _look_between(prev.t, cur.t, step, cadence) \
                         and another_shot(prev.signature, cur.signature):
-                    for s in refine.between(prev.t, cur.t):
+                    for s in refine.between(prev.t, cur.t, until=cur.signature):
                         if kept is None or differs(kept.signature, s.signature):
                             kept = s
                             yield s
@@ -197,7 +197,10 @@ class _Refiner:
     def __init__(self, src_factory: Any, info: Sampling, step: float) -> None:
         self.src_factory, self.info, self.step = src_factory, info, step
 
-    def between(self, t0: float, t1: float) -> Iterator[Sample]:
+    def between(self, t0: float, t1: float, until: np.ndarray | None = None) -> Iterator[Sample]:
+        """The samples from `t0` to `t1`. `until`: the signature of the key frame at `t1`; decoding stops at the
+        first sample of its shot, since the rest of the stretch is that shot and the key frame stands for it
+        (a stretch with cuts the encoder did not mark: about half of it is decoded, not all)."""
         try:
             with opened(self.src_factory()) as c:
                 stream = picture_stream(c)
@@ -219,7 +222,10 @@ class _Refiner:
                     self.info.last_t = max(self.info.last_t, t)
                     if t + 1e-3 >= want:
                         img = _image(frame)
-                        yield Sample(t, img, signature(img))
+                        sample = Sample(t, img, signature(img))
+                        yield sample
+                        if until is not None and not another_shot(sample.signature, until):
+                            return
                         want = t + self.step
         except DecodeError:
             return
