@@ -15,6 +15,7 @@ from ..modalities import get_modality, item_modality_names
 from ..query import (Filters, Query, check_mode, check_sort, make_query, parse_filters, parse_types, result_lanes,
                      sort_hits)
 from ..relevance.cutoff import check_cutoff, check_min_relevance, gap_cut
+from ..relevance.profile import PROBE_DEPTH
 
 if TYPE_CHECKING:
     from .facade import Engine
@@ -184,9 +185,10 @@ class Searcher:
             lanes = result_lanes(tuple(types) if types is not None else item_modality_names())
             grouped = any(t != m for t, m in lanes)
             # Over-fetch a little: ids whose catalog rows were removed since the vectors were saved are dropped;
-            # grouped by file, enough more that k files are found with their moments.
+            # grouped by file, enough more that k files are found with their moments; and at least the depth at
+            # which relevance reads the query's ranking for a group that stands apart.
             want = k * GROUP_FETCH if grouped else k
-            fetch = min(want + 16, max(1, self.engine.store.vectors.ntotal))
+            fetch = min(max(want + 16, PROBE_DEPTH + 1), max(1, self.engine.store.vectors.ntotal))
             found: list[tuple[float, int, str]] = []  # (cosine, id, item modality): one search per lane
             allowed = {lane: self._filter(lane, filters) for lane in lanes}
             if mode != "keyword":

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import UsageError
 from ..train.pairs import read_pairs
 from .pairs import encode_pairs, matched_and_random
-from .profile import DEFAULT_MIDPOINT, probe_z, to_dict
+from .profile import DEFAULT_MIDPOINT, TOP, probe_z, standing_top, to_dict
 
 if TYPE_CHECKING:  # an index's audit runs no tower: torch is not imported for it
     from ..space.runtime import Space
@@ -86,12 +86,14 @@ def audit_index(engine: Any, probes: int = 256, seed: int = 0) -> dict[str, Any]
         # the relevance search would give each probe's top matches, beside the cosines they come from
         z = probe_z(q, matches, scorer.null[rm])
         shown = np.isfinite(z)
-        rel = scorer.of_z(qm, rm, z[shown], matches[shown])
+        rel = np.concatenate([scorer.of_z(qm, rm, zr[f], mr[f], standing_top(zr[f], mr[f], scorer.profile.counts[rm]))
+                              for zr, mr, f in zip(z, matches, shown)]) if z.size else np.empty(0)
         key = f"{qm}->{rm}"
         report["pairs"][key] = {"best_match": _stats(best), "random": _stats(random),
                                 "overlap": round(overlap(best, random), 4),
                                 "relevance": {"source": "calibrated" if scorer.calibrated(qm, rm) else "self-labelled",
                                               **curves.get(key, {"z_at_0.5": DEFAULT_MIDPOINT, "probes": 0}),
+                                              "heading_a_group": curves.get(f"{key}{TOP}"),
                                               "top_matches_at_or_above_0.5": round(float((rel >= 0.5).mean()), 4),
                                               "cosine_where_0.5": _where(matches[shown], rel, 0.5)},
                                 "_matched": best, "_random": random, "_hits": (matches[shown], rel)}

@@ -11,7 +11,11 @@ looks at its top `PROBE_DEPTH` matches for a group that stands apart, the matche
 `GAP_FACTOR` times the typical drop between neighbours. Items of a group count as relevant to their probe,
 everything else (and every match of a probe without such a group) as not. An isotonic regression of those
 self-labels on z is the curve: relevance(z) estimates the probability that a hit at that z belongs to its
-query's group, P(relevant | z). `docs/relevance.md` has the candidates measured side by side (this one,
+query's group, P(relevant | z). A second curve per pair is fitted from the same labels for the matches that
+head their probe's group: at query time, the hit that heads a group standing apart in the query's own ranking
+(`standing_top`) is at least that relevant. z alone cannot tell it: in a small collection a picture's right
+caption can score a lower z than the runner-up caption of another picture, which stands apart from nothing.
+`docs/relevance.md` has the candidates measured side by side (this one,
 Efron's local false-discovery rate, mixture fits, the earlier best-match-median rule) and why this one.
 """
 from __future__ import annotations
@@ -33,7 +37,12 @@ GAP_FACTOR = 8.0      # a group's closing drop must be this many times the media
 KNOTS = 64            # a fitted curve is kept as this many (z, relevance) points, interpolated linearly
 SMOOTH = 0.12         # the Gaussian (in z) that smooths the fitted step function
 STALE_SHARE = 0.1     # recompute once a modality's item count moved by more than this share
-VERSION = 3           # 1: best-match median and spread; 2: self-labels without the checks of version 3
+VERSION = 4           # 1: best-match median and spread; 2: self-labels without the checks of version 3;
+                      # 3: no curve for the matches that head a group
+# A hit this close to the query is the query itself (an indexed file searched by) or a copy: relevant, and left out
+# when the query's ranking is read for a group (it would stand apart alone).
+IDENTICAL = 0.9999
+TOP = "|top"          # the key suffix of a pair's curve for the matches that head a group
 # A pair without probes (the index holds too few items of the query's modality, e.g. text queries on a photo
 # library): relevance 0.5 at z = 2.5 rising over ~0.3, where the fitted curves of the shipped `tiny` space's
 # held-out index cross 0.5 (z 2.2-2.6 across pairs).
@@ -69,7 +78,8 @@ def default_curve() -> Curve:  # on the query path of every pair without probes:
 class Profile:
     counts: dict[str, int]                                   # items per modality when computed
     null_ids: dict[str, list[int]]                           # the null sample of each modality
-    curves: dict[str, Curve] = field(default_factory=dict)   # "q->r": the pair's relevance curve
+    # "q->r": the pair's relevance curve; "q->r|top": the curve of the matches that head their probe's group
+    curves: dict[str, Curve] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"version": VERSION, "counts": self.counts, "null_ids": self.null_ids,
@@ -88,8 +98,13 @@ class Profile:
             return True
         return any(abs(counts[m] - self.counts[m]) > STALE_SHARE * max(self.counts[m], 1) for m in counts)
 
-    def curve(self, query_modality: str | None, modality: str) -> Curve:
-        return self.curves.get(pair_key(query_modality, modality)) or default_curve()
+    def curve(self, query_modality: str | None, modality: str, top: bool = False) -> Curve | None:
+        """The pair's curve (the default where none was fitted); `top`: the curve of the matches heading a group
+        that stands apart, None where none was fitted."""
+        key = pair_key(query_modality, modality)
+        if top:
+            return self.curves.get(f"{key}{TOP}")
+        return self.curves.get(key) or default_curve()
 
 
 def pair_key(query_modality: str | None, modality: str) -> str:
@@ -136,6 +151,17 @@ def self_labels(z: np.ndarray, items: int) -> np.ndarray:
     return labels
 
 
+def standing_top(z: np.ndarray, scores: np.ndarray, items: int) -> int | None:
+    """Of a query's hits in one modality (z and cosines, any order: its top matches there), the one that heads a
+    group standing apart in its ranking, read as `self_labels` reads a probe's; None when no group stands out."""
+    same = scores >= IDENTICAL
+    order = np.argsort(-np.where(same, -np.inf, z), kind="stable")[:PROBE_DEPTH]
+    order = order[~same[order]]
+    if not self_labels(z[order][None, :], items)[0].any():
+        return None
+    return int(order[0])
+
+
 def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pool-adjacent-violators: the non-decreasing step function of x closest to y (x sorted, fitted y)."""
     o = np.argsort(x, kind="stable")
@@ -169,7 +195,8 @@ def fit_curve(z: np.ndarray, labels: np.ndarray) -> Curve | None:
     smooth = np.convolve(np.pad(step, 24, mode="edge"), kernel / kernel.sum(), "valid")
     knots = np.linspace(fine[0], fine[-1], KNOTS)
     r = np.interp(knots, fine, smooth)
-    return Curve([round(float(v), 4) for v in knots], [round(float(v), 4) for v in r], probes=int(z.shape[0]),
+    probes = int(np.isfinite(z).any(axis=1).sum()) if z.ndim == 2 else int(z.shape[0])
+    return Curve([round(float(v), 4) for v in knots], [round(float(v), 4) for v in r], probes=probes,
                  grouped=round(float(y.mean()), 4))
 
 

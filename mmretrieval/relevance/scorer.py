@@ -15,6 +15,7 @@ from .calibration import Calibration
 from .profile import (
     PROBE_DEPTH,
     PROBES,
+    TOP,
     Profile,
     draw_null,
     fit_curve,
@@ -22,6 +23,7 @@ from .profile import (
     pair_key,
     probe_z,
     self_labels,
+    standing_top,
     z_scores,
 )
 
@@ -84,14 +86,18 @@ class RelevanceScorer:
         curves = {}
         for qm, rm, found, probes, matches, got in self.probe(ids, null, PROBES, seed + 1, with_ids=True):
             z = probe_z(probes, matches, null[rm])
-            labels = self_labels(z, counts[rm])
-            labels, rows = self._searched_back(labels, found, got, qm, rm, null, filters, counts)
+            group = self_labels(z, counts[rm])
+            labels, rows = self._searched_back(group, found, got, qm, rm, null, filters, counts)
             if qm == rm != DESCRIBING and null.get(DESCRIBING, np.empty((0,))).shape[0] >= MIN_ITEMS:
                 labels, described = self._described_alike(labels, found, got, qm, null, filters, counts)
                 rows &= described
-            curve = fit_curve(z[rows], labels[rows])
-            if curve is not None:
-                curves[pair_key(qm, rm)] = curve
+            key = pair_key(qm, rm)
+            heads = np.full(z.shape, False)
+            heads[:, 0] = group[:, 0] & rows
+            for name, fitted in ((key, rows[:, None]), (f"{key}{TOP}", heads)):
+                curve = fit_curve(np.where(fitted, z, np.nan), labels)
+                if curve is not None:
+                    curves[name] = curve
         return Profile(counts, {m: v.tolist() for m, v in null_ids.items()}, curves)
 
     def probe(self, ids: dict[str, np.ndarray], null: dict[str, np.ndarray], probes: int, seed: int,
@@ -224,14 +230,25 @@ class RelevanceScorer:
             if sample is None or sample.shape[0] < MIN_ITEMS:
                 continue
             mean, std = null_stats(query, sample)
-            out[rows] = self.of_z(query_modality, m, z_scores(scores[rows], mean, std), scores[rows])
+            z = z_scores(scores[rows], mean, std)
+            out[rows] = self.of_z(query_modality, m, z, scores[rows],
+                                  standing_top(z, scores[rows], self.profile.counts.get(m, 0)))
         return out
 
-    def of_z(self, query_modality: str | None, modality: str, z: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    def of_z(self, query_modality: str | None, modality: str, z: np.ndarray, scores: np.ndarray,
+             top: int | None = None) -> np.ndarray:
         """Relevance of hits of one pair of modalities from their z-scores (and cosines, for a calibration):
-        the calibration's where one was fitted for the pair, else the pair's self-labelled curve."""
+        the calibration's where one was fitted for the pair, else the pair's self-labelled curve. `top`: the hit
+        heading a group that stands apart in the query's ranking, at least as relevant as the matches that
+        headed their probe's group (measured side by side in docs/relevance.md)."""
         cal = self.calibration.pairs.get(pair_key(query_modality, modality)) if self.calibration is not None else None
-        return cal(z, scores) if cal is not None else self.profile.curve(query_modality, modality)(z)
+        if cal is not None:
+            return cal(z, scores)
+        out = self.profile.curve(query_modality, modality)(z)
+        heading = self.profile.curve(query_modality, modality, top=True)
+        if top is not None and heading is not None:
+            out[top] = max(float(out[top]), float(heading(z[top:top + 1])[0]))
+        return out
 
     def calibrated(self, query_modality: str | None, modality: str) -> bool:
         self.refresh()
