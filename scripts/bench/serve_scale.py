@@ -11,6 +11,7 @@ then opened in a fresh process as `mmr serve` would and measured there:
 
     python scripts/bench/serve_scale.py [--n 1000000] [--dim 512] [--queries 200] [--json FILE]
     python scripts/bench/serve_scale.py --n 10000000 --nlist 4096 --only ivf-pq   # 10 M: ~20 GB of disk
+    python scripts/bench/serve_scale.py --n 10000000 --nlist 4096 --only none --rows-only   # 10 M, reduced rows
 
 Rows: exact search (faiss `IndexFlatIP` over slices of 1 M vectors, one at a time, the baseline: its latency is the
 sum of the slices', its memory all fp32 vectors); ivf-fp16 (the default); ivf-sq8 and ivf-pq by their codes alone
@@ -206,7 +207,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--nlist", type=int, default=0, help="pin the IVF lists (default: what choose_index picks)")
     ap.add_argument("--skip-reduced", action="store_true", help="no PCA / OPQ rows")
-    ap.add_argument("--only", default="", help="these index rows only: ivf-fp16,ivf-sq8,ivf-pq,ivf-pq-small")
+    ap.add_argument("--only", default="", help="these index rows only: ivf-fp16,ivf-sq8,ivf-pq,ivf-pq-small "
+                                               "(none: no index rows, with --rows-only)")
+    ap.add_argument("--rows-only", action="store_true",
+                    help="write the exact rows alone for the reduced rows to re-score from (no lossy index first)")
     args = ap.parse_args()
 
     from dataclasses import replace
@@ -271,6 +275,11 @@ def main() -> None:
                 path.unlink()
                 for c in companions(path):
                     c.unlink(missing_ok=True)
+        if args.rows_only and rows_base is None:
+            rows_base = tmp / "vectors.rows.faiss"  # the rows as a lossy index keeps them, without that index
+            t0 = time.perf_counter()
+            ExactRows(args.dim, ids, data).save(rows_base, ids)
+            print(f"exact rows written in {time.perf_counter() - t0:.0f} s", flush=True)
         if not args.skip_reduced:
             if rows_base is None:
                 raise SystemExit("the reduced rows re-score from a lossy index's exact rows: keep ivf-sq8 or ivf-pq")
