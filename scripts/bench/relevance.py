@@ -134,7 +134,7 @@ def cost(tmp: Path, n: int) -> dict:
     print(f"{n:,} items ({out['index']}), medians of 200 warm queries: relevance of 10 hits {rel_ms:.3f} ms; "
           f"the FAISS search alone {bare_ms:.2f} ms; engine search with relevance: one type {search_ms:.2f} ms, "
           f"two types (one search each, merged by relevance) {mixed_ms:.2f} ms; the profile (null samples and "
-          f"nine self-labelled curves) {profile_s:.2f} s")
+          f"the self-labelled curves of every pair) {profile_s:.2f} s")
     eng.close()
     return out
 
