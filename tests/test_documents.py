@@ -213,7 +213,7 @@ print((peak_bytes() - before) / 2**20, errors / total)
 def test_ocr_memory_stays_bounded_on_whole_pages():
     """Full pages of 40 lines at a scan's sizes, in a process of their own, with the ocr extra's engine: loading
     the models and reading the pages raises its peak memory by under 700 MB (with the engine's default detector
-    size and batches: ~1,090 MB), and the text is still read (character error rate under 3 %)."""
+    size and batches: ~1,020 MB), and the text is still read (character error rate under 3 %)."""
     engine = "pp-ocrv6"
     out = subprocess.run([sys.executable, "-c", OCR_PEAK, str(Path(__file__).parent)], capture_output=True,
                          text=True, env={**os.environ, "MMR_OCR_ENGINE": engine}, timeout=300)

@@ -25,7 +25,7 @@ MIN_CONFIDENCE = 0.6
 MAX_SIDE = 2000
 # Text is found on the image with its longer side at most this, and read from the image itself. The engines'
 # default (the shorter side at least 736) runs the detector on the whole page and more: ~0.6 GB at peak for
-# any image, against ~0.15 GB for a sign and ~0.4 GB for a 2,000 px page at this limit, faster, with the same
+# any image, against ~0.15 GB for a sign and ~0.5 GB for a 2,000 px page at this limit, faster, with the same
 # character error rate down to 16 px print on a 1,275 x 1,650 page (docs/documents.md).
 DETECT_SIDE = 1280
 # Lines are recognised one at a time: a batch is padded to its widest line, and a page's long lines in a batch

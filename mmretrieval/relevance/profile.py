@@ -98,13 +98,13 @@ class Profile:
             return True
         return any(abs(counts[m] - self.counts[m]) > STALE_SHARE * max(self.counts[m], 1) for m in counts)
 
-    def curve(self, query_modality: str | None, modality: str, top: bool = False) -> Curve | None:
-        """The pair's curve (the default where none was fitted); `top`: the curve of the matches heading a group
-        that stands apart, None where none was fitted."""
-        key = pair_key(query_modality, modality)
-        if top:
-            return self.curves.get(f"{key}{TOP}")
-        return self.curves.get(key) or default_curve()
+    def curve(self, query_modality: str | None, modality: str) -> Curve:
+        """The pair's curve (the default where none was fitted)."""
+        return self.curves.get(pair_key(query_modality, modality)) or default_curve()
+
+    def heads_curve(self, query_modality: str | None, modality: str) -> Curve | None:
+        """The pair's curve of the matches heading a group that stands apart (None where none was fitted)."""
+        return self.curves.get(f"{pair_key(query_modality, modality)}{TOP}")
 
 
 def pair_key(query_modality: str | None, modality: str) -> str:

@@ -245,7 +245,7 @@ class RelevanceScorer:
         if cal is not None:
             return cal(z, scores)
         out = self.profile.curve(query_modality, modality)(z)
-        heading = self.profile.curve(query_modality, modality, top=True)
+        heading = self.profile.heads_curve(query_modality, modality)
         if top is not None and heading is not None:
             out[top] = max(float(out[top]), float(heading(z[top:top + 1])[0]))
         return out
