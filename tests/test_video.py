@@ -20,10 +20,11 @@ from mmretrieval.modalities import modality_of
 from mmretrieval.video import frames, sound, subtitles
 from mmretrieval.video.container import source
 
-from video_files import (Scene, Sound, VideoSpec, frame_at, key_frame_times, rotated_copy, srt_text,
+from video_files import (Scene, Sound, VideoSpec, frame_at, key_frame_times, rotated_copy, srt_text, textured,
                          write_video)
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "realworld"
+CAMERA = Path(__file__).resolve().parent / "realworld" / "intel-sample-videos"
 
 # Four scenes cut at 4, 7 and 12 s without key frames at the cuts (the hard case: only the sampler finds them),
 # a low tone at 4.5-6.5 s, two subtitles.
@@ -156,18 +157,55 @@ def test_key_frames_make_it_cheap_and_a_still_video_is_one_scene(tmp_path):
     assert info.decoded < 0.5 * 15 * 25, info
 
 
-def test_an_unmarked_cut_is_found_by_decoding_only_up_to_the_next_key_frame_s_shot(tmp_path):
-    """Key frames every 10 s and none at the cut at 12 s (x264 ultrafast): the stretch from 10 s to 20 s is decoded
-    until its samples look like the key frame at 20 s, about 2 s of it, not all 10 s (250 frames before)."""
-    video = write_video(tmp_path / "cut.mp4", VideoSpec([Scene(12, "red", "circle"), Scene(16, "blue", "square")],
-                                                         fps=25, keyint=250))
+def test_an_unmarked_cut_whose_packet_shows_it_costs_one_frame(tmp_path):
+    """Key frames every 10 s and none at the cut at 12 s (x264 ultrafast), footage-like shots that fill the frame.
+    The blue shot's first frame has nothing to be predicted from, so its packet stands far above the others: it is
+    decoded alone and is the sample at the cut. Four frames decoded in all (the code before: 54)."""
+    video = write_video(tmp_path / "cut.mp4", textured([(12, (200, 60, 60), 1), (16, (60, 60, 200), 2)]))
     assert [round(t) for t in key_frame_times(video)] == [0, 10, 20]
     info = frames.Sampling()
     got = list(frames.samples(lambda: source(None, str(video)), info))
-    assert info.decoded <= 3 + 3 * 25, info        # the key frames, then from 10 s to the first sample past 12 s
+    assert info.cuts_from_packets == 1 and info.decoded == 4, info
     shot = [frames.another_shot(got[0].signature, g.signature) for g in got]
-    first_blue = got[shot.index(True)].t
-    assert 12.0 <= first_blue <= 13.0, [g.t for g in got]   # the cut, within a second
+    assert abs(got[shot.index(True)].t - 12.0) < 1e-6, [g.t for g in got]   # the cut, to the frame
+    blue = frames.signature(frame_at(video, 12.5))
+    assert not frames.another_shot(got[shot.index(True)].signature, blue)
+
+
+def test_a_cut_on_a_key_frame_after_an_unmarked_one_keeps_the_shot_between(tmp_path):
+    """VP9, key frames at 0, 6 and 12 s; shots cut at 4, 7 (no key frame) and 12 s (on the key frame). The picture
+    decoded alone at 7 s has about the colours of the key frame at 12 s (green and yellow shapes on white), so 7 s
+    is taken as a cut from its packet; that picture, not the key frame's, is the sample for 7-12 s, so the green
+    shot is there to be found."""
+    video = write_video(tmp_path / "show.webm", dataclasses.replace(SHOW, codec="libvpx-vp9", keyint=60,
+                                                                     subtitles=[], sounds=[]))
+    assert [round(t) for t in key_frame_times(video)] == [0, 6, 12]
+    info = frames.Sampling()
+    got = list(frames.samples(lambda: source(None, str(video)), info))
+    assert info.cuts_from_packets == 1, info
+    green, yellow = (frames.signature(frame_at(video, t)) for t in (9.0, 12.5))
+    between = [g for g in got if 7.0 <= g.t < 12.0]
+    assert between, [g.t for g in got]
+    n = frames.SIGNATURE * frames.SIGNATURE * 3
+    for g in between:
+        assert np.abs(g.signature[:n] - green[:n]).mean() < np.abs(g.signature[:n] - yellow[:n]).mean(), g.t
+
+
+def test_cuts_the_packets_cannot_settle_are_found_by_decoding_up_to_the_next_key_frame_s_shot(tmp_path):
+    """Two unmarked cuts between the key frames at 10 s and 20 s, shapes on white: the cuts' packets are no larger
+    than the motion's, and nothing but decoding shows the shot between them, so the stretch is decoded until its
+    samples look like the key frame at 20 s (6 s of it, not 10)."""
+    video = write_video(tmp_path / "cuts.mp4", VideoSpec([Scene(12, "red", "circle"), Scene(3, "blue", "square"),
+                                                          Scene(13, "green", "star")], fps=25, keyint=250))
+    assert [round(t) for t in key_frame_times(video)] == [0, 10, 20]
+    info = frames.Sampling()
+    got = list(frames.samples(lambda: source(None, str(video)), info))
+    assert info.cuts_from_packets == 0, info
+    assert info.decoded <= 3 + 6 * 25, info     # the key frames, then 10 s to past 15 s
+    for cut in (12.0, 15.0):
+        before, after = (frames.signature(frame_at(video, cut + d)) for d in (-0.5, 0.5))
+        assert any(cut <= g.t <= cut + 1.0 and not frames.another_shot(g.signature, after)
+                   and frames.another_shot(g.signature, before) for g in got), (cut, [g.t for g in got])
 
 
 def test_a_sidecar_change_re_indexes_the_video(tmp_path):
@@ -314,6 +352,31 @@ def test_real_videos_are_all_accounted_for_quietly(tmp_path):
         hit = [h for h in eng.search(image=str(q), types=["image"], k=5) if h.path == str(clip)]
         # One continuous shot: where the small space splits it is arbitrary, so within one sampling step of t.
         assert hit and hit[0].start - frames.STEP <= 2.0 < hit[0].end + frames.STEP, hit[0].where
+
+
+def test_real_camera_footage_is_sampled_cheaply_and_found_at_the_moment(tmp_path):
+    """Two real camera recordings (tests/realworld/SOURCES.md): a fixed camera over a line of moving bottles, 40 s
+    with a key frame every 8.4 s and motion throughout, and a person signing to a camera, 3.7 s with one key frame.
+    Continuous footage: no packet is taken for a cut, under half the frames are decoded, and a frame from either,
+    searched by image, lands on its video within a sampling step of its time."""
+    bottle, book = CAMERA / "bottle-detection.mp4", CAMERA / "asl-book.mkv"
+    info = frames.Sampling()
+    list(frames.samples(lambda: source(None, str(bottle)), info))
+    with av.open(str(bottle)) as c:
+        total = sum(1 for p in c.demux(video=0) if p.size)
+    assert info.cuts_from_packets == 0 and info.decoded < 0.5 * total, (info, total)
+    d = tmp_path / "camera"
+    d.mkdir()
+    for clip in (bottle, book):
+        (d / clip.name).write_bytes(clip.read_bytes())
+    with mmr.Engine(tmp_path / "idx", model="tiny") as eng:
+        rep = eng.index([d])
+        assert rep.skipped == [] and rep.added["image"] >= 2, (rep.skipped, rep.added)
+        for clip, t in ((bottle, 20.0), (bottle, 33.0), (book, 2.0)):
+            q = tmp_path / f"{clip.stem}-{t}.png"
+            frame_at(clip, t).save(q)
+            hit = [h for h in eng.search(image=str(q), types=["image"], k=5) if h.path == str(d / clip.name)]
+            assert hit and hit[0].start - frames.STEP <= t < hit[0].end + frames.STEP, (clip.name, t, hit[:1])
 
 
 def test_the_server_gives_moments_a_frame_and_the_video_from_any_byte(shows):

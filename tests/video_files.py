@@ -68,6 +68,25 @@ class VideoSpec:
         return self.scenes[-1]
 
 
+def textured(shots: list[tuple[float, tuple[int, int, int], int]], size: tuple[int, int] = (160, 120),
+             fps: int = 25, keyint: int = 250) -> VideoSpec:
+    """Shots of (seconds, tint, seed) filling the frame with a random pattern of that tint that pans slowly: as
+    footage does, a cut changes every part of the picture, so its frame is coded as a picture of its own."""
+    ends = np.cumsum([s[0] for s in shots])
+    pictures = []
+    for _, tint, seed in shots:
+        grid = np.random.default_rng(seed).uniform(-40, 40, (12, 16, 3))
+        pictures.append(np.asarray(Image.fromarray(np.uint8(np.clip(np.array(tint) + grid, 0, 255)))
+                                   .resize((size[0] * 2, size[1] * 2), Image.BILINEAR)))
+
+    def frame(t: float) -> Image.Image:
+        i = min(int(np.searchsorted(ends, t, side="right")), len(shots) - 1)
+        dx = int(t * 3) % size[0]
+        return Image.fromarray(pictures[i][10:10 + size[1], dx:dx + size[0]].copy())
+
+    return VideoSpec([Scene(s[0]) for s in shots], size=size, fps=fps, keyint=keyint, frame_fn=frame)
+
+
 def write_video(path: Path, spec: VideoSpec) -> Path:
     fmt = {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".mov": "mov"}[path.suffix]
     tmp_subs = None
