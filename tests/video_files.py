@@ -47,6 +47,7 @@ class VideoSpec:
     codec: str = "libx264"
     keyint: int = 250              # frames between key frames
     scenecut: bool = False         # let x264 put key frames at cuts (it does by default)
+    bframes: int = 0               # x264's B-frames (its presets other than ultrafast use 3): frames come out reordered
     sounds: list[Sound] = field(default_factory=list)
     audio: bool | None = None      # None: a track when there are sounds
     sample_rate: int = 16000
@@ -97,7 +98,7 @@ def write_video(path: Path, spec: VideoSpec) -> Path:
         v.pix_fmt = "yuv420p"
         if spec.codec == "libx264":
             v.options = {"x264-params": f"keyint={spec.keyint}:min-keyint={min(spec.keyint, 25)}"
-                                        f":scenecut={40 if spec.scenecut else 0}", "preset": "ultrafast"}
+                                        f":scenecut={40 if spec.scenecut else 0}:bframes={spec.bframes}", "preset": "ultrafast"}
         elif spec.codec.startswith("libvpx"):
             v.options = {"g": str(spec.keyint), "deadline": "realtime", "cpu-used": "8"}
         a = None

@@ -159,7 +159,7 @@ def samples(src_factory: Any, info: Sampling, *, step: float = STEP, max_samples
                             if kept is None or differs(kept.signature, s.signature):
                                 kept = s
                                 yield s
-                jumps = []
+                jumps = [j for j in jumps if j.t > t]  # a decoder that reorders gives a frame after the next key frame
                 if kept is None or differs(kept.signature, cur.signature):
                     kept = cur
                     yield cur
@@ -277,6 +277,8 @@ def _key_frames(c: Any, stream: Any, also: set[int] | frozenset[int] = frozenset
             yield frame
     for frame in stream.decode(None):  # frames the decoder still holds (reordering delay)
         if frame.pts is not None:
+            if frame.time_base is None:  # flushed frames come without one: their pts are the stream's
+                frame.time_base = stream.time_base
             yield frame
 
 
