@@ -101,8 +101,10 @@ def another_shot(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _time(frame: Any, stream: Any, index: int) -> float:
-    if frame.pts is not None and frame.time_base:
-        return max(0.0, float(frame.pts * frame.time_base) - _start(stream))
+    # Frames flushed out of a decoder that reorders (B-frames) come without a time base; their pts are the stream's.
+    base = frame.time_base or stream.time_base
+    if frame.pts is not None and base:
+        return max(0.0, float(frame.pts * base) - _start(stream))
     rate = float(stream.average_rate or stream.guessed_rate or 25)
     return index / rate
 
@@ -277,8 +279,6 @@ def _key_frames(c: Any, stream: Any, also: set[int] | frozenset[int] = frozenset
             yield frame
     for frame in stream.decode(None):  # frames the decoder still holds (reordering delay)
         if frame.pts is not None:
-            if frame.time_base is None:  # flushed frames come without one: their pts are the stream's
-                frame.time_base = stream.time_base
             yield frame
 
 
