@@ -101,3 +101,23 @@ def test_every_core_decodes_for_the_gpu():
     space = Space(mmr.resolve_model_arg("tiny"), device="cuda")
     cores = len(os.sched_getaffinity(0))
     assert Embedder(space).workers == cores
+
+
+def test_a_video_indexed_on_the_gpu_is_found_at_its_moments(tmp_path):
+    """Videos through the GPU: scenes are merged after the image tower, wherever it runs, so a frame taken at t
+    finds its video with a range holding t, as on the CPU (tests/test_video.py), and its sound is indexed too."""
+    from video_files import Scene, Sound, VideoSpec, frame_at, write_video
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    video = write_video(folder / "show.mkv", VideoSpec([Scene(4, "red", "circle"), Scene(3, "blue", "square"),
+                                                        Scene(5, "green", "triangle")],
+                                                       sounds=[Sound(4.5, 2.0, 220.0)]))
+    with mmr.Engine(tmp_path / "idx", model="tiny", device="cuda") as eng:
+        rep = eng.index([folder])
+        assert rep.skipped == [] and rep.added["image"] >= 3 and rep.added["audio"] >= 1, (rep.skipped, rep.added)
+        for t in (1.0, 5.0, 9.0):
+            q = tmp_path / f"frame-{t}.png"
+            frame_at(video, t).save(q)
+            hits = [h for h in eng.search(image=str(q), types=["image"], k=3) if h.path == str(video)]
+            assert hits and hits[0].start <= t < hits[0].end, (t, [h.where for h in hits])
