@@ -10,8 +10,8 @@ picture within `SAME`) is not kept: it adds nothing for the scene merger but cos
 
 An unmarked cut often shows in the packets: the first frame of a new shot has nothing to be predicted from, so it
 is coded as a picture of its own, and in a stretch that holds nothing else as large its packet stands far above
-all the others. Such a packet is decoded alone, on the key frame before it (its references are missing, so the picture is
-near, not exact). Where a stretch holds one such packet and its picture has the colours of the key frame ending
+all the others. Such a packet is decoded alone, on the key frame before it (its references are missing, so the
+picture is near, not exact). Where a stretch holds one such packet and its picture has the colours of the key frame ending
 the stretch, not of the one starting it, the stretch is taken as cut there: that picture is the sample at the cut,
 and the cut costs one frame, not the frames before it. (Should the key frame ending the stretch fall on a second
 cut, the picture at the first cut still stands for the shot between; the scene merger tells them apart.)
@@ -230,7 +230,8 @@ def _read_packets(src_factory: Any) -> _Packets:
                 elif not too_long:
                     stretch.append((t, packet.pts, packet.size))
                     too_long = len(stretch) > JUMP_STRETCH
-            close()
+            # The stretch after the last key frame is not closed: with no key frame after it to check a picture
+            # against, it is decoded where it is looked at, and a packet named there would be decoded for nothing.
     except Exception:  # the decoding pass says what is wrong with the file
         pass
     floor = JUMP_OF_KEY * float(np.median(key_sizes)) if key_sizes else float("inf")
@@ -266,13 +267,12 @@ def _key_frames(c: Any, stream: Any, also: set[int] | frozenset[int] = frozenset
     for packet in c.demux(stream):
         if packet.size == 0 or not (packet.is_keyframe or packet.pts in also):
             continue
-        if not packet.is_keyframe:
-            try:  # without its references a decoder may refuse the frame: then its stretch is decoded
-                decoded = packet.decode()
-            except Exception:
-                continue
-        else:
+        try:
             decoded = packet.decode()
+        except Exception:
+            if packet.is_keyframe:
+                raise
+            continue  # without its references a decoder may refuse the frame: then its stretch is decoded
         for frame in decoded:
             if frame.pts is None and packet.pts is not None:
                 frame.pts, frame.time_base = packet.pts, packet.time_base

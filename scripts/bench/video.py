@@ -123,7 +123,7 @@ def measure(name: str, path: Path, work: Path, cuts: int | None = None) -> dict:
     return {"video": name, "picture": size, "seconds": round(seconds, 1), "frames": n, "cuts": cuts,
             "decode_every_frame_s": round(full, 2), "sampler_s": round(samp, 2),
             "frames_decoded_by_sampler": info.decoded, "key_frames": info.key_frames,
-            "cuts_from_packets": getattr(info, "cuts_from_packets", None), "samples": kept,
+            "cuts_from_packets": info.cuts_from_packets, "samples": kept,
             "index_s": round(took, 2), "index_vs_decode_every_frame": round(took / full, 3),
             "hours_per_minute": round(hours / (took / 60), 2),
             "scenes": added.get("image", 0), "items": sum(added.values()),
@@ -136,8 +136,6 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mmr-bench-video-"))
     try:
-        with mmr.Engine(work / "warm", model="tiny") as eng:  # load the space once before timing
-            eng.search("warm up")
         rows = []
         if args.files:
             for i, f in enumerate(args.files):
